@@ -1,0 +1,4 @@
+"""persona-studio engine: body model, avatar, rasterizer, prep, frames, training, export.
+
+Nothing in this package imports GUI code.
+"""

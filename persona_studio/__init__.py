@@ -1,0 +1,1 @@
+"""persona-studio application: CLI and Dear PyGui studio."""
