@@ -1,0 +1,350 @@
+"""Typed configuration: dataclasses loaded from TOML presets, with dotted overrides.
+
+A preset file may set any subset of keys; the rest keep the dataclass defaults. Unknown keys and
+wrong types are errors naming the file, the key and the expected type. Overrides such as
+``train.iterations=500`` are parsed as TOML values and checked the same way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+from core.errors import UserError
+from core.paths import PRESETS_DIR
+
+
+@dataclass
+class BodyConfig:
+    """Which body model drives the avatar."""
+
+    model: str = ""  # path to a SMPL-X-format .npz; "" = PERSONA_SMPLX_MODEL env var, else embedded
+    num_betas: int = 10
+    num_expression: int = 50
+
+
+@dataclass
+class PrepConfig:
+    """Photo preprocessing (mask, keypoints, SMPL-X fit, albedo)."""
+
+    max_side: int = 2048  # photos larger than this (pixels) are downscaled first
+    crop_size: int = 512  # side of the square person crop used for training (pixels)
+    crop_margin: float = 0.1  # margin around the person as a fraction of its height
+    grabcut: bool = True
+    fit_iterations: list[int] = field(default_factory=lambda: [60, 120, 60])  # camera, body, hands/face
+
+
+@dataclass
+class FramesConfig:
+    """Generated training frames (re-posed photo-textured body along driving motions)."""
+
+    motions: list[str] = field(default_factory=lambda: ["idle", "walk_in_place", "wave", "turn_around", "dance", "talk"])
+    num_generated: int = 120
+    resolution: int = 512  # pixels, square
+    camera_distance: float = 3.0  # metres
+
+
+@dataclass
+class AvatarConfig:
+    """Gaussian avatar: count, triplane and pose MLP."""
+
+    num_gaussians: int = 60000  # reached by subdividing the body mesh, then subsampling
+    init_scale: float = 0.006  # metres, isotropic
+    triplane_channels: int = 32
+    triplane_resolution: int = 128
+    triplane_extent: float = 2.0  # metres, side of the cube the planes cover
+    mlp_width: int = 128
+    mlp_layers: int = 3
+    offset_scale: float = 0.01  # metres, multiplies the MLP output
+    skinning_grid: int = 64  # cells per side of the diffused skinning volume
+
+
+@dataclass
+class SamplingConfig:
+    """Balanced sampling and the seam boundary."""
+
+    photo_share: float = 0.5  # fraction of draws that pick the photo (0.5 = as often as all generated frames)
+    seam_threshold: float = 0.02
+    seam_dilate: float = 0.015  # fraction of the person's height in pixels
+    boundary_image_weight: float = 0.1  # photo image-loss weight on the seam boundary
+
+
+@dataclass
+class FrameLossWeights:
+    """Loss weights for one frame type (the photo, or generated frames)."""
+
+    image: float = 1.0  # 0.8 L1 + 0.2 (1 - SSIM) on the base render
+    image_refined: float = 0.1  # same on the refined render (with pose offsets)
+    mask: float = 1.0
+    depth: float = 0.01  # scale-invariant, on min-max normalised depth
+    normal: float = 1.0  # L1 + (1 - cos)
+    part_seg: float = 1.0  # L1 on part-segmentation colours
+    albedo: float = 0.0  # image loss against the albedo image
+    hand_mask: float = 0.0
+
+
+@dataclass
+class LossConfig:
+    """Geometry-weighted optimisation: per-frame-type weights and regularisers."""
+
+    ssim_weight: float = 0.2
+    photo: FrameLossWeights = field(
+        default_factory=lambda: FrameLossWeights(
+            image=1.0, image_refined=0.1, mask=1.0, depth=0.001, normal=0.1, part_seg=0.1, albedo=1.0, hand_mask=0.0
+        )
+    )
+    generated: FrameLossWeights = field(
+        default_factory=lambda: FrameLossWeights(
+            image=1.0, image_refined=0.1, mask=1.0, depth=0.01, normal=1.0, part_seg=1.0, albedo=0.0, hand_mask=50.0
+        )
+    )
+    laplacian_offsets: float = 1e6
+    laplacian_offsets_face_hands: float = 1e7
+    laplacian_refined_offsets: float = 1e5
+    laplacian_scales: float = 1e6
+    laplacian_colors: float = 0.1
+
+
+@dataclass
+class OptimConfig:
+    """Adam with per-group learning rates and a step decay."""
+
+    lr_offsets: float = 1e-3
+    lr_triplane: float = 1e-3
+    lr_mlp: float = 1e-3
+    lr_scales: float = 1e-2
+    lr_colors: float = 1e-2
+    lr_part_colors: float = 1e-2
+    lr_smplx: float = 1e-3
+    lr_smplx_hands: float = 1e-4
+    eps: float = 1e-15
+    decay_at: float = 0.75  # fraction of training after which learning rates are divided
+    decay_factor: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """Training schedule."""
+
+    iterations: int = 3000
+    batch_size: int = 1
+    seed: int = 0
+    render_size: int = 512  # pixels, square training renders
+    checkpoint_every: int = 500
+    snapshot_every: int = 10
+
+
+@dataclass
+class RenderConfig:
+    """Rasterizer choice."""
+
+    backend: str = "auto"  # auto | cpu | gsplat
+    rasterize_mode: str = "antialiased"  # classic | antialiased (Mip-Splatting 2D filter)
+    eps2d: float = 0.1  # the 2D filter kernel (PERSONA uses 0.1)
+
+
+@dataclass
+class AblationConfig:
+    """Switches for the method's parts, for benchmarks."""
+
+    balanced_sampling: bool = True
+    geometry_weighting: bool = True
+    pose_offsets: bool = True
+
+
+@dataclass
+class ExportConfig:
+    """Defaults for turntables and animations."""
+
+    resolution: int = 512
+    frames: int = 120
+    fps: int = 30
+    elevation: float = 0.0  # degrees
+    distance: float = 3.0  # metres
+    background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+
+
+@dataclass
+class Config:
+    """A whole preset."""
+
+    name: str = "standard"
+    description: str = ""
+    body: BodyConfig = field(default_factory=BodyConfig)
+    prep: PrepConfig = field(default_factory=PrepConfig)
+    frames: FramesConfig = field(default_factory=FramesConfig)
+    avatar: AvatarConfig = field(default_factory=AvatarConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped in ``presets/`` (without ``.toml``), sorted."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def preset_path(name_or_path: str | Path) -> Path:
+    """Resolve a preset name (``preview``) or a path to a ``.toml`` file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.exists():
+        return candidate
+    path = PRESETS_DIR / f"{name_or_path}.toml"
+    if not path.exists():
+        raise UserError(f"unknown preset '{name_or_path}'; choose one of: {', '.join(preset_names())} or give a .toml path")
+    return path
+
+
+def load_preset(name_or_path: str | Path = "standard", overrides: list[str] | None = None) -> Config:
+    """Load a preset by name or path, then apply ``key.sub=value`` overrides."""
+    path = preset_path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError("preset file not found", path) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"not valid TOML: {err}", path) from None
+    data.setdefault("name", path.stem)
+    config = build_dataclass(Config, data, source=str(path))
+    validate(config, source=str(path))
+    for item in overrides or []:
+        apply_override(config, item)
+    validate(config, source="--set " + " ".join(overrides or []))
+    return config
+
+
+# Keys whose value must be one of a few words.
+CHOICES = {
+    "render.backend": ("auto", "cpu", "gsplat"),
+    "render.rasterize_mode": ("classic", "antialiased"),
+}
+
+
+def validate(config: Config, source: str) -> None:
+    """Check values that a type alone cannot: word choices and positive sizes."""
+    for dotted, allowed in CHOICES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(config, section), key)
+        if value not in allowed:
+            raise UserError(f"key '{dotted}' must be one of {', '.join(allowed)}, got {value!r}", source)
+    positive = {
+        "train.iterations": config.train.iterations,
+        "train.render_size": config.train.render_size,
+        "avatar.num_gaussians": config.avatar.num_gaussians,
+        "frames.resolution": config.frames.resolution,
+        "prep.crop_size": config.prep.crop_size,
+        "export.resolution": config.export.resolution,
+        "export.fps": config.export.fps,
+    }
+    for dotted, value in positive.items():
+        if value <= 0:
+            raise UserError(f"key '{dotted}' must be positive, got {value}", source)
+    if not 0.0 <= config.sampling.photo_share < 1.0:
+        raise UserError(f"key 'sampling.photo_share' must be in [0, 1), got {config.sampling.photo_share}", source)
+
+
+def build_dataclass(cls: type, data: dict[str, Any], source: str, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a TOML table, checking keys and types recursively."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in known:
+            raise UserError(f"unknown key '{dotted}' (known here: {', '.join(sorted(known))})", source)
+        kwargs[key] = _checked_value(hints[key], value, source, dotted)
+    return cls(**kwargs)
+
+
+def _checked_value(hint: Any, value: Any, source: str, dotted: str) -> Any:
+    """Check ``value`` against a field's type hint; nested dataclasses are built from tables."""
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise UserError(f"key '{dotted}' must be a table ([{dotted}])", source)
+        return build_dataclass(hint, value, source, prefix=f"{dotted}.")
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item_hint,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise UserError(f"key '{dotted}' must be a list of {_type_name(item_hint)}", source)
+        return [_checked_value(item_hint, v, source, f"{dotted}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+        raise UserError(f"key '{dotted}' must be {_type_name(hint)}, got {type(value).__name__} {value!r}", source)
+    return value
+
+
+def _type_name(hint: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def apply_override(config: Config, item: str) -> None:
+    """Apply one ``section.key=value`` override in place (value in TOML syntax; bare words are strings)."""
+    source = f"--set {item}"
+    if "=" not in item:
+        raise UserError("override must look like section.key=value", source)
+    dotted, raw = (s.strip() for s in item.split("=", 1))
+    parts = dotted.split(".")
+    target: Any = config
+    for depth, part in enumerate(parts):
+        if not dataclasses.is_dataclass(target) or part not in {f.name for f in dataclasses.fields(target)}:
+            raise UserError(f"unknown key '{'.'.join(parts[:depth + 1])}'", source)
+        if depth < len(parts) - 1:
+            target = getattr(target, part)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word such as cpu or preview
+    hint = typing.get_type_hints(type(target))[parts[-1]]
+    if dataclasses.is_dataclass(hint):
+        raise UserError(f"'{dotted}' is a section; set one of its keys instead", source)
+    setattr(target, parts[-1], _checked_value(hint, value, source, dotted))
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict of a config (for manifests and saving presets)."""
+    return dataclasses.asdict(config)
+
+
+def dumps_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """Serialise a nested dict of scalars, lists and tables as TOML (enough for our configs)."""
+    scalars = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    parts = ["\n".join(scalars)] if scalars else []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            name = f"{prefix}{key}"
+            parts.append(f"[{name}]\n" + dumps_toml(value, prefix=f"{name}.").rstrip("\n"))
+    return "\n\n".join(parts).strip() + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def save_preset(config: Config, path: str | Path) -> None:
+    """Write a config as a preset TOML file atomically."""
+    from core.io.atomic import write_text_atomic
+
+    write_text_atomic(path, dumps_toml(config_to_dict(config)))

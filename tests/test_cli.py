@@ -1,0 +1,56 @@
+"""The command line: doctor, config, clear answers for commands not built yet, one-line user errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from core.paths import REPO_ROOT
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO_ROOT / "main.py"), *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_doctor_reports_machine():
+    result = run_cli("doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for item in ("torch", "rasterizer", "body model", "mediapipe", "OpenGL", "ffmpeg"):
+        assert item in result.stdout
+    assert "embedded" in result.stdout
+
+
+def test_doctor_fails_with_fix_for_broken_body_model(tmp_path):
+    import os
+
+    bad = tmp_path / "smplx_broken.npz"
+    bad.write_bytes(b"not a zip at all")
+    result = run_cli("--body-model", str(bad), "doctor", env={**os.environ, "PERSONA_SMPLX_MODEL": ""})
+    assert result.returncode == 1
+    assert "FAIL" in result.stdout and "body model" in result.stdout and "fix:" in result.stdout
+
+
+def test_config_prints_overrides():
+    result = run_cli("config", "--preset", "preview", "--set", "train.iterations=123")
+    assert result.returncode == 0, result.stderr
+    assert "iterations = 123" in result.stdout
+
+
+def test_user_error_is_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nwhat = 1\n")
+    result = run_cli("config", "--preset", str(bad))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "train.what" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_commands_not_built_yet_say_so(capsys):
+    from persona_studio.cli import NOT_YET, main
+
+    samples = {"studio": [], "reconstruct": ["p.jpg", "-o", "x"], "prep": ["p.jpg", "-o", "x"], "frames": ["import"],
+               "turntable": ["a", "-o", "x"], "animate": ["a", "-o", "x"], "export": ["a", "-o", "x"]}
+    for command in NOT_YET:
+        assert main([command, *samples[command]]) == 3
+        assert "not available yet" in capsys.readouterr().err
