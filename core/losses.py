@@ -1,0 +1,138 @@
+"""Loss terms of geometry-weighted optimisation: image (L1 + SSIM), mask, depth, normal, part
+segmentation, and Laplacian regularisers on per-Gaussian quantities.
+
+Images are ``[B, H, W, C]`` float tensors (the rasterizer's layout); masks ``[B, H, W, 1]`` in [0, 1].
+Every loss is a scalar; masked means divide by the mask's sum (never by zero).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Normalised 1D Gaussian window ``[size]``."""
+    x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
+    w = torch.exp(-(x**2) / (2 * sigma**2))
+    return w / w.sum()
+
+
+def ssim_map(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Per-pixel SSIM of ``a`` and ``b`` ``[B, H, W, C]`` (values in [0, 1]) -> ``[B, H, W, C]``.
+
+    Gaussian-weighted local statistics with the usual constants (K1=0.01, K2=0.03, L=1); the
+    separable window is applied with reflection padding so the map keeps the image size.
+    """
+    c1, c2 = 0.01**2, 0.03**2
+    x = a.permute(0, 3, 1, 2)
+    y = b.permute(0, 3, 1, 2)
+    channels = x.shape[1]
+    w = _gaussian_window(window, sigma, x.dtype, x.device)
+    wx = w.view(1, 1, 1, -1).expand(channels, 1, 1, window)
+    wy = w.view(1, 1, -1, 1).expand(channels, 1, window, 1)
+    pad = window // 2
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        t = F.pad(t, (pad, pad, pad, pad), mode="reflect")
+        return F.conv2d(F.conv2d(t, wx, groups=channels), wy, groups=channels)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return s.permute(0, 2, 3, 1)
+
+
+def weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values [B, H, W, C]`` weighted per pixel by ``weight [B, H, W, 1]`` (plain mean if None)."""
+    if weight is None:
+        return values.mean()
+    weight = weight.expand_as(values)
+    return (values * weight).sum() / weight.sum().clamp_min(1e-8)
+
+
+def image_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+               ssim_weight: float = 0.2) -> torch.Tensor:
+    """``(1 - s)·L1 + s·(1 - SSIM)`` with an optional per-pixel weight map ``[B, H, W, 1]``."""
+    l1 = weighted_mean((pred - target).abs(), weight)
+    if ssim_weight == 0:
+        return l1
+    dssim = weighted_mean(1.0 - ssim_map(pred, target), weight)
+    return (1.0 - ssim_weight) * l1 + ssim_weight * dssim
+
+
+def mask_loss(alpha: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 between the rendered alpha and the target mask, both ``[B, H, W, 1]``."""
+    return weighted_mean((alpha - mask).abs(), weight)
+
+
+def _minmax_normalise(depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Map depth ``[B, H, W, 1]`` inside ``mask`` to [0, 1] per image (min/max over the mask)."""
+    big = torch.finfo(depth.dtype).max
+    inside = mask > 0.5
+    lo = torch.where(inside, depth, torch.full_like(depth, big)).amin(dim=(1, 2, 3), keepdim=True)
+    hi = torch.where(inside, depth, torch.full_like(depth, -big)).amax(dim=(1, 2, 3), keepdim=True)
+    return (depth - lo) / (hi - lo).clamp_min(1e-6)
+
+
+def depth_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scale-invariant depth loss on min-max normalised depth inside ``mask``.
+
+    Both depths ``[B, H, W, 1]`` (metres, or any monotonic units for the target: estimated depth
+    maps have unknown scale and shift) are normalised to [0, 1] over the mask, then compared with
+    the scale-invariant log-free form ``mean(d²) - mean(d)²`` of their difference ``d``.
+    """
+    inside = (mask > 0.5).to(pred.dtype)
+    if inside.sum() < 2:
+        return pred.sum() * 0.0
+    d = (_minmax_normalise(pred, mask) - _minmax_normalise(target, mask)) * inside
+    n = inside.sum()
+    return (d.pow(2).sum() / n) - (d.sum() / n).pow(2)
+
+
+def normal_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``L1 + (1 - cos)`` between normal maps ``[B, H, W, 3]`` inside ``mask [B, H, W, 1]``."""
+    pred_n = F.normalize(pred, dim=-1, eps=1e-6)
+    target_n = F.normalize(target, dim=-1, eps=1e-6)
+    l1 = (pred_n - target_n).abs().sum(-1, keepdim=True)
+    cos = 1.0 - (pred_n * target_n).sum(-1, keepdim=True)
+    return weighted_mean(l1 + cos, mask)
+
+
+def part_seg_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 between rendered and target part-segmentation colour images ``[B, H, W, 3]``."""
+    return weighted_mean((pred - target).abs(), mask)
+
+
+def mesh_adjacency(faces: torch.Tensor, num_vertices: int) -> torch.Tensor:
+    """Row-normalised vertex adjacency of a triangle mesh as a sparse ``[V, V]`` tensor.
+
+    ``faces [F, 3]`` int64. Row ``i`` averages the neighbours of vertex ``i`` (isolated vertices get
+    an empty row), so ``x - A @ x`` is the uniform Laplacian.
+    """
+    f = faces.long()
+    edges = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], dim=0)
+    edges = torch.cat([edges, edges.flip(1)], dim=0)
+    edges = torch.unique(edges, dim=0)
+    degree = torch.bincount(edges[:, 0], minlength=num_vertices).clamp_min(1).to(torch.float32)
+    values = 1.0 / degree[edges[:, 0]]
+    return torch.sparse_coo_tensor(edges.T, values, (num_vertices, num_vertices), check_invariants=True).coalesce()
+
+
+def laplacian_loss(values: torch.Tensor, adjacency: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared uniform Laplacian of per-vertex ``values [N, C]`` (``adjacency`` from ``mesh_adjacency``).
+
+    ``weight [N]`` scales each vertex's term (e.g. stronger on face and hands).
+    """
+    lap = values - adjacency.to(values.dtype) @ values
+    per_vertex = lap.pow(2).sum(-1)
+    if weight is not None:
+        per_vertex = per_vertex * weight
+    return per_vertex.mean()
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """PSNR in dB of images in [0, 1] ``[B, H, W, C]``, over ``mask [B, H, W, 1]`` if given."""
+    mse = weighted_mean((pred.detach() - target).pow(2), mask).clamp_min(1e-12)
+    return float(-10.0 * torch.log10(mse))

@@ -1,0 +1,113 @@
+"""Loss terms and balanced sampling: checks against independent expectations."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from core import losses
+from core.sampling import BalancedSampler, seam_boundary, sobel_magnitude
+
+
+def test_ssim_identical_is_one_and_noise_lowers_it():
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(1, 32, 32, 3, generator=g)
+    assert torch.allclose(losses.ssim_map(img, img), torch.ones_like(img), atol=1e-5)
+    noisy = (img + 0.2 * torch.randn(img.shape, generator=g)).clamp(0, 1)
+    assert losses.ssim_map(img, noisy).mean() < 0.9
+
+
+def test_ssim_matches_global_formula_on_constant_patches():
+    # With constant images the local statistics are exact: SSIM = (2ab + c1) / (a² + b² + c1).
+    a, b = 0.3, 0.6
+    s = losses.ssim_map(torch.full((1, 16, 16, 1), a), torch.full((1, 16, 16, 1), b))
+    expected = (2 * a * b + 0.01**2) / (a**2 + b**2 + 0.01**2)
+    assert torch.allclose(s, torch.full_like(s, expected), atol=1e-5)
+
+
+def test_image_loss_weight_map_ignores_zero_weight_pixels():
+    pred = torch.zeros(1, 8, 8, 3)
+    target = torch.zeros(1, 8, 8, 3)
+    target[:, :, :4] = 1.0  # differs only on the left half
+    weight = torch.zeros(1, 8, 8, 1)
+    weight[:, :, 4:] = 1.0
+    assert losses.image_loss(pred, target, weight, ssim_weight=0.0) == 0.0
+    assert torch.isclose(losses.image_loss(pred, target, None, ssim_weight=0.0), torch.tensor(0.5))
+
+
+def test_depth_loss_is_scale_and_shift_invariant():
+    g = torch.Generator().manual_seed(1)
+    depth = 2.0 + torch.rand(1, 16, 16, 1, generator=g)
+    mask = torch.ones_like(depth)
+    assert losses.depth_loss(depth, 5.0 * depth + 3.0, mask) < 1e-10
+    assert losses.depth_loss(depth, torch.rand(1, 16, 16, 1, generator=g), mask) > 1e-3
+
+
+def test_normal_loss_zero_for_same_direction_and_two_plus_for_opposite():
+    n = torch.zeros(1, 4, 4, 3)
+    n[..., 2] = 1.0
+    mask = torch.ones(1, 4, 4, 1)
+    assert losses.normal_loss(n, 3.0 * n, mask) < 1e-6
+    assert torch.isclose(losses.normal_loss(n, -n, mask), torch.tensor(4.0))  # L1 = 2, 1 - cos = 2
+
+
+def test_laplacian_is_zero_for_constant_and_linear_on_a_grid_interior():
+    # A 3x3 grid of vertices triangulated; the centre vertex's neighbours average to the centre.
+    xs, ys = np.meshgrid(np.arange(3), np.arange(3))
+    idx = np.arange(9).reshape(3, 3)
+    faces = []
+    for r in range(2):
+        for c in range(2):
+            a, b, d, e = idx[r, c], idx[r, c + 1], idx[r + 1, c], idx[r + 1, c + 1]
+            faces += [[a, b, e], [a, e, d]]
+    adj = losses.mesh_adjacency(torch.tensor(faces), 9)
+    const = torch.ones(9, 2)
+    assert losses.laplacian_loss(const, adj) < 1e-12
+    bump = torch.zeros(9, 1)
+    bump[4] = 1.0  # the centre vertex raised: its Laplacian is 1, each neighbour's is -1/deg
+    assert losses.laplacian_loss(bump, adj) > 1.0 / 9
+
+
+def test_psnr_of_known_mse():
+    a = torch.zeros(1, 4, 4, 3)
+    assert abs(losses.psnr(a, a + 0.1) - 20.0) < 1e-4
+
+
+def test_balanced_sampler_draws_photo_half_the_time():
+    s = BalancedSampler(num_generated=30, photo_share=0.5, seed=3)
+    for _ in range(600):
+        s.draw()
+    assert abs(s.photo_fraction - 0.5) < 1e-9  # whole epochs: exactly half
+    assert (s.counts[1:] == 10).all()  # every generated frame drawn once per epoch
+    unbalanced = BalancedSampler(num_generated=30, balanced=False, seed=3)
+    for _ in range(310):
+        unbalanced.draw()
+    assert abs(unbalanced.photo_fraction - 1 / 31) < 1e-9
+
+
+def test_sampler_resume_reproduces_the_sequence():
+    a = BalancedSampler(num_generated=7, seed=11)
+    first = [a.draw() for _ in range(10)]
+    b = BalancedSampler(num_generated=7, seed=11)
+    b.load_state_dict(a.state_dict())
+    assert [a.draw() for _ in range(25)] == [b.draw() for _ in range(25)]
+    assert first != [BalancedSampler(num_generated=7, seed=12).draw() for _ in range(10)]
+
+
+def test_seam_boundary_finds_depth_jump_not_smooth_surface():
+    h, w = 64, 64
+    mask = np.zeros((h, w), bool)
+    mask[8:56, 8:56] = True
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    smooth = np.stack([xx * 0.004, yy * 0.004, np.zeros_like(xx)], -1)  # 4 mm per pixel
+    assert not seam_boundary(smooth, mask, dilate_fraction=0.0).any()
+    jump = smooth.copy()
+    jump[:, 32:, 2] += 0.2  # an arm 20 cm in front of the torso from column 32 on
+    seam = seam_boundary(jump, mask, dilate_fraction=0.0)
+    assert seam[20:40, 31:33].all() and not seam[:, :28].any() and not seam[:, 36:].any()
+    wide = seam_boundary(jump, mask, dilate_fraction=0.1)  # radius ~5 px
+    assert wide[30, 28] and not wide[30, 24]
+
+
+def test_sobel_magnitude_of_ramp():
+    ramp = np.tile(np.arange(10, dtype=np.float32) * 0.5, (10, 1))
+    assert np.allclose(sobel_magnitude(ramp)[2:-2, 2:-2], 0.5)
