@@ -1,0 +1,123 @@
+"""Pose-dependent mean offsets: a triplane sampled at template positions plus a small MLP.
+
+PERSONA predicts, for every Gaussian, a position offset (no scale or colour offsets) from the
+triplane feature at its canonical position and the 6D rotations of the body joints near the
+Gaussian's dominant joint. Hands, face and eyes get no pose offsets.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from smplx.lbs import batch_rodrigues
+
+NUM_BODY_JOINTS = 21  # SMPL-X body_pose joints (1..21), the root excluded
+
+
+def axis_angle_to_6d(axis_angle: torch.Tensor) -> torch.Tensor:
+    """Axis-angle ``[..., 3]`` (radians) -> 6D rotation ``[..., 6]`` (first two matrix columns)."""
+    shape = axis_angle.shape[:-1]
+    mats = batch_rodrigues(axis_angle.reshape(-1, 3)).reshape(*shape, 3, 3)
+    return mats[..., :, :2].transpose(-1, -2).reshape(*shape, 6)
+
+
+def joints_near(parents: np.ndarray, hops: int = 1) -> np.ndarray:
+    """Joints within ``hops`` steps of each joint in the kinematic tree -> bool ``[J, J]``."""
+    parents = np.asarray(parents)
+    count = len(parents)
+    adjacent = np.eye(count, dtype=bool)
+    for child, parent in enumerate(parents):
+        if parent >= 0:
+            adjacent[child, parent] = adjacent[parent, child] = True
+    reach = np.eye(count, dtype=bool)
+    for _ in range(hops):
+        reach = (reach.astype(np.int32) @ adjacent.astype(np.int32)) > 0
+    return reach
+
+
+def body_joint_mask(dominant_joint: np.ndarray, parents: np.ndarray, hops: int = 1) -> np.ndarray:
+    """Which of the 21 body-pose joints feed each Gaussian's MLP input -> bool ``[N, 21]``.
+
+    ``dominant_joint [N]``: index (0..54) of each Gaussian's largest skinning weight. A body joint
+    ``j`` (1..21) is used when it lies within ``hops`` tree steps of the dominant joint; joints
+    whose rotation moves the Gaussian's neighbourhood matter, the rest would only add noise.
+    """
+    near = joints_near(parents, hops)
+    return near[np.asarray(dominant_joint)][:, 1:NUM_BODY_JOINTS + 1]
+
+
+class Triplane(nn.Module):
+    """Three axis-aligned feature planes ``[3, C, R, R]`` covering a cube of side ``extent`` metres."""
+
+    def __init__(self, channels: int, resolution: int, extent: float = 2.0, center: tuple = (0.0, 0.0, 0.0)):
+        super().__init__()
+        self.planes = nn.Parameter(torch.zeros(3, channels, resolution, resolution))
+        nn.init.normal_(self.planes, std=0.1)
+        self.extent = float(extent)
+        self.register_buffer("center", torch.tensor(center, dtype=torch.float32))
+
+    @property
+    def feature_dim(self) -> int:
+        return 3 * self.planes.shape[1]
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        """Bilinear features at ``points [N, 3]`` (metres) -> ``[N, 3C]`` (xy, xz, yz planes)."""
+        uvw = (points - self.center) / (self.extent / 2)
+        coords = torch.stack([uvw[:, [0, 1]], uvw[:, [0, 2]], uvw[:, [1, 2]]], dim=0)  # [3, N, 2]
+        sampled = F.grid_sample(self.planes, coords[:, :, None, :], mode="bilinear",
+                                padding_mode="border", align_corners=False)  # [3, C, N, 1]
+        return sampled[..., 0].permute(2, 0, 1).reshape(points.shape[0], -1)
+
+
+class PoseOffsetMLP(nn.Module):
+    """``[triplane feature, masked 6D body-joint rotations] -> offset [N, 3]`` in metres.
+
+    ``layers`` hidden layers of ``width`` with GroupNorm and ReLU; the last layer starts at zero so
+    a fresh avatar has no pose offsets; the output is multiplied by ``offset_scale`` (0.01 m).
+    """
+
+    def __init__(self, feature_dim: int, width: int = 128, layers: int = 3, offset_scale: float = 0.01,
+                 groups: int = 8):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        in_dim = feature_dim + NUM_BODY_JOINTS * 6
+        for _ in range(layers):
+            blocks += [nn.Linear(in_dim, width), nn.GroupNorm(min(groups, width), width), nn.ReLU(inplace=True)]
+            in_dim = width
+        self.hidden = nn.Sequential(*blocks)
+        self.out = nn.Linear(in_dim, 3)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.offset_scale = float(offset_scale)
+
+    def forward(self, features: torch.Tensor, joint_rot6d: torch.Tensor, joint_mask: torch.Tensor) -> torch.Tensor:
+        """``features [N, F]``, ``joint_rot6d [21, 6]``, ``joint_mask [N, 21]`` bool -> ``[N, 3]`` metres."""
+        pose = (joint_mask[:, :, None].to(features.dtype) * joint_rot6d[None]).reshape(features.shape[0], -1)
+        return self.out(self.hidden(torch.cat([features, pose], dim=1))) * self.offset_scale
+
+
+class PoseOffsets(nn.Module):
+    """Triplane + MLP over all Gaussians, with hands/face/eyes switched off.
+
+    ``template [N, 3]``: canonical Gaussian positions where the triplane is sampled.
+    ``joint_mask [N, 21]`` from ``body_joint_mask``; ``enabled [N]`` False for hands, face, eyes.
+    """
+
+    def __init__(self, template: torch.Tensor, joint_mask: torch.Tensor, enabled: torch.Tensor, channels: int,
+                 resolution: int, extent: float, width: int, layers: int, offset_scale: float):
+        super().__init__()
+        center = tuple(float(c) for c in (template.amin(0) + template.amax(0)) / 2)
+        self.triplane = Triplane(channels, resolution, extent, center)
+        self.mlp = PoseOffsetMLP(self.triplane.feature_dim, width, layers, offset_scale)
+        self.register_buffer("template", template.detach().clone())
+        self.register_buffer("joint_mask", joint_mask.bool())
+        self.register_buffer("enabled", enabled.bool())
+
+    def forward(self, body_pose: torch.Tensor) -> torch.Tensor:
+        """``body_pose [63]`` axis-angle (radians) -> offsets ``[N, 3]`` metres (zero where disabled)."""
+        idx = torch.nonzero(self.enabled, as_tuple=True)[0]
+        rot6d = axis_angle_to_6d(body_pose.reshape(NUM_BODY_JOINTS, 3))
+        features = self.triplane(self.template[idx])
+        offsets = torch.zeros_like(self.template)
+        return offsets.index_copy(0, idx, self.mlp(features, rot6d, self.joint_mask[idx]))

@@ -1,0 +1,66 @@
+"""Triplane + pose MLP: masking, zero start, disabled Gaussians, gradients reach the triplane."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from core.avatar.pose_offsets import PoseOffsets, Triplane, axis_angle_to_6d, body_joint_mask, joints_near
+
+
+def test_6d_of_known_rotations():
+    r6 = axis_angle_to_6d(torch.zeros(2, 3))
+    assert torch.allclose(r6, torch.tensor([[1.0, 0, 0, 0, 1, 0]] * 2))
+    # 90° about z maps x -> y and y -> -x: first two columns (0,1,0) and (-1,0,0).
+    r6 = axis_angle_to_6d(torch.tensor([0.0, 0.0, math.pi / 2]))
+    assert torch.allclose(r6, torch.tensor([0.0, 1, 0, -1, 0, 0]), atol=1e-6)
+
+
+def test_joints_near_on_a_chain():
+    parents = np.array([-1, 0, 1, 2])  # a chain 0-1-2-3
+    near = joints_near(parents, hops=1)
+    assert near[1].tolist() == [True, True, True, False]
+    assert joints_near(parents, hops=2)[0].tolist() == [True, True, True, False]
+
+
+def test_body_joint_mask_drops_the_root_and_far_joints():
+    parents = np.array([-1] + [0] * 21 + [1, 2])  # a star: every body joint hangs off the root
+    mask = body_joint_mask(np.array([3, 0]), parents)
+    assert mask.shape == (2, 21)
+    assert mask[0].sum() == 1 and mask[0, 2]  # only joint 3 itself (column 2), not the root
+    assert mask[1].all()  # the root's neighbours are every body joint
+
+
+def test_triplane_reads_the_right_planes():
+    tri = Triplane(channels=1, resolution=4, extent=2.0)
+    with torch.no_grad():
+        tri.planes.zero_()
+        tri.planes[0] = 1.0  # xy plane only
+    out = tri(torch.tensor([[0.3, -0.2, 0.9]]))
+    assert out.shape == (1, 3) and out.tolist() == [[1.0, 0.0, 0.0]]
+
+
+def test_pose_offsets_zero_start_disabled_and_gradients():
+    g = torch.Generator().manual_seed(0)
+    n = 50
+    template = torch.rand(n, 3, generator=g) - 0.5
+    joint_mask = torch.rand(n, 21, generator=g) > 0.5
+    enabled = torch.ones(n, dtype=torch.bool)
+    enabled[:10] = False
+    model = PoseOffsets(template, joint_mask, enabled, channels=4, resolution=8, extent=2.0, width=16, layers=2,
+                        offset_scale=0.01)
+    pose = 0.3 * torch.randn(63, generator=g)
+    assert torch.count_nonzero(model(pose)) == 0  # fresh model: no offsets
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    target = torch.full((n, 3), 0.005)
+    for _ in range(30):
+        opt.zero_grad()
+        loss = (model(pose) - target)[10:].pow(2).sum()
+        loss.backward()
+        opt.step()
+    out = model(pose)
+    assert torch.count_nonzero(out[:10]) == 0  # hands/face stay still
+    assert (out[10:] - target[10:]).abs().mean() < 0.002
+    assert model.triplane.planes.grad is not None and model.triplane.planes.grad.abs().sum() > 0
+    assert not torch.allclose(model(pose), model(torch.zeros(63)))  # the offsets depend on pose
