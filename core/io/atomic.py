@@ -8,6 +8,16 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable only by their owner; finished files get the usual permissions.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target``, on error it is removed.
@@ -20,6 +30,7 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix or target.suffix, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, _FILE_MODE)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
