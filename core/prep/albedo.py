@@ -98,7 +98,7 @@ def integrate_steps(
         [H, W] float32: the solution inside, ``anchor`` outside.
     """
     import scipy.sparse as sparse
-    from scipy.fft import dctn, idctn
+    from scipy.fft import dctn, idctn, next_fast_len
     from scipy.sparse.linalg import LinearOperator, cg
 
     height, width = inside.shape
@@ -111,22 +111,28 @@ def integrate_steps(
         pairs.append((first[both], second[both], steps[both]))
     start, end, wanted = (np.concatenate(column) for column in zip(*pairs))
     edges = start.size
-    # Incidence matrix D (one row per pixel pair: f[end] - f[start]); normal equations (D^T D + w I) f = D^T s + w anchor.
+    # Incidence matrix D, one row per pixel pair (f[end] - f[start]); normal equations:
+    # (D^T D + w I) f = D^T s + w anchor.
     signs = np.concatenate([-np.ones(edges), np.ones(edges)])
-    incidence = sparse.csr_matrix((signs, (np.tile(np.arange(edges), 2), np.concatenate([start, end]))), shape=(edges, count))
+    pair_rows = np.tile(np.arange(edges), 2)
+    incidence = sparse.csr_matrix((signs, (pair_rows, np.concatenate([start, end]))), shape=(edges, count))
     system = (incidence.T @ incidence + anchor_weight * sparse.identity(count)).tocsr()
     rhs = incidence.T @ wanted.astype(np.float64) + anchor_weight * anchor[inside].astype(np.float64)
-    eig_x = 2.0 - 2.0 * np.cos(np.pi * np.arange(width) / width)
-    eig_y = 2.0 - 2.0 * np.cos(np.pi * np.arange(height) / height)
+    # The preconditioner's grid may be larger than the image: pad to sizes the FFT handles fast.
+    grid_h, grid_w = next_fast_len(height, real=True), next_fast_len(width, real=True)
+    eig_x = 2.0 - 2.0 * np.cos(np.pi * np.arange(grid_w) / grid_w)
+    eig_y = 2.0 - 2.0 * np.cos(np.pi * np.arange(grid_h) / grid_h)
     inverse_eigen = 1.0 / (eig_y[:, None] + eig_x[None, :] + anchor_weight)
+    grid_inside = np.zeros((grid_h, grid_w), bool)
+    grid_inside[:height, :width] = inside
 
     def precondition(values: np.ndarray) -> np.ndarray:
-        grid = np.zeros(inside.shape)
-        grid[inside] = values.ravel()
-        return idctn(dctn(grid, norm="ortho") * inverse_eigen, norm="ortho")[inside]
+        grid = np.zeros((grid_h, grid_w))
+        grid[grid_inside] = values.ravel()
+        return idctn(dctn(grid, norm="ortho") * inverse_eigen, norm="ortho")[grid_inside]
 
     solution, _ = cg(
-        system, rhs, x0=anchor[inside].astype(np.float64), rtol=1e-7, maxiter=200,
+        system, rhs, x0=anchor[inside].astype(np.float64), rtol=1e-6, maxiter=200,
         M=LinearOperator((count, count), precondition),
     )  # fmt: skip
     out = np.array(anchor, np.float32, copy=True)
@@ -149,7 +155,8 @@ def albedo_from_file(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     got_w, got_h = albedo.size
     if abs((got_w / got_h) / (width / height) - 1.0) > 0.01:
         raise UserError(
-            f"albedo image is {got_w}x{got_h} px but the photo is {width}x{height} px; it must have the same aspect ratio",
+            f"albedo image is {got_w}x{got_h} px but the photo is {width}x{height} px; "
+            "it must have the same aspect ratio",
             path,
         )
     if (got_w, got_h) == (width, height):

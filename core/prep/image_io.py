@@ -91,7 +91,7 @@ def load_photo(path: str | Path, max_side: int | None = None) -> Photo:
 
 
 def apply_exif_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
-    """Make an [H, W, ...] array upright given the EXIF Orientation tag (1..8); same result as Pillow's exif_transpose."""
+    """Make an [H, W, ...] array upright given the EXIF Orientation tag (1..8), as Pillow's exif_transpose does."""
     if orientation == 2:
         return pixels[:, ::-1]
     if orientation == 3:

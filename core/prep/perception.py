@@ -98,31 +98,7 @@ def perceive(
         raise ValueError(f"refine must be 'grabcut' or None, not {refine!r}")
     image = _to_uint8(rgb)
     height, width = image.shape[:2]
-    found = _run_holistic(image)
-    people_mask = _selfie_segmentation(image) > 0.5
-    tracked = found["mask"] > 0.5 if found else np.zeros((height, width), bool)
-    regions = _person_regions(people_mask | tracked, int(tracked.sum()))
-    warnings: list[str] = []
-    if person is not None:
-        if not 1 <= person <= len(regions):
-            raise UserError(f"person={person} requested but {len(regions)} person-like region(s) were found", path)
-        chosen = regions[person - 1]
-        if found is None or _overlap(chosen, tracked) < 0.5:
-            others = np.logical_or.reduce([r for r in regions if r is not chosen] + [np.zeros_like(chosen)])
-            found = _holistic_on_region(image, chosen, others)
-            if found is None:
-                raise UserError(f"no body pose found in person-like region {person} (the pose detector needs the face or body clearly visible)", path)
-    elif found is None and regions:
-        # The pose detector works on a 224-px view of the whole photo; a small person can need a crop.
-        found = _holistic_on_region(image, regions[0], np.zeros_like(regions[0]))
-    if found is None:
-        raise UserError("no person found in the photo; use a photo showing one person, ideally full body", path)
-    if len(regions) > 1 and person is None:
-        picked = 1 + int(np.argmax([_overlap(r, found["mask"] > 0.5) for r in regions]))
-        warnings.append(
-            f"{len(regions)} person-like regions found; using the one the pose detector picked "
-            f"(region {picked} by size); pass person=K to choose the K-th largest"
-        )
+    found, regions, warnings = _find_person(image, person, path)
     hand_sources = {side: ("holistic" if found[f"{side}_hand"][0, 2] > 0 else "") for side in ("left", "right")}
     known = {side: found[f"{side}_hand"] for side in ("left", "right")}
     for side, hand in fallback_hands(image, found["body"], known).items():
@@ -130,11 +106,11 @@ def perceive(
         hand_sources[side] = "hands"
     if alpha is not None:
         mask = np.clip(np.asarray(alpha, np.float32), 0.0, 1.0)
+    elif refine == "grabcut":
+        mask, refine_warning = refine_mask_grabcut(image, found["mask"])
+        warnings += [refine_warning] if refine_warning else []
     else:
         mask = found["mask"]
-        if refine == "grabcut":
-            mask, refine_warning = refine_mask_grabcut(image, mask)
-            warnings += [refine_warning] if refine_warning else []
     bbox = person_bbox(mask, found["body"], (width, height))
     if bbox is None:
         raise UserError("no person found in the photo (empty person mask); use a clearer full-body photo", path)
@@ -142,7 +118,8 @@ def perceive(
     person_height = bbox[3] - bbox[1]
     if person_height < MIN_PERSON_HEIGHT:
         warnings.append(
-            f"person is only {person_height:.0f} px tall; results improve above {MIN_PERSON_HEIGHT} px, use a larger photo"
+            f"person is only {person_height:.0f} px tall; results improve above {MIN_PERSON_HEIGHT} px, "
+            "use a larger photo"
         )
     return Perception(
         mask=mask.astype(np.float32),
@@ -155,6 +132,45 @@ def perceive(
         people=max(1, len(regions)),
         hand_sources=hand_sources,
     )
+
+
+def _find_person(
+    image: np.ndarray, person: int | None, path: str | Path | None
+) -> tuple[dict[str, np.ndarray], list[np.ndarray], list[str]]:
+    """Run Holistic on the whole photo or on the requested person-like region.
+
+    Returns (Holistic arrays in full-image pixels, person-like regions [H, W] bool largest first, warnings).
+    """
+    found = _run_holistic(image)
+    tracked = found["mask"] > 0.5 if found else np.zeros(image.shape[:2], bool)
+    regions = _person_regions((_selfie_segmentation(image) > 0.5) | tracked, int(tracked.sum()))
+    if person is not None:
+        if not 1 <= person <= len(regions):
+            raise UserError(f"person={person} requested but {len(regions)} person-like region(s) were found", path)
+        chosen = regions[person - 1]
+        if found is None or _overlap(chosen, tracked) < 0.5:
+            others = np.logical_or.reduce([r for r in regions if r is not chosen] + [np.zeros_like(chosen)])
+            found = _holistic_on_region(image, chosen, others)
+            if found is None:
+                raise UserError(
+                    f"no body pose found in person-like region {person}; the pose detector needs the face "
+                    "or body clearly visible",
+                    path,
+                )
+        return found, regions, []
+    if found is None and regions:
+        # The pose detector sees a 224-px view of the whole photo; a small person can need a crop.
+        found = _holistic_on_region(image, regions[0], np.zeros_like(regions[0]))
+    if found is None:
+        raise UserError("no person found in the photo; use a photo showing one person, ideally full body", path)
+    warnings = []
+    if len(regions) > 1:
+        picked = 1 + int(np.argmax([_overlap(r, found["mask"] > 0.5) for r in regions]))
+        warnings.append(
+            f"{len(regions)} person-like regions found; using the one the pose detector picked "
+            f"(region {picked} by size); pass person=K to choose the K-th largest"
+        )
+    return found, regions, warnings
 
 
 # --- mediapipe runners ------------------------------------------------------------------------------
@@ -265,7 +281,8 @@ def fallback_hands(image: np.ndarray, body: np.ndarray, known: dict[str, np.ndar
     from mediapipe.python.solutions import hands
 
     filled: dict[str, np.ndarray] = {}
-    with hands.Hands(static_image_mode=True, max_num_hands=2, model_complexity=1, min_detection_confidence=0.5) as model:
+    settings = {"static_image_mode": True, "max_num_hands": 2, "model_complexity": 1, "min_detection_confidence": 0.5}
+    with hands.Hands(**settings) as model:
         for side in missing:
             other = "right" if side == "left" else "left"
             other_hand = filled.get(other, known.get(other) if present(other) else None)
@@ -300,7 +317,9 @@ def _hands_near_wrist(model, image: np.ndarray, body: np.ndarray, side: str) -> 
     ]
 
 
-def _pick_hand(candidates: list[np.ndarray], body: np.ndarray, side: str, other_hand: np.ndarray | None) -> np.ndarray | None:
+def _pick_hand(
+    candidates: list[np.ndarray], body: np.ndarray, side: str, other_hand: np.ndarray | None
+) -> np.ndarray | None:
     """The candidate nearest ``side``'s wrist that passes the proximity and duplicate tests, or None."""
     wrist = body[_LEFT_WRIST if side == "left" else _RIGHT_WRIST, :2]
     other_wrist = body[_RIGHT_WRIST if side == "left" else _LEFT_WRIST, :2]
@@ -383,7 +402,8 @@ def refine_mask_grabcut(image: np.ndarray, mask: np.ndarray, iterations: int = 3
     refined[y0:y1, x0:x1] = np.isin(sub_seeds, (cv2.GC_FGD, cv2.GC_PR_FGD))
     iou = float((person & (refined > 0.5)).sum()) / max(float((person | (refined > 0.5)).sum()), 1.0)
     if iou < 0.6:
-        return mask.astype(np.float32), f"GrabCut refinement disagreed with the segmentation (IoU {iou:.2f}); kept the segmentation"
+        warning = f"GrabCut refinement disagreed with the segmentation (IoU {iou:.2f}); kept the segmentation"
+        return mask.astype(np.float32), warning
     return cv2.GaussianBlur(refined, (3, 3), 0.6), ""
 
 
@@ -406,16 +426,23 @@ def person_bbox(
 def cutoff_sides(mask: np.ndarray, body: np.ndarray, bbox: tuple[float, float, float, float]) -> list[str]:
     """Image sides ("top", "bottom", "left", "right") where the person is cut off by the frame.
 
-    A side counts when the mask touches it (more than 0.5 % of the person's extent along that border),
-    when a key body point (head, limbs, feet) is predicted beyond it, or — for the bottom — when the
-    feet are not visible (ankle visibility < 0.3) and the person reaches the bottom 5 % of the frame.
+    A side counts when the mask (> 0.25, as segmentation fades at the frame) reaches the outer 1.5 %
+    band of the frame along more than 0.5 % of the person's extent, when a key body point (head,
+    limbs, feet) is predicted beyond it, or, for the bottom, when the feet are not visible (ankle
+    visibility < 0.3) and the person reaches the bottom 5 % of the frame. Measured on messi5.jpg crops
+    (head, foot, leg, arm cut): mediapipe then pulls the landmarks inside the frame, so the mask test
+    is what catches them.
     """
     height, width = mask.shape
-    person = mask > 0.5
+    person = mask > 0.25
+    band = max(2, round(0.015 * min(height, width)))
     extent = max(bbox[2] - bbox[0], bbox[3] - bbox[1], 1.0)
     touch = max(2, int(0.005 * extent))
-    borders = {"top": person[0], "bottom": person[-1], "left": person[:, 0], "right": person[:, -1]}
-    sides = {side for side, row in borders.items() if int(row.sum()) >= touch}
+    bands = {
+        "top": person[:band].any(axis=0), "bottom": person[-band:].any(axis=0),
+        "left": person[:, :band].any(axis=1), "right": person[:, -band:].any(axis=1),
+    }  # fmt: skip
+    sides = {side for side, hits in bands.items() if int(hits.sum()) >= touch}
     key = body[list(_HEAD + _LIMBS)]
     if (key[:, 1] < 0).any():
         sides.add("top")
