@@ -199,6 +199,21 @@ def test_attributes_interpolate_perspective_correctly_on_a_tilted_plane(renderer
     np.testing.assert_allclose(out["normal"][covered], np.broadcast_to(normals_expected, (covered.sum(), 3)), atol=1e-5)
 
 
+def test_near_plane_clips_but_depths_stay_exact(renderer):
+    vertices, faces, normal, offset = tilted_plane()  # depth runs from 1.1 to 2.9 metres
+    K = intrinsics()
+    near = 1.8
+    out = renderer.render(vertices, faces, np.eye(4), K, SIZE, SIZE, near=near)
+    rays = pixel_centre_rays(K, SIZE, SIZE)
+    t = offset / (rays @ normal)
+    full = renderer.render(vertices, faces, np.eye(4), K, SIZE, SIZE)["mask"] == 1
+    covered = out["mask"] == 1
+    assert (t[covered] > near - 1e-3).all()
+    assert covered[full & (t > near + 1e-3)].all()
+    assert not covered[full & (t < near - 1e-3)].any()
+    np.testing.assert_allclose(out["depth"][covered], t[covered], rtol=1e-5)
+
+
 def test_flat_attributes_never_blend_and_take_the_nearest_corner(renderer):
     z = 2.0
     x0, x1 = unproject(10.0, z=z), unproject(86.0, z=z)
