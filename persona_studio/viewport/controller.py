@@ -1,0 +1,111 @@
+"""The viewport's logic without any GUI: camera, current scene, background, and when to render.
+
+``ViewportController.tick()`` runs once per UI frame: it picks up a newly published scene, submits a
+render request only when something the image depends on changed (the dirty check), and returns a
+finished frame when one is ready.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+
+from persona_studio.camera import Camera
+from persona_studio.viewport.render_thread import RenderedFrame, RenderRequest
+from persona_studio.viewport.scene import SceneSource, SplatScene, make_scene
+
+
+class RateMeter:
+    """Events per second over the last ``window`` seconds (e.g. viewport frames rendered)."""
+
+    def __init__(self, window: float = 1.0):
+        self.window = window
+        self._times: deque[float] = deque()
+
+    def tick(self, now: float | None = None) -> None:
+        self._times.append(time.perf_counter() if now is None else now)
+
+    def rate(self, now: float | None = None) -> float:
+        now = time.perf_counter() if now is None else now
+        while self._times and now - self._times[0] > self.window:
+            self._times.popleft()
+        return len(self._times) / self.window
+
+
+class ViewportController:
+    """Camera + scene + background -> render requests to a backend (``RenderThread`` or ``InlineRenderer``).
+
+    Only the UI thread calls ``tick`` and changes the camera or background; any thread may call
+    ``set_scene`` (it goes through ``scene_source``).
+    """
+
+    def __init__(self, backend, camera: Camera | None = None, background=(1.0, 1.0, 1.0)):
+        self.backend = backend
+        self.camera = camera or Camera()
+        self.background = tuple(float(c) for c in background)[:3]
+        self.scene_source = SceneSource()
+        self.scene: SplatScene | None = None
+        self.scene_version = 0
+        self.latest_frame: RenderedFrame | None = None
+        self.frame_rate = RateMeter()
+        self.requests = 0  # render requests submitted (the dirty check keeps this from growing while idle)
+        self._submitted_key: tuple | None = None
+        self._framed_once = False
+
+    # -- inputs ---------------------------------------------------------------------------------------
+    def set_scene(self, means, colors, scales, opacities=None, label: str = "", frame_camera: bool = False) -> int:
+        """Show new splats: ``means [N, 3]`` metres, ``colors [N, 3]`` RGB [0, 1], ``scales [N]`` std-dev metres,
+        ``opacities [N]`` (default 1). Thread-safe (numpy or CPU torch inputs are copied); returns the
+        scene's version. ``frame_camera`` re-aims the camera at it; the very first scene is always framed.
+
+        Raises:
+            ValueError: wrong shapes, NaN/inf, negative scales.
+        """
+        return self.scene_source.publish(make_scene(means, colors, scales, opacities, label), frame_camera)
+
+    def set_background(self, rgb) -> None:
+        """Background colour, RGB in [0, 1] (UI thread)."""
+        self.background = tuple(float(np.clip(c, 0.0, 1.0)) for c in rgb[:3])
+
+    def frame_scene(self) -> None:
+        """Aim the camera at the current scene and make that the reset view."""
+        if self.scene is not None:
+            self.camera.frame(*self.scene.bounds())
+
+    # -- per frame ------------------------------------------------------------------------------------
+    def view_key(self) -> tuple:
+        """Everything the image depends on; the view is dirty when this differs from the last request."""
+        return (self.scene_version, self.camera.state(), self.background)
+
+    @property
+    def dirty(self) -> bool:
+        """True when the next ``tick`` will request a render (including for a scene not yet picked up)."""
+        return self.scene_source.version != self.scene_version or self.view_key() != self._submitted_key
+
+    def tick(self) -> RenderedFrame | None:
+        """Adopt a newly published scene, request a render if dirty, return a newly finished frame (or None)."""
+        entry = self.scene_source.poll(self.scene_version)
+        if entry is not None:
+            self.scene, self.scene_version = entry.scene, entry.version
+            if entry.frame_camera or not self._framed_once:
+                self.frame_scene()
+                self._framed_once = True
+        if self.dirty:
+            key = self.view_key()
+            self.requests += 1
+            self.backend.submit(RenderRequest(
+                self.scene, self.camera.viewmat(), self.camera.K(), self.camera.width, self.camera.height,
+                self.background, self.requests))
+            self._submitted_key = key
+        frame = self.backend.take_frame()
+        if frame is not None:
+            self.latest_frame = frame
+            self.frame_rate.tick()
+        return frame
+
+    @property
+    def up_to_date(self) -> bool:
+        """True when the shown frame answers the latest request (nothing pending, nothing dirty)."""
+        return (not self.dirty and self.latest_frame is not None
+                and self.latest_frame.serial == self.requests)

@@ -1,0 +1,188 @@
+"""Offscreen OpenGL splat renderer: one quad per splat, Gaussian falloff, back-to-front premultiplied blending.
+
+It owns a *standalone* moderngl context (EGL on Linux, so it needs no X server), draws into a float32
+framebuffer and reads the pixels back into numpy. It never touches the context Dear PyGui draws with.
+
+Threading: an OpenGL context is current in one thread at a time, so every method of a ``SplatRenderer``
+must be called from the thread that created it. The studio creates it inside ``RenderThread``;
+tests and benchmarks create and use it in their own thread.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import moderngl
+import numpy as np
+
+from core.paths import SHADERS_DIR
+from persona_studio.viewport.scene import SplatScene
+
+# Per-splat vertex attributes, packed as float32: centre xyz, sigma, rgb, opacity; each splat's row is
+# repeated for its 4 quad corners (the shader derives the corner from the vertex index).
+_SPLAT_FLOATS = 8
+_SPLAT_LAYOUT = ("3f 1f 3f 1f", "center", "sigma", "color", "opacity")
+_CORNERS_PER_SPLAT = 4
+_QUAD_TRIANGLES = np.array([0, 1, 2, 2, 1, 3], dtype=np.uint32)  # corners (-1,-1), (1,-1), (-1,1), (1,1)
+
+
+def create_gl_context() -> moderngl.Context:
+    """A standalone (windowless) GL 3.3 context: EGL on Linux (works without X), the platform default elsewhere."""
+    if sys.platform.startswith("linux"):
+        try:
+            return moderngl.create_standalone_context(backend="egl", require=330)
+        except Exception:  # noqa: BLE001  (no EGL: fall back to GLX, which needs $DISPLAY)
+            pass
+    return moderngl.create_standalone_context(require=330)
+
+
+def load_shader_sources() -> tuple[str, str]:
+    """Vertex and fragment shader sources from ``shaders/``."""
+    return (SHADERS_DIR / "splat.vert").read_text(), (SHADERS_DIR / "splat.frag").read_text()
+
+
+def quad_indices(order: np.ndarray) -> np.ndarray:
+    """Triangle-list indices drawing splats in ``order [N]`` (2 triangles of 4 corners each). [6 N] uint32"""
+    base = order.astype(np.uint32)[:, None] * _CORNERS_PER_SPLAT
+    return (base + _QUAD_TRIANGLES).ravel()
+
+
+def back_to_front_order(means: np.ndarray, viewmat: np.ndarray) -> np.ndarray:
+    """Indices of ``means [N, 3]`` from farthest to nearest camera depth (z of ``viewmat [4, 4]``). [N]
+
+    Depth along the view axis is ``means @ viewmat[2, :3] + const``, so the order depends only on the
+    viewing direction: panning and zooming never need a re-sort.
+    """
+    depth = means @ np.asarray(viewmat[2, :3], dtype=np.float32)
+    return np.argsort(-depth, kind="stable")
+
+
+class SplatRenderer:
+    """Draws a ``SplatScene`` for a pinhole camera into a ``[H, W, 4]`` float32 RGBA image.
+
+    Matches the engine's ``core.render.rasterize`` ("classic" or "antialiased" mode) for isotropic
+    Gaussians: same EWA projection, eps2d blur, alpha cut-off 1/255, alpha clamp 0.999; compositing is
+    back-to-front by camera depth, which equals the engine's front-to-back sum for the same order.
+    """
+
+    def __init__(self, width: int = 512, height: int = 512, background=(1.0, 1.0, 1.0), eps2d: float = 0.3,
+                 antialiased: bool = False, near_plane: float = 0.01, far_plane: float = 1000.0,
+                 context: moderngl.Context | None = None, sort: bool = True):
+        self.ctx = context or create_gl_context()
+        vertex, fragment = load_shader_sources()
+        self.program = self.ctx.program(vertex_shader=vertex, fragment_shader=fragment)
+        self._vertices: moderngl.Buffer | None = None
+        self._indices: moderngl.Buffer | None = None
+        self._vao: moderngl.VertexArray | None = None
+        self._fbo: moderngl.Framebuffer | None = None
+        self.width = self.height = 0
+        self.resize(width, height)
+        self.background = np.asarray(background, dtype=np.float32)[:3]
+        self.eps2d = float(eps2d)
+        self.antialiased = bool(antialiased)
+        self.near_plane, self.far_plane = float(near_plane), float(far_plane)
+        self.sort = sort  # False only for benchmarks (the unsorted baseline)
+        self.scene: SplatScene | None = None
+        self._sorted_for: tuple | None = None
+        self.renders = 0   # draws done (tests use it to check that nothing re-renders needlessly)
+        self.sorts = 0
+        self.last_render_seconds = 0.0
+
+    # -- state ---------------------------------------------------------------------------------------
+    def resize(self, width: int, height: int) -> None:
+        """Framebuffer size in pixels (float32 RGBA, so blending many splats does not band)."""
+        width, height = max(1, int(width)), max(1, int(height))
+        if (width, height) == (self.width, self.height):
+            return
+        if self._fbo is not None:
+            self._fbo.release()
+            self._color.release()
+        self._color = self.ctx.renderbuffer((width, height), 4, dtype="f4")
+        self._fbo = self.ctx.framebuffer(color_attachments=[self._color])
+        self.width, self.height = width, height
+
+    def set_background(self, rgb) -> None:
+        """Background colour, RGB in [0, 1]."""
+        self.background = np.clip(np.asarray(rgb, dtype=np.float32)[:3], 0.0, 1.0)
+
+    def set_scene(self, scene: SplatScene | None) -> None:
+        """Upload a scene (None: draw nothing); its draw order is fixed at the next ``render``."""
+        self.scene = scene
+        self._sorted_for = None
+        for obj in (self._vao, self._vertices, self._indices):
+            if obj is not None:
+                obj.release()
+        self._vao = self._vertices = self._indices = None
+        if scene is None or scene.count == 0:
+            return
+        packed = np.concatenate(
+            [scene.means, scene.scales[:, None], scene.colors, scene.opacities[:, None]], axis=1).astype(np.float32)
+        self._vertices = self.ctx.buffer(np.repeat(packed, _CORNERS_PER_SPLAT, axis=0).tobytes())
+        self._indices = self.ctx.buffer(reserve=scene.count * _QUAD_TRIANGLES.nbytes, dynamic=True)
+        self._vao = self.ctx.vertex_array(self.program, [(self._vertices, *_SPLAT_LAYOUT)],
+                                          index_buffer=self._indices, index_element_size=4)
+
+    # -- drawing -------------------------------------------------------------------------------------
+    def _upload_order(self, viewmat: np.ndarray) -> None:
+        """Write the index buffer back-to-front for this view direction, unless already in that order."""
+        key = tuple(np.round(viewmat[2, :3], 9)) if self.sort else ("unsorted",)
+        if key == self._sorted_for:
+            return
+        if self.sort:
+            order = back_to_front_order(self.scene.means, viewmat)
+            self.sorts += 1
+        else:
+            order = np.arange(self.scene.count)
+        self._indices.write(quad_indices(order).tobytes())
+        self._sorted_for = key
+
+    def render(self, viewmat: np.ndarray, K: np.ndarray, opaque: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+        """Render the scene.
+
+        Args:
+            viewmat: world-to-camera, OpenCV axes. [4, 4]
+            K: pinhole intrinsics, pixels. [3, 3]
+            opaque: alpha = 1 everywhere (for display); otherwise alpha = splat coverage 1 - transmittance.
+            out: optional float32 ``[H, W, 4]`` array to read into.
+
+        Returns:
+            float32 ``[H, W, 4]``, row 0 at the top; RGB already composited over the background.
+        """
+        start = time.perf_counter()
+        viewmat = np.asarray(viewmat, dtype=np.float64)
+        K = np.asarray(K, dtype=np.float64)
+        self._fbo.use()
+        self.ctx.viewport = (0, 0, self.width, self.height)
+        self._fbo.color_mask = (True, True, True, True)
+        # Alpha starts at 0 so it accumulates coverage; RGB starts at the background, which the "over"
+        # blend attenuates by each splat's (1 - alpha) exactly like the final background composite.
+        self._fbo.clear(*self.background.tolist(), 0.0)
+        if self._vao is not None:
+            self._upload_order(viewmat)
+            self.ctx.enable(moderngl.BLEND)
+            self.ctx.disable(moderngl.DEPTH_TEST | moderngl.CULL_FACE)
+            self.ctx.blend_func = moderngl.ONE, moderngl.ONE_MINUS_SRC_ALPHA
+            self.program["viewmat"].write(viewmat.T.astype(np.float32).tobytes())  # GLSL is column-major
+            self.program["intrinsics"].value = (K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+            self.program["image_size"].value = (float(self.width), float(self.height))
+            self.program["depth_range"].value = (self.near_plane, self.far_plane)
+            self.program["eps2d"].value = self.eps2d
+            self.program["antialiased"].value = self.antialiased
+            self._vao.render(moderngl.TRIANGLES, vertices=self.scene.count * len(_QUAD_TRIANGLES))
+        if opaque:
+            self._fbo.color_mask = (False, False, False, True)
+            self._fbo.clear(0.0, 0.0, 0.0, 1.0)
+            self._fbo.color_mask = (True, True, True, True)
+        if out is None:
+            out = np.empty((self.height, self.width, 4), np.float32)
+        self._fbo.read_into(out, components=4, dtype="f4")
+        self.renders += 1
+        self.last_render_seconds = time.perf_counter() - start
+        return out
+
+    def release(self) -> None:
+        """Free the GL objects and the context (call from the owning thread)."""
+        for obj in (self._vao, self._vertices, self._indices, self._fbo, self._color, self.program):
+            if obj is not None:
+                obj.release()
+        self.ctx.release()

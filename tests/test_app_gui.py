@@ -1,0 +1,157 @@
+"""The studio window for real: launched in a subprocess on an X display (Xvfb started here if needed).
+
+Screenshots land in ``artifacts/test_app_gui/`` for a person to look at.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.paths import REPO_ROOT
+from persona_studio.app import SIDE_PANEL_WIDTH, STATUS_BAR_HEIGHT
+from persona_studio.viewport.demo_figure import LIPS, SHIRT
+
+pytestmark = pytest.mark.gui
+
+ARTIFACTS = REPO_ROOT / "artifacts" / "test_app_gui"
+WINDOW = (1024, 640)
+BACKGROUND = np.array([1.0, 1.0, 1.0])
+
+
+@pytest.fixture(scope="module")
+def display():
+    """An X display: $DISPLAY if set, else a private Xvfb; skip only when neither exists."""
+    if os.environ.get("DISPLAY"):
+        yield os.environ["DISPLAY"]
+        return
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        pytest.skip("no $DISPLAY and no Xvfb binary")
+    read_fd, write_fd = os.pipe()
+    server = subprocess.Popen([xvfb, "-displayfd", str(write_fd), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+                              pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        number = pipe.readline().strip()  # Xvfb writes its display number once it accepts clients
+    if not number:
+        server.kill()
+        pytest.skip("Xvfb did not start")
+    yield f":{number}"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def run_python(code: str, display: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DISPLAY=display)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def studio_screenshot(display: str, name: str, view: str) -> np.ndarray:
+    """Run the real app headless for a few frames in ``view``; returns the window screenshot, float RGB."""
+    path = ARTIFACTS / f"{name}.png"
+    path.unlink(missing_ok=True)
+    result = run_python(f"""
+        import sys
+        from persona_studio.app import run_studio
+        sys.exit(run_studio(frames=5, screenshot={str(path)!r}, view={view!r}, width={WINDOW[0]}, height={WINDOW[1]}))
+    """, display)
+    assert result.returncode == 0, result.stderr
+    assert path.exists()
+    with Image.open(path) as image:
+        assert image.size == WINDOW
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def viewport_region(window: np.ndarray) -> np.ndarray:
+    """The part of the window the viewport image fills (right of the side panel, above the status bar)."""
+    return window[40:-STATUS_BAR_HEIGHT - 10, SIDE_PANEL_WIDTH + 30:-10]
+
+
+def near_colour(image: np.ndarray, colour, tolerance: float) -> np.ndarray:
+    return np.abs(image - np.asarray(colour)).max(axis=-1) < tolerance
+
+
+def silhouette_width(region: np.ndarray) -> int:
+    columns = np.flatnonzero((np.abs(region - BACKGROUND).max(axis=-1) > 0.15).any(axis=0))
+    return int(columns[-1] - columns[0] + 1)
+
+
+@pytest.fixture(scope="module")
+def screenshots(display):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return {view: studio_screenshot(display, f"studio_{view}", view) for view in ("front", "side", "back")}
+
+
+def test_window_shows_the_demo_figure(screenshots):
+    region = viewport_region(screenshots["front"])
+    figure = np.abs(region - BACKGROUND).max(axis=-1) > 0.15
+    assert 0.03 < figure.mean() < 0.6  # a figure on the background, neither empty nor a blank fill
+    assert near_colour(region, SHIRT, 0.1).sum() > 1000  # the shirt is drawn in its colour
+    # The side panel is drawn too (dark UI), so this is the whole window, not just the viewport.
+    assert screenshots["front"][:, :SIDE_PANEL_WIDTH].mean() < 0.4
+
+
+def test_camera_presets_change_the_image(screenshots):
+    front, side, back = (viewport_region(screenshots[v]) for v in ("front", "side", "back"))
+    changed = np.abs(front - back).max(axis=-1) > 0.1
+    assert changed.mean() > 0.01  # the figure is nearly symmetric, yet over 1 % of the view changes
+    # Arms spread sideways: the figure is much wider from the front than from the side.
+    assert silhouette_width(front) > 1.5 * silhouette_width(side)
+    # The face is only seen from the front.
+    assert near_colour(front, LIPS, 0.12).sum() > 10
+    assert near_colour(back, LIPS, 0.12).sum() == 0
+
+
+def test_actions_and_errors_in_a_live_window(display, tmp_path):
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((300, 200, 3), 180, np.uint8)).save(photo)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo")
+    shot = tmp_path / "viewport.png"
+    result = run_python(f"""
+        import json
+        from persona_studio.app import Studio
+        studio = Studio(photo={str(tmp_path / 'missing.png')!r}, width=900, height=600)
+        studio.build()
+        studio.run(frames=3)
+        missing_photo_error = studio.status.last_error
+        studio.queue_dropped_files([{str(notes)!r}])
+        studio.run(frames=2)
+        drop_error = studio.status.last_error
+        studio.queue_dropped_files([{str(photo)!r}])
+        studio.run(frames=2)
+        studio.run(frames=1, screenshot={str(tmp_path / 'window.png')!r})
+        saved = studio.save_viewport_screenshot({str(shot)!r})
+        camera = studio.viewport.camera
+        print(json.dumps(dict(missing=missing_photo_error, drop=drop_error, photo=str(studio.project.photo),
+                              size=[camera.width, camera.height], saved=str(saved))))
+        studio.close()
+    """, display)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["missing"] == f"{tmp_path / 'missing.png'}: file not found"
+    assert report["drop"].startswith(f"{notes}: cannot open this here")
+    assert report["photo"] == str(photo)
+    with Image.open(shot) as image:
+        assert list(image.size) == report["size"]  # the viewport image at its render size
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    assert near_colour(pixels, SHIRT, 0.1).sum() > 500
+
+
+def test_bad_preset_and_view_are_user_errors_before_any_window():
+    from core.errors import UserError
+    from persona_studio.app import Studio
+
+    with pytest.raises(UserError, match="unknown preset 'nope'"):
+        Studio(preset="nope")
+    with pytest.raises(UserError, match="unknown view 'sideways'"):
+        Studio(view="sideways")
