@@ -93,15 +93,38 @@ def install_file_drop(on_drop: Callable[[list[str]], None]):
     return callback
 
 
+def check_display() -> None:
+    """Raise a UserError where a window cannot open (Linux without a reachable X or Wayland display),
+    instead of letting GLFW abort the process."""
+    if not sys.platform.startswith("linux"):
+        return
+    hint = "on a headless machine start a virtual one: `Xvfb :99 &` then `DISPLAY=:99 persona-studio ...`"
+    x_display = os.environ.get("DISPLAY")
+    if not x_display and not os.environ.get("WAYLAND_DISPLAY"):
+        raise UserError(f"no display to open the studio window on ($DISPLAY is not set); {hint}")
+    if x_display:
+        try:
+            xlib = ctypes.CDLL("libX11.so.6")
+        except OSError:
+            return  # no Xlib to ask; GLFW will try
+        xlib.XOpenDisplay.restype = ctypes.c_void_p
+        connection = xlib.XOpenDisplay(x_display.encode())
+        if not connection:
+            raise UserError(f"cannot connect to the X display {x_display!r}; {hint}")
+        xlib.XCloseDisplay(ctypes.c_void_p(connection))
+
+
 class Studio:
     """The studio application. Build it, then ``run()``; integrations use ``viewport.set_scene(...)``."""
 
-    def __init__(self, photo: str | Path | None = None, preset: str = "preview", view: str = "front",
-                 width: int = 1280, height: int = 800, output_dir: str | Path = "persona-output",
+    def __init__(self, photo: str | Path | None = None, preset: str = "preview", overrides: list[str] | None = None,
+                 view: str = "front", width: int = 1280, height: int = 800, output_dir: str | Path = "persona-output",
                  demo_splats: int = DEMO_SPLATS):
+        # User errors are reported before any window opens or thread starts.
         if view not in VIEW_PRESETS:
             raise UserError(f"unknown view '{view}'; choose one of: {', '.join(VIEW_PRESETS)}")
-        self.config = load_preset(preset)  # a bad preset is reported before any window opens
+        self.config = load_preset(preset, overrides)
+        check_display()
         self.photo = photo
         self.output_dir = Path(output_dir)
         self.window_size = (int(width), int(height))
@@ -262,13 +285,14 @@ class Studio:
 
 
 def run_studio(photo: str | None = None, frames: int = 0, screenshot: str | None = None, preset: str = "preview",
-               view: str = "front", width: int = 1280, height: int = 800) -> int:
+               overrides: list[str] | None = None, view: str = "front", width: int = 1280, height: int = 800) -> int:
     """Open the studio; with ``frames`` > 0 run that many UI frames (then save ``screenshot``) and return.
 
-    Returns the process exit status (0 = fine). User errors (bad preset, bad view name) raise UserError
-    before any window opens; once it is open, errors go to the status bar.
+    Returns the process exit status (0 = fine, 1 = the viewport could not render or the screenshot
+    failed). User errors (bad preset or override, bad view name, no display) raise UserError before any
+    window opens; once it is open, errors go to the status bar.
     """
-    studio = Studio(photo=photo, preset=preset, view=view, width=width, height=height)
+    studio = Studio(photo=photo, preset=preset, overrides=overrides, view=view, width=width, height=height)
     studio.build()
     try:
         return studio.run(frames=frames, screenshot=screenshot)

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -147,7 +148,97 @@ def test_actions_and_errors_in_a_live_window(display, tmp_path):
     assert near_colour(pixels, SHIRT, 0.1).sum() > 500
 
 
-def test_bad_preset_and_view_are_user_errors_before_any_window():
+# A driver around the real Studio: it steps the UI loop and answers "report" (camera as JSON),
+# "shot PATH" (whole-window screenshot) and "quit" on stdin, so the test can move the real mouse.
+INTERACTIVE_DRIVER = """
+import json, select, sys, time
+from persona_studio.app import Studio
+studio = Studio(width=900, height=600)
+studio.build()
+studio.run(frames=3, screenshot=None)
+deadline = time.monotonic() + 60
+while not studio.viewport.up_to_date and time.monotonic() < deadline:
+    studio.step()
+print("READY", flush=True)
+deadline = time.monotonic() + 90
+while time.monotonic() < deadline:
+    studio.step()
+    if not select.select([sys.stdin], [], [], 0.005)[0]:
+        continue
+    command = sys.stdin.readline().split()
+    if command[0] == "report":
+        cam = studio.viewport.camera
+        print(json.dumps(dict(azimuth=cam.azimuth, elevation=cam.elevation, distance=cam.distance,
+                              target=cam.target.tolist(), size=[cam.width, cam.height])), flush=True)
+    elif command[0] == "shot":
+        studio.run(frames=1, screenshot=command[1])
+        print("SAVED", flush=True)
+    else:
+        break
+studio.close()
+"""
+
+
+def test_mouse_orbit_zoom_pan_and_resize_in_the_real_window(display):
+    xdotool = shutil.which("xdotool")
+    if xdotool is None:
+        pytest.skip("xdotool is not installed (apt-get install -y xdotool)")
+    env = dict(os.environ, DISPLAY=display)
+    app = subprocess.Popen([sys.executable, "-c", INTERACTIVE_DRIVER], cwd=REPO_ROOT, env=env, text=True,
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def ask(command: str) -> str:
+        app.stdin.write(command + "\n")
+        app.stdin.flush()
+        return app.stdout.readline().strip()
+
+    def mouse(*args: str, pause: float = 0.3) -> None:
+        subprocess.run([xdotool, *args], env=env, check=True, capture_output=True)
+        time.sleep(pause)
+
+    try:
+        assert app.stdout.readline().strip() == "READY", app.stderr.read()
+        window = subprocess.run([xdotool, "search", "--name", "persona-studio"], env=env, capture_output=True,
+                                text=True, check=True).stdout.split()[0]
+        start = json.loads(ask("report"))
+        # Left drag 90 px to the right over the viewport image: orbit (0.008 rad per pixel).
+        mouse("mousemove", "--window", window, "600", "300")
+        mouse("mousedown", "1")
+        for step in range(1, 10):
+            mouse("mousemove", "--window", window, str(600 + 10 * step), "300", pause=0.05)
+        mouse("mousemove", "--window", window, "690", "300")
+        mouse("mouseup", "1")
+        orbited = json.loads(ask("report"))
+        assert orbited["azimuth"] == pytest.approx(start["azimuth"] - 0.72, abs=0.1)
+        assert orbited["distance"] == pytest.approx(start["distance"]) and orbited["target"] == start["target"]
+        # Two wheel notches towards the screen: zoom in by 0.9 per notch.
+        mouse("click", "4")
+        mouse("click", "4")
+        zoomed = json.loads(ask("report"))
+        assert zoomed["distance"] == pytest.approx(start["distance"] * 0.81, rel=1e-6)
+        # Right drag downwards: the scene follows the mouse down, so the target moves up.
+        mouse("mousedown", "3")
+        mouse("mousemove", "--window", window, "690", "350")
+        mouse("mouseup", "3")
+        panned = json.loads(ask("report"))
+        assert panned["target"][1] > zoomed["target"][1] + 0.05
+        assert panned["azimuth"] == zoomed["azimuth"] and panned["distance"] == zoomed["distance"]
+        assert ask(f"shot {ARTIFACTS / 'studio_after_mouse.png'}") == "SAVED"
+        # A bigger window gives the viewport (and its renders) 200 x 100 more pixels.
+        mouse("windowsize", window, "1100", "700", pause=1.0)
+        resized = json.loads(ask("report"))
+        assert resized["size"] == [panned["size"][0] + 200, panned["size"][1] + 100]
+    finally:
+        if app.poll() is None:
+            app.stdin.write("quit\n")
+            app.stdin.flush()
+        try:
+            app.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            app.kill()
+
+
+def test_bad_preset_view_or_display_are_user_errors_before_any_window(monkeypatch):
     from core.errors import UserError
     from persona_studio.app import Studio
 
@@ -155,3 +246,11 @@ def test_bad_preset_and_view_are_user_errors_before_any_window():
         Studio(preset="nope")
     with pytest.raises(UserError, match="unknown view 'sideways'"):
         Studio(view="sideways")
+    if sys.platform.startswith("linux"):
+        monkeypatch.delenv("DISPLAY", raising=False)
+        monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+        with pytest.raises(UserError, match=r"no display .* `Xvfb :99 &`"):
+            Studio()
+        monkeypatch.setenv("DISPLAY", ":987")  # nothing listens there
+        with pytest.raises(UserError, match="cannot connect to the X display ':987'"):
+            Studio()

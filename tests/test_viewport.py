@@ -37,9 +37,7 @@ def renderer(gl_context):
 
     r = SplatRenderer(160, 120, background=BLACK, context=gl_context)
     yield r
-    for obj in (r._vao, r._vertices, r._indices, r._fbo, r._color, r.program):
-        if obj is not None:
-            obj.release()
+    r.release()
 
 
 def project_by_hand(points: np.ndarray, viewmat: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -132,7 +130,8 @@ def test_front_splat_covers_back_splat_from_either_side(renderer):
     assert back[2] > 0.95 and back[0] < 0.05
 
 
-def test_matches_engine_rasterizer(renderer):
+@pytest.mark.parametrize("mode, eps2d", [("classic", 0.3), ("antialiased", 0.1)])
+def test_matches_engine_rasterizer(renderer, mode, eps2d):
     torch = pytest.importorskip("torch")
     rasterize = pytest.importorskip("core.render.rasterize").rasterize
     rng = np.random.default_rng(3)
@@ -141,6 +140,7 @@ def test_matches_engine_rasterizer(renderer):
                        opacities=rng.uniform(0.3, 1.0, n))
     camera = Camera(target=[0.0, 0.0, 0.0], distance=2.0, azimuth=0.7, elevation=0.3, width=160, height=120)
     renderer.set_scene(scene)
+    renderer.eps2d, renderer.antialiased = eps2d, mode == "antialiased"
     ours = renderer.render(camera.viewmat(), camera.K())
 
     def t(a):
@@ -149,7 +149,7 @@ def test_matches_engine_rasterizer(renderer):
     colors, alphas, _ = rasterize(
         t(scene.means), t(np.tile([1.0, 0.0, 0.0, 0.0], (n, 1))), t(np.repeat(scene.scales[:, None], 3, 1)),
         t(scene.opacities), t(scene.colors), t(camera.viewmat()[None]), t(camera.K()[None]), 160, 120,
-        backgrounds=torch.zeros(1, 3), backend="cpu")
+        eps2d=eps2d, backgrounds=torch.zeros(1, 3), rasterize_mode=mode, backend="cpu")
     theirs_rgb, theirs_alpha = colors[0].numpy(), alphas[0, ..., 0].numpy()
     silhouette_ours, silhouette_theirs = ours[..., 3] > 0.5, theirs_alpha > 0.5
     iou = (silhouette_ours & silhouette_theirs).sum() / (silhouette_ours | silhouette_theirs).sum()

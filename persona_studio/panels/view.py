@@ -64,6 +64,8 @@ class ViewPanel:
                       f"distance {cam.distance:.2f} m")
         frame = self.studio.viewport.latest_frame
         render_ms = f"{1000 * frame.render_seconds:.1f} ms/render" if frame else "no frame yet"
-        dpg.set_value(self._stats, f"UI {dpg.get_frame_rate():.0f} fps, viewport "
-                                   f"{self.studio.viewport.frame_rate.rate():.0f} fps\n{render_ms} at "
+        rate = self.studio.viewport.frame_rate.rate()
+        # The viewport renders only on change, so an idle view has no frame rate to speak of.
+        viewport = f"viewport {rate:.0f} fps" if rate > 0 or self.studio.viewport.dirty else "viewport idle"
+        dpg.set_value(self._stats, f"UI {dpg.get_frame_rate():.0f} fps, {viewport}\n{render_ms} at "
                                    f"{cam.width}x{cam.height}")

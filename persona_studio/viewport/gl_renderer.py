@@ -68,6 +68,8 @@ class SplatRenderer:
     def __init__(self, width: int = 512, height: int = 512, background=(1.0, 1.0, 1.0), eps2d: float = 0.3,
                  antialiased: bool = False, near_plane: float = 0.01, far_plane: float = 1000.0,
                  context: moderngl.Context | None = None, sort: bool = True):
+        """``context``: share an existing standalone context (tests); by default the renderer makes its own."""
+        self._owns_context = context is None
         self.ctx = context or create_gl_context()
         vertex, fragment = load_shader_sources()
         self.program = self.ctx.program(vertex_shader=vertex, fragment_shader=fragment)
@@ -136,6 +138,12 @@ class SplatRenderer:
         self._indices.write(quad_indices(order).tobytes())
         self._sorted_for = key
 
+    def _set_uniforms(self, **values) -> None:
+        # A GLSL compiler may drop a uniform it proves unused; setting it must not fail.
+        for name, value in values.items():
+            if name in self.program:
+                self.program[name].value = value
+
     def render(self, viewmat: np.ndarray, K: np.ndarray, opaque: bool = False, out: np.ndarray | None = None) -> np.ndarray:
         """Render the scene.
 
@@ -162,12 +170,13 @@ class SplatRenderer:
             self.ctx.enable(moderngl.BLEND)
             self.ctx.disable(moderngl.DEPTH_TEST | moderngl.CULL_FACE)
             self.ctx.blend_func = moderngl.ONE, moderngl.ONE_MINUS_SRC_ALPHA
-            self.program["viewmat"].write(viewmat.T.astype(np.float32).tobytes())  # GLSL is column-major
-            self.program["intrinsics"].value = (K[0, 0], K[1, 1], K[0, 2], K[1, 2])
-            self.program["image_size"].value = (float(self.width), float(self.height))
-            self.program["depth_range"].value = (self.near_plane, self.far_plane)
-            self.program["eps2d"].value = self.eps2d
-            self.program["antialiased"].value = self.antialiased
+            self._set_uniforms(
+                viewmat=tuple(viewmat.T.ravel()),  # GLSL matrices are column-major
+                intrinsics=(K[0, 0], K[1, 1], K[0, 2], K[1, 2]),
+                image_size=(float(self.width), float(self.height)),
+                depth_range=(self.near_plane, self.far_plane),
+                eps2d=self.eps2d,
+                antialiased=self.antialiased)
             self._vao.render(moderngl.TRIANGLES, vertices=self.scene.count * len(_QUAD_TRIANGLES))
         if opaque:
             self._fbo.color_mask = (False, False, False, True)
@@ -181,8 +190,9 @@ class SplatRenderer:
         return out
 
     def release(self) -> None:
-        """Free the GL objects and the context (call from the owning thread)."""
+        """Free the GL objects, and the context if this renderer created it (call from the owning thread)."""
         for obj in (self._vao, self._vertices, self._indices, self._fbo, self._color, self.program):
             if obj is not None:
                 obj.release()
-        self.ctx.release()
+        if self._owns_context:
+            self.ctx.release()
