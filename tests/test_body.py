@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import smplx
 import torch
+from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from core.body import (
@@ -17,7 +18,7 @@ from core.body import (
     build_weight_volume, diffused_weights, nearest_vertex_weights, skin_points, star_pose, subdivide,
     subdivide_to_count, unique_edges,
 )
-from core.body.parts import PART_INDEX
+from core.body.parts import JOINT_TO_PART, PART_INDEX
 from core.body.skeleton import JOINT_INDEX, SMPLX_LANDMARK_VERTEX_IDS, SMPLX_NUM_VERTICES
 from core.errors import UserError
 
@@ -244,7 +245,6 @@ def test_diffused_weights_normalised_and_match_vertices_near_surface(body, volum
     assert np.allclose(sampled.sum(1), 1.0, atol=1e-5) and sampled.min() >= 0.0
     assert (sampled.argmax(1) == weights.argmax(1)).mean() > 0.85
     # Where the weights are constant over a few centimetres, the volume reproduces them.
-    from scipy.spatial import cKDTree
     # (Sampling at a vertex reads grid nodes that average vertices up to two cells, ~6 cm, away.)
     pairs = cKDTree(vertices).query_pairs(r=0.06, output_type="ndarray")
     pairs = np.concatenate([pairs, pairs[:, ::-1]])
@@ -409,7 +409,6 @@ def test_user_model_in_smplx_layout_loads_without_unpickling(fake_model):
     assert model.landmark_vertex_ids.tolist() == list(SMPLX_LANDMARK_VERTEX_IDS)
     expected_labels = np.asarray(model.lbs_weights.argmax(1))
     assert model.part_labels.shape == (SMPLX_NUM_VERTICES,) and int(model.part_labels.max()) < len(PART_NAMES)
-    from core.body.parts import JOINT_TO_PART
     np.testing.assert_array_equal(model.part_labels.numpy(), JOINT_TO_PART[expected_labels])
     # Our forward (pose correctives included) equals smplx's own forward on the same buffers.
     generator = torch.Generator().manual_seed(4)
@@ -441,6 +440,11 @@ def test_model_path_resolution(fake_model, monkeypatch):
     monkeypatch.setenv(MODEL_ENV_VAR, str(fake_model.parent))  # a folder means its SMPLX_NEUTRAL.npz
     assert resolve_model_path() == (fake_model, "user")
     assert resolve_model_path(EMBEDDED_MODEL_PATH) == (EMBEDDED_MODEL_PATH, "embedded")  # argument beats env
+    missing = fake_model.parent / "gone.npz"
+    monkeypatch.setenv(MODEL_ENV_VAR, str(missing))
+    with pytest.raises(UserError, match=r"not found .*PERSONA_SMPLX_MODEL") as info:
+        BodyModel()
+    assert str(missing) in str(info.value)
 
 
 def _write(path, arrays):
@@ -448,8 +452,8 @@ def _write(path, arrays):
     return path
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "text", "truncated", "corrupt_member", "missing_key",
-                                  "wrong_shape", "pickled_key", "wrong_tree", "faces_out_of_range"])
+@pytest.mark.parametrize("case", ["missing", "empty", "text", "pickle_file", "truncated", "corrupt_member",
+                                  "missing_key", "wrong_shape", "pickled_key", "wrong_tree", "faces_out_of_range"])
 def test_bad_model_files_give_one_line_user_errors(tmp_path, case):
     path = tmp_path / "bad_model.npz"
     arrays = _fake_smplx_arrays()
@@ -459,6 +463,9 @@ def test_bad_model_files_give_one_line_user_errors(tmp_path, case):
         path.write_bytes(b"")
     elif case == "text":
         path.write_text("this is not a model\n")
+    elif case == "pickle_file":
+        path = tmp_path / "SMPLX_NEUTRAL.pkl"
+        path.write_bytes(b"\x80\x04K\x01.")  # pickle of the int 1: must never be unpickled
     elif case == "truncated":
         data = EMBEDDED_MODEL_PATH.read_bytes()
         path.write_bytes(data[: len(data) // 2])

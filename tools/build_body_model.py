@@ -33,8 +33,9 @@ import numpy as np
 import torch
 from scipy.optimize import nnls
 from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from core.body.model_file import EMBEDDED_MODEL_PATH, FORMAT_VERSION  # noqa: E402
 from core.body.parts import PART_NAMES, part_labels_from_weights  # noqa: E402
@@ -130,18 +131,13 @@ def _swing(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     b = target / np.linalg.norm(target)
     axis = np.cross(a, b)
     sin, cos = np.linalg.norm(axis), float(a @ b)
-    if sin < 1e-12:
+    if sin < 1e-12:  # already aligned (the arms are never exactly reversed here)
         return np.eye(3)
     return _axis_angle(axis / sin * np.arctan2(sin, cos))
 
 
 def _axis_angle(rotvec: np.ndarray) -> np.ndarray:
-    angle = np.linalg.norm(rotvec)
-    if angle < 1e-15:
-        return np.eye(3)
-    k = rotvec / angle
-    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+    return Rotation.from_rotvec(rotvec).as_matrix()
 
 
 def _subtrees(parents: list[int]) -> list[list[int]]:
@@ -197,10 +193,10 @@ def tpose_rotations(heads: np.ndarray, tails: np.ndarray, labels: list[str], par
 def tposed_states(model, rest: dict[str, torch.Tensor], chunk: int = 32) -> dict[str, np.ndarray]:
     """Re-pose rest states to the T-pose with anny's kinematics and dense LBS (anny frame).
 
-    Returns ``vertices [N, V, 3]``, bone ``heads``/``tails [N, 163, 3]`` and the bone ``transforms [N, 163, 4, 4]``.
+    Returns ``vertices [N, V, 3]`` and bone ``heads`` / ``tails [N, 163, 3]``.
     """
     labels, parents = model.bone_labels, model.bone_parents
-    out = {"vertices": [], "heads": [], "tails": [], "transforms": []}
+    out = {"vertices": [], "heads": [], "tails": []}
     n = rest["rest_vertices"].shape[0]
     for start in range(0, n, chunk):
         part = {k: v[start:start + chunk] for k, v in rest.items()}
@@ -215,13 +211,21 @@ def tposed_states(model, rest: dict[str, torch.Tensor], chunk: int = 32) -> dict
         with torch.no_grad():
             transforms, _ = model.get_bone_transforms(torch.as_tensor(deltas), part["rest_bone_poses"], "world-orient")
             vertices = model.get_skinned_vertices(part["rest_vertices"], transforms)
-        t = transforms.numpy()
-        apply = lambda p: np.einsum("nbij,nbj->nbi", t[..., :3, :3], p) + t[..., :3, 3]  # noqa: E731
+        transforms = transforms.numpy()
         out["vertices"].append(vertices.numpy())
-        out["heads"].append(apply(heads))
-        out["tails"].append(apply(tails))
-        out["transforms"].append(t)
+        out["heads"].append(_apply_rigid(transforms, heads))
+        out["tails"].append(_apply_rigid(transforms, tails))
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _apply_rigid(transforms: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``transforms [N, B, 4, 4]`` applied to ``points [N, B, 3]`` (one point per transform)."""
+    return np.einsum("nbij,nbj->nbi", transforms[..., :3, :3], points) + transforms[..., :3, 3]
+
+
+def to_smplx_frame(points: np.ndarray) -> np.ndarray:
+    """anny frame -> SMPL-X frame, ``[..., 3]``."""
+    return points @ ANNY_TO_SMPLX.T
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,8 +384,7 @@ def build(num_betas: int, samples: int, seed: int, min_age: float, max_age: floa
 
     phenotypes = sample_adult_phenotypes(model, samples, seed, min_age, max_age)
     posed = tposed_states(model, rest_states(model, phenotypes))
-    to_smplx = lambda p: p @ ANNY_TO_SMPLX.T  # noqa: E731
-    vertices, heads, tails = to_smplx(posed["vertices"]), to_smplx(posed["heads"]), to_smplx(posed["tails"])
+    vertices, heads, tails = (to_smplx_frame(posed[k]) for k in ("vertices", "heads", "tails"))
     log(f"{samples} adult shapes T-posed ({time.time() - t0:.1f}s)")
 
     bone_joint = joint_of_bone(labels, parents)
@@ -394,7 +397,7 @@ def build(num_betas: int, samples: int, seed: int, min_age: float, max_age: floa
 
     facial = [i for i, label in enumerate(model.blendshape_labels) if label.startswith("facial_action:")]
     expression_names = [model.blendshape_labels[i].split(":", 1)[1] for i in facial]
-    expression_dirs = to_smplx(model.blendshapes[facial].numpy())  # [52, V, 3]; the head does not move in the T-pose
+    expression_dirs = to_smplx_frame(model.blendshapes[facial].numpy())  # [52, V, 3]; the head does not move in the T-pose
 
     mean_joints, joint_dirs = joint_linear_model(joints, coefficients)
     regressor = fit_joint_regressor(template, shape_dirs, mean_joints, joint_dirs, expression_dirs)

@@ -9,6 +9,7 @@ for a 10,475-vertex model, else none.
 from __future__ import annotations
 
 import dataclasses
+import os
 import zipfile
 import zlib
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from core.body import lbs
-from core.body.model_file import ModelFile, read_model_file, resolve_model_path, smplx_readable_path
+from core.body.model_file import MODEL_ENV_VAR, ModelFile, read_model_file, resolve_model_path, smplx_readable_path
 from core.body.parts import PART_NAMES, PART_PALETTE, part_labels_from_weights
 from core.body.skeleton import (
     JOINT_NAMES, LANDMARK_NAMES, NUM_JOINTS, POSE_SLICES, SMPLX_LANDMARK_VERTEX_IDS, SMPLX_NUM_VERTICES,
@@ -75,7 +76,12 @@ class BodyModel(nn.Module):
                  num_expression: int | None = None, dtype: torch.dtype = torch.float32):
         super().__init__()
         resolved, source = resolve_model_path(path)
-        self.model_file: ModelFile = read_model_file(resolved, source)
+        try:
+            self.model_file: ModelFile = read_model_file(resolved, source)
+        except UserError as err:
+            if path is None and os.environ.get(MODEL_ENV_VAR):
+                raise UserError(f"{err} (set by ${MODEL_ENV_VAR})") from None
+            raise
         extras = self.model_file.extras
         stored_betas = int(extras["num_betas"]) if "num_betas" in extras else None
         expression_names = [str(n) for n in extras["expression_names"]] if "expression_names" in extras else None
@@ -90,7 +96,7 @@ class BodyModel(nn.Module):
         self._expression_names = tuple(
             expression_names[:self.num_expression] if expression_names is not None
             else (f"expression_{i:03d}" for i in range(self.num_expression)))
-        self._has_pose_correctives = bool(self.smplx.posedirs.abs().max() > 0)
+        self._has_pose_correctives = bool(self.smplx.posedirs.any())
         if not self._has_pose_correctives:
             # The embedded model has none: don't keep ~80 MB of zeros (smplx's own forward still works).
             self.smplx.posedirs = torch.zeros(1, 1, dtype=dtype).expand_as(self.smplx.posedirs)

@@ -106,6 +106,8 @@ def read_model_file(path: str | Path, source: str = "user") -> ModelFile:
     if not path.is_file():
         raise UserError("body model file not found" if not path.exists() else "is not a file", path)
     if not zipfile.is_zipfile(path):
+        if path.suffix.lower() == ".pkl":
+            raise UserError("pickle model files are never loaded (unsafe); use the .npz version of the model", path)
         raise UserError("not an .npz archive (empty, truncated or another format); expected an SMPL-X .npz model", path)
     headers = _member_headers(path)
     missing = [key for key in SMPLX_KEYS if key not in headers]

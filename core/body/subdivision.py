@@ -19,8 +19,10 @@ def unique_edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     faces = np.asarray(faces, dtype=np.int64)
     half = np.stack([faces, np.roll(faces, -1, axis=1)], axis=-1).reshape(-1, 2)  # [3F, 2]
-    edges, inverse = np.unique(np.sort(half, axis=1), axis=0, return_inverse=True)
-    return edges, inverse.reshape(-1, 3)
+    low, high = half.min(axis=1), half.max(axis=1)
+    stride = int(faces.max()) + 1 if faces.size else 1
+    keys, inverse = np.unique(low * stride + high, return_inverse=True)  # 1-D keys: much faster than axis=0
+    return np.stack([keys // stride, keys % stride], axis=1), inverse.reshape(-1, 3)
 
 
 def _subdivide_once(faces: np.ndarray, num_vertices: int) -> tuple[np.ndarray, sp.csr_matrix]:
