@@ -11,6 +11,7 @@ framed like the viewport frames it. Rows, each the median over ``--frames`` fram
   draw, unsorted  fixed order, no sort (a wrong image where splats overlap; the cost of pixels alone)
   draw, same view what pan / zoom / FOV / background changes cost: the depth order is reused
   orbit           the camera turns a little every frame: numpy argsort + index upload + draw
+  orbit, half     the same at half the image side, what the studio renders while the camera moves
 """
 from __future__ import annotations
 
@@ -59,6 +60,18 @@ def bench_case(count: int, size: int, frames: int, engine: bool) -> list[tuple[s
         renderer.render(camera.viewmat(), camera.K(), out=out)
 
     rows.append(("orbit (sort + draw)", median_seconds(orbit_frame, frames)))
+    half = SplatRenderer(size // 2, size // 2)
+    half.set_scene(scene)
+    half_camera = Camera(width=size // 2, height=size // 2)
+    half_camera.frame(*scene.bounds())
+    half_out = np.empty((size // 2, size // 2, 4), np.float32)
+
+    def half_orbit_frame():
+        half_camera.orbit(4, 0)
+        half.render(half_camera.viewmat(), half_camera.K(), out=half_out)
+
+    rows.append(("orbit at half size (UI while moving)", median_seconds(half_orbit_frame, frames)))
+    half.release()
     rows.append(("  of which sort + indices", median_seconds(
         lambda: quad_indices(back_to_front_order(scene.means, camera.viewmat())), frames)))
     renderer.release()

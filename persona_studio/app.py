@@ -38,6 +38,9 @@ STATUS_BAR_HEIGHT = 28   # pixels
 DEFAULT_BACKGROUND = (1.0, 1.0, 1.0)  # white, as the paper's evaluation renders
 DEMO_SPLATS = 20000
 SCREENSHOT_TIMEOUT = 60.0  # seconds a headless run waits for the viewport's first image
+# UI frames are capped (without vsync, e.g. under Xvfb, DPG would spin a core and re-upload the viewport
+# texture hundreds of times a second, taking CPU from the render thread and training).
+MAX_UI_FPS = 60.0
 ERROR_COLOR = (255, 110, 100)
 INFO_COLOR = (200, 200, 200)
 
@@ -140,6 +143,7 @@ class Studio:
         self._drop_callback = None
         self._overlay = None
         self._window_shot: tuple[Path, bool] | None = None  # (path, saved) of a pending window screenshot
+        self._last_step = 0.0  # perf_counter() at the start of the last UI frame
 
     @property
     def project(self) -> ProjectPanel:
@@ -236,7 +240,12 @@ class Studio:
 
     # -- the loop ---------------------------------------------------------------------------------------
     def step(self) -> None:
-        """One UI frame: callbacks, dropped files, viewport update, panel read-outs, draw."""
+        """One UI frame: callbacks, dropped files, viewport update, panel read-outs, draw (at most
+        ``MAX_UI_FPS`` a second)."""
+        wait = self._last_step + 1.0 / MAX_UI_FPS - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        self._last_step = time.perf_counter()
         self._run_callbacks()
         if self._dropped_paths:
             count = len(self._dropped_paths)
@@ -267,6 +276,8 @@ class Studio:
         deadline = time.monotonic() + SCREENSHOT_TIMEOUT
         while not self.viewport.up_to_date and self.render_thread.error is None and time.monotonic() < deadline:
             self.step()
+        if not self.viewport.up_to_date and self.render_thread.error is None:
+            self.status.error(f"the viewport did not finish its image within {SCREENSHOT_TIMEOUT:.0f} s")
         for _ in range(2):  # the new texture is drawn on the next frame
             self.step()
         self.request_window_screenshot(screenshot)

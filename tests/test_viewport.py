@@ -274,7 +274,8 @@ def test_frame_fits_the_sphere_and_reset_returns_home():
 # ---------------------------------------------------------------------------------------------------
 def test_renders_only_when_something_changed(renderer):
     backend = InlineRenderer(renderer)
-    controller = ViewportController(backend, Camera(width=160, height=120), background=BLACK)
+    # moving_scale=1: no reduced-resolution frames here (the next test covers them), so no timing enters.
+    controller = ViewportController(backend, Camera(width=160, height=120), background=BLACK, moving_scale=1.0)
     scene = three_splats()
     controller.set_scene(scene.means, scene.colors, scene.scales)
     assert controller.tick() is not None and renderer.renders == 1
@@ -299,6 +300,30 @@ def test_renders_only_when_something_changed(renderer):
         assert renderer.renders == count
     # Re-sorting follows the view direction only: pan, zoom, FOV, size and background reuse the order.
     assert renderer.sorts == 3  # first scene, orbit, new scene
+
+
+def test_camera_motion_renders_reduced_resolution_then_one_full_frame(renderer):
+    now = [0.0]
+    controller = ViewportController(InlineRenderer(renderer), Camera(width=160, height=120), background=BLACK,
+                                    moving_scale=0.5, settle_seconds=0.3, clock=lambda: now[0])
+    scene = three_splats()
+    controller.set_scene(scene.means, scene.colors, scene.scales)
+    assert controller.tick().image.shape == (120, 160, 4)  # framing the first scene is not a movement
+    controller.camera.orbit(20, 5)
+    low = controller.tick().image
+    assert low.shape == (60, 80, 4)
+    # The half-size image is the same view: its splat centroids, doubled, land on the full-size projections.
+    expected = project_by_hand(scene.means.astype(np.float64), controller.camera.viewmat(), controller.camera.K())
+    for channel in range(3):
+        assert np.abs(2 * weighted_centroid(low[..., channel]) - expected[channel]).max() < 1.0
+    now[0] += 0.2
+    assert controller.tick() is None and not controller.dirty  # still settling, nothing new to draw
+    assert not controller.up_to_date  # ... but the final image is still to come
+    now[0] += 0.2
+    assert controller.dirty
+    assert controller.tick().image.shape == (120, 160, 4)
+    now[0] += 5.0
+    assert controller.tick() is None and controller.up_to_date
 
 
 def test_first_scene_is_framed_and_later_ones_keep_the_view(renderer):

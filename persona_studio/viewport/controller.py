@@ -6,6 +6,7 @@ finished frame when one is ready.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 
@@ -38,9 +39,14 @@ class ViewportController:
 
     Only the UI thread calls ``tick`` and changes the camera or background; any thread may call
     ``set_scene`` (it goes through ``scene_source``).
+
+    While the camera moves (and for ``settle_seconds`` after), images are rendered at ``moving_scale``
+    times the resolution and shown stretched, so orbiting stays fluid on a software GL; once the camera
+    rests, one full-resolution frame follows.
     """
 
-    def __init__(self, backend, camera: Camera | None = None, background=(1.0, 1.0, 1.0)):
+    def __init__(self, backend, camera: Camera | None = None, background=(1.0, 1.0, 1.0),
+                 moving_scale: float = 0.5, settle_seconds: float = 0.3, clock=time.monotonic):
         self.backend = backend
         self.camera = camera or Camera()
         self.background = tuple(float(c) for c in background)[:3]
@@ -52,6 +58,11 @@ class ViewportController:
         self.requests = 0  # render requests submitted (the dirty check keeps this from growing while idle)
         self._submitted_key: tuple | None = None
         self._framed_once = False
+        self.moving_scale = float(moving_scale)
+        self.settle_seconds = float(settle_seconds)
+        self._clock = clock
+        self._camera_state = self.camera.state()
+        self._camera_moved_at = -math.inf
 
     # -- inputs ---------------------------------------------------------------------------------------
     def set_scene(self, means, colors, scales, opacities=None, label: str = "", frame_camera: bool = False) -> int:
@@ -74,9 +85,13 @@ class ViewportController:
             self.camera.frame(*self.scene.bounds())
 
     # -- per frame ------------------------------------------------------------------------------------
+    def render_scale(self) -> float:
+        """Resolution factor for the next render: ``moving_scale`` while the camera moves, else 1."""
+        return self.moving_scale if self._clock() - self._camera_moved_at < self.settle_seconds else 1.0
+
     def view_key(self) -> tuple:
         """Everything the image depends on; the view is dirty when this differs from the last request."""
-        return (self.scene_version, self.camera.state(), self.background)
+        return (self.scene_version, self.camera.state(), self.background, self.render_scale())
 
     @property
     def dirty(self) -> bool:
@@ -91,12 +106,13 @@ class ViewportController:
             if entry.frame_camera or not self._framed_once:
                 self.frame_scene()
                 self._framed_once = True
+                self._camera_state = self.camera.state()  # a jump, not a movement: no low-res frames
+        if self.camera.state() != self._camera_state:
+            self._camera_state, self._camera_moved_at = self.camera.state(), self._clock()
         if self.dirty:
             key = self.view_key()
             self.requests += 1
-            self.backend.submit(RenderRequest(
-                self.scene, self.camera.viewmat(), self.camera.K(), self.camera.width, self.camera.height,
-                self.background, self.requests))
+            self.backend.submit(self._request(key[-1]))
             self._submitted_key = key
         frame = self.backend.take_frame()
         if frame is not None:
@@ -104,8 +120,18 @@ class ViewportController:
             self.frame_rate.tick()
         return frame
 
+    def _request(self, scale: float) -> RenderRequest:
+        """A render request for the current view at ``scale`` times the camera's resolution."""
+        width = max(1, round(self.camera.width * scale))
+        height = max(1, round(self.camera.height * scale))
+        K = self.camera.K()
+        K[0] *= width / self.camera.width   # scaling the image scales focal length and principal point
+        K[1] *= height / self.camera.height
+        return RenderRequest(self.scene, self.camera.viewmat(), K, width, height, self.background, self.requests)
+
     @property
     def up_to_date(self) -> bool:
-        """True when the shown frame answers the latest request (nothing pending, nothing dirty)."""
-        return (not self.dirty and self.latest_frame is not None
+        """True when the shown frame is the final image of the current view: it answers the latest request,
+        nothing is dirty, and it is full resolution (the camera has settled)."""
+        return (not self.dirty and self.render_scale() == 1.0 and self.latest_frame is not None
                 and self.latest_frame.serial == self.requests)

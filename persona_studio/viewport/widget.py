@@ -51,20 +51,23 @@ class ViewportWidget:
             self._show(frame.image)
 
     def _show(self, image: np.ndarray) -> None:
-        """Point the texture at ``image [H, W, 4]`` float32, recreating it when the size changed."""
+        """Point the texture at ``image [h, w, 4]`` float32 (recreated when the size changed) and show it
+        at the camera's size (a reduced-resolution frame during camera motion is stretched)."""
         if image.shape != self._pixels.shape:
             height, width = image.shape[:2]
             old = self._texture
             self._texture = dpg.add_raw_texture(width, height, image, format=dpg.mvFormat_Float_rgba,
                                                 parent=self._registry)
-            dpg.configure_item(self.image, texture_tag=self._texture, width=width, height=height)
+            dpg.configure_item(self.image, texture_tag=self._texture)
             dpg.delete_item(old)
         else:
             dpg.set_value(self._texture, image)
         self._pixels = image
+        dpg.configure_item(self.image, width=self.controller.camera.width, height=self.controller.camera.height)
 
     def save_png(self, path: str | Path) -> Path:
-        """Save the last shown viewport image (RGB) as a PNG, atomically. Returns the path."""
+        """Save the last shown viewport image (RGB) as a PNG, atomically (at reduced resolution if taken
+        while the camera moves). Returns the path."""
         frame = self.controller.latest_frame
         if frame is None:
             raise RuntimeError("the viewport has not rendered a frame yet")
