@@ -98,7 +98,7 @@ class LossConfig:
     ssim_weight: float = 0.2
     photo: FrameLossWeights = field(
         default_factory=lambda: FrameLossWeights(
-            image=1.0, image_refined=0.1, mask=1.0, depth=0.001, normal=0.1, part_seg=0.1, albedo=1.0, hand_mask=0.0
+            image=1.0, image_refined=0.1, mask=1.0, depth=0.001, normal=0.1, part_seg=0.1, albedo=0.1, hand_mask=0.0
         )
     )
     generated: FrameLossWeights = field(

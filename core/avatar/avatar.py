@@ -1,0 +1,123 @@
+"""The PERSONA avatar: Gaussians on the subdivided body surface in the canonical star pose.
+
+Per Gaussian: a learned mean offset (canonical space), one isotropic log-scale, RGB, a
+part-segmentation colour; opacity is fixed to 1 and rotation to identity. A triplane + MLP adds
+pose-dependent mean offsets ("refined" render); without them we get the "base" render.
+
+Posing: canonical star-pose position -> undo the star pose with the Gaussian's blended star
+transform -> add the body model's shape/expression change (so expressions move the face) ->
+apply the target pose's blended transform (linear blend skinning).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from core.avatar.gaussians import apply_transforms, blend_transforms, rotate_vectors, vertex_normals
+from core.avatar.pose_offsets import PoseOffsets, body_joint_mask
+from core.config import AvatarConfig
+
+# Parts that get no pose offsets and stronger smoothing: they follow the body model exactly.
+RIGID_PARTS = ("head", "left_hand", "right_hand")
+
+
+@dataclass
+class PosedGaussians:
+    """Gaussians ready for ``rasterize``: all ``[N, ...]`` tensors in world space (metres)."""
+
+    means: torch.Tensor  # [N, 3]
+    scales: torch.Tensor  # [N, 3]
+    quats: torch.Tensor  # [N, 4] wxyz, identity
+    opacities: torch.Tensor  # [N]
+    colors: torch.Tensor  # [N, 3] RGB in [0, 1]
+    part_colors: torch.Tensor  # [N, 3]
+    normals: torch.Tensor  # [N, 3] world-space unit normals
+    offsets: torch.Tensor  # [N, 3] the pose-dependent offsets used (zero for the base render)
+
+
+@dataclass
+class AvatarTopology:
+    """Everything fixed about an avatar's Gaussians, derived from the body model and the fit.
+
+    ``upsample`` maps body-model vertices to Gaussians (a sparse ``[N, V]`` average); ``faces`` are
+    the subdivided mesh's triangles over the Gaussians (for normals and Laplacians).
+    """
+
+    upsample: torch.Tensor  # sparse [N, V]
+    faces: torch.Tensor  # [F, 3] int64
+    weights: torch.Tensor  # [N, J] skinning weights
+    part_labels: np.ndarray  # [N] int
+    rigid: torch.Tensor  # [N] bool: head/hands (no pose offsets)
+
+
+class Avatar(nn.Module):
+    """Learnable Gaussians + pose-offset network over a fixed topology.
+
+    ``shaped_star [V, 3]`` canonical shaped body vertices in zero pose (betas applied, no
+    expression); ``star_transforms [J, 4, 4]`` the star pose's joint transforms; ``parents [J]``.
+    """
+
+    def __init__(self, topology: AvatarTopology, shaped_zero: torch.Tensor, star_transforms: torch.Tensor,
+                 parents: np.ndarray, colors: torch.Tensor, part_palette: torch.Tensor, config: AvatarConfig):
+        super().__init__()
+        self.config = config
+        self.register_buffer("upsample", topology.upsample.coalesce(), persistent=False)
+        self.register_buffer("faces", topology.faces.long())
+        self.register_buffer("weights", topology.weights.float())
+        self.register_buffer("rigid", topology.rigid.bool())
+        self.register_buffer("part_labels", torch.as_tensor(topology.part_labels).long())
+        self.register_buffer("shaped_zero", shaped_zero.float())
+        self.register_buffer("star_transforms", star_transforms.float())
+        gauss_zero = self.upsample @ self.shaped_zero  # [N, 3]
+        star = blend_transforms(self.weights, star_transforms.float())  # [N, 4, 4]
+        self.register_buffer("star_inverse", torch.linalg.inv(star))
+        self.register_buffer("template", apply_transforms(star, gauss_zero))  # canonical star positions
+        n = self.template.shape[0]
+        self.offsets = nn.Parameter(torch.zeros(n, 3))
+        self.log_scales = nn.Parameter(torch.full((n,), float(np.log(config.init_scale))))
+        self.colors = nn.Parameter(colors.float().clamp(0, 1).clone())
+        self.part_colors = nn.Parameter(part_palette[self.part_labels].float().clone())
+        dominant = self.weights.argmax(dim=1).cpu().numpy()
+        joint_mask = torch.as_tensor(body_joint_mask(dominant, parents))
+        self.pose_offsets = PoseOffsets(
+            self.template, joint_mask, ~self.rigid, config.triplane_channels, config.triplane_resolution,
+            config.triplane_extent, config.mlp_width, config.mlp_layers, config.offset_scale)
+
+    @property
+    def num_gaussians(self) -> int:
+        return self.template.shape[0]
+
+    def canonical_means(self, body_pose: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Canonical star-pose means ``[N, 3]`` and the pose offsets used ``[N, 3]``.
+
+        ``body_pose [63]`` given -> refined (with pose-dependent offsets); None -> base.
+        """
+        if body_pose is None:
+            pose_offsets = torch.zeros_like(self.template)
+        else:
+            pose_offsets = self.pose_offsets(body_pose)
+        return self.template + self.offsets + pose_offsets, pose_offsets
+
+    def pose(self, shaped: torch.Tensor, transforms: torch.Tensor, body_pose: torch.Tensor | None) -> PosedGaussians:
+        """Pose the Gaussians.
+
+        ``shaped [V, 3]``: the body model's zero-pose vertices for this frame (shape + expression);
+        ``transforms [J, 4, 4]``: its joint transforms for the target pose (translation included);
+        ``body_pose [63]`` drives the pose offsets (None = base render).
+        """
+        canonical, used = self.canonical_means(body_pose)
+        zero = apply_transforms(self.star_inverse, canonical)
+        zero = zero + self.upsample @ (shaped - self.shaped_zero)  # expression / shape change
+        blended = blend_transforms(self.weights, transforms)
+        means = apply_transforms(blended, zero)
+        normals = rotate_vectors(blended, vertex_normals(zero, self.faces))
+        n = self.num_gaussians
+        scales = self.log_scales.exp()[:, None].expand(n, 3)
+        quats = torch.zeros(n, 4, dtype=means.dtype)
+        quats[:, 0] = 1.0
+        return PosedGaussians(means=means, scales=scales, quats=quats, opacities=torch.ones(n, dtype=means.dtype),
+                              colors=self.colors.clamp(0, 1), part_colors=self.part_colors.clamp(0, 1),
+                              normals=normals, offsets=used)

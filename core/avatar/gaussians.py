@@ -1,0 +1,34 @@
+"""Pure functions for posing Gaussians that live on the body surface.
+
+Conventions: positions in metres; ``weights [N, J]`` skinning weights that sum to 1;
+``transforms [J, 4, 4]`` the body model's relative joint transforms (x_posed = A_j @ [x_rest, 1]).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def blend_transforms(weights: torch.Tensor, transforms: torch.Tensor) -> torch.Tensor:
+    """Per-point blended rigid transforms ``[N, 4, 4]`` = Σ_j w_nj A_j."""
+    return torch.einsum("nj,jab->nab", weights, transforms)
+
+
+def apply_transforms(transforms: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Apply ``transforms [N, 4, 4]`` to ``points [N, 3]`` -> ``[N, 3]``."""
+    return torch.einsum("nab,nb->na", transforms[:, :3, :3], points) + transforms[:, :3, 3]
+
+
+def rotate_vectors(transforms: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """Rotate ``vectors [N, 3]`` by the linear part of ``transforms [N, 4, 4]`` and renormalise."""
+    out = torch.einsum("nab,nb->na", transforms[:, :3, :3], vectors)
+    return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+
+def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Area-weighted unit vertex normals ``[V, 3]`` of a triangle mesh (differentiable)."""
+    v0, v1, v2 = (vertices[faces[:, i]] for i in range(3))
+    face_n = torch.cross(v1 - v0, v2 - v0, dim=-1)
+    normals = torch.zeros_like(vertices)
+    for i in range(3):
+        normals = normals.index_add(0, faces[:, i], face_n)
+    return normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12)

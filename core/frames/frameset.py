@@ -1,0 +1,87 @@
+"""A set of training frames (generated or imported) stored as one npz.
+
+Arrays (T frames, square H = W):
+  rgb [T, H, W, 3] uint8, mask [T, H, W] uint8, depth [T, H, W] float16 (metres, 0 = empty),
+  normal [T, H, W, 3] float16 (camera space), part_seg [T, H, W, 3] uint8,
+  K [T, 3, 3], viewmat [T, 4, 4], and SMPL-X parameters per frame (``[T, k]`` per name).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import UserError
+from core.io.images import to_uint8
+from core.io.npz import load_npz, save_npz
+from core.subject import SMPLX_POSE_SIZES
+
+FRAMESET_FORMAT = "persona-frames/1"
+IMAGE_KEYS = ("rgb", "mask", "depth", "normal", "part_seg")
+
+
+@dataclass
+class FrameSet:
+    """Training frames other than the photo. Image arrays as documented in the module."""
+
+    rgb: np.ndarray
+    mask: np.ndarray
+    depth: np.ndarray
+    normal: np.ndarray
+    part_seg: np.ndarray
+    K: np.ndarray
+    viewmat: np.ndarray
+    params: dict[str, np.ndarray]
+    source: str = "generated"  # generated | imported
+    labels: list[str] = field(default_factory=list)  # e.g. "wave:17" (motion and frame)
+
+    def __len__(self) -> int:
+        return len(self.rgb)
+
+    def frame(self, i: int) -> dict[str, np.ndarray]:
+        """Frame ``i`` as float32 images in [0, 1] (depth metres, normals unit) plus camera and params."""
+        return {
+            "rgb": self.rgb[i].astype(np.float32) / 255.0,
+            "mask": self.mask[i].astype(np.float32)[..., None] / 255.0,
+            "depth": self.depth[i].astype(np.float32)[..., None],
+            "normal": self.normal[i].astype(np.float32),
+            "part_seg": self.part_seg[i].astype(np.float32) / 255.0,
+            "K": self.K[i].astype(np.float32),
+            "viewmat": self.viewmat[i].astype(np.float32),
+            "params": {k: v[i].astype(np.float32) for k, v in self.params.items()},
+        }
+
+    def save(self, path: str | Path) -> None:
+        arrays = {k: getattr(self, k) for k in IMAGE_KEYS}
+        arrays.update({"K": self.K, "viewmat": self.viewmat, "format": np.array(FRAMESET_FORMAT),
+                       "source": np.array(self.source), "labels": np.array(self.labels, dtype=str)})
+        arrays.update({f"param_{k}": v for k, v in self.params.items()})
+        save_npz(path, arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FrameSet":
+        data = load_npz(path, required=("format", *IMAGE_KEYS, "K", "viewmat"))
+        if str(data["format"]) != FRAMESET_FORMAT:
+            raise UserError(f"unsupported frames format {str(data['format'])!r} (this version reads {FRAMESET_FORMAT})",
+                            path)
+        params = {k[len("param_"):]: v for k, v in data.items() if k.startswith("param_")}
+        return cls(**{k: data[k] for k in IMAGE_KEYS}, K=data["K"], viewmat=data["viewmat"], params=params,
+                   source=str(data["source"]), labels=[str(x) for x in data["labels"]])
+
+    @classmethod
+    def from_frames(cls, frames: list[dict[str, np.ndarray]], source: str, labels: list[str]) -> "FrameSet":
+        """Pack per-frame float renders (as returned by ``frame``) into storage dtypes."""
+        def stack(key):
+            return np.stack([f[key] for f in frames])
+
+        names = [k for k in SMPLX_POSE_SIZES if k in frames[0]["params"]] + \
+            [k for k in ("betas", "expression") if k in frames[0]["params"]]
+        size = (len(frames), *frames[0]["rgb"].shape[:2])
+        return cls(
+            rgb=to_uint8(stack("rgb")), mask=to_uint8(stack("mask")).reshape(size),
+            depth=stack("depth").reshape(size).astype(np.float16),
+            normal=stack("normal").astype(np.float16), part_seg=to_uint8(stack("part_seg")),
+            K=stack("K").astype(np.float32), viewmat=stack("viewmat").astype(np.float32),
+            params={k: np.stack([np.asarray(f["params"][k], np.float32).reshape(-1) for f in frames]) for k in names},
+            source=source, labels=labels)

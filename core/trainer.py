@@ -1,0 +1,290 @@
+"""The steppable PERSONA trainer: balanced sampling + geometry-weighted optimisation.
+
+``Trainer.step()`` draws a frame (the photo about half the time), poses the avatar with the
+frame's SMPL-X parameters (plus a learned per-frame correction for generated frames), renders a
+"base" image (no pose offsets) and a "refined" image (with them), and applies the frame type's
+loss weights. Settings (loss weights, pause) may be changed from another thread at any time;
+they take effect at the next step boundary. ``snapshot()`` returns what a viewer needs.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core import losses
+from core.avatar.avatar import Avatar
+from core.avatar.render import AvatarRender, render_posed
+from core.body import BodyModel
+from core.config import Config, FrameLossWeights, LossConfig
+from core.errors import UserError
+from core.frames.frameset import FrameSet
+from core.io.atomic import atomic_path
+from core.sampling import BalancedSampler
+from core.training_frames import TrainFrame, crop_frame, generated_frame, photo_frame
+
+CHECKPOINT_FORMAT = "persona-checkpoint/1"
+# Per-frame SMPL-X correction: which parameters, and whether they use the (slower) hand rate.
+REFINED_PARAMS = {"global_orient": (3, False), "body_pose": (63, False), "transl": (3, False),
+                  "left_hand_pose": (45, True), "right_hand_pose": (45, True)}
+
+
+@dataclass
+class TrainingSnapshot:
+    """What a viewer needs after a step: avatar tensors (detached copies) and metrics."""
+
+    step: int
+    total: int
+    metrics: dict[str, float]
+    avatar_state: dict[str, torch.Tensor]
+    draw_counts: np.ndarray
+
+
+def frame_weights(config: Config, kind: str) -> FrameLossWeights:
+    """The loss weights for a frame type; with geometry weighting off, generated frames are
+    weighted like the photo (high RGB, low geometry) — the ablation of PERSONA's idea."""
+    if kind == "photo" or not config.ablation.geometry_weighting:
+        return config.loss.photo
+    return config.loss.generated
+
+
+def loss_window(mask: torch.Tensor, alpha: torch.Tensor, margin: int = 8) -> tuple[slice, slice]:
+    """Rows and columns around the person (target mask or rendered alpha, ``[H, W, 1]``) plus a margin.
+
+    Outside it both the target and the render are background, so every loss term there is zero;
+    cropping makes the image losses several times cheaper.
+    """
+    covered = (mask[..., 0] > 0) | (alpha.detach()[..., 0] > 1.0 / 255.0)
+    rows = torch.nonzero(covered.any(dim=1)).flatten()
+    cols = torch.nonzero(covered.any(dim=0)).flatten()
+    if len(rows) == 0:
+        return slice(None), slice(None)
+    h, w = covered.shape
+    return (slice(max(0, int(rows[0]) - margin), min(h, int(rows[-1]) + margin + 1)),
+            slice(max(0, int(cols[0]) - margin), min(w, int(cols[-1]) + margin + 1)))
+
+
+def frame_loss(render: AvatarRender, frame: TrainFrame, w: FrameLossWeights, image_weight: float,
+               loss_cfg: LossConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted sum of one render's data terms; ``image_weight`` is ``w.image`` or ``w.image_refined``."""
+    rows, cols = loss_window(frame.mask[0], render.alpha)
+    frame = crop_frame(frame, rows, cols)
+    render = AvatarRender(*(getattr(render, f.name)[rows, cols] for f in dataclasses.fields(AvatarRender)))
+    rgb = render.rgb[None]
+    alpha = render.alpha[None]
+    mask = frame.mask
+    terms: dict[str, torch.Tensor] = {}
+    terms["image"] = image_weight * losses.image_loss(rgb, frame.rgb, frame.image_weight, loss_cfg.ssim_weight)
+    terms["mask"] = w.mask * losses.mask_loss(alpha, mask)
+    if w.hand_mask > 0 and frame.hand_region is not None and frame.hand_region.sum() > 0:
+        # A mean over the whole image (like the mask term) counting only hand pixels, as the paper's
+        # weight of 50 assumes: hands are small, so their silhouette needs the boost.
+        terms["hand_mask"] = w.hand_mask * ((alpha - mask).abs() * frame.hand_region).mean()
+    both = mask * (alpha.detach() > 0.5).to(mask.dtype)
+    if w.depth > 0 and frame.depth is not None:
+        terms["depth"] = w.depth * losses.depth_loss(render.depth[None], frame.depth, both)
+    if w.normal > 0 and frame.normal is not None:
+        terms["normal"] = w.normal * losses.normal_loss(render.normal[None], frame.normal, both)
+    if w.part_seg > 0 and frame.part_seg is not None:
+        terms["part_seg"] = w.part_seg * losses.part_seg_loss(render.part[None], frame.part_seg)
+    if w.albedo > 0 and frame.albedo is not None:
+        terms["albedo"] = w.albedo * losses.image_loss(rgb, frame.albedo, None, loss_cfg.ssim_weight)
+    total = sum(terms.values())
+    return total, {k: float(v.detach()) for k, v in terms.items()}
+
+
+class Trainer:
+    """Steppable, resumable training of one avatar.
+
+    ``subject_frame``: the photo's TrainFrame; ``frames``: generated/imported FrameSet (may be
+    empty); ``betas`` / ``expression``: the subject's shape.
+    """
+
+    def __init__(self, avatar: Avatar, body: BodyModel, subject_frame: TrainFrame, frames: FrameSet | None,
+                 config: Config, betas: np.ndarray, expression: np.ndarray | None = None):
+        self.avatar = avatar
+        self.body = body
+        self.config = copy.deepcopy(config)
+        self.photo = subject_frame
+        self.frames = frames
+        self.betas = np.asarray(betas, np.float32)
+        self.expression = None if expression is None else np.asarray(expression, np.float32)
+        self.num_generated = 0 if frames is None else len(frames)
+        self.total = config.train.iterations
+        self.step_index = 0
+        self.history: list[dict[str, float]] = []
+        self.sampler = BalancedSampler(self.num_generated, config.sampling.photo_share,
+                                       balanced=config.ablation.balanced_sampling, seed=config.train.seed)
+        self.frame_deltas = torch.nn.ParameterDict({
+            name: torch.nn.Parameter(torch.zeros(self.num_generated, size)) for name, (size, _) in REFINED_PARAMS.items()
+        })
+        self.adjacency = losses.mesh_adjacency(avatar.faces, avatar.num_gaussians)
+        self.face_hand_weight = torch.where(avatar.rigid, config.loss.laplacian_offsets_face_hands /
+                                            config.loss.laplacian_offsets, 1.0)
+        self.optimizer = self._make_optimizer()
+        self._lock = threading.Lock()
+        self._pending_loss: LossConfig | None = None
+        self.paused = threading.Event()
+        self._decayed = False
+        torch.manual_seed(config.train.seed)
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def _make_optimizer(self) -> torch.optim.Adam:
+        o = self.config.optim
+        a = self.avatar
+        groups = [
+            {"name": "offsets", "params": [a.offsets], "lr": o.lr_offsets},
+            {"name": "scales", "params": [a.log_scales], "lr": o.lr_scales},
+            {"name": "colors", "params": [a.colors], "lr": o.lr_colors},
+            {"name": "part_colors", "params": [a.part_colors], "lr": o.lr_part_colors},
+            {"name": "triplane", "params": list(a.pose_offsets.triplane.parameters()), "lr": o.lr_triplane},
+            {"name": "mlp", "params": list(a.pose_offsets.mlp.parameters()), "lr": o.lr_mlp},
+        ]
+        if self.num_generated:
+            body = [p for n, p in self.frame_deltas.items() if not REFINED_PARAMS[n][1]]
+            hands = [p for n, p in self.frame_deltas.items() if REFINED_PARAMS[n][1]]
+            groups += [{"name": "smplx", "params": body, "lr": o.lr_smplx},
+                       {"name": "smplx_hands", "params": hands, "lr": o.lr_smplx_hands}]
+        for g in groups:
+            g["initial_lr"] = g["lr"]
+        return torch.optim.Adam(groups, eps=o.eps)
+
+    # -- live settings ---------------------------------------------------------------------------
+
+    def set_loss_weights(self, loss: LossConfig) -> None:
+        """Change loss weights from any thread; applied at the next step boundary."""
+        with self._lock:
+            self._pending_loss = copy.deepcopy(loss)
+
+    def _apply_pending(self) -> None:
+        with self._lock:
+            if self._pending_loss is not None:
+                self.config.loss = self._pending_loss
+                self._pending_loss = None
+
+    # -- one step ------------------------------------------------------------------------------
+
+    def frame(self, index: int) -> TrainFrame:
+        """Training frame ``index`` (0 = photo) with the learned per-frame correction applied."""
+        if index == 0:
+            return self.photo
+        frame = generated_frame(self.frames, index - 1, self.betas, self.expression)
+        params = dict(frame.params)
+        for name, delta in self.frame_deltas.items():
+            if name in params:
+                params[name] = params[name] + delta[index - 1][None]
+        frame.params = params
+        return frame
+
+    def _learning_rate_schedule(self) -> None:
+        if not self._decayed and self.step_index >= int(self.config.optim.decay_at * self.total):
+            for g in self.optimizer.param_groups:
+                g["lr"] = g["initial_lr"] * self.config.optim.decay_factor
+            self._decayed = True
+
+    def step(self) -> dict[str, float]:
+        """One optimisation step; returns its metrics."""
+        self._apply_pending()
+        self._learning_rate_schedule()
+        start = time.perf_counter()
+        index = self.sampler.draw()
+        frame = self.frame(index)
+        w = frame_weights(self.config, frame.kind)
+        cfg = self.config
+        h, wd = frame.rgb.shape[1:3]
+        background = torch.zeros(3)
+        self.optimizer.zero_grad(set_to_none=True)
+
+        body_out = self.body(**frame.params)
+        shaped, transforms = body_out.shaped[0], body_out.joint_transforms[0]
+        base = self.avatar.pose(shaped, transforms, None)
+        base_render = render_posed(base, frame.viewmat, frame.K, wd, h, cfg.render, background)
+        loss, terms = frame_loss(base_render, frame, w, w.image, cfg.loss)
+        metrics = {f"base_{k}": v for k, v in terms.items()}
+        refined_render = None
+        if cfg.ablation.pose_offsets:
+            refined = self.avatar.pose(shaped, transforms, frame.params["body_pose"].reshape(-1))
+            refined_render = render_posed(refined, frame.viewmat, frame.K, wd, h, cfg.render, background)
+            refined_loss, terms = frame_loss(refined_render, frame, w, w.image_refined, cfg.loss)
+            loss = loss + refined_loss
+            metrics.update({f"refined_{k}": v for k, v in terms.items()})
+            loss = loss + cfg.loss.laplacian_refined_offsets * losses.laplacian_loss(refined.offsets, self.adjacency)
+        loss = loss + self._regularisers()
+        loss.backward()
+        self.optimizer.step()
+        self.step_index += 1
+        shown = refined_render if refined_render is not None else base_render
+        metrics.update({
+            "step": self.step_index, "frame": index, "loss": float(loss.detach()),
+            "psnr": losses.psnr(shown.rgb[None], frame.rgb, frame.mask),
+            "seconds": time.perf_counter() - start,
+        })
+        self.history.append({"step": self.step_index, "frame": index, "loss": metrics["loss"],
+                             "psnr": metrics["psnr"], "kind": 0.0 if index == 0 else 1.0})
+        return metrics
+
+    def _regularisers(self) -> torch.Tensor:
+        a, l = self.avatar, self.config.loss
+        adj = self.adjacency
+        return (l.laplacian_offsets * losses.laplacian_loss(a.offsets, adj, self.face_hand_weight)
+                + l.laplacian_scales * losses.laplacian_loss(a.log_scales.exp()[:, None], adj)
+                + l.laplacian_colors * losses.laplacian_loss(a.colors, adj))
+
+    @property
+    def done(self) -> bool:
+        return self.step_index >= self.total
+
+    # -- outputs ---------------------------------------------------------------------------------
+
+    def snapshot(self) -> TrainingSnapshot:
+        """Detached copies of the avatar's tensors and the latest metrics (safe to hand to another thread)."""
+        state = {k: v.detach().clone() for k, v in self.avatar.state_dict().items()}
+        last = self.history[-1] if self.history else {}
+        return TrainingSnapshot(step=self.step_index, total=self.total, metrics=dict(last), avatar_state=state,
+                                draw_counts=self.sampler.counts.copy())
+
+    def save(self, path: str | Path) -> None:
+        """Checkpoint atomically (tensors only: loads with ``torch.load(weights_only=True)``)."""
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step_index,
+            "decayed": self._decayed,
+            "avatar": self.avatar.state_dict(),
+            "frame_deltas": {k: v.detach().clone() for k, v in self.frame_deltas.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": {k: torch.as_tensor(v) for k, v in self.sampler.state_dict().items()},
+            "history": {k: torch.tensor([h[k] for h in self.history]) for k in ("step", "frame", "loss", "psnr", "kind")},
+            "torch_rng": torch.get_rng_state(),
+        }
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+    def load(self, path: str | Path) -> None:
+        """Resume from a checkpoint written by ``save`` (never unpickles arbitrary objects)."""
+        path = Path(path)
+        try:
+            state = torch.load(path, weights_only=True, map_location="cpu")
+        except FileNotFoundError:
+            raise UserError("checkpoint not found", path) from None
+        except Exception as err:  # noqa: BLE001 - any failure to read is a bad file for the user
+            raise UserError(f"not a readable checkpoint ({type(err).__name__})", path) from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise UserError(f"not a {CHECKPOINT_FORMAT} checkpoint", path)
+        self.avatar.load_state_dict(state["avatar"])
+        with torch.no_grad():
+            for k, v in state["frame_deltas"].items():
+                self.frame_deltas[k].copy_(v)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict({k: v.numpy() for k, v in state["sampler"].items()})
+        self.step_index = int(state["step"])
+        self._decayed = bool(state["decayed"])
+        hist = state["history"]
+        self.history = [{k: float(hist[k][i]) for k in hist} for i in range(len(hist["step"]))]
+        torch.set_rng_state(state["torch_rng"])

@@ -1,0 +1,112 @@
+"""Training frames as tensors: the photo (frame 0) and generated/imported frames (1..n).
+
+Each frame carries its targets (RGB, mask, depth, normal, part colours), camera, SMPL-X
+parameters, a per-pixel image-loss weight (the photo's seam boundary) and a hand region (for the
+hand mask loss).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from core.body import PART_NAMES, PART_PALETTE
+from core.frames.frameset import FrameSet
+from core.sampling import seam_boundary
+from core.subject import SMPLX_POSE_SIZES, Subject
+
+HAND_PART_IDS = [PART_NAMES.index("left_hand"), PART_NAMES.index("right_hand")]
+
+
+@dataclass
+class TrainFrame:
+    """Targets ``[1, H, W, C]`` float32; camera; parameters ``[1, k]``."""
+
+    kind: str  # "photo" | "generated"
+    rgb: torch.Tensor
+    mask: torch.Tensor
+    depth: torch.Tensor | None
+    normal: torch.Tensor | None
+    part_seg: torch.Tensor | None
+    albedo: torch.Tensor | None
+    image_weight: torch.Tensor | None  # [1, H, W, 1] (photo: 0.1 on the seam boundary)
+    hand_region: torch.Tensor | None  # [1, H, W, 1] 1 around the hands
+    K: torch.Tensor  # [3, 3]
+    viewmat: torch.Tensor  # [4, 4]
+    params: dict[str, torch.Tensor]
+
+
+IMAGE_FIELDS = ("rgb", "mask", "depth", "normal", "part_seg", "albedo", "image_weight", "hand_region")
+
+
+def crop_frame(frame: TrainFrame, rows: slice, cols: slice) -> TrainFrame:
+    """The frame's target images cut to ``[rows, cols]`` (camera and parameters unchanged)."""
+    cut = {name: None if getattr(frame, name) is None else getattr(frame, name)[:, rows, cols]
+           for name in IMAGE_FIELDS}
+    return dataclasses.replace(frame, **cut)
+
+
+def complete_params(params: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """SMPL-X parameters as ``[1, k]`` float32 tensors, every pose entry present (zeros if missing)."""
+    out = {k: torch.zeros(1, size) for k, size in SMPLX_POSE_SIZES.items()}
+    out.update({k: torch.as_tensor(np.asarray(v, np.float32)).reshape(1, -1) for k, v in params.items()})
+    return out
+
+
+def _t(array: np.ndarray | None, channels: int | None = None) -> torch.Tensor | None:
+    if array is None:
+        return None
+    tensor = torch.as_tensor(np.asarray(array, dtype=np.float32))
+    if channels == 1 and tensor.ndim == 2:
+        tensor = tensor[..., None]
+    return tensor[None]
+
+
+def hand_region(part_seg: np.ndarray, mask: np.ndarray, dilate: int = 3) -> np.ndarray:
+    """Pixels near the hands ``[H, W, 1]`` from a part-colour image ``[H, W, 3]`` (nearest palette colour)."""
+    distances = ((part_seg[:, :, None, :] - PART_PALETTE[None, None]) ** 2).sum(-1)
+    labels = distances.argmin(-1)
+    hands = np.isin(labels, HAND_PART_IDS) & (np.asarray(mask).reshape(labels.shape) > 0.5)
+    if dilate > 0 and hands.any():
+        hands = ndimage.binary_dilation(hands, iterations=dilate)
+    return hands.astype(np.float32)[..., None]
+
+
+def photo_frame(subject: Subject, boundary_weight: float, seam_threshold: float, seam_dilate: float,
+                image: np.ndarray | None = None) -> TrainFrame:
+    """Frame 0 from a Subject; ``image`` overrides the target RGB (e.g. a resized copy)."""
+    rgb = subject.image if image is None else image
+    mask = subject.mask
+    weight = np.ones(mask.shape, np.float32)
+    if "position" in subject.geometry:
+        seam = seam_boundary(subject.geometry["position"], mask, seam_threshold, seam_dilate)
+        weight[seam] = boundary_weight
+    geometry = subject.geometry
+    viewmat = subject.info.get("viewmat")
+    return TrainFrame(
+        kind="photo", rgb=_t(rgb * mask[..., None]), mask=_t(mask, 1),
+        depth=_t(geometry.get("depth"), 1), normal=_t(geometry.get("normal")), part_seg=_t(geometry.get("part_seg")),
+        albedo=_t(subject.albedo * mask[..., None]), image_weight=_t(weight, 1), hand_region=None,
+        K=torch.as_tensor(subject.K, dtype=torch.float32),
+        viewmat=torch.eye(4) if viewmat is None else torch.as_tensor(np.asarray(viewmat, np.float32)),
+        params=complete_params(subject.smplx),
+    )
+
+
+def generated_frame(frames: FrameSet, i: int, betas: np.ndarray, expression: np.ndarray | None) -> TrainFrame:
+    """Frame ``i`` of a FrameSet with the subject's shape."""
+    f = frames.frame(i)
+    params = dict(f["params"])
+    params["betas"] = np.asarray(betas, np.float32)
+    if expression is not None and "expression" not in params:
+        params["expression"] = np.asarray(expression, np.float32)
+    return TrainFrame(
+        kind="generated", rgb=_t(f["rgb"]), mask=_t(f["mask"]), depth=_t(f["depth"]), normal=_t(f["normal"]),
+        part_seg=_t(f["part_seg"]), albedo=None, image_weight=None,
+        hand_region=_t(hand_region(f["part_seg"], f["mask"])),
+        K=torch.as_tensor(f["K"]), viewmat=torch.as_tensor(f["viewmat"]),
+        params=complete_params(params),
+    )
