@@ -20,7 +20,6 @@ from persona_studio.viewport.scene import SplatScene
 
 # Per-splat vertex attributes, packed as float32: centre xyz, sigma, rgb, opacity; each splat's row is
 # repeated for its 4 quad corners (the shader derives the corner from the vertex index).
-_SPLAT_FLOATS = 8
 _SPLAT_LAYOUT = ("3f 1f 3f 1f", "center", "sigma", "color", "opacity")
 _CORNERS_PER_SPLAT = 4
 _QUAD_TRIANGLES = np.array([0, 1, 2, 2, 1, 3], dtype=np.uint32)  # corners (-1,-1), (1,-1), (-1,1), (1,1)
