@@ -1,0 +1,317 @@
+"""CPU rasterizer speed and memory: our numba backend against gsplat's pure-PyTorch reference path.
+
+    python benchmarks/raster.py            # N in {5k, 20k, 50k} x {256^2, 512^2}
+    python benchmarks/raster.py --quick    # 20k Gaussians at 256^2 only
+    python benchmarks/raster.py --repeats 30 --no-baseline
+
+Scenes: Gaussians on a body-like surface (head, torso, hips, arms, legs as ellipsoids, 1.7 m tall,
+seen from 2.5 m, filling 85 % of the image height), isotropic scales around 1 cm, opacities 0.6-1,
+RGB colours, one camera, classic mode: per-pixel overlap like a real avatar, not uniform noise.
+
+Baseline, measured in the same run: gsplat 1.5.3's pure-PyTorch reference path
+(``gsplat.cuda._torch_impl``: ``_quat_scale_to_covar_preci``, ``_fully_fused_projection``,
+``_isect_offset_encode``, ``_rasterize_to_pixels``) with minimal CPU stand-ins for the pieces it takes
+from CUDA or nerfacc (``rasterize_to_indices_in_range``, ``render_weight_from_alpha``,
+``accumulate_along_rays``) and a vectorised ``_isect_tiles`` (its own is a Python loop per Gaussian).
+
+Each case runs in a fresh subprocess. Times are wall-clock milliseconds per call (median and best of
+the repeats, after warm-up); "extra RAM" is the peak resident memory during the timed calls minus the
+resident memory just before them (VmHWM after resetting it through /proc/self/clear_refs; Linux only).
+The machine may be shared: the best time is the least disturbed one, the median the typical one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+# (centre xyz, semi-axes xyz) in metres, y down like the camera; about 1.7 m from head to feet.
+BODY_PARTS = [
+    ((0.0, -0.72, 0.0), (0.10, 0.12, 0.11)),  # head
+    ((0.0, -0.25, 0.0), (0.19, 0.33, 0.12)),  # torso
+    ((0.0, 0.13, 0.0), (0.17, 0.12, 0.11)),  # hips
+    ((-0.33, -0.33, 0.0), (0.05, 0.30, 0.05)),  # arms
+    ((0.33, -0.33, 0.0), (0.05, 0.30, 0.05)),
+    ((-0.10, 0.55, 0.0), (0.07, 0.40, 0.07)),  # legs
+    ((0.10, 0.55, 0.0), (0.07, 0.40, 0.07)),
+]
+DIFFERENTIABLE = ("means", "quats", "scales", "opacities", "colors")
+
+
+def _ellipsoid_area(a: float, b: float, c: float) -> float:
+    """Knud Thomsen's approximation of an ellipsoid's surface area, m^2."""
+    p = 1.6075
+    return 4 * math.pi * (((a * b) ** p + (a * c) ** p + (b * c) ** p) / 3) ** (1 / p)
+
+
+def body_scene(n: int, size: int, seed: int = 0) -> dict:
+    """``n`` Gaussians spread by area over the body's ellipsoids; one camera 2.5 m in front; float32."""
+    gen = torch.Generator().manual_seed(seed)
+    areas = torch.tensor([_ellipsoid_area(*axes) for _, axes in BODY_PARTS])
+    part = torch.multinomial(areas / areas.sum(), n, replacement=True, generator=gen)
+    directions = torch.randn(n, 3, generator=gen)
+    directions = directions / directions.norm(dim=-1, keepdim=True)
+    means = torch.tensor([c for c, _ in BODY_PARTS])[part] + directions * torch.tensor([a for _, a in BODY_PARTS])[part]
+    scales = (0.01 * torch.exp(0.3 * torch.randn(n, 1, generator=gen))).expand(n, 3).contiguous()
+    quats = torch.zeros(n, 4)
+    quats[:, 0] = 1.0
+    viewmat = torch.eye(4)
+    viewmat[2, 3] = 2.5
+    focal = 0.85 * size * 2.5 / 1.7
+    K = torch.tensor([[focal, 0.0, size / 2], [0.0, focal, size / 2], [0.0, 0.0, 1.0]])
+    return dict(means=means, quats=quats, scales=scales, opacities=0.6 + 0.4 * torch.rand(n, generator=gen),
+                colors=torch.rand(n, 3, generator=gen), viewmats=viewmat[None], Ks=K[None], width=size, height=size)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Baseline: gsplat's pure-PyTorch path with CPU stand-ins
+# ----------------------------------------------------------------------------------------------------
+def _isect_tiles_vectorised(means2d, radii, depths, tile_size, tile_width, tile_height):
+    """Same outputs as gsplat's ``_isect_tiles`` (one image, sorted), without its per-Gaussian Python loop."""
+    n = means2d.shape[-2]
+    means2d, radii, depths = means2d.reshape(n, 2), radii.reshape(n, 2).float(), depths.reshape(n)
+    tile_min = torch.floor((means2d - radii) / tile_size).int()
+    tile_max = torch.ceil((means2d + radii) / tile_size).int()
+    limits = torch.tensor([tile_width, tile_height], dtype=torch.int32)
+    tile_min = torch.minimum(torch.clamp(tile_min, min=0), limits)
+    tile_max = torch.minimum(torch.clamp(tile_max, min=0), limits)
+    spans = tile_max - tile_min
+    tiles_per_gauss = spans.prod(dim=-1) * (radii > 0).all(dim=-1)
+    gauss = torch.repeat_interleave(torch.arange(n), tiles_per_gauss)
+    first = torch.cumsum(tiles_per_gauss, 0) - tiles_per_gauss
+    local = torch.arange(len(gauss)) - first[gauss]
+    span_x = spans[gauss, 0].clamp(min=1)
+    tile_x = tile_min[gauss, 0] + local % span_x
+    tile_y = tile_min[gauss, 1] + local // span_x
+    tile_id = (tile_y * tile_width + tile_x).long()
+    depth_bits = depths.contiguous().view(torch.int32).long() & 0xFFFFFFFF
+    isect_ids = (tile_id << 32) | depth_bits[gauss]
+    isect_ids, order = torch.sort(isect_ids, stable=True)
+    return tiles_per_gauss.reshape(1, n).int(), isect_ids, gauss[order].int()
+
+
+def _rasterize_to_indices_in_range_cpu(range_start, range_end, transmittances, means2d, conics, opacities,
+                                       image_width, image_height, tile_size, isect_offsets, flatten_ids):
+    """CPU stand-in for gsplat's CUDA ``rasterize_to_indices_in_range`` (one image): the (Gaussian, pixel)
+    pairs with alpha >= 1/255 before each pixel's transmittance would drop to 1e-4, grouped by pixel and
+    front to back within a pixel. Tiles are processed in chunks to bound memory."""
+    n_tiles = isect_offsets.numel()
+    tile_width = isect_offsets.shape[-1]
+    offsets = torch.cat([isect_offsets.reshape(-1).long(), torch.tensor([flatten_ids.numel()])])
+    block = tile_size * tile_size
+    means2d, conics, opacities = means2d.reshape(-1, 2), conics.reshape(-1, 3), opacities.reshape(-1)
+    trans0 = transmittances.reshape(-1)
+    local = torch.arange(block)
+    out_g, out_p = [], []
+    chunk_tiles = 16
+    for t0 in range(0, n_tiles, chunk_tiles):
+        tiles = torch.arange(t0, min(t0 + chunk_tiles, n_tiles))
+        starts = offsets[tiles] + range_start * block
+        stops = torch.minimum(offsets[tiles + 1], offsets[tiles] + range_end * block)
+        counts = (stops - starts).clamp(min=0)
+        depth = int(counts.max()) if len(counts) else 0
+        if depth == 0:
+            continue
+        slot = torch.arange(depth)
+        present = slot[None, :] < counts[:, None]  # [T, K]
+        entry = (starts[:, None] + slot[None, :]).clamp(max=max(flatten_ids.numel() - 1, 0))
+        gauss = flatten_ids[entry].long()  # [T, K]
+        px = (tiles % tile_width)[:, None] * tile_size + local % tile_size  # [T, P]
+        py = (tiles // tile_width)[:, None] * tile_size + local // tile_size
+        inside = (px < image_width) & (py < image_height)
+        dx = means2d[gauss, 0][:, :, None] - (px[:, None, :] + 0.5)  # [T, K, P]
+        dy = means2d[gauss, 1][:, :, None] - (py[:, None, :] + 0.5)
+        con = conics[gauss]
+        sigma = 0.5 * (con[..., 0, None] * dx * dx + con[..., 2, None] * dy * dy) + con[..., 1, None] * dx * dy
+        alpha = torch.clamp(opacities[gauss][:, :, None] * torch.exp(-sigma), max=0.999)
+        valid = (sigma >= 0) & (alpha >= 1.0 / 255.0) & present[:, :, None] & inside[:, None, :]
+        pixel = (py * image_width + px).clamp(max=image_width * image_height - 1)
+        after = trans0[pixel][:, None, :] * torch.cumprod(torch.where(valid, 1.0 - alpha, 1.0), dim=1)
+        keep = valid & (after > 1e-4)
+        keep_pixel_major = keep.permute(0, 2, 1)  # [T, P, K]: pixel-major, front to back
+        t_idx, p_idx, k_idx = keep_pixel_major.nonzero(as_tuple=True)
+        out_g.append(gauss[t_idx, k_idx])
+        out_p.append(pixel[t_idx, p_idx])
+    if not out_g:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty, empty
+    gauss_ids, pixel_ids = torch.cat(out_g), torch.cat(out_p)
+    return gauss_ids, pixel_ids, torch.zeros_like(gauss_ids)
+
+
+def _render_weight_from_alpha(alphas, ray_indices, n_rays):
+    """Stand-in for nerfacc: weights = alpha * exclusive product of (1 - alpha) along each ray.
+    Samples of a ray are contiguous and ordered (as rasterize_to_indices_in_range returns them)."""
+    log_keep = torch.log1p(-alphas.double())  # float64: one cumsum runs over every ray
+    inclusive = torch.cumsum(log_keep, 0)
+    is_first = torch.ones_like(ray_indices, dtype=torch.bool)
+    is_first[1:] = ray_indices[1:] != ray_indices[:-1]
+    first_idx = torch.cummax(torch.where(is_first, torch.arange(len(alphas)), 0), 0).values
+    exclusive = inclusive - log_keep - (inclusive[first_idx] - log_keep[first_idx])
+    trans = torch.exp(exclusive).to(alphas.dtype)
+    return alphas * trans, trans
+
+
+def _accumulate_along_rays(weights, values, ray_indices, n_rays):
+    """Stand-in for nerfacc: per-ray sums of weight * value (or of weight)."""
+    src = weights[:, None] if values is None else weights[:, None] * values
+    return torch.zeros(n_rays, src.shape[-1], dtype=src.dtype).index_add(0, ray_indices, src)
+
+
+def install_gsplat_cpu_standins():
+    """Point gsplat's torch reference path at the CPU stand-ins above (benchmark process only)."""
+    import gsplat.cuda._torch_impl as torch_impl
+    import gsplat.cuda._wrapper as wrapper
+
+    wrapper.rasterize_to_indices_in_range = _rasterize_to_indices_in_range_cpu
+    fake_nerfacc = types.ModuleType("nerfacc")
+    fake_nerfacc.render_weight_from_alpha = _render_weight_from_alpha
+    fake_nerfacc.accumulate_along_rays = _accumulate_along_rays
+    sys.modules["nerfacc"] = fake_nerfacc
+    return torch_impl
+
+
+def gsplat_torch_rasterize(torch_impl, means, quats, scales, opacities, colors, viewmats, Ks, width, height):
+    """gsplat 1.5.3's reference path (classic mode, one camera, RGB) on the CPU."""
+    covars, _ = torch_impl._quat_scale_to_covar_preci(quats, scales, compute_preci=False)
+    radii, means2d, depths, conics, _ = torch_impl._fully_fused_projection(
+        means, covars, viewmats, Ks, width, height, eps2d=0.3)
+    tile_size = 16
+    tile_width, tile_height = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    _, isect_ids, flatten_ids = _isect_tiles_vectorised(means2d, radii, depths, tile_size, tile_width, tile_height)
+    isect_offsets = torch_impl._isect_offset_encode(isect_ids, 1, tile_width, tile_height)
+    opacities_view = opacities[None].expand(1, -1)
+    colors_view = colors[None].expand(1, -1, -1)
+    return torch_impl._rasterize_to_pixels(means2d, conics, colors_view, opacities_view, width, height, tile_size,
+                                           isect_offsets, flatten_ids)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Measurement (one case per subprocess)
+# ----------------------------------------------------------------------------------------------------
+def _memory_kib() -> dict:
+    values = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":")
+                values[key] = int(value.split()[0])
+    return values
+
+
+def _reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+def _time_case(render, scene: dict, repeats: int) -> dict:
+    """Median / best forward and backward ms of ``render``, and its peak extra RSS in MiB."""
+    inputs = {k: (v.clone().requires_grad_(k in DIFFERENTIABLE) if torch.is_tensor(v) else v)
+              for k, v in scene.items()}
+    for _ in range(2):  # warm-up: JIT loading, allocator, page faults
+        image = render(inputs)
+        image.sum().backward()
+    for v in inputs.values():
+        if torch.is_tensor(v):
+            v.grad = None
+    _reset_peak_rss()
+    rss_before = _memory_kib()["VmRSS"]
+    forward, backward = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        image = render(inputs)
+        middle = time.perf_counter()
+        image.sum().backward()
+        forward.append((middle - start) * 1e3)
+        backward.append((time.perf_counter() - middle) * 1e3)
+        del image
+    peak = _memory_kib()["VmHWM"]
+    total = [f + b for f, b in zip(forward, backward)]
+    return {"fwd_med": statistics.median(forward), "bwd_med": statistics.median(backward),
+            "total_med": statistics.median(total), "total_best": min(total),
+            "extra_mib": (peak - rss_before) / 1024.0}
+
+
+def run_case(n: int, size: int, repeats: int, baseline: bool) -> dict:
+    """Measure one scene with our CPU backend and (optionally) the baseline; returns a JSON-able dict."""
+    from core.render import rasterize, warmup
+
+    warm = warmup()
+    scene = body_scene(n, size)
+
+    def ours(inputs):
+        return rasterize(**inputs, backend="cpu")[0]
+
+    result = {"n": n, "size": size, "warmup_s": warm, "threads": int(os.environ.get("NUMBA_NUM_THREADS", 0) or 0),
+              "ours": _time_case(ours, scene, repeats)}
+    if baseline:
+        torch_impl = install_gsplat_cpu_standins()
+
+        def reference(inputs):
+            return gsplat_torch_rasterize(torch_impl, **inputs)[0]
+
+        with torch.no_grad():
+            ours_image = rasterize(**scene, backend="cpu")[0]
+            ref_image = gsplat_torch_rasterize(torch_impl, **scene)[0]
+        result["max_abs_diff"] = float((ours_image - ref_image).abs().max())
+        result["baseline"] = _time_case(reference, scene, max(3, repeats // 4))
+    return result
+
+
+def _row(result: dict) -> str:
+    ours = result["ours"]
+    cells = [f"{result['n'] // 1000:>3}k", f"{result['size']:>4}^2", f"{ours['fwd_med']:7.1f}", f"{ours['bwd_med']:7.1f}",
+             f"{ours['total_med']:7.1f}", f"{ours['total_best']:7.1f}", f"{ours['extra_mib']:7.0f}"]
+    if "baseline" in result:
+        base = result["baseline"]
+        cells += [f"{base['total_med']:9.1f}", f"{base['extra_mib']:7.0f}", f"{base['total_med'] / ours['total_med']:6.1f}x",
+                  f"{result['max_abs_diff']:.1e}"]
+    return " | ".join(cells)
+
+
+HEADER = ("   N |  image |  fwd ms |  bwd ms | fwd+bwd | best ms | RAM MiB | base ms   | b. MiB | speedup | max|diff|\n"
+          "     |        |  (med)  |  (med)  |  (med)  |         | (extra) | (fwd+bwd) |        |         | vs base")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="only 20k Gaussians at 256^2")
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per case (default 20)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip gsplat's reference path")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: "N,SIZE" run in this process
+    args = parser.parse_args(argv)
+    if args.case:
+        n, size = (int(v) for v in args.case.split(","))
+        print(json.dumps(run_case(n, size, args.repeats, not args.no_baseline)))
+        return 0
+    cases = [(20_000, 256)] if args.quick else [(n, s) for n in (5_000, 20_000, 50_000) for s in (256, 512)]
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+    print(HEADER)
+    for n, size in cases:
+        command = [sys.executable, __file__, "--case", f"{n},{size}", "--repeats", str(args.repeats)]
+        if args.no_baseline:
+            command.append("--no-baseline")
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(f"{n} x {size}^2 failed:\n{done.stderr[-2000:]}")
+            continue
+        print(_row(json.loads(done.stdout.strip().splitlines()[-1])), flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f} at end")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

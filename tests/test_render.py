@@ -1,0 +1,327 @@
+"""core.render: the CPU rasterizer against a dense torch reference, gsplat's own torch code, and gradcheck."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numba
+import pytest
+import torch
+from torch import Tensor
+
+import render_reference as ref
+from core.render import available_backends, backend_info, jit_cache_warm, rasterize, warmup
+from core.render.backends import resolve_backend
+from core.render.jit_cache import configure_numba_cache, default_numba_cache_dir, numba_cache_dir
+
+DIFFERENTIABLE = ("means", "quats", "scales", "opacities", "colors")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cast(scene: dict, dtype: torch.dtype, requires_grad: bool = False) -> dict:
+    return {k: (v.to(dtype).clone().requires_grad_(requires_grad and k in DIFFERENTIABLE) if torch.is_tensor(v) else v)
+            for k, v in scene.items()}
+
+
+def _weighted_loss(render: Tensor, alpha: Tensor, seed: int = 7) -> Tensor:
+    """A loss whose gradient reaches every pixel and channel with different weights."""
+    gen = torch.Generator().manual_seed(seed)
+    w_render = torch.randn(render.shape, generator=gen, dtype=torch.float64).to(render.dtype)
+    w_alpha = torch.randn(alpha.shape, generator=gen, dtype=torch.float64).to(alpha.dtype)
+    return (render * w_render).sum() + (alpha * w_alpha).sum()
+
+
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.double() - want.double()).norm() / want.double().norm().clamp(min=1e-30))
+
+
+CASES = [
+    # render_mode, rasterize_mode, channels, cameras, background, per-camera colours
+    ("RGB", "classic", 3, 1, False, False),
+    ("RGB", "antialiased", 7, 2, True, False),
+    ("RGB+D", "classic", 3, 2, True, True),
+    ("RGB+ED", "antialiased", 3, 1, False, False),
+    ("D", "classic", 3, 2, True, False),
+    ("ED", "antialiased", 7, 1, False, False),
+]
+
+
+def _case_inputs(case, seed: int) -> tuple[dict, dict]:
+    render_mode, rasterize_mode, channels, cams, background, per_camera = case
+    scene = ref.random_scene(seed, n=240, n_channels=channels, n_cams=cams)
+    if per_camera:
+        gen = torch.Generator().manual_seed(seed + 100)
+        scene["colors"] = torch.rand(cams, scene["means"].shape[0], channels, generator=gen, dtype=torch.float64)
+    options = {"render_mode": render_mode, "rasterize_mode": rasterize_mode}
+    if background:
+        options["backgrounds"] = torch.rand(cams, channels, generator=torch.Generator().manual_seed(seed),
+                                            dtype=torch.float64)
+    return scene, options
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}-D{c[2]}-C{c[3]}{'-bg' if c[4] else ''}")
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.float64, 1e-10)], ids=["f32", "f64"])
+def test_forward_matches_dense_reference(case, dtype, tolerance):
+    scene, options = _case_inputs(case, seed=1)
+    want_render, want_alpha = ref.render(**scene, **options)
+    backgrounds = options.get("backgrounds")
+    got_options = dict(options, backgrounds=None if backgrounds is None else backgrounds.to(dtype))
+    got_render, got_alpha, meta = rasterize(**_cast(scene, dtype), **got_options, backend="cpu")
+    assert got_render.dtype == dtype and got_render.shape == want_render.shape
+    assert got_alpha.shape == want_alpha.shape
+    assert float(want_alpha.max()) > 0.5, "scene should cover part of the image"
+    assert float((got_render.double() - want_render).abs().max()) <= tolerance
+    assert float((got_alpha.double() - want_alpha).abs().max()) <= tolerance
+    assert meta["radii"].shape == (scene["viewmats"].shape[0], scene["means"].shape[0], 2)
+
+
+@pytest.mark.parametrize("case", CASES[:4], ids=lambda c: f"{c[0]}-{c[1]}-D{c[2]}-C{c[3]}{'-bg' if c[4] else ''}")
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-3), (torch.float64, 1e-9)], ids=["f32", "f64"])
+def test_gradients_match_dense_reference(case, dtype, tolerance):
+    scene, options = _case_inputs(case, seed=2)
+    want_in = _cast(scene, torch.float64, requires_grad=True)
+    got_in = _cast(scene, dtype, requires_grad=True)
+    want_opts, got_opts = dict(options), dict(options)
+    if "backgrounds" in options:
+        want_opts["backgrounds"] = options["backgrounds"].clone().requires_grad_()
+        got_opts["backgrounds"] = options["backgrounds"].to(dtype).requires_grad_()
+    _weighted_loss(*ref.render(**want_in, **want_opts)).backward()
+    _weighted_loss(*rasterize(**got_in, **got_opts, backend="cpu")[:2]).backward()
+    for name in DIFFERENTIABLE:
+        assert want_in[name].grad.abs().sum() > 0, name
+        assert _relative_error(got_in[name].grad, want_in[name].grad) <= tolerance, name
+    if "backgrounds" in options:
+        assert _relative_error(got_opts["backgrounds"].grad, want_opts["backgrounds"].grad) <= tolerance
+
+
+def _gradcheck_scene() -> dict:
+    """Four overlapping Gaussians a few pixels wide on an 8x9 image: every pixel is well inside every
+    footprint, so no (Gaussian, pixel) pair sits near the 1/255 or 1e-4 cut-offs, where the render is
+    not differentiable."""
+    gen = torch.Generator().manual_seed(3)
+    n = 4
+    means = torch.tensor([[-0.05, -0.04, 1.0], [0.04, 0.0, 1.1], [0.0, 0.05, 1.2], [0.02, -0.01, 0.9]],
+                         dtype=torch.float64)
+    return dict(means=means, quats=torch.randn(n, 4, generator=gen, dtype=torch.float64),
+                scales=torch.tensor([[0.3, 0.45, 0.35]] * n, dtype=torch.float64) * (1 + 0.1 * torch.arange(n))[:, None],
+                opacities=torch.tensor([0.7, 0.5, 0.9, 0.4], dtype=torch.float64),
+                colors=torch.rand(n, 3, generator=gen, dtype=torch.float64),
+                viewmats=torch.eye(4, dtype=torch.float64)[None],
+                Ks=ref.intrinsics(10.0, 8, 9)[None], width=8, height=9)
+
+
+@pytest.mark.parametrize("rasterize_mode, render_mode", [("classic", "RGB+D"), ("antialiased", "RGB+ED")])
+def test_gradcheck_float64(rasterize_mode, render_mode):
+    scene = _gradcheck_scene()
+    names = DIFFERENTIABLE + ("backgrounds",)
+    inputs = [scene[k].clone().requires_grad_() for k in DIFFERENTIABLE]
+    inputs.append(torch.tensor([[0.2, 0.5, 0.9]], dtype=torch.float64, requires_grad=True))
+
+    def render(*tensors):
+        args = dict(zip(names, tensors))
+        out = rasterize(**args, viewmats=scene["viewmats"], Ks=scene["Ks"], width=8, height=9,
+                        render_mode=render_mode, rasterize_mode=rasterize_mode, backend="cpu")
+        return out[0], out[1]
+
+    assert torch.autograd.gradcheck(render, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
+
+
+def test_projection_matches_gsplat_torch_reference():
+    torch_impl = pytest.importorskip("gsplat.cuda._torch_impl")
+    scene = ref.random_scene(4, n=300, n_cams=2)
+    scene["opacities"] = torch.ones_like(scene["opacities"])  # gsplat's torch code has no opacity-aware radius
+    _, _, meta = rasterize(**scene, backend="cpu")
+    covars, _ = torch_impl._quat_scale_to_covar_preci(scene["quats"], scene["scales"], compute_preci=False)
+    radii, means2d, depths, conics, compensations = torch_impl._fully_fused_projection(
+        scene["means"], covars, scene["viewmats"], scene["Ks"], scene["width"], scene["height"], eps2d=0.3,
+        calc_compensations=True)
+    both = (meta["radii"] > 0).all(-1) & (radii > 0).all(-1)
+    assert int(both.sum()) > 200
+    torch.testing.assert_close(meta["means2d"][both], means2d[both], rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(meta["depths"][both], depths[both], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(meta["conics"][both], conics[both], rtol=1e-9, atol=1e-12)
+    # gsplat culls with a 3.33-sigma box, we with min(3.33, sqrt(2 ln 255)) = 3.329: the same Gaussians
+    # are culled unless a box edge falls in between (rare), and sizes differ by at most that rounding
+    mismatch = ((meta["radii"] > 0).all(-1) != (radii > 0).all(-1)).float().mean()
+    assert mismatch < 0.01
+    assert int((meta["radii"][both] - radii[both]).abs().max()) <= 1
+    _, _, meta_aa = rasterize(**scene, rasterize_mode="antialiased", backend="cpu")
+    visible = (meta_aa["radii"] > 0).all(-1) & both
+    torch.testing.assert_close(meta_aa["opacities"][visible], compensations[visible], rtol=1e-9, atol=1e-12)
+
+
+def test_radii_follow_documented_formula_and_bound_every_visible_pixel():
+    scene = ref.random_scene(5, n=200)
+    _, _, meta = rasterize(**scene, rasterize_mode="antialiased", backend="cpu")
+    proj = ref.project(scene["means"], scene["quats"], scene["scales"], scene["viewmats"][0], scene["Ks"][0],
+                       scene["width"], scene["height"], 0.3)
+    opacity = scene["opacities"] * proj["compensations"]
+    radii = meta["radii"][0]
+    visible = (radii > 0).all(-1)
+    want = ref.expected_radii(proj["blurred"], opacity)
+    assert torch.equal(radii[visible].double(), want[visible])
+    # culled ones: behind the near plane, too faint, or entirely off-screen
+    depth_ok = proj["depths"] >= 0.01
+    onscreen = ((proj["means2d"] + want > 0) & (proj["means2d"] - want < torch.tensor([40.0, 32.0]))).all(-1)
+    assert torch.equal(visible, depth_ok & (opacity >= 1 / 255) & onscreen)
+
+
+def test_empty_scene_and_all_culled_render_background():
+    empty = ref.random_scene(6, n=10)
+    background = torch.tensor([[0.1, 0.2, 0.3]], dtype=torch.float64)
+    for name in ("means", "quats", "scales", "opacities", "colors"):
+        empty[name] = empty[name][:0]
+    render, alpha, meta = rasterize(**empty, backgrounds=background, backend="cpu")
+    assert torch.equal(render, background[:, None, None, :].expand(1, 32, 40, 3)) and alpha.abs().max() == 0
+    assert meta["radii"].shape == (1, 0, 2)
+
+    behind = _cast(ref.random_scene(6, n=50), torch.float32, requires_grad=True)
+    with torch.no_grad():
+        behind["means"][:, 2] = -5.0  # camera 0 looks along +z from z = -2: all behind it
+    render, alpha, meta = rasterize(**behind, backgrounds=background.float(), render_mode="RGB+D", backend="cpu")
+    assert (meta["radii"] == 0).all() and alpha.abs().max() == 0
+    assert torch.allclose(render[..., :3], background.float()[:, None, None, :].expand(1, 32, 40, 3))
+    render.sum().backward()
+    assert behind["means"].grad.abs().max() == 0
+
+
+@pytest.mark.parametrize("name, bad", [("means", float("nan")), ("colors", float("inf")), ("viewmats", float("nan")),
+                                       ("opacities", float("-inf"))])
+def test_non_finite_inputs_raise(name, bad):
+    scene = ref.random_scene(7, n=20)
+    scene[name] = scene[name].clone()
+    scene[name].view(-1)[0] = bad
+    with pytest.raises(ValueError, match=name):
+        rasterize(**scene, backend="cpu")
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(width=0), "image size"),
+    (dict(height=-3), "image size"),
+    (dict(render_mode="RGBD"), "render_mode"),
+    (dict(rasterize_mode="fancy"), "rasterize_mode"),
+    (dict(backend="vulkan"), "backend"),
+    (dict(backend="gsplat"), "gsplat"),
+    (dict(near_plane=2.0, far_plane=1.0), "near_plane"),
+])
+def test_bad_arguments_raise_one_line_errors(change, message):
+    scene = ref.random_scene(8, n=20)
+    scene.update(change)
+    with pytest.raises(ValueError, match=message) as info:
+        rasterize(**scene)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_shapes_and_quaternions_raise():
+    scene = ref.random_scene(8, n=20)
+    with pytest.raises(ValueError, match="quats"):
+        rasterize(**dict(scene, quats=scene["quats"][:, :3]), backend="cpu")
+    with pytest.raises(ValueError, match="backgrounds"):
+        rasterize(**scene, backgrounds=torch.zeros(1, 4, dtype=torch.float64), backend="cpu")
+    with pytest.raises(ValueError, match="Ks"):
+        rasterize(**dict(scene, Ks=scene["Ks"].repeat(2, 1, 1)), backend="cpu")
+    zero_quat = scene["quats"].clone()
+    zero_quat[3] = 0.0
+    with pytest.raises(ValueError, match="zero-length"):
+        rasterize(**dict(scene, quats=zero_quat), backend="cpu")
+    with pytest.raises(ValueError, match="float32 or float64"):
+        rasterize(**_cast(scene, torch.float16), backend="cpu")
+
+
+def test_meta_means2d_collects_screen_space_gradients():
+    scene = _cast(ref.random_scene(9, n=60), torch.float32, requires_grad=True)
+    render, _, meta = rasterize(**scene, backend="cpu")
+    meta["means2d"].retain_grad()
+    render.sum().backward()
+    visible = (meta["radii"] > 0).all(-1)
+    assert meta["radii"].dtype == torch.int32
+    assert meta["means2d"].grad[visible].abs().sum() > 0
+    assert meta["means2d"].grad[~visible].abs().sum() == 0
+
+
+def test_rendering_from_other_threads_is_identical():
+    scene = _cast(ref.random_scene(10, n=200, n_cams=2), torch.float32)
+    want = rasterize(**scene, render_mode="RGB+D", backend="cpu")[0]
+    results = [None] * 4
+
+    def worker(slot):
+        results[slot] = rasterize(**scene, render_mode="RGB+D", backend="cpu")[0]
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(results))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for got in results:
+        assert torch.equal(got, want)
+
+
+def test_backend_selection_and_info():
+    assert resolve_backend("auto", torch.device("cpu")) == "cpu"
+    assert "cpu" in available_backends()
+    info = backend_info()
+    assert set(info) >= {"available", "auto", "cuda", "numba_cache_dir", "jit_cache_warm", "gsplat_version"}
+    assert info["auto"] in info["available"]
+    assert info["cuda"] == torch.cuda.is_available()
+
+
+def test_warmup_marks_the_jit_cache_warm(tmp_path, monkeypatch):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))  # the marker goes here; kernels stay where they are
+    assert not jit_cache_warm()
+    seconds = warmup()
+    assert seconds >= 0
+    assert jit_cache_warm()
+    assert not jit_cache_warm(dtypes=(torch.float64,))
+
+
+def test_numba_cache_dir_defaults_to_user_cache_and_respects_the_user(tmp_path, monkeypatch):
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    if sys.platform.startswith("linux"):
+        assert default_numba_cache_dir() == tmp_path / "xdg" / "persona-studio" / "numba"
+        blocker = tmp_path / "file"
+        blocker.write_text("not a directory")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+        assert default_numba_cache_dir().is_relative_to(tempfile.gettempdir())
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine"))
+    monkeypatch.setattr(numba.core.config, "CACHE_DIR", numba.core.config.CACHE_DIR)  # restored afterwards
+    assert numba_cache_dir() == tmp_path / "mine"
+    assert configure_numba_cache() == tmp_path / "mine"
+    assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "mine")
+
+
+def test_kernels_cache_under_the_configured_directory(tmp_path):
+    """In a fresh interpreter (as an installed app starts), numba must cache our kernels in our directory."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    code = ("import numba; from core.render import kernels; "
+            "print(numba.config.CACHE_DIR); print(kernels.project_forward.stats.cache_path)")
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                          check=True)
+    cache_dir, kernel_cache = done.stdout.split()
+    assert Path(cache_dir) == tmp_path / "persona-studio" / "numba"
+    assert Path(kernel_cache).is_relative_to(cache_dir)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA for the gsplat backend")
+def test_gsplat_and_cpu_backends_agree():
+    pytest.importorskip("gsplat")
+    scene, options = _case_inputs(("RGB+ED", "antialiased", 7, 2, True, False), seed=11)
+    cpu_in = _cast(scene, torch.float32, requires_grad=True)
+    gpu_in = {k: (v.cuda().detach().requires_grad_(v.requires_grad) if torch.is_tensor(v) else v)
+              for k, v in cpu_in.items()}
+    backgrounds = options.pop("backgrounds").float()
+    cpu_out = rasterize(**cpu_in, **options, backgrounds=backgrounds, backend="cpu")
+    gpu_out = rasterize(**gpu_in, **options, backgrounds=backgrounds.cuda(), backend="gsplat")
+    torch.testing.assert_close(gpu_out[0].cpu(), cpu_out[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(gpu_out[1].cpu(), cpu_out[1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(gpu_out[2]["radii"].cpu(), cpu_out[2]["radii"])
+    _weighted_loss(cpu_out[0], cpu_out[1]).backward()
+    _weighted_loss(gpu_out[0], gpu_out[1]).backward()
+    for name in DIFFERENTIABLE:
+        assert _relative_error(gpu_in[name].grad.cpu(), cpu_in[name].grad) <= 1e-3, name
