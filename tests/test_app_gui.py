@@ -56,16 +56,22 @@ def run_python(code: str, display: str, timeout: float = 120) -> subprocess.Comp
                           capture_output=True, text=True, timeout=timeout)
 
 
-def studio_screenshot(display: str, name: str, view: str) -> np.ndarray:
-    """Run the real app headless for a few frames in ``view``; returns the window screenshot, float RGB."""
-    path = ARTIFACTS / f"{name}.png"
+def start_studio_screenshot(display: str, path, view: str) -> subprocess.Popen:
+    """Start the real app headless for a few frames in ``view``, saving a window screenshot to ``path``."""
     path.unlink(missing_ok=True)
-    result = run_python(f"""
-        import sys
-        from persona_studio.app import run_studio
-        sys.exit(run_studio(frames=5, screenshot={str(path)!r}, view={view!r}, width={WINDOW[0]}, height={WINDOW[1]}))
-    """, display)
-    assert result.returncode == 0, result.stderr
+    code = f"""
+import sys
+from persona_studio.app import run_studio
+sys.exit(run_studio(frames=5, screenshot={str(path)!r}, view={view!r}, width={WINDOW[0]}, height={WINDOW[1]}))
+"""
+    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, env=dict(os.environ, DISPLAY=display),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def load_screenshot(process: subprocess.Popen, path) -> np.ndarray:
+    """Wait for a ``start_studio_screenshot`` run; its screenshot as float RGB ``[H, W, 3]``."""
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == 0, stderr
     assert path.exists()
     with Image.open(path) as image:
         assert image.size == WINDOW
@@ -89,7 +95,10 @@ def silhouette_width(region: np.ndarray) -> int:
 @pytest.fixture(scope="module")
 def screenshots(display):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    return {view: studio_screenshot(display, f"studio_{view}", view) for view in ("front", "side", "back")}
+    paths = {view: ARTIFACTS / f"studio_{view}.png" for view in ("front", "side", "back")}
+    # Three separate app processes at once: each mostly waits (frame cap, render thread), so this is faster.
+    runs = {view: start_studio_screenshot(display, path, view) for view, path in paths.items()}
+    return {view: load_screenshot(runs[view], paths[view]) for view in runs}
 
 
 def test_window_shows_the_demo_figure(screenshots):
