@@ -63,6 +63,12 @@ class Subject:
         """(height, width) in pixels."""
         return self.image.shape[0], self.image.shape[1]
 
+    @property
+    def viewmat(self) -> np.ndarray:
+        """World-to-camera ``[4, 4]`` of the photo (OpenCV axes); the SMPL-X fit lives in that world."""
+        camera = self.info.get("camera", {})
+        return np.asarray(camera.get("viewmat", np.eye(4)), dtype=np.float32)
+
     def save(self, folder: str | Path) -> None:
         """Write the whole folder atomically (an existing complete Subject survives a failure)."""
         with atomic_dir(folder) as tmp:

@@ -24,7 +24,7 @@ def synthetic_subject(body: BodyModel, size: int = 256, pose: dict[str, np.ndarr
                       distance: float = 3.0, seed: int = 0) -> Subject:
     """A Subject whose photo is a render of the body in ``pose`` (default: arms slightly lowered).
 
-    The camera sits on +z looking at the body (viewmat stored in ``info["viewmat"]``); the
+    The camera sits on +z looking at the body (``Subject.viewmat``); the
     geometry maps are exact, and ``position`` holds canonical star-pose positions.
     """
     params = {k: np.asarray(v, np.float32) for k, v in (pose or {}).items()}
@@ -53,5 +53,5 @@ def synthetic_subject(body: BodyModel, size: int = 256, pose: dict[str, np.ndarr
         image=image, mask=mask, albedo=image, K=K, smplx={k: v.reshape(-1) for k, v in params.items()},
         geometry={"depth": r["depth"], "normal": r["normal"], "part_seg": r["part"] * mask[..., None],
                   "position": r["position"]},
-        info={"viewmat": view.tolist(), "synthetic": True, "vertex_colors_seed": seed},
+        info={"camera": {"viewmat": view.tolist()}, "synthetic": True, "vertex_colors_seed": seed},
     )

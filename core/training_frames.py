@@ -75,23 +75,41 @@ def hand_region(part_seg: np.ndarray, mask: np.ndarray, dilate: int = 3) -> np.n
     return hands.astype(np.float32)[..., None]
 
 
+def resize_subject(subject: Subject, size: int) -> Subject:
+    """The Subject's images at ``size``² pixels (area filter; part colours nearest) with K scaled."""
+    h, w = subject.size
+    if (h, w) == (size, size):
+        return subject
+    import cv2
+
+    def area(image):
+        return cv2.resize(np.asarray(image, np.float32), (size, size), interpolation=cv2.INTER_AREA)
+
+    scale = np.diag([size / w, size / h, 1.0]).astype(np.float32)
+    geometry = {k: (cv2.resize(v, (size, size), interpolation=cv2.INTER_NEAREST) if k == "part_seg" else area(v))
+                for k, v in subject.geometry.items()}
+    return dataclasses.replace(subject, image=area(subject.image), mask=area(subject.mask),
+                               albedo=area(subject.albedo), K=scale @ subject.K, geometry=geometry)
+
+
 def photo_frame(subject: Subject, boundary_weight: float, seam_threshold: float, seam_dilate: float,
-                image: np.ndarray | None = None) -> TrainFrame:
-    """Frame 0 from a Subject; ``image`` overrides the target RGB (e.g. a resized copy)."""
-    rgb = subject.image if image is None else image
+                size: int | None = None) -> TrainFrame:
+    """Frame 0 from a Subject, resized to ``size``² pixels when given."""
+    if size is not None:
+        subject = resize_subject(subject, size)
+    rgb = subject.image
     mask = subject.mask
     weight = np.ones(mask.shape, np.float32)
     if "position" in subject.geometry:
         seam = seam_boundary(subject.geometry["position"], mask, seam_threshold, seam_dilate)
         weight[seam] = boundary_weight
     geometry = subject.geometry
-    viewmat = subject.info.get("viewmat")
     return TrainFrame(
         kind="photo", rgb=_t(rgb * mask[..., None]), mask=_t(mask, 1),
         depth=_t(geometry.get("depth"), 1), normal=_t(geometry.get("normal")), part_seg=_t(geometry.get("part_seg")),
         albedo=_t(subject.albedo * mask[..., None]), image_weight=_t(weight, 1), hand_region=None,
         K=torch.as_tensor(subject.K, dtype=torch.float32),
-        viewmat=torch.eye(4) if viewmat is None else torch.as_tensor(np.asarray(viewmat, np.float32)),
+        viewmat=torch.as_tensor(subject.viewmat),
         params=complete_params(subject.smplx),
     )
 

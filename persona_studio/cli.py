@@ -15,9 +15,6 @@ from core.errors import UserError
 # Subcommands that later work will fill, with the issue that brings each. They answer clearly
 # instead of crashing.
 NOT_YET = {
-    "studio": "the studio app (issue 6)",
-    "reconstruct": "reconstruction from a photo (issue 4)",
-    "prep": "photo preprocessing into a Subject folder (issue 3)",
     "frames": "generated-frame import and driving videos (issue 4)",
     "turntable": "turntable videos (issue 5)",
     "animate": "animation videos (issue 5)",
@@ -49,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     studio.add_argument("--photo", help="start reconstructing this photo")
     studio.add_argument("--frames", type=int, default=0, help="headless: run N UI frames then exit")
     studio.add_argument("--screenshot", help="headless: save a screenshot PNG before exiting")
+    studio.add_argument("--view", default="front", choices=["front", "side", "back", "top"], help="initial view")
     _add_preset_args(studio)
 
     recon = sub.add_parser("reconstruct", help="photo -> avatar bundle")
@@ -106,7 +104,104 @@ def _cmd_not_yet(args: argparse.Namespace) -> int:
     return 3
 
 
+class StageProgress:
+    """Shows each pipeline stage as its own progress bar on stderr."""
+
+    def __init__(self):
+        from persona_studio.progress import ProgressBar
+
+        self._bar_type = ProgressBar
+        self.stage = None
+        self.bar = None
+
+    def __call__(self, stage: str, fraction: float, info: dict | None = None) -> None:
+        total = 1000
+        if stage != self.stage:
+            if self.bar is not None:
+                self.bar.update(self.bar.total, force=True)
+                self.bar.close()
+            self.stage = stage
+            unit = "it" if stage == "train" else "%"
+            total = int(info["iterations"]) if stage == "train" and info and "iterations" in info else total
+            self.bar = self._bar_type(total, label=f"{stage:<24}", unit=unit)
+        if stage == "train" and info:
+            done = int(info.get("step", 0))
+            text = f"loss {info.get('loss', 0):.4f}  psnr {info.get('psnr', 0):.1f} dB  frame {int(info.get('frame', 0))}"
+            self.bar.update(done, text)
+        else:
+            self.bar.update(int(fraction * self.bar.total))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _cmd_prep(args: argparse.Namespace) -> int:
+    from core.config import load_preset
+    from core.prep.pipeline import prepare_subject
+
+    config = load_preset(args.preset, args.overrides)
+    show = StageProgress()
+    subject = prepare_subject(args.photo, args.output, config, debug=args.debug,
+                              progress=lambda stage, f: show(stage, f))
+    show.close()
+    for warning in subject.info.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    fit = subject.info.get("fit", {})
+    print(f"subject written to {args.output}" + (" (cached)" if subject.info.get("cached") else ""))
+    if fit:
+        print("fit: " + ", ".join(f"{k} {v:.3g}" for k, v in fit.items() if isinstance(v, (int, float))))
+    return 0
+
+
+def _cmd_reconstruct(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from core.config import load_preset
+    from core.reconstruct import reconstruct
+
+    config = load_preset(args.preset, args.overrides)
+    stop = threading.Event()
+
+    def on_interrupt(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    show = StageProgress()
+
+    def progress(stage, fraction, info):
+        if stage == "train":
+            info = {**info, "iterations": config.train.iterations}
+        show(stage, fraction, info)
+
+    try:
+        result = reconstruct(args.photo, args.output, config, resume=args.resume, progress=progress, stop=stop)
+    finally:
+        show.close()
+        signal.signal(signal.SIGINT, previous)
+    state = "stopped early" if result.interrupted else "done"
+    print(f"{state}: {result.steps} steps; avatar bundle in {result.folder} "
+          f"(input-view PSNR {result.metrics['photo_psnr']:.2f} dB, preview.png)")
+    if result.interrupted:
+        print(f"resume with: persona-studio reconstruct {args.photo} -o {args.output} --resume --preset {args.preset}")
+    return 0
+
+
+def _cmd_studio(args: argparse.Namespace) -> int:
+    from persona_studio.app import run_studio
+
+    return run_studio(photo=args.photo, frames=args.frames, screenshot=args.screenshot, preset=args.preset,
+                      overrides=args.overrides, view=args.view)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "studio": _cmd_studio,
+    "prep": _cmd_prep,
+    "reconstruct": _cmd_reconstruct,
     "doctor": _cmd_doctor,
     "config": _cmd_config,
 }

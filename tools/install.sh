@@ -8,7 +8,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 # Xvfb + Mesa (llvmpipe GL/EGL) for the viewport and GUI tests; opencv-doc ships the real test photos.
 $SUDO apt-get install -y -qq --no-install-recommends xvfb xauth libegl1 libgl1 libgl1-mesa-dri libglx-mesa0 \
-    libgles2 libxrandr2 libxinerama1 libxcursor1 libxi6 libxxf86vm1 x11-utils opencv-doc >/dev/null
+    libgles2 libxrandr2 libxinerama1 libxcursor1 libxi6 libxxf86vm1 x11-utils xdotool opencv-doc >/dev/null
 # torch first, pinned to the CPU build: an unpinned install would pull a multi-GB CUDA build.
 TORCH_WHEEL=/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl
 if python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then

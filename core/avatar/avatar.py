@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from core.avatar.gaussians import apply_transforms, blend_transforms, rotate_vectors, vertex_normals
+from core.avatar.gaussians import apply_transforms, blend_transforms, mean_edge_length, rotate_vectors, vertex_normals
 from core.avatar.pose_offsets import PoseOffsets, body_joint_mask
 from core.config import AvatarConfig
 
@@ -77,7 +77,7 @@ class Avatar(nn.Module):
         self.register_buffer("template", apply_transforms(star, gauss_zero))  # canonical star positions
         n = self.template.shape[0]
         self.offsets = nn.Parameter(torch.zeros(n, 3))
-        self.log_scales = nn.Parameter(torch.full((n,), float(np.log(config.init_scale))))
+        self.log_scales = nn.Parameter(torch.log(config.init_scale * mean_edge_length(self.template, self.faces)))
         self.colors = nn.Parameter(colors.float().clamp(0, 1).clone())
         self.part_colors = nn.Parameter(part_palette[self.part_labels].float().clone())
         dominant = self.weights.argmax(dim=1).cpu().numpy()

@@ -24,7 +24,7 @@ from core.avatar.avatar import Avatar, AvatarTopology
 from core.body import PART_PALETTE, BodyModel
 from core.config import AvatarConfig, build_dataclass
 from core.errors import UserError
-from core.io.atomic import atomic_dir
+from core.io.atomic import atomic_path, write_text_atomic
 
 BUNDLE_FORMAT = "persona-avatar/1"
 MANIFEST = "manifest.json"
@@ -53,9 +53,12 @@ def save_bundle(folder: str | Path, avatar: Avatar, body: BodyModel, subject_par
         "subject": {k: np.asarray(v, np.float32).reshape(-1).tolist() for k, v in subject_params.items()},
         "summary": summary or {},
     }
-    with atomic_dir(folder) as tmp:
-        save_file(avatar_tensors(avatar), str(tmp / TENSORS))
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    # The folder may also hold the reconstruction's work files, so files are replaced one by one;
+    # the manifest goes last, so a folder with a manifest always has its tensors.
+    folder = Path(folder)
+    with atomic_path(folder / TENSORS) as tmp:
+        save_file(avatar_tensors(avatar), str(tmp))
+    write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=2))
 
 
 def read_manifest(folder: str | Path) -> dict:

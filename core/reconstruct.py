@@ -1,0 +1,164 @@
+"""Photo -> avatar bundle: prep, avatar initialisation, generated frames, training, bundle.
+
+Output folder::
+
+    my_avatar/
+      manifest.json, avatar.safetensors   the avatar bundle (core.avatar.bundle)
+      preview.png                         the avatar rendered in the photo's view next to the photo
+      work/subject/                       the Subject (cached by photo hash)
+      work/frames.npz                     generated frames (cached by subject + frame settings)
+      work/checkpoint.pt                  training checkpoint (resume with --resume)
+      work/metrics.json                   per-step history
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.avatar.avatar import Avatar
+from core.avatar.build import body_params, build_avatar, fill_unseen_colors, sample_image
+from core.avatar.bundle import save_bundle
+from core.avatar.render import pose_avatar, render_posed
+from core.body import BodyModel
+from core.config import Config
+from core.errors import UserError
+from core.frames.frameset import FrameSet
+from core.frames.generated import generate_frames
+from core.io.atomic import write_text_atomic
+from core.io.images import save_png
+from core.render.mesh import visible_vertices
+from core.subject import Subject
+from core.trainer import Trainer
+from core.training_frames import photo_frame
+
+# progress(stage, fraction, info) — info carries step metrics during training.
+Progress = Callable[[str, float, dict], None]
+
+
+@dataclass
+class ReconstructResult:
+    """Where the bundle went and how training ended."""
+
+    folder: Path
+    steps: int
+    interrupted: bool
+    metrics: dict[str, float]
+
+
+def photo_colors(avatar: Avatar, body: BodyModel, subject: Subject) -> np.ndarray:
+    """Initial Gaussian colours ``[N, 3]``: photo colours where the fitted body is visible, the
+    front's colours copied to the unseen back."""
+    with torch.no_grad():
+        posed = pose_avatar(avatar, body, body_params(subject.smplx), refined=False)
+    means = posed.means.numpy()
+    h, w = subject.size
+    view = subject.viewmat
+    seen = visible_vertices(means, avatar.faces.numpy(), view, subject.K, w, h)
+    cam = means @ view[:3, :3].T + view[:3, 3]
+    uv = (cam / np.maximum(cam[:, 2:3], 1e-6)) @ subject.K.T
+    on_person = sample_image(subject.mask[..., None], uv[:, :2])[:, 0] > 0.5
+    seen &= on_person
+    colors = np.full((avatar.num_gaussians, 3), 0.5, np.float32)
+    colors[seen] = sample_image(subject.image, uv[seen, :2])
+    return fill_unseen_colors(colors, seen, avatar.template.numpy())
+
+
+def frames_key(subject: Subject, config: Config) -> str:
+    """Cache key of the generated frames: the subject's fit and the frame settings."""
+    digest = hashlib.sha256(json.dumps(
+        {"photo": subject.info.get("photo_hash", ""), "smplx": {k: np.asarray(v).round(6).tolist()
+                                                               for k, v in sorted(subject.smplx.items())},
+         "frames": asdict(config.frames), "avatar": config.avatar.num_gaussians}, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def load_or_generate_frames(path: Path, key: str, avatar: Avatar, body: BodyModel, subject: Subject,
+                            config: Config, progress: Progress) -> FrameSet:
+    key_path = path.with_suffix(".key")
+    if path.exists() and key_path.exists() and key_path.read_text().strip() == key:
+        progress("generated frames (cached)", 1.0, {})
+        return FrameSet.load(path)
+    frames = generate_frames(avatar, body, subject.smplx, config.frames,
+                             progress=lambda f: progress("generated frames", f, {}))
+    frames.save(path)
+    write_text_atomic(key_path, key)
+    return frames
+
+
+def save_preview(path: Path, avatar: Avatar, body: BodyModel, subject: Subject, config: Config) -> float:
+    """Write photo | avatar side by side in the photo's view; returns the masked PSNR (dB)."""
+    from core.losses import psnr
+
+    h, w = subject.size
+    with torch.no_grad():
+        posed = pose_avatar(avatar, body, body_params(subject.smplx), refined=config.ablation.pose_offsets)
+        out = render_posed(posed, torch.as_tensor(subject.viewmat), torch.as_tensor(subject.K), w, h, config.render,
+                           torch.zeros(3))
+    mask = subject.mask[..., None]
+    target = subject.image * mask
+    value = psnr(out.rgb[None], torch.as_tensor(target)[None], torch.as_tensor(mask)[None])
+    save_png(path, np.concatenate([target, out.rgb.numpy()], axis=1))
+    return value
+
+
+def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: bool = False,
+                progress: Progress | None = None, stop: threading.Event | None = None) -> ReconstructResult:
+    """Run the whole pipeline. ``stop`` (or Ctrl-C) ends training early: a checkpoint and a bundle
+    of the avatar so far are still written."""
+    from core.prep.pipeline import prepare_subject
+
+    report = progress or (lambda stage, fraction, info: None)
+    out_dir = Path(out_dir)
+    work = out_dir / "work"
+    checkpoint = work / "checkpoint.pt"
+    if resume and not checkpoint.exists():
+        raise UserError("nothing to resume (no work/checkpoint.pt); run without --resume", out_dir)
+    body = BodyModel.load(config.body.model or None)
+    subject = prepare_subject(photo, work / "subject", config, model=body,
+                              progress=lambda stage, f: report(f"prep: {stage}", f, {}))
+    betas = np.asarray(subject.smplx.get("betas", np.zeros(body.num_betas)), np.float32)
+    expression = subject.smplx.get("expression")
+    report("avatar", 0.0, {})
+    avatar = build_avatar(body, betas, config.avatar)
+    with torch.no_grad():
+        avatar.colors.copy_(torch.as_tensor(photo_colors(avatar, body, subject)))
+    frames = load_or_generate_frames(work / "frames.npz", frames_key(subject, config), avatar, body, subject, config,
+                                     report)
+    frame0 = photo_frame(subject, config.sampling.boundary_image_weight, config.sampling.seam_threshold,
+                         config.sampling.seam_dilate, size=config.train.render_size)
+    trainer = Trainer(avatar, body, frame0, frames, config, betas, expression)
+    if resume:
+        trainer.load(checkpoint)
+    interrupted = False
+    started = time.perf_counter()
+    try:
+        while not trainer.done:
+            if stop is not None and stop.is_set():
+                interrupted = True
+                break
+            metrics = trainer.step()
+            report("train", trainer.step_index / trainer.total, metrics)
+            if trainer.step_index % config.train.checkpoint_every == 0:
+                trainer.save(checkpoint)
+    except KeyboardInterrupt:
+        interrupted = True
+    trainer.save(checkpoint)
+    report("save", 0.0, {})
+    psnr_value = save_preview(out_dir / "preview.png", avatar, body, subject, config)
+    summary = {"steps": trainer.step_index, "iterations": trainer.total, "interrupted": interrupted,
+               "train_seconds": time.perf_counter() - started, "photo_psnr": psnr_value,
+               "preset": config.name, "photo": str(Path(photo)), "draw_counts": trainer.sampler.counts.tolist(),
+               "fit": subject.info.get("fit", {}), "warnings": subject.info.get("warnings", [])}
+    save_bundle(out_dir, avatar, body, subject.smplx, summary)
+    write_text_atomic(work / "metrics.json", json.dumps(trainer.history))
+    report("done", 1.0, summary)
+    return ReconstructResult(folder=out_dir, steps=trainer.step_index, interrupted=interrupted,
+                             metrics={"photo_psnr": psnr_value})
