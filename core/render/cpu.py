@@ -39,7 +39,7 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
-def _run_sliced(kernel, bounds: np.ndarray, *args) -> None:
+def _run_sliced(kernel, bounds, *args) -> None:
     """Run ``kernel(bounds[i], bounds[i + 1], *args)`` for every slice i, in parallel.
 
     bounds: [S + 1] increasing ints. The calling thread runs slice 0 itself.
@@ -54,14 +54,37 @@ def _run_sliced(kernel, bounds: np.ndarray, *args) -> None:
             future.result()
 
 
-def _even_bounds(n_items: int) -> np.ndarray:
+def _even_bounds(n_items: int) -> list[int]:
     """Slice bounds splitting n_items into one equal share per thread."""
-    return np.linspace(0, n_items, min(render_threads(), max(n_items, 1)) + 1).astype(np.int64)
+    shares = min(render_threads(), max(n_items, 1))
+    return [n_items * i // shares for i in range(shares + 1)]
 
 
 def _array(tensor: Tensor) -> np.ndarray:
     """A numpy view of a CPU tensor, made contiguous."""
     return tensor.detach().contiguous().numpy()
+
+
+def _depth_order(depths: Tensor, footprints: np.ndarray) -> np.ndarray:
+    """Each camera's Gaussians near to far, ties by index (as a stable sort would). [C, N] int64
+
+    Only Gaussians with a footprint are sorted (culled ones go last, in index order). For float32 the
+    sort key is (depth bits << 32 | index), since positive floats order like their bit patterns: a plain
+    integer sort is several times faster than numpy's stable argsort.
+    """
+    n_cams, n_gauss = depths.shape
+    order = np.empty((n_cams, n_gauss), np.int64)
+    for c in range(n_cams):
+        shown_mask = footprints[c, :, 1] > footprints[c, :, 0]
+        shown = np.flatnonzero(shown_mask).astype(np.uint64)
+        depth = depths[c].numpy()[shown_mask]
+        if depth.dtype == np.float32:  # visible Gaussians have depth >= near_plane >= 0
+            keys = (depth.view(np.uint32).astype(np.uint64) << np.uint64(32)) | shown
+            order[c, :len(shown)] = np.sort(keys) & np.uint64(0xFFFFFFFF)
+        else:
+            order[c, :len(shown)] = shown[np.argsort(depth, kind="stable")]
+        order[c, len(shown):] = np.flatnonzero(~shown_mask)
+    return order
 
 
 def _zeros_if_none(grad: Tensor | None, shape: tuple, dtype: torch.dtype) -> Tensor:
@@ -123,13 +146,20 @@ class CompositeGaussians(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, means2d, conics, colors, opacities, backgrounds, radii, depths, width, height):
-        n_cams, _, n_channels = colors.shape
+        n_cams, n_gauss, n_channels = colors.shape
         dtype = colors.dtype
-        means2d_a, conics_a, colors_a = _array(means2d), _array(conics), _array(colors)
-        opacities_a, backgrounds_a = _array(opacities), _array(backgrounds)
-        depth_order = torch.argsort(depths.detach(), dim=1, stable=True).numpy()
-        bins = kernels.bin_gaussians(means2d_a, conics_a, opacities_a, _array(radii), depth_order, width, height)
-        tile_offsets, isect_ids, gauss_offsets, gauss_slots, tile_cost, footprints, sigma_cutoffs = bins
+        means2d_a, conics_a, opacities_a = _array(means2d), _array(conics), _array(opacities)
+        footprints = np.empty((n_cams, n_gauss, 4), np.int32)
+        sigma_cutoffs = np.empty((n_cams, n_gauss), np.float64)
+        _run_sliced(kernels.gaussian_footprints, _even_bounds(n_cams * n_gauss), means2d_a, conics_a, opacities_a,
+                    _array(radii), width, height, footprints, sigma_cutoffs)
+        depth_order = _depth_order(depths.detach(), footprints)
+        tile_offsets, isect_ids, gauss_offsets, gauss_slots, tile_cost = kernels.bin_gaussians(
+            footprints, depth_order, width, height)
+        packed = torch.empty((n_cams, n_gauss, kernels.PACKED_FIELDS), dtype=dtype).numpy()
+        packed_colors = torch.empty((n_cams, n_gauss, n_channels), dtype=dtype).numpy()
+        _run_sliced(kernels.pack_gaussians, _even_bounds(n_cams * n_gauss), depth_order, means2d_a, conics_a,
+                    opacities_a, _array(colors), footprints, sigma_cutoffs, packed, packed_colors)
         heaviest_first = np.argsort(-tile_cost, kind="stable")
         worker_bounds, worker_tiles = kernels.balance_work(tile_cost, heaviest_first, render_threads())
         # Each tile logs at most tile_cost contributions. The log is sized for that bound, but pages
@@ -141,29 +171,29 @@ class CompositeGaussians(torch.autograd.Function):
                torch.empty(capacity, dtype=dtype).numpy(), np.zeros(len(worker_tiles), np.int64))
         render = torch.empty((n_cams, height, width, n_channels), dtype=dtype)
         transmittance = torch.empty((n_cams, height, width), dtype=dtype)
-        _run_sliced(kernels.composite_forward, worker_bounds, means2d_a, conics_a, colors_a, opacities_a,
-                    footprints, sigma_cutoffs, backgrounds_a, width, height, tile_offsets, isect_ids, worker_tiles,
-                    task_log_start, *log, render.numpy(), transmittance.numpy())
-        ctx.save_for_backward(means2d, conics, colors, opacities, backgrounds, transmittance)
-        ctx.bins = (tile_offsets, isect_ids, gauss_offsets, gauss_slots, worker_bounds, worker_tiles,
-                    task_log_start, log)
+        backgrounds_a = _array(backgrounds)
+        _run_sliced(kernels.composite_forward, worker_bounds, packed, packed_colors, backgrounds_a, width, height,
+                    tile_offsets, isect_ids, worker_tiles, task_log_start, *log, render.numpy(), transmittance.numpy())
+        ctx.save_for_backward(backgrounds, transmittance)
+        ctx.bins = (packed, packed_colors, tile_offsets, isect_ids, gauss_offsets, gauss_slots, worker_bounds,
+                    worker_tiles, task_log_start, log)
         ctx.image_size = (width, height)
         return render, (1.0 - transmittance).unsqueeze(-1)
 
     @staticmethod
     def backward(ctx, v_render, v_alphas):
-        means2d, conics, colors, opacities, backgrounds, transmittance = ctx.saved_tensors
-        (tile_offsets, isect_ids, gauss_offsets, gauss_slots, worker_bounds, worker_tiles, task_log_start,
-         log) = ctx.bins
+        backgrounds, transmittance = ctx.saved_tensors
+        (packed, packed_colors, tile_offsets, isect_ids, gauss_offsets, gauss_slots, worker_bounds, worker_tiles,
+         task_log_start, log) = ctx.bins
         width, height = ctx.image_size
-        n_cams, n_gauss, n_channels = colors.shape
-        dtype = colors.dtype
+        n_cams, n_gauss, n_channels = packed_colors.shape
+        dtype = transmittance.dtype
         v_render = _zeros_if_none(v_render, (n_cams, height, width, n_channels), dtype)
         v_alphas = _zeros_if_none(v_alphas, (n_cams, height, width, 1), dtype)[..., 0].contiguous()
         isect_grads = torch.empty((isect_ids.shape[0], 6 + n_channels), dtype=dtype).numpy()
-        _run_sliced(kernels.composite_backward, worker_bounds, _array(means2d), _array(conics), _array(colors),
-                    _array(opacities), _array(backgrounds), width, height, tile_offsets, isect_ids, worker_tiles,
-                    task_log_start, *log, transmittance.numpy(), v_render.numpy(), v_alphas.numpy(), isect_grads)
+        _run_sliced(kernels.composite_backward, worker_bounds, packed, packed_colors, _array(backgrounds), width,
+                    height, tile_offsets, isect_ids, worker_tiles, task_log_start, *log, transmittance.numpy(),
+                    v_render.numpy(), v_alphas.numpy(), isect_grads)
         v_means2d = torch.empty((n_cams, n_gauss, 2), dtype=dtype)
         v_conics = torch.empty((n_cams, n_gauss, 3), dtype=dtype)
         v_opacities = torch.empty((n_cams, n_gauss), dtype=dtype)

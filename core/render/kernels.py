@@ -36,7 +36,7 @@ MIN_TRANSMITTANCE = 1e-4
 MAX_EXTENT_SIGMAS = 3.33
 # The cheap pre-test "sigma > log(255 * opacity)" skips exp() for pixels that are certainly below the
 # alpha threshold; the margin keeps it conservative so the exact test still decides borderline pixels.
-_SIGMA_CUTOFF_MARGIN = 1e-6
+_SIGMA_CUTOFF_MARGIN = 1e-5  # well above a float32 rounding of the cutoff (< 1e-6 for cutoffs < 16)
 
 # nogil: kernels run in parallel threads and the GUI keeps running. cache: see jit_cache.py.
 # error_model="numpy": divisions yield inf/nan instead of raising, which drops a branch per division.
@@ -47,45 +47,52 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 # Small shared helpers (inlined by LLVM)
 # ----------------------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _rotation_from_quat(quat, out_r):
-    """Rotation matrix of a (w, x, y, z) quaternion, normalised first. quat: [4]; out_r: [3, 3]. Returns 1/|q|."""
-    inv_norm = 1.0 / math.sqrt(quat[0] * quat[0] + quat[1] * quat[1] + quat[2] * quat[2] + quat[3] * quat[3])
-    w = quat[0] * inv_norm
-    x = quat[1] * inv_norm
-    y = quat[2] * inv_norm
-    z = quat[3] * inv_norm
-    out_r[0, 0] = 1.0 - 2.0 * (y * y + z * z)
-    out_r[0, 1] = 2.0 * (x * y - w * z)
-    out_r[0, 2] = 2.0 * (x * z + w * y)
-    out_r[1, 0] = 2.0 * (x * y + w * z)
-    out_r[1, 1] = 1.0 - 2.0 * (x * x + z * z)
-    out_r[1, 2] = 2.0 * (y * z - w * x)
-    out_r[2, 0] = 2.0 * (x * z - w * y)
-    out_r[2, 1] = 2.0 * (y * z + w * x)
-    out_r[2, 2] = 1.0 - 2.0 * (x * x + y * y)
-    return inv_norm
+def _rotation_from_quat(qw, qx, qy, qz):
+    """Rotation matrix of a (w, x, y, z) quaternion, normalised first.
+
+    Returns (1/|q|, w, x, y, z normalised, r00, r01, r02, r10, r11, r12, r20, r21, r22). Small
+    matrices travel as tuples of scalars so they stay in registers.
+    """
+    inv_norm = 1.0 / math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
+    w = qw * inv_norm
+    x = qx * inv_norm
+    y = qy * inv_norm
+    z = qz * inv_norm
+    return (inv_norm, w, x, y, z,
+            1.0 - 2.0 * (y * y + z * z), 2.0 * (x * y - w * z), 2.0 * (x * z + w * y),
+            2.0 * (x * y + w * z), 1.0 - 2.0 * (x * x + z * z), 2.0 * (y * z - w * x),
+            2.0 * (x * z - w * y), 2.0 * (y * z + w * x), 1.0 - 2.0 * (x * x + y * y))
 
 
 @njit(**_JIT)
-def _world_covariance(rot, scale, out_cov):
-    """cov = R diag(s^2) R^T. rot: [3, 3]; scale: [3] (metres); out_cov: [3, 3] (m^2)."""
-    s0 = scale[0] * scale[0]
-    s1 = scale[1] * scale[1]
-    s2 = scale[2] * scale[2]
-    for i in range(3):
-        for j in range(3):
-            out_cov[i, j] = rot[i, 0] * rot[j, 0] * s0 + rot[i, 1] * rot[j, 1] * s1 + rot[i, 2] * rot[j, 2] * s2
+def _sandwich(m, s00, s01, s02, s11, s12, s22):
+    """M S M^T for a 3x3 M (row-major 9-tuple) and symmetric S; returns its 6 unique entries
+    (00, 01, 02, 11, 12, 22)."""
+    a00 = m[0] * s00 + m[1] * s01 + m[2] * s02
+    a01 = m[0] * s01 + m[1] * s11 + m[2] * s12
+    a02 = m[0] * s02 + m[1] * s12 + m[2] * s22
+    a10 = m[3] * s00 + m[4] * s01 + m[5] * s02
+    a11 = m[3] * s01 + m[4] * s11 + m[5] * s12
+    a12 = m[3] * s02 + m[4] * s12 + m[5] * s22
+    a20 = m[6] * s00 + m[7] * s01 + m[8] * s02
+    a21 = m[6] * s01 + m[7] * s11 + m[8] * s12
+    a22 = m[6] * s02 + m[7] * s12 + m[8] * s22
+    return (a00 * m[0] + a01 * m[1] + a02 * m[2], a00 * m[3] + a01 * m[4] + a02 * m[5],
+            a00 * m[6] + a01 * m[7] + a02 * m[8], a10 * m[3] + a11 * m[4] + a12 * m[5],
+            a10 * m[6] + a11 * m[7] + a12 * m[8], a20 * m[6] + a21 * m[7] + a22 * m[8])
 
 
 @njit(**_JIT)
-def _rotate_covariance(view, cov, tmp, out_cov):
-    """out = W cov W^T with W = view[:3, :3]. view: [4, 4]; cov, tmp, out_cov: [3, 3]."""
-    for i in range(3):
-        for j in range(3):
-            tmp[i, j] = view[i, 0] * cov[0, j] + view[i, 1] * cov[1, j] + view[i, 2] * cov[2, j]
-    for i in range(3):
-        for j in range(3):
-            out_cov[i, j] = tmp[i, 0] * view[j, 0] + tmp[i, 1] * view[j, 1] + tmp[i, 2] * view[j, 2]
+def _world_covariance(rot, scale):
+    """cov = R diag(s^2) R^T as its 6 unique entries. rot: 9-tuple; scale: [3] (metres)."""
+    return _sandwich(rot, scale[0] * scale[0], 0.0, 0.0, scale[1] * scale[1], 0.0, scale[2] * scale[2])
+
+
+@njit(**_JIT)
+def _view_rotation(view):
+    """The 3x3 rotation of a world-to-camera [4, 4] matrix as a row-major 9-tuple."""
+    return (view[0, 0], view[0, 1], view[0, 2], view[1, 0], view[1, 1], view[1, 2],
+            view[2, 0], view[2, 1], view[2, 2])
 
 
 @njit(**_JIT)
@@ -114,13 +121,17 @@ def _projection_jacobian(x, y, z, fx, fy, cx, cy, width, height):
 
 @njit(**_JIT)
 def _screen_covariance(j00, j02, j11, j12, cov_c):
-    """cov2d = J cov_c J^T as (c00, c01, c11), plus the rows of J cov_c. cov_c: [3, 3] camera frame."""
-    js00 = j00 * cov_c[0, 0] + j02 * cov_c[2, 0]
-    js01 = j00 * cov_c[0, 1] + j02 * cov_c[2, 1]
-    js02 = j00 * cov_c[0, 2] + j02 * cov_c[2, 2]
-    js10 = j11 * cov_c[1, 0] + j12 * cov_c[2, 0]
-    js11 = j11 * cov_c[1, 1] + j12 * cov_c[2, 1]
-    js12 = j11 * cov_c[1, 2] + j12 * cov_c[2, 2]
+    """cov2d = J cov_c J^T as (c00, c01, c11), plus the rows of J cov_c.
+
+    cov_c: camera-frame covariance as its 6 unique entries (00, 01, 02, 11, 12, 22).
+    """
+    k00, k01, k02, k11, k12, k22 = cov_c
+    js00 = j00 * k00 + j02 * k02
+    js01 = j00 * k01 + j02 * k12
+    js02 = j00 * k02 + j02 * k22
+    js10 = j11 * k01 + j12 * k02
+    js11 = j11 * k11 + j12 * k12
+    js12 = j11 * k12 + j12 * k22
     c00 = js00 * j00 + js02 * j02
     c01 = js01 * j11 + js02 * j12
     c11 = js11 * j11 + js12 * j12
@@ -169,13 +180,9 @@ def project_forward(first, stop, means, quats, scales, opacities, viewmats, ks, 
     radii [C, N, 2] int32 px (0 = culled; culled entries are zero everywhere).
     """
     n_cams = viewmats.shape[0]
-    rot = np.empty((3, 3))
-    cov = np.empty((3, 3))
-    tmp = np.empty((3, 3))
-    cov_c = np.empty((3, 3))
     for n in range(first, stop):
-        _rotation_from_quat(quats[n], rot)
-        _world_covariance(rot, scales[n], cov)
+        rot = _rotation_from_quat(quats[n, 0], quats[n, 1], quats[n, 2], quats[n, 3])[5:]
+        s00, s01, s02, s11, s12, s22 = _world_covariance(rot, scales[n])
         for c in range(n_cams):
             means2d[c, n, 0] = 0.0
             means2d[c, n, 1] = 0.0
@@ -193,7 +200,7 @@ def project_forward(first, stop, means, quats, scales, opacities, viewmats, ks, 
             z = view[2, 0] * px + view[2, 1] * py + view[2, 2] * pz + view[2, 3]
             if z < near_plane or z > far_plane:
                 continue
-            _rotate_covariance(view, cov, tmp, cov_c)
+            cov_c = _sandwich(_view_rotation(view), s00, s01, s02, s11, s12, s22)
             fx, fy, cx, cy = ks[c, 0, 0], ks[c, 1, 1], ks[c, 0, 2], ks[c, 1, 2]
             j00, j02, j11, j12, _, _, _, _ = _projection_jacobian(x, y, z, fx, fy, cx, cy, width, height)
             c00, c01, c11, _, _, _, _, _, _ = _screen_covariance(j00, j02, j11, j12, cov_c)
@@ -234,33 +241,33 @@ def project_backward(first, stop, means, quats, scales, viewmats, ks, width, hei
     gradients; results are written to v_means, v_quats, v_scales (overwritten). Culled pairs get none.
     """
     n_cams = viewmats.shape[0]
-    rot = np.empty((3, 3))
-    cov = np.empty((3, 3))
-    tmp = np.empty((3, 3))
-    cov_c = np.empty((3, 3))
-    jac = np.empty((2, 3))
-    v_cov_c = np.empty((3, 3))
-    v_cov = np.empty((3, 3))
-    v_m = np.empty((3, 3))
     for n in range(first, stop):
-        inv_norm = _rotation_from_quat(quats[n], rot)
-        _world_covariance(rot, scales[n], cov)
+        quat = _rotation_from_quat(quats[n, 0], quats[n, 1], quats[n, 2], quats[n, 3])
+        inv_norm, w, qx, qy, qz = quat[:5]
+        rot = quat[5:]
+        s00, s01, s02, s11, s12, s22 = _world_covariance(rot, scales[n])
         v_px = 0.0
         v_py = 0.0
         v_pz = 0.0
-        v_cov[:, :] = 0.0
+        # dL/dcov (world frame), symmetric: 6 unique entries
+        g00 = 0.0
+        g01 = 0.0
+        g02 = 0.0
+        g11 = 0.0
+        g12 = 0.0
+        g22 = 0.0
         for c in range(n_cams):
             if radii[c, n, 0] <= 0 or radii[c, n, 1] <= 0:
                 continue
             view = viewmats[c]
+            w_rot = _view_rotation(view)
             px, py, pz = means[n, 0], means[n, 1], means[n, 2]
             x = view[0, 0] * px + view[0, 1] * py + view[0, 2] * pz + view[0, 3]
             y = view[1, 0] * px + view[1, 1] * py + view[1, 2] * pz + view[1, 3]
             z = view[2, 0] * px + view[2, 1] * py + view[2, 2] * pz + view[2, 3]
-            _rotate_covariance(view, cov, tmp, cov_c)
+            cov_c = _sandwich(w_rot, s00, s01, s02, s11, s12, s22)
             fx, fy, cx, cy = ks[c, 0, 0], ks[c, 1, 1], ks[c, 0, 2], ks[c, 1, 2]
-            j00, j02, j11, j12, u, v, u_free, v_free = _projection_jacobian(
-                x, y, z, fx, fy, cx, cy, width, height)
+            j00, j02, j11, j12, u, v, u_free, v_free = _projection_jacobian(x, y, z, fx, fy, cx, cy, width, height)
             c00, c01, c11, js00, js01, js02, js10, js11, js12 = _screen_covariance(j00, j02, j11, j12, cov_c)
             b00 = c00 + eps2d
             b11 = c11 + eps2d
@@ -270,13 +277,13 @@ def project_backward(first, stop, means, quats, scales, viewmats, ks, width, hei
             q2 = b00 / det
             # conic = inverse(B), B = cov2d + eps2d I:  dL/dB = -Q G Q, G the symmetric gradient of Q
             # (the off-diagonal conic entry stands for both Q01 and Q10, hence the half).
-            g0 = v_conics[c, n, 0]
-            gh = 0.5 * v_conics[c, n, 1]
-            g2 = v_conics[c, n, 2]
-            t00 = g0 * q0 + gh * q1
-            t01 = g0 * q1 + gh * q2
-            t10 = gh * q0 + g2 * q1
-            t11 = gh * q1 + g2 * q2
+            g_a = v_conics[c, n, 0]
+            g_h = 0.5 * v_conics[c, n, 1]
+            g_c = v_conics[c, n, 2]
+            t00 = g_a * q0 + g_h * q1
+            t01 = g_a * q1 + g_h * q2
+            t10 = g_h * q0 + g_c * q1
+            t11 = g_h * q1 + g_c * q2
             d00 = -(q0 * t00 + q1 * t10)
             d01 = -(q0 * t01 + q1 * t11)
             d11 = -(q1 * t01 + q2 * t11)
@@ -289,17 +296,14 @@ def project_backward(first, stop, means, quats, scales, viewmats, ks, width, hei
                 d00 += scale_r * (c11 * det - det_orig * b11)
                 d11 += scale_r * (c00 * det - det_orig * b00)
                 d01 += scale_r * (-c01 * det + det_orig * c01)
-            # cov2d = J cov_c J^T:  dL/dcov_c = J^T D J;  dL/dJ = 2 D J cov_c
-            jac[0, 0] = j00
-            jac[0, 1] = 0.0
-            jac[0, 2] = j02
-            jac[1, 0] = 0.0
-            jac[1, 1] = j11
-            jac[1, 2] = j12
-            for a in range(3):
-                for b in range(3):
-                    v_cov_c[a, b] = (jac[0, a] * (d00 * jac[0, b] + d01 * jac[1, b])
-                                     + jac[1, a] * (d01 * jac[0, b] + d11 * jac[1, b]))
+            # cov2d = J cov_c J^T with J = [[j00, 0, j02], [0, j11, j12]]:
+            #   dL/dcov_c = J^T D J;  dL/dJ = 2 D J cov_c
+            k00 = j00 * j00 * d00
+            k01 = j00 * j11 * d01
+            k02 = j00 * (j02 * d00 + j12 * d01)
+            k11 = j11 * j11 * d11
+            k12 = j11 * (j02 * d01 + j12 * d11)
+            k22 = j02 * j02 * d00 + 2.0 * j02 * j12 * d01 + j12 * j12 * d11
             v_j00 = 2.0 * (d00 * js00 + d01 * js10)
             v_j02 = 2.0 * (d00 * js02 + d01 * js12)
             v_j11 = 2.0 * (d01 * js01 + d11 * js11)
@@ -324,43 +328,47 @@ def project_backward(first, stop, means, quats, scales, viewmats, ks, width, hei
                 v_z += 2.0 * fy * v * rz2 * v_j12
             else:
                 v_z += fy * v * rz2 * v_j12
-            # back to world: p_c = W p + t, cov_c = W cov W^T
-            v_px += view[0, 0] * v_x + view[1, 0] * v_y + view[2, 0] * v_z
-            v_py += view[0, 1] * v_x + view[1, 1] * v_y + view[2, 1] * v_z
-            v_pz += view[0, 2] * v_x + view[1, 2] * v_y + view[2, 2] * v_z
-            for i in range(3):
-                for j in range(3):
-                    tmp[i, j] = view[0, i] * v_cov_c[0, j] + view[1, i] * v_cov_c[1, j] + view[2, i] * v_cov_c[2, j]
-            for i in range(3):
-                for j in range(3):
-                    v_cov[i, j] += tmp[i, 0] * view[0, j] + tmp[i, 1] * view[1, j] + tmp[i, 2] * view[2, j]
+            # back to world: p_c = W p + t, cov_c = W cov W^T (so dL/dcov = W^T K W)
+            v_px += w_rot[0] * v_x + w_rot[3] * v_y + w_rot[6] * v_z
+            v_py += w_rot[1] * v_x + w_rot[4] * v_y + w_rot[7] * v_z
+            v_pz += w_rot[2] * v_x + w_rot[5] * v_y + w_rot[8] * v_z
+            w_t = (w_rot[0], w_rot[3], w_rot[6], w_rot[1], w_rot[4], w_rot[7], w_rot[2], w_rot[5], w_rot[8])
+            h00, h01, h02, h11, h12, h22 = _sandwich(w_t, k00, k01, k02, k11, k12, k22)
+            g00 += h00
+            g01 += h01
+            g02 += h02
+            g11 += h11
+            g12 += h12
+            g22 += h22
         v_means[n, 0] = v_px
         v_means[n, 1] = v_py
         v_means[n, 2] = v_pz
-        # cov = M M^T with M = R diag(s):  dL/dM = (V + V^T) M
-        for i in range(3):
-            for j in range(3):
-                v_m[i, j] = ((v_cov[i, 0] + v_cov[0, i]) * rot[0, j] * scales[n, j]
-                             + (v_cov[i, 1] + v_cov[1, i]) * rot[1, j] * scales[n, j]
-                             + (v_cov[i, 2] + v_cov[2, i]) * rot[2, j] * scales[n, j])
-        for j in range(3):
-            v_scales[n, j] = v_m[0, j] * rot[0, j] + v_m[1, j] * rot[1, j] + v_m[2, j] * rot[2, j]
-        # dL/dR = dL/dM diag(s); reuse v_m in place
-        for i in range(3):
-            for j in range(3):
-                v_m[i, j] *= scales[n, j]
-        w = quats[n, 0] * inv_norm
-        qx = quats[n, 1] * inv_norm
-        qy = quats[n, 2] * inv_norm
-        qz = quats[n, 3] * inv_norm
-        v_w = 2.0 * (-qz * v_m[0, 1] + qy * v_m[0, 2] + qz * v_m[1, 0] - qx * v_m[1, 2]
-                     - qy * v_m[2, 0] + qx * v_m[2, 1])
-        v_qx = 2.0 * (qy * v_m[0, 1] + qz * v_m[0, 2] + qy * v_m[1, 0] - 2.0 * qx * v_m[1, 1]
-                      - w * v_m[1, 2] + qz * v_m[2, 0] + w * v_m[2, 1] - 2.0 * qx * v_m[2, 2])
-        v_qy = 2.0 * (-2.0 * qy * v_m[0, 0] + qx * v_m[0, 1] + w * v_m[0, 2] + qx * v_m[1, 0]
-                      + qz * v_m[1, 2] - w * v_m[2, 0] + qz * v_m[2, 1] - 2.0 * qy * v_m[2, 2])
-        v_qz = 2.0 * (-2.0 * qz * v_m[0, 0] - w * v_m[0, 1] + qx * v_m[0, 2] + w * v_m[1, 0]
-                      - 2.0 * qz * v_m[1, 1] + qy * v_m[1, 2] + qx * v_m[2, 0] + qy * v_m[2, 1])
+        # cov = R diag(s^2) R^T: with P = G R, dL/ds_j = 2 s_j sum_i R_ij P_ij and dL/dR_ij = 2 s_j^2 P_ij
+        r00, r01, r02, r10, r11, r12, r20, r21, r22 = rot
+        p00 = g00 * r00 + g01 * r10 + g02 * r20
+        p01 = g00 * r01 + g01 * r11 + g02 * r21
+        p02 = g00 * r02 + g01 * r12 + g02 * r22
+        p10 = g01 * r00 + g11 * r10 + g12 * r20
+        p11 = g01 * r01 + g11 * r11 + g12 * r21
+        p12 = g01 * r02 + g11 * r12 + g12 * r22
+        p20 = g02 * r00 + g12 * r10 + g22 * r20
+        p21 = g02 * r01 + g12 * r11 + g22 * r21
+        p22 = g02 * r02 + g12 * r12 + g22 * r22
+        sc0, sc1, sc2 = scales[n, 0], scales[n, 1], scales[n, 2]
+        v_scales[n, 0] = 2.0 * sc0 * (r00 * p00 + r10 * p10 + r20 * p20)
+        v_scales[n, 1] = 2.0 * sc1 * (r01 * p01 + r11 * p11 + r21 * p21)
+        v_scales[n, 2] = 2.0 * sc2 * (r02 * p02 + r12 * p12 + r22 * p22)
+        f0 = 2.0 * sc0 * sc0
+        f1 = 2.0 * sc1 * sc1
+        f2 = 2.0 * sc2 * sc2
+        m00, m01, m02 = f0 * p00, f1 * p01, f2 * p02
+        m10, m11, m12 = f0 * p10, f1 * p11, f2 * p12
+        m20, m21, m22 = f0 * p20, f1 * p21, f2 * p22
+        # dL/d(normalised quaternion) from dL/dR (derivatives of the rotation-matrix formula)
+        v_w = 2.0 * (-qz * m01 + qy * m02 + qz * m10 - qx * m12 - qy * m20 + qx * m21)
+        v_qx = 2.0 * (qy * m01 + qz * m02 + qy * m10 - 2.0 * qx * m11 - w * m12 + qz * m20 + w * m21 - 2.0 * qx * m22)
+        v_qy = 2.0 * (-2.0 * qy * m00 + qx * m01 + w * m02 + qx * m10 + qz * m12 - w * m20 + qz * m21 - 2.0 * qy * m22)
+        v_qz = 2.0 * (-2.0 * qz * m00 - w * m01 + qx * m02 + w * m10 - 2.0 * qz * m11 + qy * m12 + qx * m20 + qy * m21)
         # through the normalisation q / |q|: remove the radial part, scale by 1/|q|
         radial = w * v_w + qx * v_qx + qy * v_qy + qz * v_qz
         v_quats[n, 0] = (v_w - w * radial) * inv_norm
@@ -372,46 +380,68 @@ def project_backward(first, stop, means, quats, scales, viewmats, ks, width, hei
 # ----------------------------------------------------------------------------------------------------
 # Tile binning
 # ----------------------------------------------------------------------------------------------------
-@njit(**_JIT)
-def bin_gaussians(means2d, conics, opacities, radii, depth_order, width, height):
-    """List, for every 16x16 tile, the Gaussians whose bounding box touches it, front to back.
+# Fields of a packed Gaussian (one row of ``packed``, in depth order): everything compositing reads,
+# in one or two cache lines. Reading six separate per-Gaussian arrays in depth order missed the cache
+# on most (tile, Gaussian) pairs.
+P_MX, P_MY, P_CA, P_CB, P_CC, P_OPACITY, P_CUTOFF, P_X0, P_X1, P_Y0, P_Y1 = range(11)
+PACKED_FIELDS = 11
 
-    means2d [C, N, 2] px, conics [C, N, 3], opacities [C, N], radii [C, N, 2] int px, depth_order [C, N]
-    int (each camera's Gaussians sorted near to far, stable). A Gaussian is listed in the tiles its
-    footprint box touches (see _footprint). Returns
+
+@njit(**_JIT)
+def gaussian_footprints(first, stop, means2d, conics, opacities, radii, width, height, footprints,
+                        sigma_cutoffs):
+    """Footprint box and sigma cutoff (see _footprint) of flat Gaussians c * N + n in [first, stop).
+
+    Writes footprints [C, N, 4] int32 (x0, x1, y0, y1: half-open pixel box clipped to the image, empty
+    for culled Gaussians) and sigma_cutoffs [C, N].
+    """
+    n_gauss = radii.shape[1]
+    for flat in range(first, stop):
+        c = flat // n_gauss
+        n = flat - c * n_gauss
+        footprints[c, n, 0] = 0
+        footprints[c, n, 1] = 0
+        footprints[c, n, 2] = 0
+        footprints[c, n, 3] = 0
+        sigma_cutoffs[c, n] = -1.0
+        if radii[c, n, 0] <= 0 or radii[c, n, 1] <= 0:
+            continue
+        cutoff, x0, x1, y0, y1 = _footprint(means2d[c, n, 0], means2d[c, n, 1], conics[c, n, 0], conics[c, n, 1],
+                                            conics[c, n, 2], opacities[c, n], radii[c, n, 0], radii[c, n, 1],
+                                            0, width, 0, height)
+        if x0 < x1 and y0 < y1:
+            footprints[c, n, 0] = x0
+            footprints[c, n, 1] = x1
+            footprints[c, n, 2] = y0
+            footprints[c, n, 3] = y1
+            sigma_cutoffs[c, n] = cutoff
+
+
+@njit(**_JIT)
+def bin_gaussians(footprints, depth_order, width, height):
+    """List, for every 16x16 tile, the Gaussians whose footprint box touches it, front to back.
+
+    footprints [C, N, 4] from gaussian_footprints; depth_order [C, N] int: each camera's Gaussians
+    sorted near to far (stable). Returns
       tile_offsets [C*T + 1] int64: tile t's entries are isect_ids[tile_offsets[t]:tile_offsets[t+1]];
-      isect_ids [M] int32: Gaussian index within its camera;
+      isect_ids [M] int32: depth rank of the Gaussian within its camera (its row in pack_gaussians);
       gauss_offsets [C*N + 1] int64 and gauss_slots [M] int64: for Gaussian (c, n), the positions in
         isect_ids of its entries, so the backward pass can gather per-Gaussian sums without races;
       tile_cost [C*T] int64: pixel-Gaussian pairs in footprint boxes per tile, which bounds the tile's
-        contributions (sizes the contribution log) and estimates its work (load balancing);
-      footprints [C, N, 4] int32: pixel box (x0, x1, y0, y1), half-open, clipped to the image;
-      sigma_cutoffs [C, N] float64: see _footprint.
-    Computing footprints once here saves a log and two square roots per (tile, Gaussian) later.
+        contributions (sizes the contribution log) and estimates its work (load balancing).
     """
-    n_cams, n_gauss = radii.shape[0], radii.shape[1]
+    n_cams, n_gauss = footprints.shape[0], footprints.shape[1]
     tiles_x = (width + TILE_SIZE - 1) // TILE_SIZE
     tiles_y = (height + TILE_SIZE - 1) // TILE_SIZE
     tiles_per_cam = tiles_x * tiles_y
     tile_counts = np.zeros(n_cams * tiles_per_cam + 1, np.int64)
     gauss_counts = np.zeros(n_cams * n_gauss + 1, np.int64)
     tile_cost = np.zeros(n_cams * tiles_per_cam, np.int64)
-    footprints = np.zeros((n_cams, n_gauss, 4), np.int32)
-    sigma_cutoffs = np.zeros((n_cams, n_gauss), np.float64)
     for c in range(n_cams):
         for n in range(n_gauss):
-            if radii[c, n, 0] <= 0 or radii[c, n, 1] <= 0:
+            x0, x1, y0, y1 = footprints[c, n, 0], footprints[c, n, 1], footprints[c, n, 2], footprints[c, n, 3]
+            if x0 >= x1:
                 continue
-            cutoff, x0, x1, y0, y1 = _footprint(means2d[c, n, 0], means2d[c, n, 1], conics[c, n, 0],
-                                                conics[c, n, 1], conics[c, n, 2], opacities[c, n], radii[c, n, 0],
-                                                radii[c, n, 1], 0, width, 0, height)
-            if x0 >= x1 or y0 >= y1:
-                continue
-            footprints[c, n, 0] = x0
-            footprints[c, n, 1] = x1
-            footprints[c, n, 2] = y0
-            footprints[c, n, 3] = y1
-            sigma_cutoffs[c, n] = cutoff
             for ty in range(y0 // TILE_SIZE, (y1 - 1) // TILE_SIZE + 1):
                 rows = min(y1, (ty + 1) * TILE_SIZE) - max(y0, ty * TILE_SIZE)
                 for tx in range(x0 // TILE_SIZE, (x1 - 1) // TILE_SIZE + 1):
@@ -438,10 +468,40 @@ def bin_gaussians(means2d, conics, opacities, radii, depth_order, width, height)
                     tile = c * tiles_per_cam + ty * tiles_x + tx
                     slot = cursor[tile]
                     cursor[tile] += 1
-                    isect_ids[slot] = n
+                    isect_ids[slot] = rank
                     gauss_slots[slot_out] = slot
                     slot_out += 1
-    return tile_offsets, isect_ids, gauss_offsets, gauss_slots, tile_cost, footprints, sigma_cutoffs
+    return tile_offsets, isect_ids, gauss_offsets, gauss_slots, tile_cost
+
+
+@njit(**_JIT)
+def pack_gaussians(first, stop, depth_order, means2d, conics, opacities, colors, footprints, sigma_cutoffs,
+                   packed, packed_colors):
+    """Copy what compositing reads into depth-ordered rows, for flat (c, rank) in [first, stop).
+
+    packed [C, N, PACKED_FIELDS] (fields P_*), packed_colors [C, N, D]; row (c, rank) describes
+    Gaussian depth_order[c, rank].
+    """
+    n_gauss = depth_order.shape[1]
+    n_channels = colors.shape[2]
+    for flat in range(first, stop):
+        c = flat // n_gauss
+        rank = flat - c * n_gauss
+        n = depth_order[c, rank]
+        row = packed[c, rank]
+        row[P_MX] = means2d[c, n, 0]
+        row[P_MY] = means2d[c, n, 1]
+        row[P_CA] = conics[c, n, 0]
+        row[P_CB] = conics[c, n, 1]
+        row[P_CC] = conics[c, n, 2]
+        row[P_OPACITY] = opacities[c, n]
+        row[P_CUTOFF] = sigma_cutoffs[c, n]
+        row[P_X0] = footprints[c, n, 0]
+        row[P_X1] = footprints[c, n, 1]
+        row[P_Y0] = footprints[c, n, 2]
+        row[P_Y1] = footprints[c, n, 3]
+        for ch in range(n_channels):
+            packed_colors[c, rank, ch] = colors[c, n, ch]
 
 
 @njit(**_JIT)
@@ -481,14 +541,13 @@ def balance_work(cost, order, n_workers):
 # pass replays the log in reverse: no exp(), no search for contributing pixels, no division to recover T.
 # ----------------------------------------------------------------------------------------------------
 @njit(**_JIT)
-def composite_forward(task_first, task_stop, means2d, conics, colors, opacities, footprints, sigma_cutoffs,
-                      backgrounds, width, height, tile_offsets, isect_ids, worker_tiles, task_log_start,
-                      log_entry, log_pixel, log_falloff, log_trans, log_count, out_colors, out_transmittance):
+def composite_forward(task_first, task_stop, packed, colors, backgrounds, width, height, tile_offsets,
+                      isect_ids, worker_tiles, task_log_start, log_entry, log_pixel, log_falloff, log_trans,
+                      log_count, out_colors, out_transmittance):
     """Front-to-back alpha compositing of tiles worker_tiles[task_first:task_stop].
 
-    means2d [C, N, 2], conics [C, N, 3], colors [C, N, D], opacities [C, N] (already compensated),
-    footprints [C, N, 4] and sigma_cutoffs [C, N] from bin_gaussians, backgrounds [C, D] (zeros for
-    none). Task j logs its contributions at log_*[task_log_start[j]:], at most the tile's cost, and
+    packed [C, N, PACKED_FIELDS] and colors [C, N, D] in depth order (pack_gaussians; opacities
+    already compensated), backgrounds [C, D] (zeros for none). Task j logs its contributions at log_*[task_log_start[j]:], at most the tile's cost, and
     stores how many in log_count[j]: log_entry (int32, index into isect_ids), log_pixel (uint8,
     row * 16 + column in the tile), log_falloff (exp(-sigma)), log_trans (T before the Gaussian).
     Writes out_colors [C, H, W, D] and out_transmittance [C, H, W] (final T; alpha = 1 - T).
@@ -523,18 +582,19 @@ def composite_forward(task_first, task_stop, means2d, conics, colors, opacities,
         for k in range(tile_offsets[tile], tile_offsets[tile + 1]):
             if n_done == n_pix:
                 break
-            n = isect_ids[k]
-            x0 = max(x_lo, footprints[c, n, 0]) - x_lo
-            x1 = min(x_hi, footprints[c, n, 1]) - x_lo
-            y0 = max(y_lo, footprints[c, n, 2]) - y_lo
-            y1 = min(y_hi, footprints[c, n, 3]) - y_lo
-            mx = means2d[c, n, 0] - x_lo  # tile-local pixel coordinates from here on
-            my = means2d[c, n, 1] - y_lo
-            half_a = 0.5 * conics[c, n, 0]
-            cb = conics[c, n, 1]
-            half_c = 0.5 * conics[c, n, 2]
-            opacity = opacities[c, n]
-            sigma_cutoff = sigma_cutoffs[c, n]
+            rank = isect_ids[k]
+            g = packed[c, rank]
+            x0 = max(x_lo, int(g[P_X0])) - x_lo
+            x1 = min(x_hi, int(g[P_X1])) - x_lo
+            y0 = max(y_lo, int(g[P_Y0])) - y_lo
+            y1 = min(y_hi, int(g[P_Y1])) - y_lo
+            mx = g[P_MX] - x_lo  # tile-local pixel coordinates from here on
+            my = g[P_MY] - y_lo
+            half_a = 0.5 * g[P_CA]
+            cb = g[P_CB]
+            half_c = 0.5 * g[P_CC]
+            opacity = g[P_OPACITY]
+            sigma_cutoff = g[P_CUTOFF]
             for r in range(y0, y1):
                 first = max(x0, alive_first[r])
                 stop = min(x1, alive_stop[r])
@@ -567,7 +627,7 @@ def composite_forward(task_first, task_stop, means2d, conics, colors, opacities,
                         continue
                     weight = alpha * t_before
                     for ch in range(n_channels):
-                        accum[p, ch] += weight * colors[c, n, ch]
+                        accum[p, ch] += weight * colors[c, rank, ch]
                     trans[p] = next_t
                     log_entry[log_at] = k
                     log_pixel[log_at] = p
@@ -584,13 +644,13 @@ def composite_forward(task_first, task_stop, means2d, conics, colors, opacities,
 
 
 @njit(**_JIT)
-def composite_backward(task_first, task_stop, means2d, conics, colors, opacities, backgrounds, width, height,
-                       tile_offsets, isect_ids, worker_tiles, task_log_start, log_entry, log_pixel, log_falloff,
-                       log_trans, log_count, out_transmittance, v_out_colors, v_out_alphas, isect_grads):
+def composite_backward(task_first, task_stop, packed, colors, backgrounds, width, height, tile_offsets, isect_ids,
+                       worker_tiles, task_log_start, log_entry, log_pixel, log_falloff, log_trans, log_count,
+                       out_transmittance, v_out_colors, v_out_alphas, isect_grads):
     """Gradients of composite_forward for tiles worker_tiles[task_first:task_stop], replaying its log.
 
     v_out_colors [C, H, W, D], v_out_alphas [C, H, W]. isect_grads [M, 6 + D] receives, per entry of
-    isect_ids: d/d(mean x, mean y, conic a, conic b, conic c, opacity, colours...). Each tile owns its
+    isect_ids: d/d(mean x, mean y, conic a, conic b, conic c, opacity, colours...) of that Gaussian. Each tile owns its
     rows, so threads never write the same memory; reduce_isect_grads then sums them per Gaussian.
     """
     n_channels = colors.shape[2]
@@ -625,13 +685,14 @@ def composite_backward(task_first, task_stop, means2d, conics, colors, opacities
         # entries of one Gaussian are contiguous in the log: accumulate them, then store once
         while j >= log_first:
             k = log_entry[j]
-            n = isect_ids[k]
-            mx = means2d[c, n, 0] - x_lo
-            my = means2d[c, n, 1] - y_lo
-            ca = conics[c, n, 0]
-            cb = conics[c, n, 1]
-            cc = conics[c, n, 2]
-            opacity = opacities[c, n]
+            rank = isect_ids[k]
+            g = packed[c, rank]
+            mx = g[P_MX] - x_lo
+            my = g[P_MY] - y_lo
+            ca = g[P_CA]
+            cb = g[P_CB]
+            cc = g[P_CC]
+            opacity = g[P_OPACITY]
             g_mx = 0.0
             g_my = 0.0
             g_a = 0.0
@@ -650,7 +711,7 @@ def composite_backward(task_first, task_stop, means2d, conics, colors, opacities
                 weight = alpha * t_before
                 colour_dot = 0.0
                 for ch in range(n_channels):
-                    colour_dot += colors[c, n, ch] * v_pix[p, ch]
+                    colour_dot += colors[c, rank, ch] * v_pix[p, ch]
                     v_colour[ch] += weight * v_pix[p, ch]
                 v_alpha = t_before * colour_dot - (behind[p] + tail[p]) / keep
                 behind[p] += weight * colour_dot

@@ -21,8 +21,12 @@ def _check_shape(name: str, tensor: Tensor, shape: tuple) -> None:
 
 
 def _check_finite(name: str, tensor: Tensor) -> None:
-    if not bool(torch.isfinite(tensor).all()):
-        bad = int((~torch.isfinite(tensor)).sum())
+    # One reduction is cheap and a NaN/inf anywhere makes the sum non-finite; only then count exactly
+    # (a sum can also overflow on huge finite values, which are not an error).
+    if bool(torch.isfinite(tensor.detach().sum())):
+        return
+    bad = int((~torch.isfinite(tensor.detach())).sum())
+    if bad:
         raise ValueError(f"rasterize: {name} has {bad} NaN or infinite value(s)")
 
 
@@ -67,7 +71,7 @@ def _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, heig
         if tensor.device != means.device:
             raise ValueError(f"rasterize: {name} is on {tensor.device} but means is on {means.device}")
         _check_finite(name, tensor)
-    if n and not bool((quats.detach().norm(dim=-1) > 0).all()):
+    if n and not bool(quats.detach().abs().amax(dim=-1).min() > 0):
         raise ValueError("rasterize: quats has zero-length quaternions (no rotation defined)")
 
 
