@@ -57,7 +57,7 @@ class AvatarConfig:
     """Gaussian avatar: count, triplane and pose MLP."""
 
     num_gaussians: int = 60000  # reached by subdividing the body mesh, then subsampling
-    init_scale: float = 0.6  # initial isotropic std-dev, as a fraction of the mean edge length at each Gaussian
+    init_scale: float = 0.45  # initial isotropic std-dev, as a fraction of the mean edge length at each Gaussian
     triplane_channels: int = 32
     triplane_resolution: int = 128
     triplane_extent: float = 2.0  # metres, side of the cube the planes cover

@@ -216,7 +216,9 @@ class Trainer:
             loss = loss + refined_loss
             metrics.update({f"refined_{k}": v for k, v in terms.items()})
             loss = loss + cfg.loss.laplacian_refined_offsets * losses.laplacian_loss(refined.offsets, self.adjacency)
-        loss = loss + self._regularisers()
+        regularisers = self._regularisers()
+        loss = loss + sum(regularisers.values())
+        metrics.update({k: float(v.detach()) for k, v in regularisers.items()})
         loss.backward()
         self.optimizer.step()
         self.step_index += 1
@@ -230,12 +232,16 @@ class Trainer:
                              "psnr": metrics["psnr"], "kind": 0.0 if index == 0 else 1.0})
         return metrics
 
-    def _regularisers(self) -> torch.Tensor:
+    def _regularisers(self) -> dict[str, torch.Tensor]:
+        """Laplacian smoothness of offsets, scale changes and colours (the body mesh is not uniform:
+        scales are smoothed as changes from their edge-length-based start, not as raw values)."""
         a, l = self.avatar, self.config.loss
         adj = self.adjacency
-        return (l.laplacian_offsets * losses.laplacian_loss(a.offsets, adj, self.face_hand_weight)
-                + l.laplacian_scales * losses.laplacian_loss(a.log_scales.exp()[:, None], adj)
-                + l.laplacian_colors * losses.laplacian_loss(a.colors, adj))
+        return {
+            "reg_offsets": l.laplacian_offsets * losses.laplacian_loss(a.offsets, adj, self.face_hand_weight),
+            "reg_scales": l.laplacian_scales * losses.laplacian_loss((a.log_scales.exp() - a.init_scales)[:, None], adj),
+            "reg_colors": l.laplacian_colors * losses.laplacian_loss(a.colors, adj),
+        }
 
     @property
     def done(self) -> bool:

@@ -77,7 +77,9 @@ class Avatar(nn.Module):
         self.register_buffer("template", apply_transforms(star, gauss_zero))  # canonical star positions
         n = self.template.shape[0]
         self.offsets = nn.Parameter(torch.zeros(n, 3))
-        self.log_scales = nn.Parameter(torch.log(config.init_scale * mean_edge_length(self.template, self.faces)))
+        init_scales = config.init_scale * mean_edge_length(self.template, self.faces)
+        self.register_buffer("init_scales", init_scales)  # the regulariser smooths changes from these
+        self.log_scales = nn.Parameter(torch.log(init_scales))
         self.colors = nn.Parameter(colors.float().clamp(0, 1).clone())
         self.part_colors = nn.Parameter(part_palette[self.part_labels].float().clone())
         dominant = self.weights.argmax(dim=1).cpu().numpy()

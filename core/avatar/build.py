@@ -67,14 +67,19 @@ def _upsampled_labels(upsample, labels: np.ndarray) -> np.ndarray:
 
 
 def build_avatar(body: BodyModel, betas: np.ndarray, config: AvatarConfig,
-                 colors: np.ndarray | None = None) -> Avatar:
-    """A fresh Avatar for shape ``betas [B]``; ``colors [N, 3]`` or mid-grey."""
+                 colors: np.ndarray | None = None, seed: int = 0) -> Avatar:
+    """A fresh Avatar for shape ``betas [B]``; ``colors [N, 3]`` or mid-grey.
+
+    The network's random initialisation depends only on ``seed`` (the global RNG is left as it was).
+    """
     betas_t = torch.as_tensor(np.asarray(betas, dtype=np.float32)).reshape(1, -1)[:, :body.num_betas]
     topology, canonical = build_topology(body, betas_t, config)
     n = topology.weights.shape[0]
     init = torch.full((n, 3), 0.5) if colors is None else torch.as_tensor(colors, dtype=torch.float32)
-    return Avatar(topology, canonical["shaped_zero"], canonical["star_transforms"], body.parents.cpu().numpy(),
-                  init, torch.as_tensor(PART_PALETTE), config)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return Avatar(topology, canonical["shaped_zero"], canonical["star_transforms"], body.parents.cpu().numpy(),
+                      init, torch.as_tensor(PART_PALETTE), config)
 
 
 def fill_unseen_colors(colors: np.ndarray, seen: np.ndarray, canonical: np.ndarray) -> np.ndarray:
