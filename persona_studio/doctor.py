@@ -75,27 +75,37 @@ def check_mediapipe() -> Check:
     return Check("mediapipe", True, f"{mediapipe.__version__}, Holistic (model_complexity=1) models bundled")
 
 
-def _gl_context(backend: str | None) -> str:
-    import moderngl
+# Runs in a child process: a broken X server or driver may abort the process (Xlib's default error
+# handler exits), and the doctor must still print its report.
+_GL_PROBE = """
+import sys, moderngl
+kwargs = {"backend": sys.argv[1]} if sys.argv[1] != "default" else {}
+ctx = moderngl.create_standalone_context(**kwargs)
+print(f"{ctx.info['GL_RENDERER']}, GL {ctx.version_code / 100:.1f}")
+"""
 
-    kwargs = {"backend": backend} if backend else {}
-    ctx = moderngl.create_standalone_context(**kwargs)
-    try:
-        return f"{ctx.info['GL_RENDERER']}, GL {ctx.version_code / 100:.1f}"
-    finally:
-        ctx.release()
+
+def _gl_context(backend: str) -> str:
+    """Renderer name of a standalone GL context made with ``backend`` (egl / default)."""
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", _GL_PROBE, backend], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout or f"exit status {result.returncode}").strip().splitlines()
+        raise RuntimeError(lines[-1] if lines else f"exit status {result.returncode}")
+    return result.stdout.strip()
 
 
 def check_gl() -> Check:
     found, failed = [], []
-    for label, backend in (("EGL", "egl"), ("GLX", None)):
+    for label, backend in (("EGL", "egl"), ("GLX", "default")):
         if label == "GLX" and not os.environ.get("DISPLAY"):
             failed.append("GLX: no $DISPLAY")
             continue
         try:
             found.append(f"{label}: {_gl_context(backend)}")
         except Exception as err:  # noqa: BLE001 - report any driver failure
-            failed.append(f"{label}: {str(err).splitlines()[0][:80]}")
+            failed.append(f"{label}: {str(err)[:80]}")
     detail = "; ".join(found + failed)
     return Check("OpenGL (viewport)", bool(found), detail, required=False,
                  fix="apt-get install libegl1 libgl1-mesa-dri (or run under a desktop / Xvfb)")
@@ -117,7 +127,7 @@ def check_ffmpeg() -> Check:
 def check_numba() -> Check:
     import numba
 
-    return Check("numba (CPU kernels)", True, f"{numba.__version__}, cache dir {os.environ.get('NUMBA_CACHE_DIR', 'default')}")
+    return Check("numba (CPU kernels)", True, f"{numba.__version__}, {numba.config.NUMBA_NUM_THREADS} threads")
 
 
 CHECKS: list[tuple[str, Callable[[], Check], bool, str]] = [
