@@ -97,6 +97,28 @@ def test_keypoint_index_maps_joints_landmarks_and_fingertips(model):
     assert (index >= 0).sum() == 61
 
 
+def test_face_landmarks_of_a_user_smplx_are_used():
+    """A model file with SMPL-X's 51-point face embedding adds those landmarks, and frees jaw/expression."""
+    from types import SimpleNamespace
+
+    from core.prep.landmarks import IBUG68_SMPLX_NAMES
+
+    faces = torch.arange(306).reshape(102, 3)
+    bary = torch.rand(51, 3)
+    fake = SimpleNamespace(
+        landmark_names=("nose",), landmark_vertex_ids=torch.tensor([7]), faces=faces,
+        smplx=SimpleNamespace(lmk_faces_idx=torch.arange(51) * 2, lmk_bary_coords=bary / bary.sum(1, keepdim=True)),
+    )
+    surface = F.model_surface_points(fake)
+    assert surface.names == ("nose", *IBUG68_SMPLX_NAMES[17:])
+    assert np.array_equal(surface.vertex_ids[0], [7, 7, 7]) and np.array_equal(surface.vertex_ids[1], [0, 1, 2])
+    assert np.array_equal(surface.vertex_ids[2], [6, 7, 8])  # face 2, the second point's
+    index = F.keypoint_index(["right_eye_brow1", "right_contour_1", "left_mouth_1"], surface)
+    assert index.tolist() == [len(JOINT_NAMES) + 1, -1, len(JOINT_NAMES) + 1 + IBUG68_SMPLX_NAMES[17:].index("left_mouth_1")]
+    assert "jaw_pose" in F.fit_stages(surface)[2][1] and "expression" in F.fit_stages(surface)[2][1]
+    assert "jaw_pose" not in F.fit_stages(F.SurfacePoints(("nose",), surface.vertex_ids[:1], surface.weights[:1]))[2][1]
+
+
 def test_projection_agrees_with_mesh_renderer(model):
     """Visible vertices projected by the fitter's camera land on pixels the mesh renderer covers."""
     size, K = 256, _camera(256)
@@ -328,9 +350,14 @@ def test_messi_debug_png(messi_run):
 def test_messi_second_call_uses_the_cache(messi_run, messi_photo, model):
     folder = messi_run["folder"]
     before = (folder / "subject.json").stat().st_mtime_ns
+    first_picture = np.asarray(Image.open(folder / DEBUG_PNG))
+    (folder / DEBUG_PNG).unlink()
     started = time.perf_counter()
     again = prepare_subject(messi_photo, folder, Config(), debug=True, model=model)
     assert again.info.get("cached") is True
+    # Redrawn from the saved Subject alone (8-bit image and mask: rounding, an outline pixel moved here and there).
+    redrawn = np.asarray(Image.open(folder / DEBUG_PNG))
+    assert (np.abs(redrawn.astype(int) - first_picture.astype(int)).max(-1) > 3).mean() < 0.01
     assert time.perf_counter() - started < messi_run["seconds"] / 3
     assert (folder / "subject.json").stat().st_mtime_ns == before
     assert np.array_equal(again.smplx["body_pose"], messi_run["subject"].smplx["body_pose"])

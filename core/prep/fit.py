@@ -88,7 +88,7 @@ class FitResult:
         params: SMPL-X parameters as float32 1-D arrays: ``betas``, ``expression``, ``global_orient``,
             ``body_pose`` ... ``reye_pose`` (axis-angle radians) and ``transl`` (metres).
         projected: ``[K, 2]`` the fitted reprojection of each keypoint (pixels), NaN for names the model lacks.
-        metrics: keypoint error (pixels and % of the person's height), silhouette IoU, time, losses.
+        metrics: keypoint error (pixels and % of the person's height, see ``fit_metrics``) and ``time_s``.
     """
 
     params: dict[str, np.ndarray]
@@ -446,9 +446,9 @@ class FitObjective:
     ``BodyPoints``; the first ``num_silhouette`` posed vertices are the silhouette's.
     """
 
-    def __init__(self, model, keypoints: KeypointTargets, silhouette: SilhouetteTarget, K: np.ndarray,
-                 height_px: float, weights: FitWeights):
-        self.surface = model_surface_points(model)
+    def __init__(self, model, surface: SurfacePoints, keypoints: KeypointTargets, silhouette: SilhouetteTarget,
+                 K: np.ndarray, height_px: float, weights: FitWeights):
+        self.surface = surface
         silhouette_ids = silhouette_vertex_ids(model.v_template.detach().cpu().numpy())
         self.num_silhouette = len(silhouette_ids)
         corner_ids = self.surface.vertex_ids.reshape(-1)
@@ -463,7 +463,7 @@ class FitObjective:
         self.weights = weights
         self.limits = {name: tuple(torch.as_tensor(b, dtype=torch.float32) for b in bounds)
                        for name, bounds in pose_limits().items()}
-        self.initial_depth = 0.0
+        self.initial_depth = 0.0  # the camera stage's depth prior centre, set once the camera is initialised
 
     def keypoint_term(self, points: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
         """Confidence-weighted mean Geman-McClure of the reprojection errors (person heights^2)."""
@@ -567,12 +567,12 @@ def fit_smplx(
         height_px = person_height_px(mask, conf, keypoints)
         surface = model_surface_points(model)
         objective = FitObjective(
-            model, keypoint_targets(names, keypoints, conf, surface),
+            model, surface, keypoint_targets(names, keypoints, conf, surface),
             silhouette_target(mask, K, valid, weights.silhouette_size), K, height_px, weights,
         )
         params = initial_params(model, objective, names, keypoints, conf, mask.shape)
         objective.initial_depth = float(params["transl"][0, 2])
-        optimise(params, objective, iterations, weights.learning_rates, _free_parameters(surface), progress)
+        optimise(params, objective, iterations, weights.learning_rates, fit_stages(surface), progress)
     finally:
         torch.set_num_threads(threads)
     result = {name: value.detach()[0].numpy().astype(np.float32) for name, value in params.items()}
@@ -608,8 +608,8 @@ def initial_params(model, objective: FitObjective, names, keypoints, conf, shape
     return params
 
 
-def _free_parameters(surface: SurfacePoints) -> list[tuple[str, list[str]]]:
-    """(stage name, parameters optimised) for the three stages."""
+def fit_stages(surface: SurfacePoints) -> list[tuple[str, list[str]]]:
+    """(stage name, parameters it optimises) for the three stages; jaw and expression only with face landmarks."""
     face = ["jaw_pose", "expression"] if any(n in surface.names for n in _STATIC_FACE_NAMES) else []
     camera = ["global_orient", "transl"]
     body = camera + ["body_pose", "betas"]
