@@ -31,6 +31,8 @@ def render_geometry(model, params: dict[str, np.ndarray], K: np.ndarray, width: 
                     renderer=None) -> dict[str, np.ndarray]:
     """Render the fitted body through the photo camera (``PHOTO_VIEWMAT``, ``K [3, 3]`` pixels).
 
+    ``renderer``: a ``MeshRenderer`` of the calling thread to reuse; None makes (and frees) one.
+
     Returns float32 images (0 where the body is not seen):
         mask ``[H, W]`` body coverage (0/1); depth ``[H, W]`` camera z, metres; normal ``[H, W, 3]`` unit
         camera-space normals (OpenCV axes, -z faces the camera); part_seg ``[H, W, 3]`` flat
@@ -38,14 +40,18 @@ def render_geometry(model, params: dict[str, np.ndarray], K: np.ndarray, width: 
     """
     from core.render.mesh import MeshRenderer
 
-    renderer = renderer or MeshRenderer()
-    labels = model.part_labels.cpu().numpy()
+    own_renderer = renderer is None
+    renderer = MeshRenderer() if own_renderer else renderer
     attrs = {
-        "part_seg": PART_PALETTE[labels],
+        "part_seg": PART_PALETTE[model.part_labels.cpu().numpy()],
         "position": star_pose_vertices(model, params),
     }
-    out = renderer.render(posed_vertices(model, params), model.faces.cpu().numpy(), PHOTO_VIEWMAT, K, width,
-                          height, vertex_attrs=attrs, flat_attrs=("part_seg",))
+    try:
+        out = renderer.render(posed_vertices(model, params), model.faces.cpu().numpy(), PHOTO_VIEWMAT, K, width,
+                              height, vertex_attrs=attrs, flat_attrs=("part_seg",))
+    finally:
+        if own_renderer:
+            renderer.close()  # its GL context would otherwise live as long as the process
     return {name: out[name].astype(np.float32) for name in ("mask", "depth", "normal", "part_seg", "position")}
 
 

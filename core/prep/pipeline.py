@@ -15,12 +15,17 @@ from typing import Callable
 import numpy as np
 
 from core.errors import UserError
+from core.prep.crop import crop_image, crop_intrinsics, crop_points, default_intrinsics, person_crop
+from core.prep.image_io import load_photo
+from core.prep.landmarks import keypoints_for_fitting
+from core.prep.perception import perceive_photo
 from core.subject import SUBJECT_FORMAT, Subject, file_hash
 
 PREP_VERSION = 1  # bump when prep's outputs change, so older cached Subjects are recomputed
 CUT_OFF_WEIGHT = 0.2  # confidence multiplier for limb points mediapipe guessed at a cut-off border
 CUT_OFF_BAND = 0.1  # a limb "reaches" a cut-off border within this fraction of the person's height
 DEBUG_PNG = "debug.png"
+FULL_FRAME = 0.98  # body coverage of the crop that only a rendering fault produces
 
 Progress = Callable[[str, float], None]
 
@@ -67,8 +72,6 @@ def prepare_subject(
     report = progress or (lambda stage, fraction: None)
     photo_path, out_dir = Path(photo_path), Path(out_dir)
     report("load photo", 0.0)
-    from core.prep.image_io import load_photo
-
     photo = load_photo(photo_path, config.prep.max_side)  # raises the one-line errors for bad files
     check_output_folder(out_dir)
     key = cache_key(photo_path, config, person)
@@ -80,47 +83,71 @@ def prepare_subject(
         report("cached: same photo, body model and settings", 1.0)
         return cached
 
-    timings: dict[str, float] = {}
     warm = threading.Thread(target=_warm_rasterizer, daemon=True)
     warm.start()  # numba's kernels load while mediapipe runs
     clock = time.perf_counter()
     report("perceive", 0.0)
-    from core.prep.perception import perceive_photo
-
     perception = perceive_photo(photo, refine="grabcut" if config.prep.grabcut else None, person=person)
-    timings["perceive_s"] = time.perf_counter() - clock
+    perceive_s = time.perf_counter() - clock
     model = model or _load_model(config)
-    inputs = crop_inputs(photo, perception, config.prep)
     warm.join()
+    subject, projected = build_subject(photo, perception, model, config.prep, report)
+    subject.info = {**key, **subject.info}
+    subject.info["body_model"] = {**key["body_model"], **subject.info["body_model"]}
+    subject.info["timings"]["perceive_s"] = perceive_s
+    report("save", 0.0)
+    subject.save(out_dir)
+    if debug:
+        _write_debug(subject, out_dir, model, projected)
+    report("done", 1.0)
+    return subject
 
-    from core.prep.fit import PHOTO_VIEWMAT, fit_smplx
 
-    fit = fit_smplx(model, inputs["names"], inputs["keypoints"][:, :2], inputs["keypoints"][:, 2], inputs["mask"],
-                    inputs["K"], config.prep.fit_iterations, valid=inputs["valid"], progress=report)
-    timings["fit_s"] = fit.metrics["time_s"]
+def build_subject(photo, perception, model, prep, report: Progress) -> tuple[Subject, np.ndarray]:
+    """Crop, fit, albedo and geometry for one perceived photo -> (Subject, ``[K, 2]`` fitted keypoints px).
 
+    ``info`` holds everything but the cache key: photo path/size/scale, crop, focal, camera, warnings,
+    people, hand sources, body model, fit metrics (incl. the silhouette IoU) and timings.
+    """
+    from core.prep.albedo import estimate_albedo
+    from core.prep.fit import fit_smplx
+    from core.prep.geometry import render_geometry, silhouette_iou
+
+    inputs = crop_inputs(photo, perception, prep)
+    keypoints, mask, K = inputs["keypoints"], inputs["mask"], inputs["K"]
+    fit = fit_smplx(model, inputs["names"], keypoints[:, :2], keypoints[:, 2], mask, K, prep.fit_iterations,
+                    valid=inputs["valid"], progress=report)
+    timings = {"fit_s": fit.metrics["time_s"]}
     report("albedo", 0.0)
     clock = time.perf_counter()
-    from core.prep.albedo import estimate_albedo
-
-    albedo = estimate_albedo(inputs["image"], inputs["mask"])
+    albedo = estimate_albedo(inputs["image"], mask)
     timings["albedo_s"] = time.perf_counter() - clock
     report("geometry", 0.0)
     clock = time.perf_counter()
-    from core.prep.geometry import render_geometry, silhouette_iou
-
-    height, width = inputs["mask"].shape
-    rendered = render_geometry(model, fit.params, inputs["K"], width, height)
-    body_mask = rendered.pop("mask")
+    geometry = render_geometry(model, fit.params, K, mask.shape[1], mask.shape[0])
+    body_mask = geometry.pop("mask")
+    if body_mask.mean() > FULL_FRAME:  # the crop has margins around the person: never a real fit
+        raise RuntimeError("the mesh renderer covered the whole crop (an OpenGL fault?); nothing was written, "
+                           "run prep again")
     timings["geometry_s"] = time.perf_counter() - clock
+    metrics = {**fit.metrics, "silhouette_iou": silhouette_iou(body_mask, mask, inputs["valid"])}
+    subject = Subject(
+        image=inputs["image"], mask=mask, albedo=albedo, K=K.astype(np.float32), smplx=fit.params,
+        keypoint_names=list(inputs["names"]), keypoints=keypoints, geometry=geometry,
+        info=subject_info(photo, perception, model, inputs, metrics, timings),
+    )
+    return subject, fit.projected
 
-    crop = inputs["crop"]
-    info = {
-        **key,
-        "photo_path": str(photo_path.resolve()),
+
+def subject_info(photo, perception, model, inputs: dict, metrics: dict, timings: dict) -> dict:
+    """The descriptive part of ``subject.json`` (JSON-ready)."""
+    from core.prep.fit import PHOTO_VIEWMAT
+
+    return {
+        "photo_path": str(photo.path.resolve()),
         "photo_size": list(photo.orig_size),
         "photo_scale": photo.scale,
-        "crop": dataclasses.asdict(crop),
+        "crop": dataclasses.asdict(inputs["crop"]),
         "focal": float(inputs["K"][0, 0]),
         "focal_35mm": photo.focal_35mm,
         "camera": {"viewmat": PHOTO_VIEWMAT.tolist(),
@@ -128,22 +155,11 @@ def prepare_subject(
         "warnings": list(perception.warnings),
         "people": perception.people,
         "hand_sources": dict(perception.hand_sources),
-        "body_model": {**key["body_model"], "num_vertices": model.num_vertices, "num_betas": model.num_betas,
+        "body_model": {"num_vertices": model.num_vertices, "num_betas": model.num_betas,
                        "num_expression": model.num_expression},
-        "fit": {**fit.metrics, "silhouette_iou": silhouette_iou(body_mask, inputs["mask"], inputs["valid"])},
+        "fit": metrics,
         "timings": timings,
     }
-    subject = Subject(
-        image=inputs["image"], mask=inputs["mask"], albedo=albedo, K=inputs["K"].astype(np.float32),
-        smplx=fit.params, keypoint_names=list(inputs["names"]), keypoints=inputs["keypoints"],
-        geometry=rendered, info=info,
-    )
-    report("save", 0.0)
-    subject.save(out_dir)
-    if debug:
-        _write_debug(subject, out_dir, model, fit.projected)
-    report("done", 1.0)
-    return subject
 
 
 def check_output_folder(out_dir: Path) -> None:
@@ -194,9 +210,6 @@ def crop_inputs(photo, perception, prep) -> dict:
     (False on padding outside the photo), K ``[3, 3]`` float64, names [K], keypoints ``[K, 3]`` float32
     (x px, y px, confidence after cut-off down-weighting).
     """
-    from core.prep.crop import crop_image, crop_intrinsics, crop_points, default_intrinsics, person_crop
-    from core.prep.landmarks import keypoints_for_fitting
-
     width, height = photo.size
     names, xy, conf = keypoints_for_fitting(perception)
     person_height = perception.bbox[3] - perception.bbox[1]
