@@ -14,10 +14,16 @@ Baseline, measured in the same run: gsplat 1.5.3's pure-PyTorch reference path
 from CUDA or nerfacc (``rasterize_to_indices_in_range``, ``render_weight_from_alpha``,
 ``accumulate_along_rays``) and a vectorised ``_isect_tiles`` (its own is a Python loop per Gaussian).
 
-Each case runs in a fresh subprocess. Times are wall-clock milliseconds per call (median and best of
-the repeats, after warm-up); "extra RAM" is the peak resident memory during the timed calls minus the
-resident memory just before them (VmHWM after resetting it through /proc/self/clear_refs; Linux only).
-The machine may be shared: the best time is the least disturbed one, the median the typical one.
+Each case runs in a fresh subprocess. Times are wall-clock milliseconds per fwd / bwd call (median and
+best of the repeats, after warm-up), and "CPU ms" the process CPU time per fwd+bwd summed over threads
+(what a shared machine cannot hide). "extra RAM" is the peak resident memory from just before the
+first render to the end (VmHWM, reset through /proc/self/clear_refs; Linux only) minus the resident
+memory then: JIT-compiled code and the inputs are excluded, everything a render allocates is included.
+The speedup compares medians of fwd+bwd wall time.
+
+Cases run with OMP_WAIT_POLICY=PASSIVE unless --omp-spin (or the variable is already set): by default
+torch's OpenMP workers spin for ~10 ms after every parallel torch op, which on a 2-core machine takes
+the cores from the rasterizer's own threads (measured: about 2x slower at 20k, 256^2).
 """
 from __future__ import annotations
 
@@ -103,48 +109,40 @@ def _isect_tiles_vectorised(means2d, radii, depths, tile_size, tile_width, tile_
     return tiles_per_gauss.reshape(1, n).int(), isect_ids, gauss[order].int()
 
 
+@torch.no_grad()
 def _rasterize_to_indices_in_range_cpu(range_start, range_end, transmittances, means2d, conics, opacities,
                                        image_width, image_height, tile_size, isect_offsets, flatten_ids):
     """CPU stand-in for gsplat's CUDA ``rasterize_to_indices_in_range`` (one image): the (Gaussian, pixel)
     pairs with alpha >= 1/255 before each pixel's transmittance would drop to 1e-4, grouped by pixel and
-    front to back within a pixel. Tiles are processed in chunks to bound memory."""
-    n_tiles = isect_offsets.numel()
+    front to back within a pixel. Vectorised per tile (an index computation: no gradients, as in CUDA)."""
     tile_width = isect_offsets.shape[-1]
-    offsets = torch.cat([isect_offsets.reshape(-1).long(), torch.tensor([flatten_ids.numel()])])
+    offsets = torch.cat([isect_offsets.reshape(-1).long(), torch.tensor([flatten_ids.numel()])]).tolist()
     block = tile_size * tile_size
     means2d, conics, opacities = means2d.reshape(-1, 2), conics.reshape(-1, 3), opacities.reshape(-1)
     trans0 = transmittances.reshape(-1)
     local = torch.arange(block)
     out_g, out_p = [], []
-    chunk_tiles = 16
-    for t0 in range(0, n_tiles, chunk_tiles):
-        tiles = torch.arange(t0, min(t0 + chunk_tiles, n_tiles))
-        starts = offsets[tiles] + range_start * block
-        stops = torch.minimum(offsets[tiles + 1], offsets[tiles] + range_end * block)
-        counts = (stops - starts).clamp(min=0)
-        depth = int(counts.max()) if len(counts) else 0
-        if depth == 0:
+    for tile in range(len(offsets) - 1):
+        start = offsets[tile] + range_start * block
+        stop = min(offsets[tile + 1], offsets[tile] + range_end * block)
+        if stop <= start:
             continue
-        slot = torch.arange(depth)
-        present = slot[None, :] < counts[:, None]  # [T, K]
-        entry = (starts[:, None] + slot[None, :]).clamp(max=max(flatten_ids.numel() - 1, 0))
-        gauss = flatten_ids[entry].long()  # [T, K]
-        px = (tiles % tile_width)[:, None] * tile_size + local % tile_size  # [T, P]
-        py = (tiles // tile_width)[:, None] * tile_size + local // tile_size
+        gauss = flatten_ids[start:stop].long()  # [K], front to back
+        px = (tile % tile_width) * tile_size + local % tile_size  # [P]
+        py = (tile // tile_width) * tile_size + local // tile_size
         inside = (px < image_width) & (py < image_height)
-        dx = means2d[gauss, 0][:, :, None] - (px[:, None, :] + 0.5)  # [T, K, P]
-        dy = means2d[gauss, 1][:, :, None] - (py[:, None, :] + 0.5)
+        px, py = px[inside], py[inside]
+        dx = means2d[gauss, 0][None, :] - (px[:, None] + 0.5)  # [P, K]
+        dy = means2d[gauss, 1][None, :] - (py[:, None] + 0.5)
         con = conics[gauss]
-        sigma = 0.5 * (con[..., 0, None] * dx * dx + con[..., 2, None] * dy * dy) + con[..., 1, None] * dx * dy
-        alpha = torch.clamp(opacities[gauss][:, :, None] * torch.exp(-sigma), max=0.999)
-        valid = (sigma >= 0) & (alpha >= 1.0 / 255.0) & present[:, :, None] & inside[:, None, :]
-        pixel = (py * image_width + px).clamp(max=image_width * image_height - 1)
-        after = trans0[pixel][:, None, :] * torch.cumprod(torch.where(valid, 1.0 - alpha, 1.0), dim=1)
-        keep = valid & (after > 1e-4)
-        keep_pixel_major = keep.permute(0, 2, 1)  # [T, P, K]: pixel-major, front to back
-        t_idx, p_idx, k_idx = keep_pixel_major.nonzero(as_tuple=True)
-        out_g.append(gauss[t_idx, k_idx])
-        out_p.append(pixel[t_idx, p_idx])
+        sigma = 0.5 * (con[:, 0] * dx * dx + con[:, 2] * dy * dy) + con[:, 1] * dx * dy
+        alpha = torch.clamp(opacities[gauss] * torch.exp(-sigma), max=0.999)
+        valid = (sigma >= 0) & (alpha >= 1.0 / 255.0)
+        pixel = py * image_width + px
+        after = trans0[pixel][:, None] * torch.cumprod(torch.where(valid, 1.0 - alpha, 1.0), dim=1)
+        p_idx, k_idx = (valid & (after > 1e-4)).nonzero(as_tuple=True)  # pixel-major, front to back
+        out_g.append(gauss[k_idx])
+        out_p.append(pixel[p_idx])
     if not out_g:
         empty = torch.zeros(0, dtype=torch.long)
         return empty, empty, empty
@@ -218,30 +216,32 @@ def _reset_peak_rss() -> None:
 
 
 def _time_case(render, scene: dict, repeats: int) -> dict:
-    """Median / best forward and backward ms of ``render``, and its peak extra RSS in MiB."""
+    """Wall and CPU ms of forward / backward (median, best) and the peak extra RSS in MiB.
+
+    Extra RSS counts from just before the first call (warm-up included), so memory the allocator keeps
+    after a call is not hidden by the warm-up.
+    """
     inputs = {k: (v.clone().requires_grad_(k in DIFFERENTIABLE) if torch.is_tensor(v) else v)
               for k, v in scene.items()}
-    for _ in range(2):  # warm-up: JIT loading, allocator, page faults
-        image = render(inputs)
-        image.sum().backward()
-    for v in inputs.values():
-        if torch.is_tensor(v):
-            v.grad = None
     _reset_peak_rss()
     rss_before = _memory_kib()["VmRSS"]
-    forward, backward = [], []
+    for _ in range(2):  # warm-up: page faults, allocator growth
+        render(inputs).sum().backward()
+    forward, backward, cpu = [], [], []
     for _ in range(repeats):
+        cpu_start = time.process_time()
         start = time.perf_counter()
         image = render(inputs)
         middle = time.perf_counter()
         image.sum().backward()
         forward.append((middle - start) * 1e3)
         backward.append((time.perf_counter() - middle) * 1e3)
+        cpu.append((time.process_time() - cpu_start) * 1e3)
         del image
     peak = _memory_kib()["VmHWM"]
     total = [f + b for f, b in zip(forward, backward)]
     return {"fwd_med": statistics.median(forward), "bwd_med": statistics.median(backward),
-            "total_med": statistics.median(total), "total_best": min(total),
+            "total_med": statistics.median(total), "total_best": min(total), "cpu_med": statistics.median(cpu),
             "extra_mib": (peak - rss_before) / 1024.0}
 
 
@@ -274,7 +274,7 @@ def run_case(n: int, size: int, repeats: int, baseline: bool) -> dict:
 def _row(result: dict) -> str:
     ours = result["ours"]
     cells = [f"{result['n'] // 1000:>3}k", f"{result['size']:>4}^2", f"{ours['fwd_med']:7.1f}", f"{ours['bwd_med']:7.1f}",
-             f"{ours['total_med']:7.1f}", f"{ours['total_best']:7.1f}", f"{ours['extra_mib']:7.0f}"]
+             f"{ours['total_med']:7.1f}", f"{ours['total_best']:7.1f}", f"{ours['cpu_med']:7.1f}", f"{ours['extra_mib']:7.0f}"]
     if "baseline" in result:
         base = result["baseline"]
         cells += [f"{base['total_med']:9.1f}", f"{base['extra_mib']:7.0f}", f"{base['total_med'] / ours['total_med']:6.1f}x",
@@ -282,8 +282,8 @@ def _row(result: dict) -> str:
     return " | ".join(cells)
 
 
-HEADER = ("   N |  image |  fwd ms |  bwd ms | fwd+bwd | best ms | RAM MiB | base ms   | b. MiB | speedup | max|diff|\n"
-          "     |        |  (med)  |  (med)  |  (med)  |         | (extra) | (fwd+bwd) |        |         | vs base")
+HEADER = ("   N |  image |  fwd ms |  bwd ms | fwd+bwd | best ms |  CPU ms | RAM MiB | base ms   | b. MiB | speedup | max|diff|\n"
+          "     |        |  (med)  |  (med)  |  (med)  |         |  (med)  | (extra) | (fwd+bwd) |        |         | vs base")
 
 
 def main(argv=None) -> int:
@@ -291,6 +291,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="only 20k Gaussians at 256^2")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per case (default 20)")
     parser.add_argument("--no-baseline", action="store_true", help="skip gsplat's reference path")
+    parser.add_argument("--omp-spin", action="store_true", help="leave OpenMP's default busy-waiting on")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: "N,SIZE" run in this process
     args = parser.parse_args(argv)
     if args.case:
@@ -298,13 +299,18 @@ def main(argv=None) -> int:
         print(json.dumps(run_case(n, size, args.repeats, not args.no_baseline)))
         return 0
     cases = [(20_000, 256)] if args.quick else [(n, s) for n in (5_000, 20_000, 50_000) for s in (256, 512)]
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+    policy = os.environ.get("OMP_WAIT_POLICY") or ("default (spinning)" if args.omp_spin else "PASSIVE")
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, OMP_WAIT_POLICY {policy}, "
+          f"load average {os.getloadavg()[0]:.1f} at start")
     print(HEADER)
     for n, size in cases:
         command = [sys.executable, __file__, "--case", f"{n},{size}", "--repeats", str(args.repeats)]
         if args.no_baseline:
             command.append("--no-baseline")
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        env = dict(os.environ)
+        if not args.omp_spin:
+            env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
         if done.returncode != 0:
             print(f"{n} x {size}^2 failed:\n{done.stderr[-2000:]}")
             continue

@@ -130,6 +130,29 @@ def test_gradcheck_float64(rasterize_mode, render_mode):
     assert torch.autograd.gradcheck(render, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
 
 
+def test_alpha_clamp_and_saturation_at_a_pixel_centre():
+    """Opaque Gaussians centred on pixel (4, 4): alpha is capped at 0.999, and a Gaussian that would take
+    the transmittance to 1e-6 (<= 1e-4) is left out entirely, as in gsplat."""
+    scene = dict(means=torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 2.0]], dtype=torch.float64),
+                 quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 2, dtype=torch.float64),
+                 scales=torch.tensor([[0.05] * 3, [0.1] * 3], dtype=torch.float64),
+                 opacities=torch.tensor([1.0, 1.0], dtype=torch.float64),
+                 colors=torch.tensor([[0.2, 0.4, 0.6], [1.0, 1.0, 1.0]], dtype=torch.float64),
+                 viewmats=torch.eye(4, dtype=torch.float64)[None], Ks=ref.intrinsics(20.0, 9, 9)[None],
+                 width=9, height=9)
+    inputs = _cast(scene, torch.float64, requires_grad=True)
+    render, alpha, _ = rasterize(**inputs, backend="cpu")
+    assert float(alpha[0, 4, 4, 0].detach()) == pytest.approx(0.999, abs=1e-12)
+    torch.testing.assert_close(render[0, 4, 4], 0.999 * scene["colors"][0], rtol=0, atol=1e-12)
+    want_render, want_alpha = ref.render(**scene)
+    torch.testing.assert_close(render, want_render, rtol=0, atol=1e-10)
+    _weighted_loss(render, alpha).backward()
+    want = _cast(scene, torch.float64, requires_grad=True)
+    _weighted_loss(*ref.render(**want)).backward()
+    for name in DIFFERENTIABLE:
+        torch.testing.assert_close(inputs[name].grad, want[name].grad, rtol=1e-9, atol=1e-12)
+
+
 def test_projection_matches_gsplat_torch_reference():
     torch_impl = pytest.importorskip("gsplat.cuda._torch_impl")
     scene = ref.random_scene(4, n=300, n_cams=2)

@@ -171,14 +171,16 @@ class CompositeGaussians(torch.autograd.Function):
                torch.empty(capacity, dtype=dtype).numpy(), np.zeros(len(worker_tiles), np.int64))
         render = torch.empty((n_cams, height, width, n_channels), dtype=dtype)
         transmittance = torch.empty((n_cams, height, width), dtype=dtype)
+        alphas = torch.empty((n_cams, height, width, 1), dtype=dtype)
         backgrounds_a = _array(backgrounds)
         _run_sliced(kernels.composite_forward, worker_bounds, packed, packed_colors, backgrounds_a, width, height,
-                    tile_offsets, isect_ids, worker_tiles, task_log_start, *log, render.numpy(), transmittance.numpy())
+                    tile_offsets, isect_ids, worker_tiles, task_log_start, *log, render.numpy(), transmittance.numpy(),
+                    alphas.numpy())
         ctx.save_for_backward(backgrounds, transmittance)
         ctx.bins = (packed, packed_colors, tile_offsets, isect_ids, gauss_offsets, gauss_slots, worker_bounds,
                     worker_tiles, task_log_start, log)
         ctx.image_size = (width, height)
-        return render, (1.0 - transmittance).unsqueeze(-1)
+        return render, alphas
 
     @staticmethod
     def backward(ctx, v_render, v_alphas):

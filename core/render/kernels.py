@@ -543,14 +543,15 @@ def balance_work(cost, order, n_workers):
 @njit(**_JIT)
 def composite_forward(task_first, task_stop, packed, colors, backgrounds, width, height, tile_offsets,
                       isect_ids, worker_tiles, task_log_start, log_entry, log_pixel, log_falloff, log_trans,
-                      log_count, out_colors, out_transmittance):
+                      log_count, out_colors, out_transmittance, out_alphas):
     """Front-to-back alpha compositing of tiles worker_tiles[task_first:task_stop].
 
     packed [C, N, PACKED_FIELDS] and colors [C, N, D] in depth order (pack_gaussians; opacities
     already compensated), backgrounds [C, D] (zeros for none). Task j logs its contributions at log_*[task_log_start[j]:], at most the tile's cost, and
     stores how many in log_count[j]: log_entry (int32, index into isect_ids), log_pixel (uint8,
     row * 16 + column in the tile), log_falloff (exp(-sigma)), log_trans (T before the Gaussian).
-    Writes out_colors [C, H, W, D] and out_transmittance [C, H, W] (final T; alpha = 1 - T).
+    Writes out_colors [C, H, W, D], out_transmittance [C, H, W] (final T) and out_alphas [C, H, W, 1]
+    (1 - T; written here rather than by a torch op, which would wake torch's spinning thread pool).
     """
     n_channels = colors.shape[2]
     tiles_x = (width + TILE_SIZE - 1) // TILE_SIZE
@@ -641,6 +642,7 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, width,
                 for ch in range(n_channels):
                     out_colors[c, py, px, ch] = accum[p, ch] + trans[p] * backgrounds[c, ch]
                 out_transmittance[c, py, px] = trans[p]
+                out_alphas[c, py, px, 0] = 1.0 - trans[p]
 
 
 @njit(**_JIT)
