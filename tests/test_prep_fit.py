@@ -83,6 +83,21 @@ def test_body_points_match_body_model(model):
     assert np.allclose((plain - inset).norm(dim=1).numpy(), 0.02, atol=1e-6)
 
 
+def test_body_points_apply_pose_correctives():
+    """A user SMPL-X has pose-corrective blend shapes; the fitter's forward must include them too."""
+    model = BodyModel.load()
+    generator = torch.Generator().manual_seed(4)
+    model.smplx.posedirs = 1e-3 * torch.randn(model.smplx.posedirs.shape, generator=generator)
+    model._has_pose_correctives = True
+    params = _params(model, body_pose=0.3 * torch.randn(63, generator=generator), transl=[0.0, 0.0, -2.0])
+    ids = np.array([5, 3000, 12000])
+    _, vertices = F.BodyPoints(model, ids)({k: torch.as_tensor(v)[None] for k, v in params.items()})
+    expected = model(**{k: torch.as_tensor(v)[None] for k, v in params.items()}).vertices[0, ids]
+    plain = BodyModel.load()(**{k: torch.as_tensor(v)[None] for k, v in params.items()}).vertices[0, ids]
+    assert (expected - plain).abs().max() > 1e-3  # the correctives matter here
+    assert torch.allclose(vertices, expected, atol=1e-5)
+
+
 def test_keypoint_index_maps_joints_landmarks_and_fingertips(model):
     surface = F.model_surface_points(model)
     index = F.keypoint_index(FITTING_NAMES, surface)
