@@ -27,7 +27,7 @@ from core.errors import UserError
 from core.frames.frameset import FrameSet
 from core.io.atomic import atomic_path
 from core.sampling import BalancedSampler
-from core.training_frames import TrainFrame, crop_frame, generated_frame, photo_frame
+from core.training_frames import TrainFrame, crop_frame, generated_frame, hand_region, photo_frame
 
 CHECKPOINT_FORMAT = "persona-checkpoint/1"
 # Per-frame SMPL-X correction: which parameters, and whether they use the (slower) hand rate.
@@ -132,6 +132,7 @@ class Trainer:
         self._pending_loss: LossConfig | None = None
         self.paused = threading.Event()
         self._decayed = False
+        self._hands: dict[int, np.ndarray] = {}
         torch.manual_seed(config.train.seed)
 
     # -- set-up --------------------------------------------------------------------------------
@@ -175,7 +176,9 @@ class Trainer:
         """Training frame ``index`` (0 = photo) with the learned per-frame correction applied."""
         if index == 0:
             return self.photo
-        frame = generated_frame(self.frames, index - 1, self.betas, self.expression)
+        if index not in self._hands:  # computed once per frame: it never changes
+            self._hands[index] = hand_region(self.frames.part_seg[index - 1].astype(np.float32) / 255.0)
+        frame = generated_frame(self.frames, index - 1, self.betas, self.expression, self._hands[index])
         params = dict(frame.params)
         for name, delta in self.frame_deltas.items():
             if name in params:

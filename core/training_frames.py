@@ -65,11 +65,15 @@ def _t(array: np.ndarray | None, channels: int | None = None) -> torch.Tensor | 
     return tensor[None]
 
 
-def hand_region(part_seg: np.ndarray, mask: np.ndarray, dilate: int = 3) -> np.ndarray:
-    """Pixels near the hands ``[H, W, 1]`` from a part-colour image ``[H, W, 3]`` (nearest palette colour)."""
-    distances = ((part_seg[:, :, None, :] - PART_PALETTE[None, None]) ** 2).sum(-1)
-    labels = distances.argmin(-1)
-    hands = np.isin(labels, HAND_PART_IDS) & (np.asarray(mask).reshape(labels.shape) > 0.5)
+def hand_region(part_seg: np.ndarray, dilate: int = 3) -> np.ndarray:
+    """Pixels near the hands ``[H, W, 1]`` from a part-colour image ``[H, W, 3]`` in [0, 1].
+
+    Part images are drawn with flat palette colours, so a pixel is a hand pixel when its colour is
+    within 8-bit rounding of a hand colour (no nearest-colour search over the whole palette).
+    """
+    hands = np.zeros(part_seg.shape[:2], bool)
+    for part in HAND_PART_IDS:
+        hands |= (np.abs(part_seg - PART_PALETTE[part]) < 2.0 / 255.0).all(axis=-1)
     if dilate > 0 and hands.any():
         hands = ndimage.binary_dilation(hands, iterations=dilate)
     return hands.astype(np.float32)[..., None]
@@ -114,8 +118,9 @@ def photo_frame(subject: Subject, boundary_weight: float, seam_threshold: float,
     )
 
 
-def generated_frame(frames: FrameSet, i: int, betas: np.ndarray, expression: np.ndarray | None) -> TrainFrame:
-    """Frame ``i`` of a FrameSet with the subject's shape."""
+def generated_frame(frames: FrameSet, i: int, betas: np.ndarray, expression: np.ndarray | None,
+                    hands: np.ndarray | None = None) -> TrainFrame:
+    """Frame ``i`` of a FrameSet with the subject's shape; ``hands`` a precomputed ``hand_region``."""
     f = frames.frame(i)
     params = dict(f["params"])
     params["betas"] = np.asarray(betas, np.float32)
@@ -124,7 +129,7 @@ def generated_frame(frames: FrameSet, i: int, betas: np.ndarray, expression: np.
     return TrainFrame(
         kind="generated", rgb=_t(f["rgb"]), mask=_t(f["mask"]), depth=_t(f["depth"]), normal=_t(f["normal"]),
         part_seg=_t(f["part_seg"]), albedo=None, image_weight=None,
-        hand_region=_t(hand_region(f["part_seg"], f["mask"])),
+        hand_region=_t(hand_region(f["part_seg"]) if hands is None else hands),
         K=torch.as_tensor(f["K"]), viewmat=torch.as_tensor(f["viewmat"]),
         params=complete_params(params),
     )

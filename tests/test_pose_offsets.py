@@ -64,3 +64,16 @@ def test_pose_offsets_zero_start_disabled_and_gradients():
     assert (out[10:] - target[10:]).abs().mean() < 0.002
     assert model.triplane.planes.grad is not None and model.triplane.planes.grad.abs().sum() > 0
     assert not torch.allclose(model(pose), model(torch.zeros(63)))  # the offsets depend on pose
+
+
+def test_point_group_norm_equals_group_norm():
+    from core.avatar.pose_offsets import PointGroupNorm
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 16, generator=g) * 3 + 1
+    ours, ref = PointGroupNorm(4, 16), torch.nn.GroupNorm(4, 16)
+    with torch.no_grad():
+        for m in (ours, ref):
+            m.weight.copy_(torch.arange(16.0))
+            m.bias.copy_(-torch.arange(16.0) / 2)
+    assert torch.allclose(ours(x), ref(x), atol=1e-5)

@@ -70,6 +70,20 @@ class Triplane(nn.Module):
         return sampled[..., 0].permute(2, 0, 1).reshape(points.shape[0], -1)
 
 
+class PointGroupNorm(nn.GroupNorm):
+    """GroupNorm for ``[N, C]`` per-point features, computed as a layer norm over each group.
+
+    Same result and parameters as ``nn.GroupNorm``; on CPU about twice as fast for tens of
+    thousands of points, where the image-oriented kernel is slow.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape
+        grouped = F.layer_norm(x.view(n, self.num_groups, c // self.num_groups), (c // self.num_groups,),
+                               eps=self.eps)
+        return grouped.view(n, c) * self.weight + self.bias
+
+
 class PoseOffsetMLP(nn.Module):
     """``[triplane feature, masked 6D body-joint rotations] -> offset [N, 3]`` in metres.
 
@@ -83,7 +97,7 @@ class PoseOffsetMLP(nn.Module):
         blocks: list[nn.Module] = []
         in_dim = feature_dim + NUM_BODY_JOINTS * 6
         for _ in range(layers):
-            blocks += [nn.Linear(in_dim, width), nn.GroupNorm(min(groups, width), width), nn.ReLU(inplace=True)]
+            blocks += [nn.Linear(in_dim, width), PointGroupNorm(min(groups, width), width), nn.ReLU(inplace=True)]
             in_dim = width
         self.hidden = nn.Sequential(*blocks)
         self.out = nn.Linear(in_dim, 3)
