@@ -36,6 +36,7 @@ from core.io.atomic import write_text_atomic
 from core.io.images import save_png
 from core.render.mesh import visible_vertices
 from core.subject import Subject
+from core.threads import single_torch_thread
 from core.trainer import Trainer
 from core.training_frames import photo_frame
 
@@ -109,6 +110,15 @@ def save_preview(path: Path, avatar: Avatar, body: BodyModel, subject: Subject, 
     return value
 
 
+def _train(trainer: Trainer, checkpoint: Path, every: int, report: Progress, stop: threading.Event | None) -> None:
+    """Step until done or ``stop`` is set, checkpointing every ``every`` steps."""
+    while not trainer.done and not (stop is not None and stop.is_set()):
+        metrics = trainer.step()
+        report("train", trainer.step_index / trainer.total, metrics)
+        if trainer.step_index % every == 0:
+            trainer.save(checkpoint)
+
+
 def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: bool = False,
                 progress: Progress | None = None, stop: threading.Event | None = None) -> ReconstructResult:
     """Run the whole pipeline. ``stop`` (or Ctrl-C) ends training early: a checkpoint and a bundle
@@ -140,17 +150,13 @@ def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: 
     interrupted = False
     started = time.perf_counter()
     try:
-        while not trainer.done:
-            if stop is not None and stop.is_set():
-                interrupted = True
-                break
-            metrics = trainer.step()
-            report("train", trainer.step_index / trainer.total, metrics)
-            if trainer.step_index % config.train.checkpoint_every == 0:
-                trainer.save(checkpoint)
+        with single_torch_thread():
+            _train(trainer, checkpoint, config.train.checkpoint_every, report, stop)
+        interrupted = not trainer.done
     except KeyboardInterrupt:
         interrupted = True
     trainer.save(checkpoint)
+
     report("save", 0.0, {})
     psnr_value = save_preview(out_dir / "preview.png", avatar, body, subject, config)
     summary = {"steps": trainer.step_index, "iterations": trainer.total, "interrupted": interrupted,
