@@ -212,6 +212,22 @@ def test_empty_scene_and_all_culled_render_background():
     assert behind["means"].grad.abs().max() == 0
 
 
+def test_gaussians_at_the_camera_and_huge_ones_render_finite_images():
+    """Depths at / just past a zero near plane and enormous screen footprints must not break binning."""
+    scene = ref.random_scene(12, n=30)
+    camera_to_world = torch.linalg.inv(scene["viewmats"][0])
+    at_camera = torch.tensor([[0.0, 0.0, 0.0], [0.01, 0.0, 1e-9], [0.0, 0.02, 1e-4], [0.0, 0.0, -0.0]],
+                             dtype=torch.float64)
+    scene["means"][:4] = at_camera @ camera_to_world[:3, :3].T + camera_to_world[:3, 3]
+    scene["scales"][4:6] = 1e6
+    render, alpha, meta = rasterize(**scene, near_plane=0.0, backend="cpu")
+    assert torch.isfinite(render).all() and torch.isfinite(alpha).all()
+    assert (meta["radii"] >= 0).all()
+    want_render, _ = ref.render(**scene, near_plane=0.0)
+    finite = torch.isfinite(want_render).all(-1)  # the reference itself may produce inf at z = 0
+    assert float((render[finite] - want_render[finite]).abs().max()) <= 1e-9
+
+
 @pytest.mark.parametrize("name, bad", [("means", float("nan")), ("colors", float("inf")), ("viewmats", float("nan")),
                                        ("opacities", float("-inf"))])
 def test_non_finite_inputs_raise(name, bad):

@@ -9,8 +9,8 @@ Conventions follow gsplat 1.5.3's CUDA kernels, so both backends render the same
   * radii are the opacity-aware 3.33-sigma bounding box, and 0 marks a culled Gaussian.
 
 Arrays are numpy views of torch tensors (float32 or float64; numba compiles one version per dtype).
-Scalar arithmetic runs in float64 whatever the storage dtype, so forward and backward agree on every
-skip / stop decision.
+Scalar arithmetic runs in float64 whatever the storage dtype. The forward pass logs every contribution
+it makes, and the backward pass replays that log, so both always agree on what was skipped or stopped.
 
 Every kernel is serial, releases the GIL and works on a slice (``first, stop``) of its items; cpu.py runs
 one slice per thread. That is as fast as numba's ``prange`` here, compiles in half the time (parfor
@@ -140,9 +140,12 @@ def _screen_covariance(j00, j02, j11, j12, cov_c):
 
 @njit(**_JIT)
 def _pixel_span(centre, radius, lo, hi):
-    """Pixels [first, stop) within ``radius`` of ``centre`` (pixel centres at +0.5), clipped to [lo, hi)."""
-    first = max(lo, int(math.ceil(centre - radius - 0.5)))
-    stop = min(hi, int(math.floor(centre + radius - 0.5)) + 1)
+    """Pixels [first, stop) within ``radius`` of ``centre`` (pixel centres at +0.5), clipped to [lo, hi).
+
+    Clipped in floating point before converting, so huge footprints (a Gaussian at the camera) are safe.
+    """
+    first = int(min(max(float(lo), math.ceil(centre - radius - 0.5)), float(hi)))
+    stop = int(max(min(float(hi), math.floor(centre + radius - 0.5) + 1.0), float(first)))
     return first, stop
 
 
@@ -198,7 +201,7 @@ def project_forward(first, stop, means, quats, scales, opacities, viewmats, ks, 
             x = view[0, 0] * px + view[0, 1] * py + view[0, 2] * pz + view[0, 3]
             y = view[1, 0] * px + view[1, 1] * py + view[1, 2] * pz + view[1, 3]
             z = view[2, 0] * px + view[2, 1] * py + view[2, 2] * pz + view[2, 3]
-            if z < near_plane or z > far_plane:
+            if not (near_plane <= z <= far_plane and z > 0.0):
                 continue
             cov_c = _sandwich(_view_rotation(view), s00, s01, s02, s11, s12, s22)
             fx, fy, cx, cy = ks[c, 0, 0], ks[c, 1, 1], ks[c, 0, 2], ks[c, 1, 2]
@@ -215,11 +218,12 @@ def project_forward(first, stop, means, quats, scales, opacities, viewmats, ks, 
             if opacity < ALPHA_THRESHOLD:
                 continue
             extent = min(MAX_EXTENT_SIGMAS, math.sqrt(2.0 * math.log(opacity / ALPHA_THRESHOLD)))
-            radius_x = math.ceil(extent * math.sqrt(b00))
-            radius_y = math.ceil(extent * math.sqrt(b11))
+            # capped so the int32 radii cannot overflow; any radius this large covers the image anyway
+            radius_x = math.ceil(min(extent * math.sqrt(b00), 1e9))
+            radius_y = math.ceil(min(extent * math.sqrt(b11), 1e9))
             mx = fx * x / z + cx
             my = fy * y / z + cy
-            if mx + radius_x <= 0 or mx - radius_x >= width or my + radius_y <= 0 or my - radius_y >= height:
+            if not (mx + radius_x > 0 and mx - radius_x < width and my + radius_y > 0 and my - radius_y < height):
                 continue
             radii[c, n, 0] = radius_x
             radii[c, n, 1] = radius_y
