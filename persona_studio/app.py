@@ -7,10 +7,12 @@ for rendering or training.
 """
 from __future__ import annotations
 
+import copy
 import ctypes
 import inspect
 import os
 import sys
+import threading
 import time
 import traceback
 from datetime import datetime
@@ -20,12 +22,23 @@ from typing import Callable
 import dearpygui.dearpygui as dpg
 import numpy as np
 
-from core.config import load_preset
+from core.config import LossConfig, load_preset
 from core.errors import UserError
 from core.io.images import save_png
 from persona_studio.camera import VIEW_PRESETS, Camera
+from persona_studio.exports import ExportSource, manifest_for
+from persona_studio.latency import ScreenLatency
+from persona_studio.latest import Latest
+from persona_studio.panels.export import ExportPanel
+from persona_studio.panels.inspector import InspectorPanel
+from persona_studio.panels.pose import PosePanel
 from persona_studio.panels.project import PHOTO_SUFFIXES, ProjectPanel
+from persona_studio.panels.training import TrainingPanel
 from persona_studio.panels.view import ViewPanel
+from persona_studio.panels.weights import WeightsPanel
+from persona_studio.posing import AvatarPoser, Pose, fit_length
+from persona_studio.recent import RecentProjects
+from persona_studio.session import ReconstructionSession, SessionAvatar
 from persona_studio.viewport.controller import ViewportController
 from persona_studio.viewport.demo_figure import DEMO_LABEL, demo_figure
 from persona_studio.viewport.gl_renderer import SplatRenderer
@@ -38,6 +51,8 @@ STATUS_BAR_HEIGHT = 28   # pixels
 DEFAULT_BACKGROUND = (1.0, 1.0, 1.0)  # white, as the paper's evaluation renders
 DEMO_SPLATS = 20000
 SCREENSHOT_TIMEOUT = 60.0  # seconds a headless run waits for the viewport's first image
+TRAIN_TIMEOUT = 900.0  # seconds a headless run waits for ``train_steps``
+CLOSE_TIMEOUT = 60.0  # seconds closing waits for a stopped run to save its bundle
 # UI frames are capped (without vsync, e.g. under Xvfb, DPG would spin a core and re-upload the viewport
 # texture hundreds of times a second, taking CPU from the render thread and training).
 MAX_UI_FPS = 60.0
@@ -118,15 +133,21 @@ def check_display() -> None:
 
 
 class Studio:
-    """The studio application. Build it, then ``run()``; integrations use ``viewport.set_scene(...)``."""
+    """The studio application. Build it, then ``run()``; integrations use ``viewport.set_scene(...)``.
+
+    Workers: a ``ReconstructionSession`` (prep + training), an ``AvatarPoser`` (posing for the
+    viewport), bundle loading and exports each run in their own thread; ``step()`` polls their
+    latest-wins slots once per UI frame.
+    """
 
     def __init__(self, photo: str | Path | None = None, preset: str = "preview", overrides: list[str] | None = None,
                  view: str = "front", width: int = 1280, height: int = 800, output_dir: str | Path = "persona-output",
-                 demo_splats: int = DEMO_SPLATS):
+                 demo_splats: int = DEMO_SPLATS, recent_path: str | Path | None = None):
         # User errors are reported before any window opens or thread starts.
         if view not in VIEW_PRESETS:
             raise UserError(f"unknown view '{view}'; choose one of: {', '.join(VIEW_PRESETS)}")
-        self.config = load_preset(preset, overrides)
+        self.overrides = list(overrides or [])
+        self.config = load_preset(preset, self.overrides)
         check_display()
         self.photo = photo
         self.output_dir = Path(output_dir)
@@ -136,7 +157,34 @@ class Studio:
         self.render_thread = RenderThread(lambda: SplatRenderer(background=DEFAULT_BACKGROUND))
         self.viewport = ViewportController(self.render_thread, camera, DEFAULT_BACKGROUND)
         self.demo_splats = demo_splats
-        self.panels = [ProjectPanel(self), ViewPanel(self)]
+        self.recent = RecentProjects(recent_path)
+        self.session: ReconstructionSession | None = None
+        self._retired: list[ReconstructionSession] = []  # replaced runs, saving their bundles
+        self.poser = AvatarPoser(self._show_posed)
+        self.pose = Pose.rest()
+        self.display: SessionAvatar | None = None  # the avatar in the viewport
+        self.display_source = ""  # "session" (the run's avatar, updated by snapshots) or "bundle"
+        self.display_manifest: dict | None = None  # a loaded bundle's manifest
+        self.latest_snapshot = None  # the run's newest TrainingSnapshot
+        self.latency = ScreenLatency()
+        self._seen = {"avatar": 0, "snapshot": 0, "bundle": 0}
+        self._reported_state: tuple | None = None
+        self._reported_poser_error: str | None = None
+        self._bundles: Latest[tuple] = Latest()
+        self._body = None
+        self._body_lock = threading.Lock()
+        self.project = ProjectPanel(self)
+        self.view_panel = ViewPanel(self)
+        self.training = TrainingPanel(self)
+        self.weights = WeightsPanel(self)
+        self.pose_panel = PosePanel(self)
+        self.export_panel = ExportPanel(self)
+        self.inspector = InspectorPanel(self)
+        self.tabs = {"Project": [self.project, self.view_panel], "Train": [self.training, self.weights],
+                     "Pose": [self.pose_panel], "Export": [self.export_panel]}
+        self.panels = [panel for panels in self.tabs.values() for panel in panels] + [self.inspector]
+        self._tab_bar = None
+        self._tab_ids: dict[str, int] = {}
         self.status: StatusBar | None = None
         self.widget: ViewportWidget | None = None
         self._dropped_paths: list[str] = []
@@ -144,10 +192,6 @@ class Studio:
         self._overlay = None
         self._window_shot: tuple[Path, bool] | None = None  # (path, saved) of a pending window screenshot
         self._last_step = 0.0  # perf_counter() at the start of the last UI frame
-
-    @property
-    def project(self) -> ProjectPanel:
-        return self.panels[0]
 
     # -- building ---------------------------------------------------------------------------------------
     def build(self) -> None:
@@ -167,8 +211,13 @@ class Studio:
             self.status = StatusBar(main)
         self.widget = ViewportWidget(self.viewport, view_area)
         self._overlay = dpg.add_text("", parent=view_area, pos=(10, 8), color=(200, 60, 40))
-        for panel in self.panels:
-            panel.build(side)
+        with dpg.tab_bar(parent=side) as self._tab_bar:
+            for name, panels in self.tabs.items():
+                with dpg.tab(label=name) as tab:
+                    self._tab_ids[name] = tab
+                    for panel in panels:
+                        panel.build(tab)
+        self.inspector.build(main)
         dpg.set_primary_window(main, True)
         dpg.setup_dearpygui()
         dpg.show_viewport()
@@ -176,7 +225,11 @@ class Studio:
         demo = demo_figure(self.demo_splats)
         self.viewport.set_scene(demo.means, demo.colors, demo.scales, label=DEMO_LABEL)
         if self.photo is not None:
-            self._run_guarded(self.project.set_photo, self.photo)
+            self._run_guarded(self.open_photo, self.photo)
+
+    def show_tab(self, name: str) -> None:
+        """Bring side-panel tab ``name`` (Project, Train, Pose, Export) to the front."""
+        dpg.set_value(self._tab_bar, self._tab_ids[name])
 
     # -- callbacks and errors ---------------------------------------------------------------------------
     def guard(self, fn: Callable) -> Callable:
@@ -199,20 +252,210 @@ class Studio:
             if job[0] is not None:
                 self._run_guarded(_call_with_needed_args, job[0], tuple(job[1:4]))
 
-    # -- actions ----------------------------------------------------------------------------------------
+    # -- opening things -----------------------------------------------------------------------------------
     def queue_dropped_files(self, paths: list[str]) -> None:
         """Hand files to ``on_files_dropped`` at the start of the next UI frame (safe from any thread)."""
         self._dropped_paths.extend(paths)  # one list.extend: atomic under the GIL
 
     def on_files_dropped(self, paths: list[str]) -> None:
-        """Files dropped on the window (or passed in by a script): a photo becomes the project's photo."""
+        """Files dropped on the window (or passed in by a script): a photo is reconstructed, an avatar
+        bundle folder is opened."""
         for path in map(Path, paths):
             if path.suffix.lower() in PHOTO_SUFFIXES:
-                self.project.set_photo(path)
-                self.status.info(f"Photo: {path}")
+                self.open_photo(path)
+            elif path.is_dir():
+                self.open_bundle(path)
             else:
-                raise UserError(f"cannot open this here; drop a photo ({', '.join(PHOTO_SUFFIXES)})", path)
+                raise UserError(f"cannot open this here; drop a photo ({', '.join(PHOTO_SUFFIXES)}) "
+                                f"or an avatar bundle folder", path)
 
+    def open_photo(self, path: str | Path) -> None:
+        """Show ``path`` as the project's photo and reconstruct it. Raises UserError for a bad file."""
+        path = Path(path)
+        self.project.set_photo(path)
+        self.start_reconstruction(path)
+
+    def start_reconstruction(self, photo: Path) -> None:
+        """Start a run for ``photo`` into ``<output folder>/<photo name>``; a running one is stopped (it
+        still saves its bundle) and its avatar leaves the viewport."""
+        self._retire_session()
+        out_dir = self.project.output_dir / photo.stem
+        self.session = ReconstructionSession(photo, out_dir, self.config, body=self._body)
+        self._seen["avatar"] = self._seen["snapshot"] = 0
+        self.latest_snapshot = None
+        self.display_source = "session"
+        self.session.start()
+        self.recent.add("photo", photo, out_dir)
+        self.status.info(f"Reconstructing {photo.name} into {out_dir}")
+
+    def restart_reconstruction(self) -> None:
+        """The Start button: a new run of the current photo with the current preset and weights."""
+        if self.project.photo is None:
+            raise UserError("open a photo first (drop it on the window, or Open photo... on the Project tab)")
+        self.start_reconstruction(self.project.photo)
+
+    def stop_training(self) -> None:
+        if self.session is None or not self.session.status().active:
+            raise UserError("no training is running")
+        self.session.stop()
+        self.status.info("Stopping: the avatar so far is being saved")
+
+    def _retire_session(self) -> None:
+        if self.session is not None:
+            self.session.stop()
+            self._retired.append(self.session)
+            self.session = None
+
+    def open_bundle(self, folder: str | Path) -> None:
+        """Load an avatar bundle folder in the background and show it (a UserError at once if the folder
+        is not a bundle)."""
+        from core.avatar.bundle import read_manifest
+
+        folder = Path(folder)
+        read_manifest(folder)
+        self.status.info(f"Opening {folder} ...")
+        threading.Thread(target=self._load_bundle, args=(folder,), name="bundle-loader", daemon=True).start()
+
+    def _load_bundle(self, folder: Path) -> None:
+        from core.avatar.bundle import load_bundle
+
+        try:
+            avatar, body, manifest = load_bundle(folder, self.body_model())
+            params = {k: np.asarray(v, np.float32) for k, v in (manifest.get("subject") or {}).items()}
+            self._bundles.publish(("ok", SessionAvatar(avatar, body, params, folder.name), folder, manifest))
+        except UserError as err:
+            self._bundles.publish(("error", str(err)))
+        except Exception as err:  # noqa: BLE001
+            traceback.print_exc()
+            self._bundles.publish(("error", f"internal error opening {folder}: {type(err).__name__}: {err}"))
+
+    def body_model(self):
+        """The body model (loaded once, shared read-only by every worker)."""
+        from core.body import BodyModel
+
+        with self._body_lock:
+            if self._body is None:
+                self._body = BodyModel.load(self.config.body.model or None)
+            return self._body
+
+    # -- settings -----------------------------------------------------------------------------------------
+    def set_preset(self, name: str) -> None:
+        """Use preset ``name`` (with the command line's overrides) for the next run."""
+        self.config = load_preset(name, self.overrides)
+        self.weights.sync()
+        self.status.info(f"Preset {self.config.name}: used by the next run (Start)")
+
+    def set_loss_weights(self, loss: LossConfig) -> None:
+        """New loss weights for the running trainer (next step) and for later runs."""
+        self.config.loss = copy.deepcopy(loss)
+        if self.session is not None and self.session.status().active:
+            self.session.set_loss_weights(loss)
+
+    # -- the avatar in the viewport -----------------------------------------------------------------------
+    def subject_expression(self) -> np.ndarray:
+        """The displayed subject's fitted expression, sized for its body model (empty without an avatar)."""
+        if self.display is None:
+            return np.zeros(0, np.float32)
+        return fit_length(self.display.subject_params.get("expression"), self.display.body.num_expression)
+
+    def show_avatar(self, shown: SessionAvatar, source: str, manifest: dict | None = None,
+                    frame_camera: bool = True) -> None:
+        """Put ``shown`` in the viewport in the current pose (with its own expression)."""
+        self.display, self.display_source, self.display_manifest = shown, source, manifest
+        if self._body is None:
+            self._body = shown.body
+        self.pose = Pose(self.pose.values, self.subject_expression())
+        self.pose_panel.configure_for(shown.body, shown.subject_params)
+        betas = fit_length(shown.subject_params.get("betas"), shown.body.num_betas)
+        self.poser.set_avatar(shown.avatar, shown.body, betas, shown.label, frame_camera)
+        self.poser.set_pose(self.pose, interactive=False)
+
+    def set_pose(self, pose: Pose, interactive: bool = True) -> None:
+        """Show the avatar in ``pose`` (the posing thread does the work; this returns at once)."""
+        self.pose = pose
+        self.poser.set_pose(pose, interactive)
+
+    def _show_posed(self, posed, label: str, frame_camera: bool, moving: bool) -> int:
+        """The poser's output -> the viewport (called in the posing thread)."""
+        return self.viewport.set_scene(posed.means, posed.colors, posed.scales[:, 0], label=label,
+                                       frame_camera=frame_camera, moving=moving)
+
+    def export_name(self) -> str:
+        """A file-name stem for exports of the displayed avatar."""
+        if self.display is None:
+            return "avatar"
+        if self.display_source == "session" and self.session is not None:
+            return self.session.photo.stem
+        return self.display.label
+
+    def export_source(self) -> Callable[[], ExportSource]:
+        """A function (run by the export thread) that copies the displayed avatar at its newest parameters."""
+        if self.display is None:
+            raise UserError("nothing to export yet: open a photo or an avatar bundle first")
+        shown = self.display
+        state = self.latest_snapshot.avatar_state if self.display_source == "session" and self.latest_snapshot else None
+        manifest = self.display_manifest or manifest_for(shown.subject_params)
+        name = self.export_name()
+
+        def make() -> ExportSource:
+            avatar = copy.deepcopy(shown.avatar)  # the poser keeps using its own
+            if state is not None:
+                avatar.load_state_dict(state)
+            return ExportSource(avatar, shown.body, manifest, name)
+
+        return make
+
+    # -- polling the workers ----------------------------------------------------------------------------
+    def _poll_workers(self) -> None:
+        session = self.session
+        if session is not None:
+            if self.display_source == "session":
+                self._poll_session_avatar(session)
+            self._report_session(session)
+        got = self._bundles.poll(self._seen["bundle"])
+        if got is not None:
+            self._seen["bundle"], result = got
+            if result[0] == "ok":
+                _, shown, folder, manifest = result
+                self.show_avatar(shown, "bundle", manifest)
+                self.recent.add("bundle", folder)
+                self.status.info(f"Avatar {folder} ({shown.avatar.num_gaussians:,} Gaussians)")
+            else:
+                self.status.error(result[1])
+        if self.poser.error and self.poser.error != self._reported_poser_error:
+            self._reported_poser_error = self.poser.error
+            self.status.error(self.poser.error)
+        while not self.poser.published.empty():
+            self.latency.watch(self.poser.published.get_nowait())
+
+    def _poll_session_avatar(self, session: ReconstructionSession) -> None:
+        got = session.avatar.poll(self._seen["avatar"])
+        if got is not None:
+            self._seen["avatar"], shown = got
+            self.show_avatar(shown, "session")
+        got = session.snapshots.poll(self._seen["snapshot"])
+        if got is not None:
+            self._seen["snapshot"], snapshot = got
+            self.latest_snapshot = snapshot
+            label = f"{session.photo.stem}: training step {snapshot.step}/{snapshot.total}"
+            self.poser.set_state(snapshot.avatar_state, label)
+
+    def _report_session(self, session: ReconstructionSession) -> None:
+        """Status-bar lines when a run finishes, stops or fails (once each)."""
+        status = session.status()
+        key = (id(session), status.state)
+        if key == self._reported_state or status.active:
+            return
+        self._reported_state = key
+        if status.state == "failed":
+            self.status.error(status.error)
+        elif status.bundle is not None:
+            self.recent.add("bundle", status.bundle)
+            psnr = f" (input-view PSNR {status.photo_psnr:.2f} dB)" if status.photo_psnr is not None else ""
+            self.status.info(f"Avatar {'saved' if status.state == 'finished' else 'so far saved'} to "
+                             f"{status.bundle}{psnr}")
+
+    # -- screenshots ------------------------------------------------------------------------------------
     def save_viewport_screenshot(self, path: str | Path | None = None) -> Path:
         """Save the viewport image as PNG (default: <output folder>/screenshots/viewport-<time>.png)."""
         if path is None:
@@ -240,8 +483,8 @@ class Studio:
 
     # -- the loop ---------------------------------------------------------------------------------------
     def step(self) -> None:
-        """One UI frame: callbacks, dropped files, viewport update, panel read-outs, draw (at most
-        ``MAX_UI_FPS`` a second)."""
+        """One UI frame: callbacks, dropped files, workers' results, viewport update, panel read-outs,
+        draw (at most ``MAX_UI_FPS`` a second)."""
         wait = self._last_step + 1.0 / MAX_UI_FPS - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
@@ -251,7 +494,10 @@ class Studio:
             count = len(self._dropped_paths)
             paths, self._dropped_paths[:count] = self._dropped_paths[:count], []
             self._run_guarded(self.on_files_dropped, paths)
+        self._run_guarded(self._poll_workers)
         self._run_guarded(self.widget.update)
+        frame = self.viewport.latest_frame
+        self.latency.update(self.viewport.scene_version, self.viewport.requests, frame.serial if frame else None)
         if self.render_thread.error and self.status.last_error != self.render_thread.error:
             self.status.error(self.render_thread.error)
         scene = self.viewport.scene
@@ -260,23 +506,50 @@ class Studio:
             self._run_guarded(panel.refresh)
         dpg.render_dearpygui_frame()
 
-    def run(self, frames: int = 0, screenshot: str | Path | None = None) -> int:
+    def step_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Run UI frames until ``done()`` (True) or ``timeout`` seconds pass (False) or the window closes."""
+        deadline = time.monotonic() + timeout
+        while dpg.is_dearpygui_running() and time.monotonic() < deadline:
+            if done():
+                return True
+            self.step()
+        return done()
+
+    def wait_for_training(self, steps: int, timeout: float = TRAIN_TIMEOUT) -> bool:
+        """Run the UI until the run has done ``steps`` training steps (all of them: until its bundle is
+        saved) or has ended; False on timeout, on failure or without a run."""
+        def reached() -> bool:
+            if self.session is None:
+                return True
+            status = self.session.status()
+            return not status.active or (status.stage == "train" and steps <= status.step < status.total)
+
+        ok = self.step_until(reached, timeout)
+        if not ok:
+            self.status.error(f"training did not reach {steps} steps within {timeout:.0f} s")
+        return ok and self.session is not None and self.session.status().state != "failed"
+
+    def settle(self, timeout: float = SCREENSHOT_TIMEOUT) -> bool:
+        """Run UI frames until the newest avatar pose is on screen at full resolution."""
+        return self.step_until(lambda: self.poser.idle and self.poser.published.empty() and self.viewport.up_to_date
+                               and self.render_thread.error is None, timeout)
+
+    def run(self, frames: int = 0, screenshot: str | Path | None = None, train_steps: int = 0) -> int:
         """Run until the window closes, or for ``frames`` UI frames (headless scripts and tests).
 
+        ``train_steps`` > 0 first waits until the run (``--photo``) has trained that many steps (or ended).
         With ``screenshot``, after those frames it keeps stepping until the viewport shows its latest image
         (at most ``SCREENSHOT_TIMEOUT`` seconds), then saves the whole window as a PNG. Returns 0, or 1
-        if the viewport could not render.
+        if the viewport could not render, the screenshot failed or the run failed.
         """
+        trained = self.wait_for_training(train_steps) if train_steps > 0 else True
         count = 0
         while dpg.is_dearpygui_running() and (frames <= 0 or count < frames):
             self.step()
             count += 1
         if screenshot is None:
-            return 0 if self.render_thread.error is None else 1
-        deadline = time.monotonic() + SCREENSHOT_TIMEOUT
-        while not self.viewport.up_to_date and self.render_thread.error is None and time.monotonic() < deadline:
-            self.step()
-        if not self.viewport.up_to_date and self.render_thread.error is None:
+            return 0 if self.render_thread.error is None and trained else 1
+        if not self.settle() and self.render_thread.error is None:
             self.status.error(f"the viewport did not finish its image within {SCREENSHOT_TIMEOUT:.0f} s")
         for _ in range(2):  # the new texture is drawn on the next frame
             self.step()
@@ -288,24 +561,33 @@ class Studio:
         if not self.window_screenshot_done:
             self.status.error(f"could not save the window screenshot to {screenshot}")
             return 1
-        return 0 if self.render_thread.error is None and self.viewport.up_to_date else 1
+        return 0 if self.render_thread.error is None and self.viewport.up_to_date and trained else 1
 
     def close(self) -> None:
+        """Stop the workers (a run saves what it has), then the renderer and the window."""
+        self.poser.close()
+        for session in [*self._retired, self.session]:
+            if session is not None:
+                session.close(CLOSE_TIMEOUT)
         self.render_thread.close()
         dpg.destroy_context()
 
 
 def run_studio(photo: str | None = None, frames: int = 0, screenshot: str | None = None, preset: str = "preview",
-               overrides: list[str] | None = None, view: str = "front", width: int = 1280, height: int = 800) -> int:
+               overrides: list[str] | None = None, view: str = "front", width: int = 1280, height: int = 800,
+               train_steps: int = 0, output_dir: str | Path = "persona-output") -> int:
     """Open the studio; with ``frames`` > 0 run that many UI frames (then save ``screenshot``) and return.
 
-    Returns the process exit status (0 = fine, 1 = the viewport could not render or the screenshot
-    failed). User errors (bad preset or override, bad view name, no display) raise UserError before any
-    window opens; once it is open, errors go to the status bar.
+    ``photo`` starts its reconstruction at once; ``train_steps`` > 0 (headless, with ``photo``) first waits
+    until that many training steps are done (or the run ends; with all steps, until its bundle is saved).
+    Returns the process exit status (0 = fine, 1 = the viewport could not render, the screenshot
+    failed or the run failed). User errors (bad preset or override, bad view name, no display) raise
+    UserError before any window opens; once it is open, errors go to the status bar.
     """
-    studio = Studio(photo=photo, preset=preset, overrides=overrides, view=view, width=width, height=height)
+    studio = Studio(photo=photo, preset=preset, overrides=overrides, view=view, width=width, height=height,
+                    output_dir=output_dir)
     studio.build()
     try:
-        return studio.run(frames=frames, screenshot=screenshot)
+        return studio.run(frames=frames, screenshot=screenshot, train_steps=train_steps)
     finally:
         studio.close()

@@ -27,6 +27,19 @@ WINDOW = (1024, 640)
 BACKGROUND = np.array([1.0, 1.0, 1.0])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def private_config_home(tmp_path_factory):
+    """App runs keep their recent-projects list in a temporary config folder, not the user's."""
+    home = tmp_path_factory.mktemp("config-home")
+    previous = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(home)
+    yield home
+    if previous is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = previous
+
+
 @pytest.fixture(scope="module")
 def display():
     """An X display: $DISPLAY if set, else a private Xvfb; skip only when neither exists."""
@@ -130,7 +143,7 @@ def test_actions_and_errors_in_a_live_window(display, tmp_path):
     result = run_python(f"""
         import json
         from persona_studio.app import Studio
-        studio = Studio(photo={str(tmp_path / 'missing.png')!r}, width=900, height=600)
+        studio = Studio(photo={str(tmp_path / 'missing.png')!r}, width=900, height=600, output_dir={str(tmp_path)!r})
         studio.build()
         studio.run(frames=3)
         missing_photo_error = studio.status.last_error
@@ -272,3 +285,159 @@ def test_bad_preset_view_or_display_are_user_errors_before_any_window(monkeypatc
         monkeypatch.setenv("DISPLAY", ":987")  # nothing listens there
         with pytest.raises(UserError, match="cannot connect to the X display ':987'"):
             Studio()
+
+
+# ---------------------------------------------------------------------------------------------------
+# End to end: a real photo through the whole studio
+# ---------------------------------------------------------------------------------------------------
+MESSI = "/usr/share/doc/opencv-doc/examples/data/messi5.jpg"  # Debian's opencv-doc
+TINY = ["train.iterations=6", "frames.num_generated=4", "train.render_size=96", "frames.resolution=96",
+        "prep.crop_size=256", "train.snapshot_every=2", "export.frames=4", "export.resolution=64"]
+E2E_WINDOW = (1100, 700)
+
+# The driver runs the real app, acts the way the panels' callbacks do, and prints a JSON report.
+E2E_DRIVER = """
+import json, sys, time
+import numpy as np
+from pathlib import Path
+from persona_studio.app import Studio
+
+photo, out, art, overrides = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), json.loads(sys.argv[4])
+report = {}
+studio = Studio(width=%d, height=%d, overrides=overrides, output_dir=out)
+studio.build()
+studio.run(frames=2)
+
+# 1. The photo through the file dialog's callback: the whole reconstruction runs in the worker.
+studio.project.on_photo_dialog(None, {"file_path_name": photo, "selections": {Path(photo).name: photo}})
+first = studio.session
+report["dialog_ok"] = studio.wait_for_training(6, timeout=420)
+status = first.status()
+report["first"] = dict(state=status.state, step=status.step, bundle=str(status.bundle), error=status.error,
+                       fractions=status.fractions)
+studio.settle()
+studio.run(frames=2, screenshot=art / "e2e_trained.png")
+report["scene_label"] = studio.viewport.scene.label
+report["status_after_run"] = studio.status.last_error
+
+# 2. The same photo dropped on the window: a second run (prep and frames come from the cache).
+studio.queue_dropped_files([photo])
+studio.run(frames=2)
+report["drop_started_new_run"] = studio.session is not None and studio.session is not first
+studio.show_tab("Train")
+studio.weights.set_weight("generated", "normal", 2.5)  # the slider's callback
+report["weight_in_run"] = studio.session.config.loss.generated.normal
+report["drop_ok"] = studio.wait_for_training(6, timeout=300)
+report["second_history"] = len(studio.session.history())
+studio.run(frames=12)  # the plots update twice a second
+studio.run(frames=2, screenshot=art / "e2e_train_tab.png")
+
+# 3. The inspector: frame 1's targets next to the current render.
+studio.inspector.show()
+studio.inspector.select(1)
+studio.step_until(lambda: studio.inspector.last_inspection is not None
+                  and studio.inspector.last_inspection.frame == 1, 60)
+inspection = studio.inspector.last_inspection
+report["inspection"] = None if inspection is None else dict(
+    frame=inspection.frame, kind=inspection.kind, counts=inspection.draw_counts.tolist(),
+    mask_overlap=float(((inspection.targets["mask"][..., 0] > 0.5) & (inspection.render["mask"][..., 0] > 0.5)).sum()
+                       / max(1, (inspection.targets["mask"][..., 0] > 0.5).sum())))
+studio.run(frames=3, screenshot=art / "e2e_inspector.png")
+studio.inspector.hide()
+
+# 4. A pose slider: the left arm goes down.
+studio.show_tab("Pose")
+studio.settle()
+studio.run(frames=2, screenshot=art / "e2e_pose_before.png")
+camera = studio.viewport.camera
+def left_hand_pixels():
+    scene = studio.viewport.scene
+    hand = scene.means[studio.display.avatar.weights.argmax(1).numpy() == 20]  # left_wrist
+    return camera.project(hand).mean(0).tolist()
+report["hand_before"] = left_hand_pixels()
+studio.pose_panel.set_joint("left_shoulder", 2, -1.2)  # the slider's callback
+report["pose_settled"] = studio.settle()
+studio.run(frames=2, screenshot=art / "e2e_pose_after.png")
+report["hand_after"] = left_hand_pixels()
+report["latency"] = dict(first=list(studio.latency.first), refined=list(studio.latency.refined))
+report["viewport_origin"] = [int(v) for v in __import__("dearpygui.dearpygui", fromlist=["x"]).get_item_rect_min(
+    studio.widget.image)]
+
+# 5. A short turntable export of the trained avatar.
+studio.show_tab("Export")
+task = studio.export_panel.export("turntable", out / "turntable.gif")
+studio.step_until(lambda: task.status().state != "running", 180)
+studio.run(frames=3, screenshot=art / "e2e_export.png")
+report["export"] = dict(state=task.status().state, message=task.status().message, path=str(task.status().path))
+report["status_line"] = studio.status.last_error
+
+# 6. The bundle folder through the open-avatar dialog's callback.
+studio.project.on_bundle_dialog(None, {"file_path_name": str(out / "messi5")})
+report["bundle_opened"] = studio.step_until(lambda: studio.display_source == "bundle" and studio.display is not None, 60)
+report["recent"] = [(e.kind, e.path) for e in studio.recent.entries]
+studio.close()
+print("REPORT " + json.dumps(report))
+""" % E2E_WINDOW
+
+
+@pytest.mark.slow
+def test_a_real_photo_through_the_whole_studio(display, tmp_path):
+    if not os.path.exists(MESSI):
+        pytest.skip(f"{MESSI} is missing (Debian package opencv-doc)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, DISPLAY=display)
+    result = subprocess.run([sys.executable, "-c", E2E_DRIVER, MESSI, str(tmp_path), str(ARTIFACTS), json.dumps(TINY)],
+                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT ")]
+    assert result.returncode == 0 and lines, result.stderr[-3000:]
+    report = json.loads(lines[-1][len("REPORT "):])
+
+    # The dialog run went through every stage and saved a bundle.
+    assert report["dialog_ok"], report["first"]
+    assert report["first"]["state"] == "finished" and report["first"]["step"] == 6
+    assert all(value == 1.0 for value in report["first"]["fractions"].values())
+    assert report["first"]["bundle"] == str(tmp_path / "messi5")
+    assert (tmp_path / "messi5" / "manifest.json").exists() and (tmp_path / "messi5" / "preview.png").exists()
+    assert report["scene_label"] == "messi5: training step 6/6"
+    # The drop started a second run that trained too, with the live weight.
+    assert report["drop_started_new_run"] and report["drop_ok"] and report["second_history"] == 6
+    assert report["weight_in_run"] == 2.5
+    # The inspector got frame 1 and the current render overlaps its target silhouette.
+    assert report["inspection"]["frame"] == 1 and report["inspection"]["kind"] == "generated"
+    assert sum(report["inspection"]["counts"]) == 6 and report["inspection"]["mask_overlap"] > 0.5
+
+    # The pose slider changed the image where the arm was and where it went.
+    assert report["pose_settled"]
+    before = load_window(ARTIFACTS / "e2e_pose_before.png")
+    after = load_window(ARTIFACTS / "e2e_pose_after.png")
+    x0, y0 = report["viewport_origin"]
+    hand_before = np.add(report["hand_before"], (x0, y0))
+    hand_after = np.add(report["hand_after"], (x0, y0))
+    assert hand_after[1] > hand_before[1] + 40  # pixels: the hand went down on screen
+    for (x, y), was_there in ((hand_before, True), (hand_after, False)):
+        patch = (slice(int(y) - 6, int(y) + 7), slice(int(x) - 6, int(x) + 7))
+        filled_before = (np.abs(before[patch] - BACKGROUND).max(axis=-1) > 0.15).mean()
+        filled_after = (np.abs(after[patch] - BACKGROUND).max(axis=-1) > 0.15).mean()
+        if was_there:  # where the hand was: covered before, background now
+            assert filled_before > 0.5 and filled_after < 0.2, (filled_before, filled_after)
+        else:  # where the hand went: background before, covered now
+            assert filled_before < 0.2 and filled_after > 0.5, (filled_before, filled_after)
+    changed = np.abs(before - after).max(axis=-1) > 0.1
+    assert changed[:, SIDE_PANEL_WIDTH:].mean() > 0.003  # the arm region of the viewport changed
+    assert report["latency"]["first"]  # the pose-to-screen latency was measured
+
+    # The turntable export wrote a 4-frame GIF and the status bar names it.
+    assert report["export"]["state"] == "done", report["export"]["message"]
+    assert report["export"]["path"] == str(tmp_path / "turntable.gif")
+    with Image.open(tmp_path / "turntable.gif") as gif:
+        assert gif.n_frames == 4
+    # The bundle opened through the dialog; recent projects list it and the photo.
+    assert report["bundle_opened"]
+    assert ("bundle", str(tmp_path / "messi5")) in [tuple(e) for e in report["recent"]]
+    assert ("photo", MESSI) in [tuple(e) for e in report["recent"]]
+
+
+def load_window(path) -> np.ndarray:
+    with Image.open(path) as image:
+        assert image.size == E2E_WINDOW
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0

@@ -326,6 +326,28 @@ def test_camera_motion_renders_reduced_resolution_then_one_full_frame(renderer):
     assert controller.tick() is None and controller.up_to_date
 
 
+def test_preview_scenes_render_reduced_until_the_final_scene_arrives(renderer):
+    now = [0.0]
+    controller = ViewportController(InlineRenderer(renderer), Camera(width=160, height=120), background=BLACK,
+                                    moving_scale=0.5, settle_seconds=0.3, preview_seconds=2.0, clock=lambda: now[0])
+    scene = three_splats()
+    controller.set_scene(scene.means, scene.colors, scene.scales)
+    assert controller.tick().image.shape == (120, 160, 4)
+    # A pose slider moves: the quick preview is drawn at half size, and no full-size frame of it follows.
+    controller.set_scene(scene.means + 0.01, scene.colors, scene.scales, moving=True)
+    assert controller.tick().image.shape == (60, 80, 4)
+    now[0] += 1.0
+    assert controller.tick() is None and not controller.up_to_date
+    # The final scene (with pose offsets) is drawn at full size at once.
+    controller.set_scene(scene.means + 0.02, scene.colors, scene.scales)
+    assert controller.tick().image.shape == (120, 160, 4) and controller.up_to_date
+    # A preview whose final scene never comes still gets its full-size frame in the end.
+    controller.set_scene(scene.means, scene.colors, scene.scales, moving=True)
+    assert controller.tick().image.shape == (60, 80, 4)
+    now[0] += 2.5
+    assert controller.tick().image.shape == (120, 160, 4) and controller.up_to_date
+
+
 def test_first_scene_is_framed_and_later_ones_keep_the_view(renderer):
     controller = ViewportController(InlineRenderer(renderer), Camera(width=160, height=120))
     scene = three_splats()

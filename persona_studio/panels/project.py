@@ -1,4 +1,5 @@
-"""Project panel: what the viewport shows, the input photo, the preset, and where outputs go."""
+"""Project panel: the photo (drop, dialog or ``--photo``) and its reconstruction's stages, opening an
+avatar bundle, recent projects, the output folder, and what the viewport shows."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +8,11 @@ import dearpygui.dearpygui as dpg
 import numpy as np
 
 from core.errors import UserError
+from persona_studio.session import STAGE_TITLES, STAGES
 
 THUMBNAIL_SIDE = 220  # pixels, the longer side of the photo preview
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+WRAP = 300  # pixels, text wrap width in the side panel
 
 
 def load_thumbnail(path: Path, side: int = THUMBNAIL_SIDE) -> np.ndarray:
@@ -33,31 +36,80 @@ def load_thumbnail(path: Path, side: int = THUMBNAIL_SIDE) -> np.ndarray:
         raise UserError(f"cannot read the image ({err})", path) from None
 
 
+def dialog_path(app_data: dict) -> Path:
+    """The path a DPG file dialog returned: its selected file, else the typed name / chosen folder."""
+    selections = (app_data or {}).get("selections") or {}
+    if selections:
+        return Path(next(iter(selections.values())))
+    chosen = (app_data or {}).get("file_path_name")
+    if not chosen:
+        raise UserError("nothing was chosen in the file dialog")
+    return Path(chosen)
+
+
+def stage_overlay(stage: str, fraction: float, current: bool, detail: str) -> str:
+    """The text on a stage's progress bar, e.g. "Photo prep 40% - fit body"."""
+    text = f"{STAGE_TITLES[stage]} {100 * fraction:.0f}%"
+    if current and detail:
+        # The bar already names the stage: show only what is happening inside it.
+        text += " - " + detail.split(": ", 1)[-1]
+    return text
+
+
 class ProjectPanel:
-    """Shows the scene in the viewport, the photo (with a preview), the preset, and the output folder."""
+    """Photo, reconstruction stages, bundles, recent projects, output folder, scene read-out."""
 
     title = "Project"
 
     def __init__(self, studio):
         self.studio = studio
         self.photo: Path | None = None
-        self._scene_text = self._photo_text = self._photo_group = self._output = None
+        self._scene_text = self._photo_text = self._photo_group = self._output = self._run_text = None
+        self._preset_text = self._recent_group = None
+        self._stage_bars: dict[str, int] = {}
         self._registry = None
         self._photo_pixels = None  # DPG reads texture buffers every frame: keep the preview alive
+        self.photo_dialog = self.bundle_dialog = None
+        self._recent_shown: tuple = ()
 
     @property
     def output_dir(self) -> Path:
         return Path(dpg.get_value(self._output) or ".").expanduser()
 
     def build(self, parent: int | str) -> None:
+        guard = self.studio.guard
         self._registry = dpg.add_texture_registry()
+        self.photo_dialog = dpg.add_file_dialog(label="Open a photo", show=False, modal=True, width=700, height=450,
+                                                callback=guard(self.on_photo_dialog))
+        dpg.add_file_extension("Photos{" + ",".join(PHOTO_SUFFIXES) + "}", parent=self.photo_dialog)
+        self.bundle_dialog = dpg.add_file_dialog(label="Open an avatar bundle folder", show=False, modal=True,
+                                                 directory_selector=True, width=700, height=450,
+                                                 callback=guard(self.on_bundle_dialog))
         with dpg.collapsing_header(label=self.title, parent=parent, default_open=True):
-            self._scene_text = dpg.add_text("", wrap=300)
-            dpg.add_text(f"Preset: {self.studio.config.name}")
+            with dpg.group(horizontal=True):
+                dpg.add_button(label="Open photo...", callback=guard(lambda: dpg.show_item(self.photo_dialog)))
+                dpg.add_button(label="Open avatar...", callback=guard(lambda: dpg.show_item(self.bundle_dialog)))
             self._output = dpg.add_input_text(label="Output folder", default_value=str(self.studio.output_dir),
                                               width=180)
-            self._photo_text = dpg.add_text("Photo: none (drop a photo on the window)", wrap=300)
+            self._preset_text = dpg.add_text("")
+            self._photo_text = dpg.add_text("Photo: none (drop a photo on the window)", wrap=WRAP)
             self._photo_group = dpg.add_group()
+            for stage in STAGES:
+                self._stage_bars[stage] = dpg.add_progress_bar(default_value=0.0, width=-1,
+                                                               overlay=stage_overlay(stage, 0.0, False, ""))
+            self._run_text = dpg.add_text("", wrap=WRAP)
+            self._scene_text = dpg.add_text("", wrap=WRAP)
+            dpg.add_text("Recent", color=(150, 150, 150))
+            self._recent_group = dpg.add_group()
+
+    # -- callbacks --------------------------------------------------------------------------------
+    def on_photo_dialog(self, sender, app_data) -> None:
+        """The photo file dialog's callback: reconstruct the chosen photo."""
+        self.studio.open_photo(dialog_path(app_data))
+
+    def on_bundle_dialog(self, sender, app_data) -> None:
+        """The folder dialog's callback: show the chosen avatar bundle."""
+        self.studio.open_bundle(dialog_path(app_data))
 
     def set_photo(self, path: str | Path) -> None:
         """Show ``path`` as the project's photo (validated, previewed). Raises UserError for a bad file."""
@@ -70,9 +122,38 @@ class ProjectPanel:
         dpg.add_image(texture, parent=self._photo_group)
         self._photo_pixels = pixels
         self.photo = path
-        dpg.set_value(self._photo_text, f"Photo: {path}\n(reconstructing it in the studio comes with the trainer)")
+        dpg.set_value(self._photo_text, f"Photo: {path}")
 
+    def _open_recent(self, sender, app_data, entry) -> None:
+        if entry.kind == "photo":
+            self.studio.open_photo(Path(entry.path))
+        else:
+            self.studio.open_bundle(Path(entry.path))
+
+    # -- per frame ----------------------------------------------------------------------------------
     def refresh(self) -> None:
         scene = self.studio.viewport.scene
         text = "Scene: none" if scene is None else f"Scene: {scene.label or 'splats'}\n{scene.count:,} splats"
         dpg.set_value(self._scene_text, text)
+        dpg.set_value(self._preset_text, f"Preset: {self.studio.config.name}")
+        session = self.studio.session
+        if session is not None:
+            status = session.status()
+            for stage, bar in self._stage_bars.items():
+                fraction = status.fractions[stage]
+                dpg.set_value(bar, fraction)
+                dpg.configure_item(bar, overlay=stage_overlay(stage, fraction, stage == status.stage, status.detail))
+            dpg.set_value(self._run_text, f"Run: {status.state} - {status.detail}")
+        self._refresh_recent()
+
+    def _refresh_recent(self) -> None:
+        entries = tuple(self.studio.recent.entries)
+        if entries == self._recent_shown:
+            return
+        self._recent_shown = entries
+        dpg.delete_item(self._recent_group, children_only=True)
+        if not entries:
+            dpg.add_text("(none yet)", parent=self._recent_group, color=(150, 150, 150))
+        for entry in entries:
+            dpg.add_button(label=entry.label, parent=self._recent_group, user_data=entry, width=-1,
+                           callback=self.studio.guard(self._open_recent))

@@ -42,11 +42,14 @@ class ViewportController:
 
     While the camera moves (and for ``settle_seconds`` after), images are rendered at ``moving_scale``
     times the resolution and shown stretched, so orbiting stays fluid on a software GL; once the camera
-    rests, one full-resolution frame follows.
+    rests, one full-resolution frame follows. A preview scene (``set_scene(..., moving=True)``: a pose
+    slider being dragged, with the final scene to follow) is drawn at reduced resolution too, and gets
+    no full-resolution frame of its own unless the final scene is more than ``preview_seconds`` late.
     """
 
     def __init__(self, backend, camera: Camera | None = None, background=(1.0, 1.0, 1.0),
-                 moving_scale: float = 0.5, settle_seconds: float = 0.3, clock=time.monotonic):
+                 moving_scale: float = 0.5, settle_seconds: float = 0.3, preview_seconds: float = 2.0,
+                 clock=time.monotonic):
         self.backend = backend
         self.camera = camera or Camera()
         self.background = tuple(float(c) for c in background)[:3]
@@ -60,20 +63,25 @@ class ViewportController:
         self._framed_once = False
         self.moving_scale = float(moving_scale)
         self.settle_seconds = float(settle_seconds)
+        self.preview_seconds = float(preview_seconds)
+        self._preview_at = -math.inf  # when the current scene arrived, if it is a preview
         self._clock = clock
         self._camera_state = self.camera.state()
-        self._camera_moved_at = -math.inf
+        self._camera_moved_at = -math.inf  # the last camera movement or interactive scene change
 
     # -- inputs ---------------------------------------------------------------------------------------
-    def set_scene(self, means, colors, scales, opacities=None, label: str = "", frame_camera: bool = False) -> int:
+    def set_scene(self, means, colors, scales, opacities=None, label: str = "", frame_camera: bool = False,
+                  moving: bool = False) -> int:
         """Show new splats: ``means [N, 3]`` metres, ``colors [N, 3]`` RGB [0, 1], ``scales [N]`` std-dev metres,
         ``opacities [N]`` (default 1). Thread-safe (numpy or CPU torch inputs are copied); returns the
         scene's version. ``frame_camera`` re-aims the camera at it; the very first scene is always framed.
+        ``moving``: a preview during an interactive change, drawn at reduced resolution; the caller promises
+        a final (``moving=False``) scene soon.
 
         Raises:
             ValueError: wrong shapes, NaN/inf, negative scales.
         """
-        return self.scene_source.publish(make_scene(means, colors, scales, opacities, label), frame_camera)
+        return self.scene_source.publish(make_scene(means, colors, scales, opacities, label), frame_camera, moving)
 
     def set_background(self, rgb) -> None:
         """Background colour, RGB in [0, 1] (UI thread)."""
@@ -86,8 +94,11 @@ class ViewportController:
 
     # -- per frame ------------------------------------------------------------------------------------
     def render_scale(self) -> float:
-        """Resolution factor for the next render: ``moving_scale`` while the camera moves, else 1."""
-        return self.moving_scale if self._clock() - self._camera_moved_at < self.settle_seconds else 1.0
+        """Resolution factor for the next render: ``moving_scale`` while the camera moves or a preview scene
+        shows, else 1."""
+        now = self._clock()
+        moving = now - self._camera_moved_at < self.settle_seconds or now - self._preview_at < self.preview_seconds
+        return self.moving_scale if moving else 1.0
 
     def view_key(self) -> tuple:
         """Everything the image depends on; the view is dirty when this differs from the last request."""
@@ -107,6 +118,7 @@ class ViewportController:
                 self.frame_scene()
                 self._framed_once = True
                 self._camera_state = self.camera.state()  # a jump, not a movement: no low-res frames
+            self._preview_at = self._clock() if entry.moving else -math.inf
         if self.camera.state() != self._camera_state:
             self._camera_state, self._camera_moved_at = self.camera.state(), self._clock()
         if self.dirty:

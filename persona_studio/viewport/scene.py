@@ -84,12 +84,15 @@ def _to_numpy(value) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Published:
-    """One entry of a ``SceneSource``: the scene, its version (1, 2, ...) and whether the viewport
-    should re-aim the camera at it (a newly loaded avatar) or keep the user's view (a training update)."""
+    """One entry of a ``SceneSource``: the scene, its version (1, 2, ...), whether the viewport
+    should re-aim the camera at it (a newly loaded avatar) or keep the user's view (a training update),
+    and whether it is one step of an interactive change (a pose slider moving), which the viewport may
+    draw at reduced resolution like a camera movement."""
 
     scene: SplatScene
     version: int
     frame_camera: bool = False
+    moving: bool = False
 
 
 class SceneSource:
@@ -105,13 +108,15 @@ class SceneSource:
         self._scene: SplatScene | None = None
         self._version = 0
         self._frame_pending = False
+        self._moving = False
 
-    def publish(self, scene: SplatScene, frame_camera: bool = False) -> int:
+    def publish(self, scene: SplatScene, frame_camera: bool = False, moving: bool = False) -> int:
         """Make ``scene`` the latest; returns its version (1, 2, ...). Thread-safe."""
         with self._lock:
             self._version += 1
             self._scene = scene
             self._frame_pending = self._frame_pending or frame_camera
+            self._moving = moving
             return self._version
 
     def poll(self, seen_version: int) -> Published | None:
@@ -119,7 +124,7 @@ class SceneSource:
         with self._lock:
             if self._version == seen_version or self._scene is None:
                 return None
-            entry = Published(self._scene, self._version, self._frame_pending)
+            entry = Published(self._scene, self._version, self._frame_pending, self._moving)
             self._frame_pending = False
             return entry
 

@@ -1,0 +1,274 @@
+"""Studio logic without a window: poses and the posing thread, hands, motions, pose-to-screen latency
+bookkeeping, recent projects, loss-weight edits and the export adapter."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from core.avatar.build import build_avatar
+from core.avatar.bundle import load_bundle
+from core.body import BodyModel
+from core.body.skeleton import JOINT_INDEX
+from core.config import LossConfig, load_preset
+from core.errors import UserError
+from core.motion import load_builtin
+from core.motion.joint_limits import JOINT_LIMITS, LEFT_HAND_JOINT_NAMES, RIGHT_HAND_JOINT_NAMES
+from persona_studio.exports import ExportSource, ExportTask, default_output, manifest_for, run_export
+from persona_studio.latency import ScreenLatency
+from persona_studio.panels.weights import preset_target, with_weight
+from persona_studio.posing import AvatarPoser, Pose, PosedScene, fit_length, hand_curl, joint_slot, motion_pose
+from persona_studio.recent import MAX_RECENT, RecentProjects
+
+
+@pytest.fixture(scope="module")
+def body():
+    return BodyModel.load()
+
+
+@pytest.fixture(scope="module")
+def avatar(body):
+    config = load_preset("preview", ["avatar.skinning_grid=32"]).avatar
+    return build_avatar(body, np.zeros(body.num_betas), config)
+
+
+# -- Pose values --------------------------------------------------------------------------------------
+def test_joint_slots_follow_the_smplx_order():
+    assert joint_slot("left_hip") == ("body_pose", 0)
+    assert joint_slot("left_elbow") == ("body_pose", 3 * (JOINT_INDEX["left_elbow"] - 1))
+    assert joint_slot("jaw") == ("jaw_pose", 0)
+    assert joint_slot("right_index2") == ("right_hand_pose", 3)
+    with pytest.raises(KeyError):
+        joint_slot("pelvis")  # the root is the body turn, not a joint slider
+
+
+def test_pose_edits_are_copies_and_reach_the_body_model_arguments():
+    rest = Pose.rest(np.zeros(4))
+    bent = rest.with_joint("left_elbow", [0.0, -1.0, 0.0]).with_expression(2, 0.7)
+    assert rest.joint("left_elbow").tolist() == [0.0, 0.0, 0.0] and rest.expression[2] == 0.0  # unchanged
+    params = bent.params(np.arange(10, dtype=np.float32))
+    offset = 3 * (JOINT_INDEX["left_elbow"] - 1)
+    assert params["body_pose"].shape == (1, 63) and params["body_pose"][0, offset + 1] == -1.0
+    assert params["expression"][0, 2] == pytest.approx(0.7) and params["betas"][0, 3] == 3.0
+    with pytest.raises(ValueError):
+        rest.with_values(body_pose=np.zeros(60))
+    assert fit_length([1, 2, 3], 2).tolist() == [1, 2] and fit_length([1], 3).tolist() == [1, 0, 0]
+    assert fit_length(None, 2).tolist() == [0, 0]
+
+
+def test_hand_curl_stays_in_the_joint_ranges_and_closes_the_hand(body):
+    assert not hand_curl(0.0, "left").any()
+    for side, names in (("left", LEFT_HAND_JOINT_NAMES), ("right", RIGHT_HAND_JOINT_NAMES)):
+        fist = hand_curl(1.0, side).reshape(15, 3)
+        for name, rotation in zip(names, fist):
+            low, high = np.array(JOINT_LIMITS[name]).T
+            assert (rotation >= low - 1e-6).all() and (rotation <= high + 1e-6).all(), name
+    np.testing.assert_allclose(hand_curl(0.5, "right").reshape(15, 3) * [1, -1, -1], hand_curl(0.5, "left").reshape(15, 3))
+
+    def fingertip_spread(amount: float, side: str) -> float:
+        pose = Pose.rest().with_values(**{f"{side}_hand_pose": hand_curl(amount, side)})
+        with torch.no_grad():
+            out = body(**pose.params(np.zeros(body.num_betas)))
+        wrist = out.joints[0, JOINT_INDEX[f"{side}_wrist"]]
+        tips = [body.landmark_names.index(f"{side}_{finger}_tip") for finger in ("index", "middle", "ring", "pinky")]
+        return float((out.landmarks[0, tips] - wrist).norm(dim=-1).mean())
+
+    for side in ("left", "right"):  # a fist brings the fingertips much closer to the wrist
+        assert fingertip_spread(1.0, side) < 0.7 * fingertip_spread(0.0, side)
+
+
+def test_motion_pose_takes_every_pose_argument_of_the_frame():
+    motion = load_builtin("wave")
+    base = Pose.rest(np.full(5, 0.3))
+    pose = motion_pose(motion, 40, base)
+    frame = motion.frame(40)
+    for key, value in pose.values.items():
+        np.testing.assert_allclose(value, frame[key].reshape(-1))
+    np.testing.assert_allclose(pose.expression, base.expression)  # the clip has no expression: keep the face
+
+
+# -- the posing thread ----------------------------------------------------------------------------------
+class Recorder:
+    """Stands in for ``viewport.set_scene``: keeps what the poser publishes."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.calls = []
+
+    def __call__(self, posed, label, frame_camera, moving):
+        with self.lock:
+            self.calls.append((posed.means.clone(), label, frame_camera, moving))
+            return len(self.calls)
+
+
+def dominant_points(avatar, means: torch.Tensor, joint: str) -> torch.Tensor:
+    """Posed means of the Gaussians skinned mostly to ``joint``."""
+    return means[avatar.weights.argmax(dim=1) == JOINT_INDEX[joint]]
+
+
+def test_poser_shows_the_avatar_in_the_requested_pose(avatar, body):
+    publish = Recorder()
+    poser = AvatarPoser(publish, refine_delay=0.0)
+    try:
+        betas = np.zeros(body.num_betas, np.float32)
+        poser.set_avatar(avatar, body, betas, "test avatar")
+        assert poser.wait_idle(60)
+        rest_means, label, framed, moving = publish.calls[-1]
+        assert label == "test avatar" and framed and not moving
+        # Lower the left arm: the left hand's Gaussians follow the body model's left wrist down.
+        lowered = Pose.rest().with_joint("left_shoulder", [0.0, 0.0, -1.2])
+        poser.set_pose(lowered, interactive=True)
+        assert poser.wait_idle(60)
+        quick, final = publish.calls[-2], publish.calls[-1]
+        assert quick[3] and not final[3]  # a quick preview first, then the final pose
+        assert not quick[2] and not final[2]  # the camera stays where the user put it
+        with torch.no_grad():
+            wrist = body(**lowered.params(betas)).joints[0, JOINT_INDEX["left_wrist"]]
+        hand = dominant_points(avatar, final[0], "left_wrist")
+        assert (hand.mean(0) - wrist).norm() < 0.06  # metres
+        rest_hand = dominant_points(avatar, rest_means, "left_wrist")
+        assert hand[:, 1].mean() < rest_hand[:, 1].mean() - 0.3  # the hand went down
+        # The right side did not move.
+        right = avatar.weights.argmax(dim=1) == JOINT_INDEX["right_wrist"]
+        torch.testing.assert_close(final[0][right], rest_means[right], atol=1e-5, rtol=0)
+        # Non-interactive requests (a training snapshot, a motion pause) go straight to the final pose.
+        count = len(publish.calls)
+        poser.set_pose(lowered, interactive=False)
+        assert poser.wait_idle(60) and len(publish.calls) == count + 1 and not publish.calls[-1][3]
+        assert not poser.published.empty() and isinstance(poser.published.get_nowait(), PosedScene)
+    finally:
+        poser.close()
+
+
+def test_poser_latest_wins_and_snapshots_change_the_parameters(avatar, body):
+    publish = Recorder()
+    poser = AvatarPoser(publish, refine_delay=0.0)
+    try:
+        poser.set_avatar(avatar, body, np.zeros(body.num_betas), "a")
+        angles = np.linspace(0.0, -1.2, 15)
+        for angle in angles:  # faster than the poser: most are skipped
+            poser.set_pose(Pose.rest().with_joint("left_elbow", [0.0, angle, 0.0]), interactive=True)
+        assert poser.wait_idle(120)
+        assert len(publish.calls) < 2 * len(angles) + 1
+        with torch.no_grad():
+            last = Pose.rest().with_joint("left_elbow", [0.0, angles[-1], 0.0])
+            elbow = body(**last.params(np.zeros(body.num_betas))).joints[0, JOINT_INDEX["left_wrist"]]
+        assert (dominant_points(avatar, publish.calls[-1][0], "left_wrist").mean(0) - elbow).norm() < 0.06
+        # A snapshot's parameters are loaded into the shown avatar (here: every Gaussian moved 10 cm up).
+        state = {k: v.clone() for k, v in avatar.state_dict().items()}
+        state["offsets"] = state["offsets"] + torch.tensor([0.0, 0.1, 0.0])
+        before = publish.calls[-1][0]
+        shown = _copy_avatar(avatar)
+        poser.set_avatar(shown, body, np.zeros(body.num_betas), "b", frame_camera=False)
+        poser.set_state(state, "b: step 10")
+        assert poser.wait_idle(60)
+        after, label = publish.calls[-1][:2]
+        assert label == "b: step 10"
+        # Head and hands follow the body model exactly, so their shift is exactly the offset.
+        rigid = avatar.rigid & (avatar.weights.argmax(dim=1) == JOINT_INDEX["head"])
+        np.testing.assert_allclose((after - before)[rigid, 1].numpy(), 0.1, atol=2e-3)
+    finally:
+        poser.close()
+
+
+def _copy_avatar(avatar):
+    import copy
+
+    return copy.deepcopy(avatar)
+
+
+# -- latency bookkeeping --------------------------------------------------------------------------------
+def test_screen_latency_counts_from_request_to_the_frame_that_shows_it():
+    latency = ScreenLatency()
+    assert "move a slider" in latency.summary()
+    latency.watch(PosedScene(scene_version=3, requested_at=10.0, refined=False, pose_seconds=0.01))
+    latency.watch(PosedScene(scene_version=4, requested_at=10.0, refined=True, pose_seconds=0.1))
+    latency.update(adopted_version=2, submitted_requests=7, shown_serial=7, now=10.02)  # not adopted yet
+    assert not latency.first
+    latency.update(adopted_version=3, submitted_requests=8, shown_serial=7, now=10.05)  # adopted, request 8 drawn
+    assert not latency.first
+    latency.update(adopted_version=3, submitted_requests=8, shown_serial=8, now=10.08)
+    assert latency.first[-1] == pytest.approx(0.08) and not latency.refined
+    latency.update(adopted_version=4, submitted_requests=9, shown_serial=9, now=10.3)
+    assert list(latency.refined) == [pytest.approx(0.3)] and len(latency.first) == 1  # same request: counted once
+    assert "80 ms first image, 300 ms with pose offsets" in latency.summary()
+
+
+# -- recent projects, weights ----------------------------------------------------------------------------
+def test_recent_projects_are_newest_first_unique_bounded_and_survive_a_bad_file(tmp_path):
+    path = tmp_path / "config" / "recent.json"
+    recent = RecentProjects(path)
+    assert recent.entries == []
+    for k in range(MAX_RECENT + 3):
+        recent.add("photo", tmp_path / f"p{k}.jpg", tmp_path / "out")
+    recent.add("bundle", tmp_path / "avatar")
+    recent.add("photo", tmp_path / "p5.jpg")
+    again = RecentProjects(path)
+    assert [e.path for e in again.entries[:3]] == [str(tmp_path / n) for n in ("p5.jpg", "avatar", f"p{MAX_RECENT + 2}.jpg")]
+    assert len(again.entries) == MAX_RECENT and len({(e.kind, e.path) for e in again.entries}) == MAX_RECENT
+    assert json.loads(path.read_text())["format"] == "persona-studio-recent/1"
+    path.write_text("{not json")
+    assert RecentProjects(path).entries == []
+    with pytest.raises(ValueError):
+        recent.add("video", tmp_path / "x")
+
+
+def test_recent_projects_default_to_the_user_config_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert RecentProjects().path == tmp_path / "persona-studio" / "recent.json"
+
+
+def test_weight_edits_copy_the_loss_config_and_preset_names_resolve(tmp_path):
+    loss = LossConfig()
+    changed = with_weight(loss, "generated", "normal", 2.5)
+    assert changed.generated.normal == 2.5 and loss.generated.normal == 1.0 and changed.photo == loss.photo
+    assert with_weight(loss, "photo", "depth", -1.0).photo.depth == 0.0
+    with pytest.raises(ValueError):
+        with_weight(loss, "video", "normal", 1.0)
+    with pytest.raises(ValueError):
+        with_weight(loss, "photo", "colour", 1.0)
+    assert preset_target("", tmp_path) == tmp_path / "my-weights.toml"
+    assert preset_target("strong-geometry", tmp_path) == tmp_path / "strong-geometry.toml"
+    assert preset_target(str(tmp_path / "x" / "mine.toml"), tmp_path) == tmp_path / "x" / "mine.toml"
+    with pytest.raises(UserError, match="preset name"):
+        preset_target("a/b", tmp_path)
+
+
+# -- exports -----------------------------------------------------------------------------------------------
+def test_bundle_export_writes_a_bundle_that_loads_bit_exact(avatar, body, tmp_path):
+    params = {"betas": np.zeros(body.num_betas, np.float32), "body_pose": np.full(63, 0.1, np.float32)}
+    source = ExportSource(avatar, body, manifest_for(params), "mine")
+    fractions = []
+    out = run_export("bundle", source, tmp_path / "b", load_preset("preview"), fractions.append)
+    loaded, _, manifest = load_bundle(out, body)
+    for key, value in avatar.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, atol=0, rtol=0)
+    assert manifest["subject"]["body_pose"] == pytest.approx([0.1] * 63)
+    assert fractions[-1] == 1.0
+    assert default_output("turntable", tmp_path, "mine") == tmp_path / "mine-turntable.mp4"
+    assert default_output("bundle", tmp_path, "mine") == tmp_path / "mine-bundle"
+
+
+def test_export_task_reports_unavailable_kinds_and_writes_a_turntable(avatar, body, tmp_path):
+    source = ExportSource(avatar, body, manifest_for({"betas": np.zeros(body.num_betas)}), "mine")
+    config = load_preset("preview", ["export.frames=3", "export.resolution=48", "render.backend=cpu"])
+    task = ExportTask("mesh", lambda: source, tmp_path / "m.obj", config).start()
+    task.join(30)
+    status = task.status()
+    assert status.state in ("failed", "done")
+    if status.state == "failed":  # core/export has no mesh export yet: a clear line, not a crash
+        assert "not available in this build yet" in status.message
+    pytest.importorskip("core.export.turntable")
+    task = ExportTask("turntable", lambda: source, tmp_path / "t.gif", config).start()
+    task.join(120)
+    status = task.status()
+    assert status.state == "done", status.message
+    assert status.path == tmp_path / "t.gif" and str(status.path) in status.message
+    from PIL import Image
+
+    with Image.open(status.path) as gif:
+        assert gif.n_frames == 3
