@@ -299,6 +299,25 @@ def test_rendering_from_other_threads_is_identical():
         assert torch.equal(got, want)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_rendering_in_a_forked_child(tmp_path):
+    """A child forked after a render (e.g. a fork-based worker pool) must not hang on the dead parent's threads."""
+    script = tmp_path / "fork_render.py"
+    script.write_text(
+        "import os, sys, torch\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import render_reference as ref\n"
+        "from core.render import rasterize\n"
+        "scene = {k: (v.float() if torch.is_tensor(v) else v) for k, v in ref.random_scene(1, n=100).items()}\n"
+        "want = rasterize(**scene, backend='cpu')[0]\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0 if torch.equal(rasterize(**scene, backend='cpu')[0], want) else 3)\n"
+        "sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_backend_selection_and_info():
     assert resolve_backend("auto", torch.device("cpu")) == "cpu"
     assert "cpu" in available_backends()

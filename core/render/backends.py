@@ -107,7 +107,8 @@ def warmup(dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> float:
     """Compile (or load from numba's disk cache) every CPU kernel for ``dtypes``; returns seconds taken.
 
     Safe to run in a background thread while other threads render: they wait for the compile.
-    First run on a machine: several seconds per dtype; later processes: well under a second.
+    First run on a machine: 15-20 s of CPU per dtype (numba compiles every kernel); later processes load
+    the kernels from the on-disk cache in about a second.
     """
     from core.render.rasterize import rasterize
 
