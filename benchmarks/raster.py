@@ -16,7 +16,9 @@ from CUDA or nerfacc (``rasterize_to_indices_in_range``, ``render_weight_from_al
 
 Each case runs in a fresh subprocess. Times are wall-clock milliseconds per fwd / bwd call (median and
 best of the repeats, after warm-up), and "CPU ms" the process CPU time per fwd+bwd summed over threads
-(what a shared machine cannot hide). "extra RAM" is the peak resident memory from just before the
+(what a shared machine cannot hide), and "idle ms" an estimate of the wall time on an idle machine:
+the calling thread's serial CPU time plus, per parallel kernel launch, its slowest thread's CPU time.
+"extra RAM" is the peak resident memory from just before the
 first render to the end (VmHWM, reset through /proc/self/clear_refs; Linux only) minus the resident
 memory then: JIT-compiled code and the inputs are excluded, everything a render allocates is included.
 The speedup compares medians of fwd+bwd wall time.
@@ -34,6 +36,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -215,8 +218,45 @@ def _reset_peak_rss() -> None:
         handle.write("5")
 
 
-def _time_case(render, scene: dict, repeats: int) -> dict:
-    """Wall and CPU ms of forward / backward (median, best) and the peak extra RSS in MiB.
+class _CriticalPath:
+    """Estimates the wall time an idle machine would need: serial CPU time of the calling thread plus,
+    for every parallel kernel launch, the CPU time of its slowest slice. CPU time is what a shared
+    machine cannot take away (waiting for a core is not counted)."""
+
+    def __init__(self):
+        import core.render.cpu as cpu_backend
+
+        self.slowest = 0.0
+        self.own = 0.0
+        original = cpu_backend._run_sliced
+
+        def timed_kernel(kernel, times):
+            def run(first, stop, *args):
+                start = time.thread_time()
+                kernel(first, stop, *args)
+                times.append((threading.get_ident(), time.thread_time() - start))
+            return run
+
+        def run_sliced(kernel, bounds, *args):
+            times = []
+            original(timed_kernel(kernel, times), bounds, *args)
+            self.slowest += max((t for _, t in times), default=0.0)
+            self.own += sum(t for ident, t in times if ident == threading.get_ident())
+
+        cpu_backend._run_sliced = run_sliced
+
+    def start(self):
+        self.slowest = self.own = 0.0
+        self.thread_start = time.thread_time()
+
+    def stop_ms(self) -> float:
+        serial = time.thread_time() - self.thread_start - self.own
+        return (serial + self.slowest) * 1e3
+
+
+def _time_case(render, scene: dict, repeats: int, critical: _CriticalPath | None = None) -> dict:
+    """Wall and CPU ms of forward / backward (median, best), the peak extra RSS in MiB, and (for our
+    backend) the idle-machine estimate from ``critical``.
 
     Extra RSS counts from just before the first call (warm-up included), so memory the allocator keeps
     after a call is not hidden by the warm-up.
@@ -227,8 +267,10 @@ def _time_case(render, scene: dict, repeats: int) -> dict:
     rss_before = _memory_kib()["VmRSS"]
     for _ in range(2):  # warm-up: page faults, allocator growth
         render(inputs).sum().backward()
-    forward, backward, cpu = [], [], []
+    forward, backward, cpu, idle = [], [], [], []
     for _ in range(repeats):
+        if critical is not None:
+            critical.start()
         cpu_start = time.process_time()
         start = time.perf_counter()
         image = render(inputs)
@@ -237,12 +279,14 @@ def _time_case(render, scene: dict, repeats: int) -> dict:
         forward.append((middle - start) * 1e3)
         backward.append((time.perf_counter() - middle) * 1e3)
         cpu.append((time.process_time() - cpu_start) * 1e3)
+        if critical is not None:
+            idle.append(critical.stop_ms())
         del image
     peak = _memory_kib()["VmHWM"]
     total = [f + b for f, b in zip(forward, backward)]
     return {"fwd_med": statistics.median(forward), "bwd_med": statistics.median(backward),
             "total_med": statistics.median(total), "total_best": min(total), "cpu_med": statistics.median(cpu),
-            "extra_mib": (peak - rss_before) / 1024.0}
+            "idle_est": statistics.median(idle) if idle else float("nan"), "extra_mib": (peak - rss_before) / 1024.0}
 
 
 def run_case(n: int, size: int, repeats: int, baseline: bool) -> dict:
@@ -256,7 +300,7 @@ def run_case(n: int, size: int, repeats: int, baseline: bool) -> dict:
         return rasterize(**inputs, backend="cpu")[0]
 
     result = {"n": n, "size": size, "warmup_s": warm, "threads": int(os.environ.get("NUMBA_NUM_THREADS", 0) or 0),
-              "ours": _time_case(ours, scene, repeats)}
+              "ours": _time_case(ours, scene, repeats, _CriticalPath())}
     if baseline:
         torch_impl = install_gsplat_cpu_standins()
 
@@ -274,7 +318,8 @@ def run_case(n: int, size: int, repeats: int, baseline: bool) -> dict:
 def _row(result: dict) -> str:
     ours = result["ours"]
     cells = [f"{result['n'] // 1000:>3}k", f"{result['size']:>4}^2", f"{ours['fwd_med']:7.1f}", f"{ours['bwd_med']:7.1f}",
-             f"{ours['total_med']:7.1f}", f"{ours['total_best']:7.1f}", f"{ours['cpu_med']:7.1f}", f"{ours['extra_mib']:7.0f}"]
+             f"{ours['total_med']:7.1f}", f"{ours['total_best']:7.1f}", f"{ours['cpu_med']:7.1f}", f"{ours['idle_est']:7.1f}",
+             f"{ours['extra_mib']:7.0f}"]
     if "baseline" in result:
         base = result["baseline"]
         cells += [f"{base['total_med']:9.1f}", f"{base['extra_mib']:7.0f}", f"{base['total_med'] / ours['total_med']:6.1f}x",
@@ -282,8 +327,8 @@ def _row(result: dict) -> str:
     return " | ".join(cells)
 
 
-HEADER = ("   N |  image |  fwd ms |  bwd ms | fwd+bwd | best ms |  CPU ms | RAM MiB | base ms   | b. MiB | speedup | max|diff|\n"
-          "     |        |  (med)  |  (med)  |  (med)  |         |  (med)  | (extra) | (fwd+bwd) |        |         | vs base")
+HEADER = ("   N |  image |  fwd ms |  bwd ms | fwd+bwd | best ms |  CPU ms | idle ms | RAM MiB | base ms   | b. MiB | speedup | max|diff|\n"
+          "     |        |  (med)  |  (med)  |  (med)  |         |  (med)  |  (est.) | (extra) | (fwd+bwd) |        |         | vs base")
 
 
 def main(argv=None) -> int:
