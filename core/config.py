@@ -50,6 +50,9 @@ class FramesConfig:
     num_generated: int = 120
     resolution: int = 512  # pixels, square
     camera_distance: float = 3.0  # metres
+    # Photo-only steps before the frames are rendered, so that they show the photo's clothed
+    # silhouette and learned colours rather than the bare fitted body.
+    warmup_iterations: int = 200
 
 
 @dataclass

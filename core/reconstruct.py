@@ -12,6 +12,7 @@ Output folder::
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import threading
@@ -81,16 +82,42 @@ def frames_key(subject: Subject, config: Config) -> str:
     return digest.hexdigest()[:16]
 
 
+def cached_frames(path: Path, key: str) -> bool:
+    """Whether ``path`` holds generated frames made with cache ``key``."""
+    key_path = path.with_suffix(".key")
+    return path.exists() and key_path.exists() and key_path.read_text().strip() == key
+
+
+def warm_up(avatar: Avatar, body: BodyModel, frame0, config: Config, betas: np.ndarray,
+            expression: np.ndarray | None, report: Progress, stop: threading.Event | None) -> None:
+    """Photo-only training (no pose offsets) so the generated frames show the clothed person.
+
+    Our offline frames re-render the avatar itself; rendered from the bare fitted body they would
+    pull the silhouette back from clothes and hair towards the naked body (the paper's video model
+    shows the clothed person). Warming up on the photo first makes the offsets carry the clothing.
+    """
+    steps = config.frames.warmup_iterations
+    if steps <= 0:
+        return
+    warm_config = copy.deepcopy(config)
+    warm_config.train.iterations = steps
+    warm_config.ablation.pose_offsets = False
+    trainer = Trainer(avatar, body, frame0, None, warm_config, betas, expression)
+    with single_torch_thread():
+        while not trainer.done and not (stop is not None and stop.is_set()):
+            metrics = trainer.step()
+            report("warm-up on the photo", trainer.step_index / steps, metrics)
+
+
 def load_or_generate_frames(path: Path, key: str, avatar: Avatar, body: BodyModel, subject: Subject,
                             config: Config, progress: Progress) -> FrameSet:
-    key_path = path.with_suffix(".key")
-    if path.exists() and key_path.exists() and key_path.read_text().strip() == key:
+    if cached_frames(path, key):
         progress("generated frames (cached)", 1.0, {})
         return FrameSet.load(path)
     frames = generate_frames(avatar, body, subject.smplx, config.frames,
                              progress=lambda f: progress("generated frames", f, {}))
     frames.save(path)
-    write_text_atomic(key_path, key)
+    write_text_atomic(path.with_suffix(".key"), key)
     return frames
 
 
@@ -140,10 +167,12 @@ def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: 
     avatar = build_avatar(body, betas, config.avatar)
     with torch.no_grad():
         avatar.colors.copy_(torch.as_tensor(photo_colors(avatar, body, subject)))
-    frames = load_or_generate_frames(work / "frames.npz", frames_key(subject, config), avatar, body, subject, config,
-                                     report)
     frame0 = photo_frame(subject, config.sampling.boundary_image_weight, config.sampling.seam_threshold,
                          config.sampling.seam_dilate, size=config.train.render_size)
+    frames_path, key = work / "frames.npz", frames_key(subject, config)
+    if not resume and not cached_frames(frames_path, key):
+        warm_up(avatar, body, frame0, config, betas, expression, report, stop)
+    frames = load_or_generate_frames(frames_path, key, avatar, body, subject, config, report)
     trainer = Trainer(avatar, body, frame0, frames, config, betas, expression)
     if resume:
         trainer.load(checkpoint)

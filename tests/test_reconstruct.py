@@ -1,0 +1,67 @@
+"""End to end on a real photo: reconstruct -> bundle, Ctrl-C style stop + resume, CLI one-liners."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.avatar.bundle import load_bundle
+from core.config import load_preset
+from core.paths import REPO_ROOT
+from core.reconstruct import reconstruct
+
+PHOTO = Path("/usr/share/doc/opencv-doc/examples/data/messi5.jpg")
+TINY = ["render.backend=cpu", "train.iterations=8", "train.checkpoint_every=4", "train.render_size=96",
+        "frames.num_generated=4", "frames.resolution=96", "frames.warmup_iterations=3",
+        "frames.motions=['wave', 'turn_around']", "prep.crop_size=256", "avatar.skinning_grid=32"]
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not PHOTO.exists(), reason="needs Debian's opencv-doc (installed by tools/install.sh)")]
+
+
+def test_reconstruct_stop_and_resume(tmp_path):
+    config = load_preset("preview", TINY)
+    stop = threading.Event()
+    stages = []
+
+    def progress(stage, fraction, info):
+        stages.append(stage)
+        if stage == "train" and info.get("step") == 5:
+            stop.set()  # what Ctrl-C does in the CLI
+
+    out = tmp_path / "avatar"
+    first = reconstruct(PHOTO, out, config, progress=progress, stop=stop)
+    assert first.interrupted and first.steps == 5
+    assert {"warm-up on the photo", "generated frames", "train"} <= set(stages)
+    avatar, body, manifest = load_bundle(out)
+    assert manifest["summary"]["steps"] == 5 and (out / "preview.png").exists()
+    resumed = reconstruct(PHOTO, out, config, resume=True)
+    assert not resumed.interrupted and resumed.steps == 8
+    avatar2, _, manifest2 = load_bundle(out)
+    assert manifest2["summary"]["steps"] == 8
+    assert not torch.equal(avatar.colors, avatar2.colors)  # training went on
+    history = json.loads((out / "work" / "metrics.json").read_text())
+    assert [h["step"] for h in history] == list(range(1, 9))
+    assert np.isfinite([h["loss"] for h in history]).all()
+
+
+def test_cli_reconstruct_and_bad_photo(tmp_path):
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    cmd = [sys.executable, str(REPO_ROOT / "main.py"), "reconstruct"]
+    ok = subprocess.run([*cmd, str(PHOTO), "-o", str(tmp_path / "a"), *sets], capture_output=True, text=True,
+                        timeout=900)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "avatar bundle in" in ok.stdout and (tmp_path / "a" / "manifest.json").exists()
+    bad = tmp_path / "not_a_photo.jpg"
+    bad.write_text("hello")
+    fail = subprocess.run([*cmd, str(bad), "-o", str(tmp_path / "b"), *sets], capture_output=True, text=True,
+                          timeout=300)
+    assert fail.returncode == 2 and "Traceback" not in fail.stderr
+    assert fail.stderr.strip().splitlines()[-1].startswith("error:") and str(bad) in fail.stderr
+    assert not (tmp_path / "b" / "manifest.json").exists()
