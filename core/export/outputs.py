@@ -1,0 +1,58 @@
+"""One entry for file exports, chosen by the output's extension (what ``persona-studio export`` runs)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from core.avatar.avatar import Avatar
+from core.avatar.render import pose_avatar
+from core.body import BodyModel
+from core.errors import UserError
+from core.export.frames import Progress
+from core.export.mesh import MESH_SUFFIXES, write_body_mesh
+from core.export.persona_file import PERSONA_SUFFIX, save_persona_file
+from core.export.ply import write_splat_ply, write_splat_sequence
+from core.export.poses import pose_params
+from core.export.video import write_errors_as_user_errors
+from core.motion import Motion
+
+FILE_EXPORTS = {
+    ".ply": "standard 3D Gaussian splats in one pose",
+    ".zip": "one splat .ply per frame of --motion",
+    ".glb": "body mesh with the avatar's colours",
+    ".obj": "body mesh with the avatar's colours",
+    PERSONA_SUFFIX: "the whole avatar in one file",
+}
+
+
+def export_file(output: str | Path, avatar: Avatar, body: BodyModel, manifest: dict, pose: str = "apose",
+                motion: Motion | None = None, fps: float | None = None, refined: bool = True,
+                progress: Progress | None = None) -> str:
+    """Write ``output`` by its extension (``FILE_EXPORTS``); returns a one-line description of what was written.
+
+    ``pose`` (a ``pose_params`` spec) poses ``.ply`` and meshes; ``motion`` (resampled to ``fps``) is
+    needed for, and only used by, ``.zip`` sequences. Writes are atomic.
+    """
+    output = Path(output)
+    suffix = output.suffix.lower()
+    if suffix not in FILE_EXPORTS:
+        known = ", ".join(f"{s} ({what})" for s, what in FILE_EXPORTS.items())
+        raise UserError(f"unknown export extension {suffix or '(none)'!r}; use one of: {known}", output)
+    if (suffix == ".zip") != (motion is not None):
+        raise UserError("a .zip export needs --motion (one .ply per frame)" if suffix == ".zip" else
+                        f"--motion only applies to .zip exports, not {suffix}", output)
+    with write_errors_as_user_errors(output):
+        if suffix == ".zip":
+            count = write_splat_sequence(output, avatar, body, manifest, motion, fps, refined, progress)
+            return f"{count} posed .ply frames of {motion.name!r} ({avatar.num_gaussians} Gaussians each)"
+        if suffix == PERSONA_SUFFIX:
+            save_persona_file(output, avatar, manifest)
+            return f"avatar ({avatar.num_gaussians} Gaussians) as one file"
+        params = pose_params(pose, manifest, body)
+        if suffix in MESH_SUFFIXES:
+            write_body_mesh(output, avatar, body, params)
+            return f"body mesh ({body.num_vertices} vertices) in pose {pose!r}"
+        with torch.no_grad():
+            write_splat_ply(output, pose_avatar(avatar, body, params, refined))
+        return f"{avatar.num_gaussians} Gaussians in pose {pose!r}"

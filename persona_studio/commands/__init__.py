@@ -1,0 +1,1 @@
+"""Subcommand groups of the ``persona-studio`` CLI that live outside ``cli.py``."""

@@ -1,0 +1,500 @@
+"""Exports: turntable/animation videos decode back right, .ply and mesh round trips, .persona files
+load bit-exactly and refuse hostile archives, failed exports leave nothing behind."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import stat
+import zipfile
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.avatar.avatar import Avatar
+from core.avatar.bundle import avatar_tensors, load_bundle, save_bundle
+from core.avatar.build import build_avatar
+from core.avatar.render import pose_avatar, render_posed
+from core.body import BodyModel
+from core.camera import intrinsics, orbit_camera
+from core.config import AvatarConfig, ExportConfig, RenderConfig
+from core.errors import UserError
+from core.export import (
+    export_file,
+    load_avatar,
+    load_persona_file,
+    pose_params,
+    render_animation,
+    render_turntable,
+    resolve_motion,
+    save_persona_file,
+    vertex_colors,
+)
+from core.export.framing import fit_focal
+from core.export.video import frame_size, output_kind
+from core.motion import Motion, load_builtin
+from core.render import rasterize
+from core.synthetic import striped_colors
+
+CPU = RenderConfig(backend="cpu")
+WHITE = torch.ones(3)
+
+
+@pytest.fixture(scope="module")
+def body():
+    return BodyModel.load()
+
+
+@pytest.fixture(scope="module")
+def bundle(body, tmp_path_factory) -> Path:
+    """A bundle folder whose avatar looks trained: coloured, offsets and pose network not at their init."""
+    avatar = build_avatar(body, np.zeros(body.num_betas), AvatarConfig(num_gaussians=14000, skinning_grid=32))
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        avatar.colors.copy_(torch.as_tensor(striped_colors(avatar.template.numpy(), avatar.part_labels.numpy())))
+        avatar.offsets.add_(0.002 * torch.randn(avatar.offsets.shape, generator=generator))
+        head = avatar.pose_offsets.mlp.out.weight
+        head.copy_(0.01 * torch.randn(head.shape, generator=generator))
+    folder = tmp_path_factory.mktemp("bundle")
+    save_bundle(folder, avatar, body, {"betas": np.zeros(body.num_betas, np.float32)}, {"note": "test"})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def loaded(bundle, body):
+    return load_bundle(bundle, body)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * math.log10(255.0**2 / max(mse, 1e-12))
+
+
+def decode(path: Path) -> tuple[list[np.ndarray], float]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        return frames, float(stream.average_rate)
+
+
+def silhouette(image: np.ndarray, background=(255, 255, 255), tolerance: int = 12) -> np.ndarray:
+    return (np.abs(image.astype(int) - np.array(background)).max(axis=-1) > tolerance)
+
+
+def expected_turntable_camera(means: torch.Tensor, size: int, frames: int, distance: float, margin: float = 0.08):
+    """Front camera and focal as documented: orbit centred on the bbox, widest focal that fits every view."""
+    center = (means.amin(0) + means.amax(0)) / 2
+    pts = means.double().numpy()
+    focal = np.inf
+    for k in range(frames):
+        view = orbit_camera(center.double(), distance, 2 * math.pi * k / frames).numpy()
+        cam = pts @ view[:3, :3].T + view[:3, 3]
+        tangent = np.abs(cam[:, :2] / cam[:, 2:3]).max()
+        focal = min(focal, size / 2 * (1 - margin) / tangent)
+    return orbit_camera(center.double(), distance, 0.0).float(), intrinsics(focal, size, size)
+
+
+# ------------------------------------------------------------------------------------------ small helpers
+
+
+def test_output_kinds_and_frame_sizes(tmp_path):
+    assert output_kind(tmp_path / "a.mp4") == "mp4" and output_kind(tmp_path / "a.GIF") == "gif"
+    assert output_kind(tmp_path / "frames") == "png" and output_kind(tmp_path / "f_%04d.png") == "png"
+    for bad in ("a.avi", "a.png"):
+        with pytest.raises(UserError, match=bad.split(".")[1]):
+            output_kind(tmp_path / bad)
+    assert frame_size("mp4", 101, 75) == (102, 76)  # yuv420p needs even sizes
+    assert frame_size("mp4", 101, 75, panels=2) == (101, 76)  # 202 wide is already even
+    assert frame_size("gif", 512, 512) == (320, 320)
+    assert frame_size("gif", 512, 512, panels=2) == (160, 160)
+    assert frame_size("png", 101, 75) == (101, 75)
+
+
+def test_fit_focal_matches_pinhole_geometry():
+    points = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.5, 0.0]])
+    view = orbit_camera(torch.zeros(3), 3.0, 0.0)
+    # x reaches tan = 1/3 -> f = 50 * 3; y reaches 0.5/3 on a 100 px high image -> f = 50 * 6
+    assert fit_focal([(points, view)], 100, 100, margin=0.0) == pytest.approx(150.0, rel=1e-6)
+    assert fit_focal([(points, view)], 400, 100, margin=0.1) == pytest.approx(45 * 6, rel=1e-6)
+    with pytest.raises(UserError, match="distance"):
+        fit_focal([(torch.tensor([[0.0, 0.0, 0.8]]), orbit_camera(torch.zeros(3), 0.5, 0.0))], 100, 100)
+
+
+def test_apose_lowers_the_arms(body, loaded):
+    _, _, manifest = loaded
+    with torch.no_grad():
+        joints = body(**pose_params("apose", manifest, body)).joints[0]
+    from core.body.skeleton import JOINT_INDEX
+
+    for side in ("left", "right"):
+        shoulder, wrist = joints[JOINT_INDEX[f"{side}_shoulder"]], joints[JOINT_INDEX[f"{side}_wrist"]]
+        drop = math.degrees(math.atan2(float(shoulder[1] - wrist[1]), float(abs(wrist[0] - shoulder[0]))))
+        assert 35 < drop < 55  # the arm hangs ~45 degrees below the horizontal
+
+
+# ------------------------------------------------------------------------------------------ videos
+
+
+def test_turntable_mp4_decodes_and_first_frame_matches_a_direct_render(body, loaded, tmp_path):
+    avatar, _, manifest = loaded
+    size, frames, fps = 128, 8, 12
+    out = tmp_path / "turn.mp4"
+    seen = []
+    result = render_turntable(avatar, body, manifest, out, ExportConfig(resolution=size, frames=frames, fps=fps),
+                              CPU, pose="apose", progress=seen.append)
+    decoded, rate = decode(out)
+    assert len(decoded) == frames and decoded[0].shape == (size, size, 3) and rate == pytest.approx(fps)
+    assert result.frames == frames and seen[-1] == pytest.approx(1.0) and len(seen) == frames
+    with torch.no_grad():
+        posed = pose_avatar(avatar, body, pose_params("apose", manifest, body), refined=True)
+        view, K = expected_turntable_camera(posed.means, size, frames, 3.0)
+        direct = render_posed(posed, view, K, size, size, CPU, WHITE).rgb.numpy()
+    direct8 = np.round(direct * 255).astype(np.uint8)
+    assert psnr(decoded[0], direct8) > 30
+    # The framing fits: the body reaches close to the margin on some side but never the border.
+    mask = silhouette(decoded[0])
+    assert not mask[0].any() and not mask[-1].any() and not mask[:, 0].any() and not mask[:, -1].any()
+    rows = np.flatnonzero(mask.any(axis=1))
+    assert rows[-1] - rows[0] > 0.75 * size
+
+
+def test_turntable_png_sequence_quarter_turn_shows_the_side(body, loaded, tmp_path):
+    avatar, _, manifest = loaded
+    out = tmp_path / "seq"
+    render_turntable(avatar, body, manifest, out, ExportConfig(resolution=96, frames=8), CPU, pose="tpose")
+    names = sorted(os.listdir(out))
+    assert names == [f"frame_{k:04d}.png" for k in range(8)]
+    widths = []
+    for k in (0, 2, 4):
+        mask = silhouette(np.asarray(Image.open(out / names[k]).convert("RGB")))
+        cols = np.flatnonzero(mask.any(axis=0))
+        widths.append(cols[-1] - cols[0])
+    front, side, back = widths
+    assert side < 0.5 * front  # arms out: the front is wide, the side narrow
+    assert abs(back - front) <= 3  # the back view mirrors the front's silhouette
+
+
+def test_gif_and_pattern_outputs_and_turntable_while_animating(body, loaded, tmp_path):
+    avatar, _, manifest = loaded
+    gif = tmp_path / "turn.gif"
+    result = render_turntable(avatar, body, manifest, gif, ExportConfig(resolution=400, frames=5, fps=20), CPU,
+                              motion=load_builtin("wave"))
+    with Image.open(gif) as image:
+        assert image.size == (320, 320) and image.n_frames == 5 and image.info.get("loop") == 0
+        durations = []
+        for k in range(image.n_frames):
+            image.seek(k)
+            durations.append(image.info["duration"])
+        last = np.asarray(image.convert("RGB"))
+    assert sum(durations) == 250  # 5 frames at 20 fps
+    assert (result.width, result.height) == (320, 320) and silhouette(last).mean() > 0.02
+    pattern = tmp_path / "png" / "t_%03d.png"
+    render_turntable(avatar, body, manifest, pattern, ExportConfig(resolution=48, frames=3), CPU)
+    assert sorted(os.listdir(pattern.parent)) == ["t_000.png", "t_001.png", "t_002.png"]
+
+
+def test_animation_frame_count_fps_and_side_by_side_mesh(body, loaded, tmp_path):
+    avatar, _, manifest = loaded
+    motion = load_builtin("wave")  # 120 frames at 30 fps = 4 s
+    out = tmp_path / "wave.mp4"
+    result = render_animation(avatar, body, manifest, motion, out, ExportConfig(resolution=64), CPU, fps=3,
+                              side_by_side=True)
+    decoded, rate = decode(out)
+    assert len(decoded) == result.frames == 12 and rate == pytest.approx(3)
+    assert decoded[0].shape == (64, 128, 3)
+    avatar_half, mesh_half = decoded[6][:, :64], decoded[6][:, 64:]
+    on_mesh = silhouette(mesh_half)
+    assert on_mesh.mean() > 0.03 and silhouette(avatar_half).mean() > 0.03
+    grey = mesh_half[on_mesh].astype(int)
+    assert np.abs(grey[:, 0] - grey[:, 2]).mean() < 6  # the mesh is shaded grey; the avatar is coloured
+    coloured = avatar_half[silhouette(avatar_half)].astype(int)
+    assert np.abs(coloured[:, 0] - coloured[:, 2]).mean() > 15
+
+
+def test_follow_camera_keeps_a_moving_body_centred(body, loaded, tmp_path):
+    avatar, _, manifest = loaded
+    walk = Motion.zeros(6, fps=6)
+    walk = Motion(**{k: getattr(walk, k) for k in ("global_orient", "body_pose", "left_hand_pose", "right_hand_pose",
+                                                    "jaw_pose", "leye_pose", "reye_pose")},
+                  transl=np.stack([np.linspace(-0.6, 0.6, 6), np.zeros(6), np.zeros(6)], axis=1), fps=6)
+    centres = {}
+    for camera in ("fixed", "follow"):
+        out = tmp_path / camera
+        render_animation(avatar, body, manifest, walk, out, ExportConfig(resolution=64), CPU, camera=camera)
+        centres[camera] = []
+        for name in sorted(os.listdir(out)):
+            cols = np.flatnonzero(silhouette(np.asarray(Image.open(out / name).convert("RGB"))).any(axis=0))
+            centres[camera].append((cols[0] + cols[-1]) / 2)
+    fixed, follow = np.array(centres["fixed"]), np.array(centres["follow"])
+    assert fixed[-1] - fixed[0] > 15  # the body walks across a fixed shot (+x is image right)
+    assert np.ptp(follow) <= 1  # ... and stays put for a following camera
+
+
+def test_failed_exports_leave_nothing_behind(body, loaded, tmp_path):
+    avatar, _, manifest = loaded
+
+    def explode(fraction):
+        if fraction >= 0.5:
+            raise RuntimeError("stop")
+
+    (tmp_path / "old.mp4").write_bytes(b"previous result")
+    for name in ("new.mp4", "old.mp4", "new.gif", "folder"):
+        with pytest.raises(RuntimeError, match="stop"):
+            render_turntable(avatar, body, manifest, tmp_path / name, ExportConfig(resolution=32, frames=4), CPU,
+                             progress=explode)
+    with pytest.raises(RuntimeError, match="stop"):
+        export_file(tmp_path / "seq.zip", avatar, body, manifest, motion=load_builtin("wave").slice(0, 4),
+                    progress=explode)
+    assert (tmp_path / "old.mp4").read_bytes() == b"previous result"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["folder", "old.mp4"]  # folder: made, no frames moved in
+    assert not list((tmp_path / "folder").iterdir())
+
+
+# ------------------------------------------------------------------------------------------ .ply
+
+
+PLY_ORDER = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(45)]
+             + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+
+
+def test_ply_round_trip_renders_the_same(body, loaded, tmp_path):
+    from plyfile import PlyData
+
+    avatar, _, manifest = loaded
+    out = tmp_path / "avatar.ply"
+    export_file(out, avatar, body, manifest, pose="motion:wave:60")
+    data = out.read_bytes()
+    header, _, payload = data.partition(b"end_header\n")
+    lines = header.decode("ascii").splitlines()
+    assert lines[:2] == ["ply", "format binary_little_endian 1.0"]
+    assert f"element vertex {avatar.num_gaussians}" in lines
+    assert [line.split()[-1] for line in lines if line.startswith("property")] == PLY_ORDER
+    assert all(line.startswith("property float ") for line in lines if line.startswith("property"))
+    assert len(payload) == 248 * avatar.num_gaussians
+
+    vertex = PlyData.read(str(out))["vertex"]
+    column = {name: torch.as_tensor(np.asarray(vertex[name], np.float32)) for name in PLY_ORDER}
+    means = torch.stack([column[n] for n in ("x", "y", "z")], 1)
+    quats = torch.stack([column[f"rot_{i}"] for i in range(4)], 1)
+    scales = torch.stack([column[f"scale_{i}"] for i in range(3)], 1).exp()
+    opacities = torch.sigmoid(column["opacity"])
+    colors = 0.5 + 0.28209479177387814 * torch.stack([column[f"f_dc_{i}"] for i in range(3)], 1)
+    assert all(float(column[f"f_rest_{i}"].abs().max()) == 0 for i in range(45))
+    assert torch.allclose(opacities, torch.full_like(opacities, 0.9999), atol=1e-6)
+
+    with torch.no_grad():
+        posed = pose_avatar(avatar, body, pose_params("motion:wave:60", manifest, body), refined=True)
+    assert torch.allclose(means, posed.means, atol=1e-6) and torch.allclose(colors, posed.colors, atol=1e-6)
+    view, K = orbit_camera(torch.tensor([0.0, 0.2, 0.0]), 3.0, 0.6), intrinsics(70.0, 96, 128)
+
+    def draw(m, q, s, o, c):
+        image, _, _ = rasterize(m, q, s, o, c, view[None], K[None], 96, 128, eps2d=0.1, backgrounds=torch.ones(1, 3),
+                                rasterize_mode="antialiased", backend="cpu")
+        return image[0]
+
+    original = draw(posed.means, posed.quats, posed.scales, posed.opacities, posed.colors)
+    again = draw(means, quats, scales, opacities, colors)
+    assert float((original - again).abs().max()) < 2e-3 and float((original - 1).abs().max()) > 0.3
+
+
+def test_ply_sequence_zip_holds_each_posed_frame(body, loaded, tmp_path):
+    from plyfile import PlyData
+
+    avatar, _, manifest = loaded
+    motion = load_builtin("wave").slice(0, 90, 30)  # frames 0, 30, 60 at 1 fps
+    out = tmp_path / "anim.zip"
+    export_file(out, avatar, body, manifest, motion=motion)
+    with zipfile.ZipFile(out) as archive:
+        assert sorted(archive.namelist()) == ["frame_0000.ply", "frame_0001.ply", "frame_0002.ply", "sequence.json"]
+        info = json.loads(archive.read("sequence.json"))
+        assert info["frames"] == 3 and info["fps"] == 1
+        (tmp_path / "last.ply").write_bytes(archive.read("frame_0002.ply"))  # plyfile is slow on streams
+    last = PlyData.read(str(tmp_path / "last.ply"))["vertex"]
+    means = np.stack([np.asarray(last[n]) for n in ("x", "y", "z")], 1)
+    with torch.no_grad():
+        expected = pose_avatar(avatar, body, pose_params("motion:wave:60", manifest, body), refined=True).means
+    assert np.abs(means - expected.numpy()).max() < 1e-6
+
+
+# ------------------------------------------------------------------------------------------ mesh
+
+
+def test_vertex_colors_average_the_gaussians_each_vertex_feeds():
+    # Gaussians 0, 1 are vertices 0, 1; Gaussian 2 sits halfway between them (weights 0.5, 0.5).
+    upsample = torch.sparse_coo_tensor(torch.tensor([[0, 1, 2, 2], [0, 1, 0, 1]]),
+                                       torch.tensor([1.0, 1.0, 0.5, 0.5]), (3, 2), check_invariants=True)
+    colors = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    got = vertex_colors(upsample, colors)
+    # vertex 0: (1 * red + 0.5 * green) / 1.5
+    assert torch.allclose(got, torch.tensor([[2 / 3, 1 / 3, 0.0], [0.0, 1 / 3, 2 / 3]]), atol=1e-6)
+
+
+def test_mesh_glb_and_obj_load_with_the_avatars_colours(body, loaded, tmp_path):
+    import trimesh
+
+    avatar, _, manifest = loaded
+    with torch.no_grad():
+        expected_vertices = body(**pose_params("apose", manifest, body)).vertices[0].numpy()
+    expected_colors = avatar.colors.detach().numpy()[:body.num_vertices]  # level 0: Gaussian v is vertex v
+    for suffix in (".glb", ".obj"):
+        out = tmp_path / f"body{suffix}"
+        export_file(out, avatar, body, manifest, pose="apose")
+        mesh = trimesh.load(out, force="mesh", process=False)
+        assert len(mesh.vertices) == body.num_vertices and np.array_equal(mesh.faces, body.faces.numpy())
+        assert np.abs(mesh.vertices - expected_vertices).max() < 1e-5
+        stored = mesh.visual.vertex_colors[:, :3] / 255.0
+        if suffix == ".glb":  # glTF vertex colours are linear light
+            stored = np.where(stored <= 0.0031308, stored * 12.92, 1.055 * stored ** (1 / 2.4) - 0.055)
+            assert np.median(np.abs(stored - expected_colors)) < 0.005 and np.abs(stored - expected_colors).max() < 0.03
+        else:
+            assert np.abs(stored - expected_colors).max() <= 0.5 / 255 + 1e-6
+
+
+# ------------------------------------------------------------------------------------------ .persona
+
+
+def raw_tensors(avatar: Avatar) -> dict[str, bytes]:
+    return {k: (v.dtype, tuple(v.shape), v.numpy().tobytes()) for k, v in avatar_tensors(avatar).items()}
+
+
+def test_persona_file_round_trip_is_bit_exact(body, bundle, loaded, tmp_path):
+    avatar, _, manifest = loaded
+    out = tmp_path / "me.persona"
+    export_file(out, avatar, body, manifest)
+    again, _, manifest_again = load_persona_file(out, body)
+    assert raw_tensors(again) == raw_tensors(avatar)
+    assert {k: v for k, v in manifest_again.items()} == manifest
+    via_any, _, _ = load_avatar(out, body)
+    from_folder, _, _ = load_avatar(bundle, body)
+    assert raw_tensors(via_any) == raw_tensors(from_folder)
+    with zipfile.ZipFile(out) as archive:
+        assert sorted(archive.namelist()) == ["avatar.safetensors", "manifest.json", "persona.json"]
+        assert json.loads(archive.read("persona.json"))["format"] == "persona-file/1"
+    # A .persona made from the loaded .persona is the same file content again.
+    second = tmp_path / "again.persona"
+    save_persona_file(second, again, manifest_again)
+    with zipfile.ZipFile(out) as a, zipfile.ZipFile(second) as b:
+        assert all(a.read(n) == b.read(n) for n in a.namelist())
+
+
+def members_of(persona: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(persona) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def write_zip(path: Path, members: dict[str, bytes], symlink: str | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name)
+            if name == symlink:
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            stored = name == "avatar.safetensors"  # as we write it; keeps the test fast
+            archive.writestr(info, data, compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+    return path
+
+
+def test_hostile_and_foreign_archives_are_refused_without_extracting(body, loaded, tmp_path):
+    avatar, _, manifest = loaded
+    good = tmp_path / "good.persona"
+    save_persona_file(good, avatar, manifest)
+    members = members_of(good)
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    index = json.loads(members["persona.json"])
+
+    huge = write_zip(cases / "huge.persona", members)
+    raw = bytearray(huge.read_bytes())
+    patched = 0
+    start = raw.find(b"PK\x01\x02")  # central directory entries
+    while start >= 0:
+        if raw[start + 46:start + 46 + 18] == b"avatar.safetensors":
+            raw[start + 24:start + 28] = (0xFFFFFFF0).to_bytes(4, "little")  # declared uncompressed size
+            patched += 1
+        start = raw.find(b"PK\x01\x02", start + 4)
+    huge.write_bytes(bytes(raw))
+    assert patched == 1
+
+    tampered = dict(members)
+    tensors = members["avatar.safetensors"]
+    tampered["avatar.safetensors"] = tensors[:-1] + bytes([tensors[-1] ^ 0xFF])
+    junk = b"\x10" + bytes(64)  # consistent checksums, but not safetensors
+    garbage_index = {**index, "members": {**index["members"], "avatar.safetensors": {
+        "bytes": len(junk), "sha256": hashlib.sha256(junk).hexdigest()}}}
+    garbage = {**members, "avatar.safetensors": junk, "persona.json": json.dumps(garbage_index).encode()}
+    hostile = {
+        "dotdot": (write_zip(cases / "dotdot.persona", {**members, "../evil": b"x"}), "unsafe member"),
+        "absolute": (write_zip(cases / "absolute.persona", {**members, "/tmp/evil": b"x"}), "unsafe member"),
+        "unknown": (write_zip(cases / "unknown.persona", {**members, "notes.txt": b"x"}), "unexpected member"),
+        "link": (write_zip(cases / "link.persona", members, symlink="manifest.json"), "not a plain file"),
+        "huge": (huge, "declares"),
+        "bomb": (write_zip(cases / "bomb.persona", {**members, "persona.json": bytes(8 * 1024**2)}), "inflate"),
+        "version": (write_zip(cases / "version.persona", {
+            **members, "persona.json": json.dumps({**index, "format": "persona-file/2"}).encode()}), "newer"),
+        "foreign": (write_zip(cases / "foreign.persona", {"readme.md": b"hi"}), "unexpected member"),
+        "tampered": (write_zip(cases / "tampered.persona", tampered), "checksum"),
+        "garbage": (write_zip(cases / "garbage.persona", garbage), "corrupt avatar.safetensors"),
+        "missing": (write_zip(cases / "missing.persona", {"persona.json": members["persona.json"]}), "missing"),
+        "not_zip": ((cases / "text.persona"), "not a readable"),
+    }
+    (cases / "text.persona").write_text("hello")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for name, (path, message) in hostile.items():
+        with pytest.raises(UserError, match=message) as caught:
+            load_persona_file(path, body)
+        assert str(path) in str(caught.value) and "\n" not in str(caught.value), name
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert not (tmp_path.parent / "evil").exists() and not Path("/tmp/evil").exists()
+
+
+# ------------------------------------------------------------------------------------------ user errors + CLI
+
+
+def test_bad_inputs_are_one_line_user_errors(body, bundle, loaded, tmp_path):
+    avatar, _, manifest = loaded
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    calls = {
+        "unknown video extension": lambda: render_turntable(avatar, body, manifest, tmp_path / "t.avi"),
+        "unknown export extension": lambda: export_file(tmp_path / "x.fbx", avatar, body, manifest),
+        "needs --motion": lambda: export_file(tmp_path / "x.zip", avatar, body, manifest),
+        "cannot write": lambda: export_file(blocker / "x.ply", avatar, body, manifest),
+        "unknown pose": lambda: export_file(tmp_path / "x.ply", avatar, body, manifest, pose="sitting"),
+        "frames 0..119": lambda: pose_params("motion:wave:500", manifest, body),
+        "unknown motion": lambda: pose_params("motion:moonwalk:0", manifest, body),
+        "not an avatar": lambda: load_avatar(blocker, body),
+        "no such avatar": lambda: load_avatar(tmp_path / "nowhere", body),
+    }
+    bad_clip = tmp_path / "clip.npz"
+    np.savez(bad_clip, poses=np.zeros((4, 99)), mocap_frame_rate=30.0)
+    calls["(T, 165)"] = lambda: render_animation(avatar, body, manifest, resolve_motion(str(bad_clip)),
+                                                 tmp_path / "a.mp4")
+    foreign = tmp_path / "foreign_bundle"
+    foreign.mkdir()
+    (foreign / "manifest.json").write_text(json.dumps({"format": "someone-else/3"}))
+    calls["unsupported avatar format"] = lambda: load_avatar(foreign, body)
+    for message, call in calls.items():
+        with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")) as caught:
+            call()
+        assert "\n" not in str(caught.value)
+    assert not list(blocker.parent.glob("*.ply"))
+
+
+def test_cli_commands_run_and_report(bundle, tmp_path, capsys):
+    from persona_studio.commands.export_commands import main
+
+    single = tmp_path / "me.persona"
+    assert main(["export", str(bundle), "-o", str(single)]) == 0
+    gif = tmp_path / "t.gif"
+    assert main(["turntable", str(single), "-o", str(gif), "--frames", "3", "--resolution", "48",
+                 "--background", "0,0,0", "--set", "render.backend=cpu"]) == 0
+    with Image.open(gif) as image:
+        assert image.n_frames == 3 and np.asarray(image.convert("RGB"))[0, 0].tolist() == [0, 0, 0]
+    assert "wrote" in capsys.readouterr().out
+    assert main(["animate", str(single), "-o", str(tmp_path / "x.mp4"), "--motion", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "nope" in err[0]
