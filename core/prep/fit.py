@@ -40,6 +40,7 @@ from core.body.lbs import pose_corrective_offsets
 from core.body.skeleton import JOINT_NAMES, POSE_SLICES
 from core.motion.joint_limits import pose_limits
 from core.prep.landmarks import IBUG68_SMPLX_NAMES
+from core.threads import single_torch_thread
 
 PHOTO_VIEWMAT = np.diag([1.0, -1.0, -1.0, 1.0])
 """World-to-camera ``[4, 4]`` of the photo camera (OpenCV axes): the SMPL-X world seen from the origin along -z."""
@@ -561,9 +562,7 @@ def fit_smplx(
     """
     started = time.perf_counter()
     weights = weights or FitWeights()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_torch_thread():
         height_px = person_height_px(mask, conf, keypoints)
         surface = model_surface_points(model)
         objective = FitObjective(
@@ -573,8 +572,6 @@ def fit_smplx(
         params = initial_params(model, objective, names, keypoints, conf, mask.shape)
         objective.initial_depth = float(params["transl"][0, 2])
         optimise(params, objective, iterations, weights.learning_rates, fit_stages(surface), progress)
-    finally:
-        torch.set_num_threads(threads)
     result = {name: value.detach()[0].numpy().astype(np.float32) for name, value in params.items()}
     projected = project_keypoints(model, result, names, K)
     metrics = fit_metrics(projected, keypoints, conf, height_px, names)
