@@ -9,6 +9,8 @@ Rows (each in a fresh process):
   streamed png     the same frames into a PNG sequence (encoder cost for comparison)
   naive mp4        render_posed (all 10 channels, torch's default threads), every frame kept in a
                    list, encoded at the end -- the obvious first implementation
+  animation        render_animation of the built-in `wave` (120 frames at 30 fps) -> .mp4, refined
+                   (pose offsets from the MLP every frame) vs base (no pose network): posing cost
   memory           streamed mp4 at 60 vs 240 frames (and the naive one, unless --quick): resident
                    memory growth during the export (max over per-frame samples minus the RSS before
                    it) must not grow with the frame count when streaming
@@ -34,10 +36,11 @@ from core.avatar.render import pose_avatar, render_posed
 from core.body import BodyModel
 from core.camera import intrinsics
 from core.config import AvatarConfig, ExportConfig, RenderConfig
-from core.export import pose_params, render_turntable
+from core.export import pose_params, render_animation, render_turntable
 from core.export.framing import fit_focal, orbit_view, union_center
 from core.export.video import open_frame_writer
 from core.io.images import to_uint8
+from core.motion import load_builtin
 from core.synthetic import striped_colors
 
 CPU = RenderConfig(backend="cpu")
@@ -101,6 +104,11 @@ def child(mode: str, bundle: Path, frames: int, size: int, out_dir: Path) -> dic
     start = time.perf_counter()
     if mode == "naive":
         render_s, encode_s = naive_turntable(avatar, body, manifest, output, export, watch)
+    elif mode.startswith("anim"):
+        motion = load_builtin("wave").slice(0, frames)
+        result = render_animation(avatar, body, manifest, motion, output, export, CPU, refined=mode == "anim",
+                                  progress=watch)
+        render_s, encode_s = result.render_s, result.encode_s
     else:
         result = render_turntable(avatar, body, manifest, output, export, CPU, progress=watch)
         render_s, encode_s = result.render_s, result.encode_s
@@ -137,7 +145,8 @@ def main() -> None:
               f"{'RSS growth MB':>15}")
         rows = [("streamed mp4", "mp4", frames), ("streamed png", "png", frames), ("naive mp4", "naive", frames)]
         if not args.quick:
-            rows += [("memory: streamed 60", "mp4", 60), ("memory: streamed 240", "mp4", 240),
+            rows += [("animation refined", "anim", 120), ("animation base", "anim_base", 120),
+                     ("memory: streamed 60", "mp4", 60), ("memory: streamed 240", "mp4", 240),
                      ("memory: naive 60", "naive", 60), ("memory: naive 240", "naive", 240)]
         for label, mode, count_frames in rows:
             r = run_child(mode, tmp / "avatar", count_frames, size, tmp)
