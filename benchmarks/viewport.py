@@ -1,9 +1,10 @@
-"""Viewport renderer speed: frames per second of the OpenGL splat renderer, against baselines measured
-in the same run.
+"""Viewport speed: the OpenGL splat renderer, and the studio app around it (pose-slider-to-screen
+latency, UI frame rate while training), each against a baseline measured in the same run.
 
-    python benchmarks/viewport.py                  # 20k and 50k splats at 512^2
+    python benchmarks/viewport.py                  # 20k and 50k splats at 512^2, a 55k avatar, the studio rows
     python benchmarks/viewport.py --size 1024 --counts 20000
     python benchmarks/viewport.py --engine         # also the engine's CPU rasterizer, same scene and camera
+    python benchmarks/viewport.py --no-studio      # renderer rows only (the studio rows need X: $DISPLAY or Xvfb)
 
 Scene: the studio's demo figure (splats on a 1.75 m human-like figure, sizes from the local spacing),
 framed like the viewport frames it. Rows, each the median and the fastest of ``--frames`` frames after
@@ -13,10 +14,22 @@ warm-up:
   draw, same view what pan / zoom / FOV / background changes cost: the depth order is reused
   orbit           the camera turns a little every frame: numpy argsort + index upload + draw
   orbit, half     the same at half the image side, what the studio renders while the camera moves
+  avatar rows     the same for a real avatar (the embedded body subdivided once: ~55k Gaussians, A-pose),
+                  against the demo figure with the same splat count
+
+Studio rows (the real app in a window, 1280 x 800; medians):
+  pose slider -> screen   from a slider's callback to the first viewport frame showing the new pose
+                          (quick base-pose preview at half resolution) and to the final frame (pose
+                          offsets, full resolution); baseline: the poser without quick previews,
+                          alternating with the measured case change by change
+  UI frames/s             while a training run steps (synthetic subject, so no photo prep), with the
+                          window in use (full rate) and left alone (idle throttle); baseline: the app idle
+  training it/s           with the app open (in use / left alone); baseline: the same run without a window
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -95,13 +108,217 @@ def bench_case(count: int, size: int, frames: int, engine: bool) -> list[tuple[s
     return rows
 
 
+def avatar_scene(gaussians: int = 50000):
+    """A real avatar of the embedded body (subdivided to the level nearest ``gaussians``) in the A-pose,
+    as a viewport scene, plus the avatar and body model."""
+    import torch
+
+    from core.avatar.build import build_avatar
+    from core.avatar.render import pose_avatar
+    from core.body import BodyModel
+    from core.config import load_preset
+    from core.export.poses import a_pose
+    from persona_studio.posing import Pose
+    from persona_studio.viewport.scene import make_scene
+
+    body = BodyModel.load()
+    config = load_preset("standard", [f"avatar.num_gaussians={gaussians}", "avatar.skinning_grid=32"])
+    avatar = build_avatar(body, np.zeros(body.num_betas), config.avatar)
+    pose = Pose.rest().with_values(**{k: v for k, v in a_pose().items() if k != "transl"})
+    with torch.no_grad():
+        posed = pose_avatar(avatar, body, pose.params(np.zeros(body.num_betas)), refined=True)
+    return make_scene(posed.means, posed.colors, posed.scales[:, 0], label="avatar"), avatar, body
+
+
+def bench_avatar(size: int, frames: int) -> list[tuple[str, int, tuple[float, float]]]:
+    """Renderer rows for a real avatar and for the demo figure with the same splat count."""
+    scene, _, _ = avatar_scene()
+    rows = []
+    for name, shown in (("avatar", scene), ("demo figure (baseline)", demo_figure(scene.count))):
+        camera = Camera(width=size, height=size)
+        camera.frame(*shown.bounds())
+        renderer = SplatRenderer(size, size)
+        renderer.set_scene(shown)
+        out = np.empty((size, size, 4), np.float32)
+        rows.append((f"{name}: draw, same view", shown.count,
+                     median_seconds(lambda: renderer.render(camera.viewmat(), camera.K(), out=out), frames)))
+
+        def orbit_frame():
+            camera.orbit(4, 0)
+            renderer.render(camera.viewmat(), camera.K(), out=out)
+
+        rows.append((f"{name}: orbit (sort + draw)", shown.count, median_seconds(orbit_frame, frames)))
+        renderer.release()
+    return rows
+
+
+# -- the studio app ---------------------------------------------------------------------------------
+def start_display() -> tuple[str, object]:
+    """$DISPLAY, or a private Xvfb (returned so the caller can stop it)."""
+    import shutil
+    import subprocess
+
+    if os.environ.get("DISPLAY"):
+        return os.environ["DISPLAY"], None
+    if shutil.which("Xvfb") is None:
+        raise SystemExit("the studio rows need $DISPLAY or Xvfb (or pass --no-studio)")
+    read_fd, write_fd = os.pipe()
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+                              pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        return f":{pipe.readline().strip()}", server
+
+
+def pose_latencies(studio, changes: int) -> dict[bool, tuple[list[float], list[float]]]:
+    """For quick previews on (True) and off (False), alternating change by change so both see the same
+    machine load: (first image, final image) seconds of left-shoulder slider moves, one at a time."""
+    results = {True: ([], []), False: ([], [])}
+    for k in range(2 * changes):
+        quick = k % 2 == 0
+        studio.poser.quick_preview = quick
+        studio.latency.first.clear()
+        studio.latency.refined.clear()
+        studio.pose_panel.set_joint("left_shoulder", 2, -0.15 * (k % 8 + 1))
+        studio.settle()
+        studio.step_until(lambda: False, 0.3)  # the final frame is counted on the frame it is shown
+        results[quick][0].extend(studio.latency.first)
+        results[quick][1].extend(studio.latency.refined)
+    return results
+
+
+def ui_rate(studio, seconds: float) -> float:
+    """UI frames drawn per second over ``seconds``."""
+    start, count = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        studio.step()
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
+def training_setup(tmp):
+    """A preview-sized run on a synthetic subject: (config overrides, prepare function, photo path)."""
+    from PIL import Image
+
+    from core.synthetic import synthetic_subject
+
+    def prepare(photo, out_dir, config, model, progress):
+        pose = np.zeros(63, np.float32)
+        pose[15 * 3 + 2], pose[16 * 3 + 2] = -1.1, 1.1
+        return synthetic_subject(model, 256, {"body_pose": pose})
+
+    photo = tmp / "photo.png"
+    Image.fromarray(np.full((64, 48, 3), 128, np.uint8)).save(photo)
+    overrides = ["frames.num_generated=8", "frames.resolution=128", "frames.motions=['wave', 'dance']",
+                 "train.iterations=1000", "avatar.skinning_grid=32", "frames.warmup_iterations=2"]
+    return overrides, prepare, photo
+
+
+def wait_steps(session, steps: int, step=None, timeout: float = 900.0) -> None:
+    deadline = time.monotonic() + timeout
+    while session.status().step < steps and session.status().active and time.monotonic() < deadline:
+        step() if step is not None else time.sleep(0.05)
+
+
+def bench_studio(changes: int, seconds: float) -> list[tuple[str, str, str]]:
+    """(row, value, baseline) for the studio rows."""
+    import statistics
+    import tempfile
+    from pathlib import Path
+
+    from core.avatar.bundle import save_bundle
+    from core.body import BodyModel
+    from core.config import load_preset
+    from persona_studio.app import Studio
+    from persona_studio.session import ReconstructionSession
+
+    display, server = start_display()
+    os.environ["DISPLAY"] = display
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        os.environ["XDG_CONFIG_HOME"] = str(tmp / "config")  # keep the user's recent list untouched
+        try:
+            _, avatar, body = avatar_scene()
+            save_bundle(tmp / "avatar", avatar, body, {"betas": np.zeros(body.num_betas, np.float32)})
+            overrides, prepare, photo = training_setup(tmp)
+            studio = Studio(width=1280, height=800, overrides=overrides, output_dir=tmp / "out")
+            studio.build()
+            studio.prepare = prepare
+            studio.open_bundle(tmp / "avatar")
+            studio.step_until(lambda: studio.display is not None, 120)
+            studio.settle()
+            studio.throttle_when_idle = False  # the pure cost of a frame
+            idle_ui = ui_rate(studio, seconds)
+            latencies = pose_latencies(studio, changes)
+            quick, full = latencies[True], latencies[False]
+
+            def ms(values):
+                return f"{1000 * statistics.median(values):.0f} ms" if values else "n/a"
+
+            count = f"{avatar.num_gaussians:,} Gaussians"
+            rows.append((f"pose slider -> screen, first image ({count})", ms(quick[0]),
+                         f"{ms(full[0])} without quick preview"))
+            rows.append((f"pose slider -> screen, with pose offsets ({count})", ms(quick[1]),
+                         f"{ms(full[1])} without quick preview"))
+            rows.append(("load average during these rows", f"{os.getloadavg()[0]:.1f}", ""))
+            studio.open_photo(photo)
+            wait_steps(studio.session, 3, studio.step)
+            studio.throttle_when_idle = False  # a user at work: full frame rate
+            training_ui = ui_rate(studio, seconds)
+            active_rate = studio.session.status().steps_per_second
+            studio.throttle_when_idle = True
+            studio._last_input = -1e9  # nobody touched the window for a while
+            ui_rate(studio, seconds / 2)  # let the rate window forget the full-rate steps
+            idle_rate_ui = ui_rate(studio, seconds)
+            idle_rate = studio.session.status().steps_per_second
+            studio.close()
+            rows.append(("UI frames/s (window in use)", f"{training_ui:.1f} while training", f"{idle_ui:.1f} idle"))
+            rows.append(("UI frames/s (nobody at the window)", f"{idle_rate_ui:.1f} while training", ""))
+            config = load_preset("preview", overrides)
+            alone = ReconstructionSession(photo, tmp / "alone", config, prepare=prepare, body=BodyModel.load())
+            alone.start()
+            wait_steps(alone, 3 + max(3, int(seconds * max(active_rate, 0.2))))
+            alone_rate = alone.status().steps_per_second
+            alone.close()
+            name = "training it/s (preview preset, 13.7k Gaussians)"
+            rows.append((name + ", window in use", f"{active_rate:.2f}", f"{alone_rate:.2f} without a window"))
+            rows.append((name + ", nobody at the window", f"{idle_rate:.2f}", f"{alone_rate:.2f} without a window"))
+        finally:
+            if server is not None:
+                server.terminate()
+    return rows
+
+
+def studio_rows_in_child(changes: int, seconds: float) -> list[tuple[str, str, str]]:
+    """Run ``bench_studio`` in a fresh process: this one has made current EGL contexts on its main
+    thread, which the window's GLX context must not meet."""
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, __file__, "--studio-rows", "--changes", str(changes), "--seconds",
+                            str(seconds)], capture_output=True, text=True)
+    rows = [tuple(json.loads(line[4:])) for line in child.stdout.splitlines() if line.startswith("ROW ")]
+    if child.returncode != 0 or not rows:
+        raise SystemExit(f"the studio rows failed:\n{child.stderr[-3000:]}")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[20000, 50000])
     parser.add_argument("--size", type=int, default=512, help="square image side, pixels")
     parser.add_argument("--frames", type=int, default=20, help="timed frames per row (median)")
     parser.add_argument("--engine", action="store_true", help="also time core.render.rasterize (CPU backend)")
+    parser.add_argument("--no-studio", action="store_true", help="skip the rows that run the studio app")
+    parser.add_argument("--changes", type=int, default=8, help="pose slider changes per latency row")
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per UI frame-rate row")
+    parser.add_argument("--studio-rows", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
+    if args.studio_rows:
+        for row in bench_studio(args.changes, args.seconds):
+            print("ROW " + json.dumps(row), flush=True)
+        return
 
     probe = SplatRenderer(8, 8)
     gl = f"{probe.ctx.info['GL_RENDERER']} ({probe.ctx.info['GL_VERSION']})"
@@ -113,6 +330,14 @@ def main() -> None:
         for name, (median, best) in bench_case(count, args.size, args.frames, args.engine):
             print(f"| {count:,} | {args.size}² | {name} | {1000 * median:.1f} | {1 / median:.1f} | "
                   f"{1000 * best:.1f} | {1 / best:.1f} |")
+    for name, count, (median, best) in bench_avatar(args.size, args.frames):
+        print(f"| {count:,} | {args.size}² | {name} | {1000 * median:.1f} | {1 / median:.1f} | "
+              f"{1000 * best:.1f} | {1 / best:.1f} |")
+    if not args.no_studio:
+        print("\n| studio (1280 x 800 window) | measured | baseline (same run) |\n|---|---:|---:|")
+        for name, value, baseline in studio_rows_in_child(args.changes, args.seconds):
+            print(f"| {name} | {value} | {baseline} |")
+        print(f"\nload average after the run: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

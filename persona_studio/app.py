@@ -21,6 +21,7 @@ from typing import Callable
 
 import dearpygui.dearpygui as dpg
 import numpy as np
+import torch
 
 from core.config import LossConfig, load_preset
 from core.errors import UserError
@@ -32,13 +33,13 @@ from persona_studio.latest import Latest
 from persona_studio.panels.export import ExportPanel
 from persona_studio.panels.inspector import InspectorPanel
 from persona_studio.panels.pose import PosePanel
-from persona_studio.panels.project import PHOTO_SUFFIXES, ProjectPanel
+from persona_studio.panels.project import PERSONA_SUFFIX, PHOTO_SUFFIXES, ProjectPanel
 from persona_studio.panels.training import TrainingPanel
 from persona_studio.panels.view import ViewPanel
 from persona_studio.panels.weights import WeightsPanel
 from persona_studio.posing import AvatarPoser, Pose, fit_length
 from persona_studio.recent import RecentProjects
-from persona_studio.session import ReconstructionSession, SessionAvatar
+from persona_studio.session import ReconstructionSession, SessionAvatar, default_prepare
 from persona_studio.viewport.controller import ViewportController
 from persona_studio.viewport.demo_figure import DEMO_LABEL, demo_figure
 from persona_studio.viewport.gl_renderer import SplatRenderer
@@ -56,6 +57,10 @@ CLOSE_TIMEOUT = 60.0  # seconds closing waits for a stopped run to save its bund
 # UI frames are capped (without vsync, e.g. under Xvfb, DPG would spin a core and re-upload the viewport
 # texture hundreds of times a second, taking CPU from the render thread and training).
 MAX_UI_FPS = 60.0
+# Without input for IDLE_AFTER seconds the UI draws at most IDLE_UI_FPS frames a second: under a software
+# GL (Xvfb, a VM) a 1280 x 800 frame costs tens of ms of CPU, which a training run can use better.
+IDLE_UI_FPS = 5.0
+IDLE_AFTER = 2.0  # seconds
 ERROR_COLOR = (255, 110, 100)
 INFO_COLOR = (200, 200, 200)
 
@@ -111,6 +116,20 @@ def install_file_drop(on_drop: Callable[[list[str]], None]):
     return callback
 
 
+def load_avatar_file(path: Path, body):
+    """(avatar, body, manifest) from a bundle folder, or from a .persona file where this build's
+    ``core.export`` reads them."""
+    if path.suffix.lower() != PERSONA_SUFFIX:
+        from core.avatar.bundle import load_bundle
+
+        return load_bundle(path, body)
+    try:
+        from core.export.persona_file import load_avatar
+    except ImportError:
+        raise UserError(f"this build cannot read {PERSONA_SUFFIX} files; open the avatar's bundle folder", path) from None
+    return load_avatar(path, body)
+
+
 def check_display() -> None:
     """Raise a UserError where a window cannot open (Linux without a reachable X or Wayland display),
     instead of letting GLFW abort the process."""
@@ -147,6 +166,9 @@ class Studio:
         if view not in VIEW_PRESETS:
             raise UserError(f"unknown view '{view}'; choose one of: {', '.join(VIEW_PRESETS)}")
         self.overrides = list(overrides or [])
+        # Every worker runs many small torch ops beside numba's and the GL renderer's threads: one torch
+        # thread each is several times faster on the 2-core machines this runs on (see core.threads).
+        torch.set_num_threads(1)
         self.config = load_preset(preset, self.overrides)
         check_display()
         self.photo = photo
@@ -159,8 +181,9 @@ class Studio:
         self.demo_splats = demo_splats
         self.recent = RecentProjects(recent_path)
         self.session: ReconstructionSession | None = None
+        self.prepare = default_prepare  # photo prep of new runs (benchmarks may put a synthetic subject here)
         self._retired: list[ReconstructionSession] = []  # replaced runs, saving their bundles
-        self.poser = AvatarPoser(self._show_posed)
+        self.poser = AvatarPoser(self._show_posed, preview_shown=self._scene_on_screen)
         self.pose = Pose.rest()
         self.display: SessionAvatar | None = None  # the avatar in the viewport
         self.display_source = ""  # "session" (the run's avatar, updated by snapshots) or "bundle"
@@ -192,6 +215,8 @@ class Studio:
         self._overlay = None
         self._window_shot: tuple[Path, bool] | None = None  # (path, saved) of a pending window screenshot
         self._last_step = 0.0  # perf_counter() at the start of the last UI frame
+        self._last_input = time.perf_counter()  # the user's last mouse or keyboard event
+        self.throttle_when_idle = True
 
     # -- building ---------------------------------------------------------------------------------------
     def build(self) -> None:
@@ -222,10 +247,25 @@ class Studio:
         dpg.setup_dearpygui()
         dpg.show_viewport()
         self._drop_callback = install_file_drop(self.queue_dropped_files)
+        with dpg.handler_registry():
+            for add_handler in (dpg.add_mouse_move_handler, dpg.add_mouse_click_handler, dpg.add_mouse_wheel_handler,
+                                dpg.add_key_press_handler):
+                add_handler(callback=self.note_input)
         demo = demo_figure(self.demo_splats)
         self.viewport.set_scene(demo.means, demo.colors, demo.scales, label=DEMO_LABEL)
         if self.photo is not None:
             self._run_guarded(self.open_photo, self.photo)
+
+    def note_input(self) -> None:
+        """A mouse or keyboard event: draw at full rate for the next ``IDLE_AFTER`` seconds."""
+        self._last_input = time.perf_counter()
+
+    def frame_interval(self) -> float:
+        """Seconds between UI frames now: ``1 / MAX_UI_FPS`` while the user acts or something moves,
+        ``1 / IDLE_UI_FPS`` when nobody has touched the window for ``IDLE_AFTER`` seconds."""
+        busy = (time.perf_counter() - self._last_input < IDLE_AFTER or self.pose_panel.playing
+                or self.viewport.render_scale() != 1.0 or not self.throttle_when_idle)
+        return 1.0 / (MAX_UI_FPS if busy else IDLE_UI_FPS)
 
     def show_tab(self, name: str) -> None:
         """Bring side-panel tab ``name`` (Project, Train, Pose, Export) to the front."""
@@ -235,6 +275,7 @@ class Studio:
     def guard(self, fn: Callable) -> Callable:
         """Wrap a DPG callback so a user error (or a bug) lands in the status bar instead of the console."""
         def callback(sender, app_data, user_data):
+            self.note_input()
             self._run_guarded(_call_with_needed_args, fn, (sender, app_data, user_data))
         return callback
 
@@ -263,11 +304,11 @@ class Studio:
         for path in map(Path, paths):
             if path.suffix.lower() in PHOTO_SUFFIXES:
                 self.open_photo(path)
-            elif path.is_dir():
+            elif path.is_dir() or path.suffix.lower() == PERSONA_SUFFIX:
                 self.open_bundle(path)
             else:
-                raise UserError(f"cannot open this here; drop a photo ({', '.join(PHOTO_SUFFIXES)}) "
-                                f"or an avatar bundle folder", path)
+                raise UserError(f"cannot open this here; drop a photo ({', '.join(PHOTO_SUFFIXES)}), "
+                                f"an avatar bundle folder or a {PERSONA_SUFFIX} file", path)
 
     def open_photo(self, path: str | Path) -> None:
         """Show ``path`` as the project's photo and reconstruct it. Raises UserError for a bad file."""
@@ -278,9 +319,12 @@ class Studio:
     def start_reconstruction(self, photo: Path) -> None:
         """Start a run for ``photo`` into ``<output folder>/<photo name>``; a running one is stopped (it
         still saves its bundle) and its avatar leaves the viewport."""
-        self._retire_session()
+        previous = self._retire_session()
         out_dir = self.project.output_dir / photo.stem
-        self.session = ReconstructionSession(photo, out_dir, self.config, body=self._body)
+        if previous is not None and previous.out_dir != out_dir:
+            previous = None  # another folder: no need to wait for its bundle
+        self.session = ReconstructionSession(photo, out_dir, self.config, prepare=self.prepare, body=self._body,
+                                             previous=previous)
         self._seen["avatar"] = self._seen["snapshot"] = 0
         self.latest_snapshot = None
         self.display_source = "session"
@@ -300,27 +344,31 @@ class Studio:
         self.session.stop()
         self.status.info("Stopping: the avatar so far is being saved")
 
-    def _retire_session(self) -> None:
-        if self.session is not None:
-            self.session.stop()
-            self._retired.append(self.session)
-            self.session = None
+    def _retire_session(self) -> ReconstructionSession | None:
+        """Stop the current run (it still saves its bundle); returns it."""
+        retired, self.session = self.session, None
+        if retired is not None:
+            retired.stop()
+            self._retired.append(retired)
+        return retired
 
     def open_bundle(self, folder: str | Path) -> None:
-        """Load an avatar bundle folder in the background and show it (a UserError at once if the folder
-        is not a bundle)."""
+        """Load an avatar bundle folder (or a .persona file) in the background and show it; a UserError
+        at once if it is neither."""
         from core.avatar.bundle import read_manifest
 
         folder = Path(folder)
-        read_manifest(folder)
+        if folder.suffix.lower() == PERSONA_SUFFIX:
+            if not folder.is_file():
+                raise UserError("file not found", folder)
+        else:
+            read_manifest(folder)
         self.status.info(f"Opening {folder} ...")
         threading.Thread(target=self._load_bundle, args=(folder,), name="bundle-loader", daemon=True).start()
 
     def _load_bundle(self, folder: Path) -> None:
-        from core.avatar.bundle import load_bundle
-
         try:
-            avatar, body, manifest = load_bundle(folder, self.body_model())
+            avatar, body, manifest = load_avatar_file(folder, self.body_model())
             params = {k: np.asarray(v, np.float32) for k, v in (manifest.get("subject") or {}).items()}
             self._bundles.publish(("ok", SessionAvatar(avatar, body, params, folder.name), folder, manifest))
         except UserError as err:
@@ -372,6 +420,7 @@ class Studio:
 
     def set_pose(self, pose: Pose, interactive: bool = True) -> None:
         """Show the avatar in ``pose`` (the posing thread does the work; this returns at once)."""
+        self.note_input()
         self.pose = pose
         self.poser.set_pose(pose, interactive)
 
@@ -379,6 +428,13 @@ class Studio:
         """The poser's output -> the viewport (called in the posing thread)."""
         return self.viewport.set_scene(posed.means, posed.colors, posed.scales[:, 0], label=label,
                                        frame_camera=frame_camera, moving=moving)
+
+    def _scene_on_screen(self, version: int) -> bool:
+        """Whether the viewport shows scene ``version`` or a newer one (asked by the posing thread; it reads
+        a few numbers the UI thread writes, which is safe under the GIL)."""
+        viewport = self.viewport
+        frame = viewport.latest_frame
+        return viewport.scene_version >= version and frame is not None and frame.serial == viewport.requests
 
     def export_name(self) -> str:
         """A file-name stem for exports of the displayed avatar."""
@@ -432,7 +488,7 @@ class Studio:
         got = session.avatar.poll(self._seen["avatar"])
         if got is not None:
             self._seen["avatar"], shown = got
-            self.show_avatar(shown, "session")
+            self.show_avatar(shown, "session", frame_camera=shown.frame_camera)
         got = session.snapshots.poll(self._seen["snapshot"])
         if got is not None:
             self._seen["snapshot"], snapshot = got
@@ -484,8 +540,8 @@ class Studio:
     # -- the loop ---------------------------------------------------------------------------------------
     def step(self) -> None:
         """One UI frame: callbacks, dropped files, workers' results, viewport update, panel read-outs,
-        draw (at most ``MAX_UI_FPS`` a second)."""
-        wait = self._last_step + 1.0 / MAX_UI_FPS - time.perf_counter()
+        draw (at most ``MAX_UI_FPS`` a second, ``IDLE_UI_FPS`` when nobody uses the window)."""
+        wait = self._last_step + self.frame_interval() - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
         self._last_step = time.perf_counter()

@@ -1,14 +1,14 @@
 """The Export panel's link to ``core.export``: one ``run_export(kind, ...)`` and a worker-thread task.
 
-``core/export`` is being built at the same time as this panel. Each kind is looked up there when it
-runs; a kind the engine does not offer yet fails with a one-line ``UserError`` saying so, instead of
-the app guessing at an API. Wired today: the turntable video (``core.export.turntable``) and the
-avatar bundle (``core.avatar.bundle``). To wire the others, add them to ``ENGINE_EXPORTS``.
+Each kind's engine function is looked up when it runs, so a build whose ``core/export`` lacks one
+answers with a one-line ``UserError`` instead of failing to start. The avatar bundle folder comes
+from ``core.avatar.bundle``.
 """
 from __future__ import annotations
 
 import copy
 import importlib
+import tempfile
 import threading
 import traceback
 from dataclasses import dataclass, replace
@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from core.avatar.avatar import Avatar
-from core.avatar.bundle import save_bundle
+from core.avatar.bundle import read_manifest, save_bundle
 from core.body import BodyModel
 from core.config import Config
 from core.errors import UserError
@@ -28,13 +28,18 @@ from core.motion import Motion
 EXPORT_KINDS: dict[str, tuple[str, str]] = {
     "turntable": ("Turntable video", ".mp4"),
     "animation": ("Animation video", ".mp4"),
-    "ply": ("Gaussians (.ply)", ".ply"),
-    "mesh": ("Mesh (.obj)", ".obj"),
-    "bundle": ("Avatar bundle", ""),
+    "ply": ("Gaussian splats (.ply)", ".ply"),
+    "mesh": ("Body mesh (.glb)", ".glb"),
+    "persona": ("Avatar file (.persona)", ".persona"),
+    "bundle": ("Avatar bundle folder", ""),
 }
 # kind -> (module, function) in the engine; looked up when an export runs.
 ENGINE_EXPORTS: dict[str, tuple[str, str]] = {
     "turntable": ("core.export.turntable", "render_turntable"),
+    "animation": ("core.export.animation", "render_animation"),
+    "ply": ("core.export.outputs", "export_file"),
+    "mesh": ("core.export.outputs", "export_file"),
+    "persona": ("core.export.outputs", "export_file"),
 }
 Progress = Callable[[float], None]
 
@@ -69,16 +74,27 @@ def engine_export(kind: str) -> Callable:
         return getattr(importlib.import_module(module_name), function)
     except (ImportError, AttributeError, ValueError):
         label = EXPORT_KINDS[kind][0]
-        raise UserError(f"{label} export is not available in this build yet (core/export is still being built); "
-                        f"the bundle and the turntable work") from None
+        raise UserError(f"{label} export is not available in this build (core.export has no "
+                        f"{module_name}.{function}); the avatar bundle folder always works") from None
+
+
+def full_manifest(source: ExportSource) -> dict:
+    """A complete bundle manifest for ``source`` (the .persona format needs one): its own if it came from
+    a bundle, else the one ``save_bundle`` writes, made in a temporary folder."""
+    if "format" in source.manifest:
+        return source.manifest
+    with tempfile.TemporaryDirectory(prefix="persona-manifest-") as folder:
+        save_bundle(folder, source.avatar, source.body, source.manifest.get("subject", {}),
+                    source.manifest.get("summary", {}))
+        return read_manifest(folder)
 
 
 def run_export(kind: str, source: ExportSource, output: str | Path, config: Config, progress: Progress,
                pose: str = "apose", motion: Motion | None = None) -> Path:
     """Write ``source`` as ``kind`` to ``output``; returns the path written.
 
-    ``pose``: the pose spec of turntables (``core.export.poses``); ``motion``: the clip an animation
-    plays (a turntable plays it too when given).
+    ``pose``: the pose spec (``core.export.poses``) of turntables, .ply splats and meshes; ``motion``:
+    the clip an animation plays (a turntable plays it too when given).
     """
     output = Path(output)
     if kind == "bundle":
@@ -91,9 +107,16 @@ def run_export(kind: str, source: ExportSource, output: str | Path, config: Conf
     if kind == "turntable":
         export(source.avatar, source.body, source.manifest, output, export=config.export, render=config.render,
                pose=pose, motion=motion, progress=progress)
-    else:  # pragma: no cover - reached only once ENGINE_EXPORTS lists a kind without a call here
-        raise UserError(f"{EXPORT_KINDS[kind][0]} export: the app does not know how to call the engine's "
-                        f"{ENGINE_EXPORTS[kind][1]} yet")
+    elif kind == "animation":
+        if motion is None:
+            raise UserError("choose a motion on the Pose tab first: the animation plays it")
+        export(source.avatar, source.body, source.manifest, motion, output, export=config.export,
+               render=config.render, progress=progress)
+    elif kind == "persona":
+        export(output, source.avatar, source.body, full_manifest(source), progress=progress)
+    else:  # .ply splats or the body mesh, in ``pose``
+        export(output, source.avatar, source.body, source.manifest, pose=pose, progress=progress)
+    progress(1.0)  # file exports report no progress of their own
     return output
 
 

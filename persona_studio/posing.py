@@ -8,7 +8,8 @@ so neither the UI nor training ever waits for posing.
 Posing with pose-dependent offsets (``refined=True``) runs the avatar's MLP over every Gaussian, which
 takes ~0.1 s for 14k Gaussians on a laptop CPU; while a slider moves, the poser therefore first shows
 the base pose (skinning only, a few tens of ms; the viewport draws it at reduced resolution) and then
-the refined one once the pose has rested for ``REFINE_DELAY`` (the offsets are at most centimetres).
+the refined one once the pose has rested for ``REFINE_DELAY`` and the preview is on screen (so the two
+do not compete for the CPU; the offsets are at most centimetres).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ POSE_WIDTHS = {"global_orient": 3, "body_pose": 63, "left_hand_pose": 45, "right
 EYE_KEYS = ("leye_pose", "reye_pose")
 HAND_KEYS = {"left": "left_hand_pose", "right": "right_hand_pose"}
 REFINE_DELAY = 0.15  # seconds a pose must rest after a quick preview before the pose offsets are computed
+PREVIEW_WAIT = 1.0  # seconds at most the offsets wait for the preview to reach the screen
 THUMB_CURL_AXIS = np.array([1.0, 0.0, -1.0]) / np.sqrt(2.0)  # left thumb; joint_limits documents the axis
 
 
@@ -169,10 +171,12 @@ class AvatarPoser:
     """
 
     def __init__(self, publish: Callable[[PosedGaussians, str, bool, bool], int], quick_preview: bool = True,
-                 refine_delay: float = REFINE_DELAY):
+                 refine_delay: float = REFINE_DELAY, preview_shown: Callable[[int], bool] | None = None):
+        """``preview_shown(version)``: whether the viewport shows scene ``version`` (or a newer one) yet."""
         self._publish = publish
         self.quick_preview = quick_preview
         self.refine_delay = float(refine_delay)
+        self._preview_shown = preview_shown
         self._cond = threading.Condition()
         self._job = _Job()
         self._requested = 0  # request counter
@@ -248,12 +252,25 @@ class AvatarPoser:
             job, self._job = self._job, _Job()
             return job, self._requested
 
-    def _newer_request_within(self, serial: int, seconds: float) -> bool:
-        """Wait up to ``seconds`` for a request newer than ``serial``; True if one came (or closing)."""
+    def _newer_request_before_refining(self, serial: int, preview_version: int) -> bool:
+        """Wait until the preview has rested ``refine_delay`` and is on screen (at most ``PREVIEW_WAIT``);
+        True if a newer request came meanwhile (or the poser is closing)."""
+        start = time.perf_counter()
         with self._cond:
-            return self._cond.wait_for(lambda: self._requested != serial or self._closing, seconds)
+            while True:
+                if self._requested != serial or self._closing:
+                    return True
+                waited = time.perf_counter() - start
+                shown = self._preview_shown is None or self._preview_shown(preview_version)
+                if waited >= PREVIEW_WAIT or (waited >= self.refine_delay and shown):
+                    return False
+                self._cond.wait(0.01)
 
     def _run(self) -> None:
+        # Posing is many small torch ops; idle OpenMP workers of a multi-threaded torch spin and starve
+        # the GL render thread and training (a base pose of 55k Gaussians: ~90 ms with one thread, ~800 ms
+        # with two on a busy 2-core machine).
+        torch.set_num_threads(1)
         while (taken := self._take_job()) is not None:
             job, serial = taken
             try:
@@ -278,16 +295,17 @@ class AvatarPoser:
             self._avatar.load_state_dict(job.state)
         pose = self._pose or Pose.rest()
         if job.interactive and self.quick_preview:
-            self._pose_and_publish(pose, False, job, moving=True)
-            if self._newer_request_within(serial, self.refine_delay):
+            preview = self._pose_and_publish(pose, False, job, moving=True)
+            if self._newer_request_before_refining(serial, preview):
                 return
             job = replace(job, frame_camera=False)
         self._pose_and_publish(pose, True, job)
 
-    def _pose_and_publish(self, pose: Pose, refined: bool, job: _Job, moving: bool = False) -> None:
+    def _pose_and_publish(self, pose: Pose, refined: bool, job: _Job, moving: bool = False) -> int:
         start = time.perf_counter()
         with torch.no_grad():
             posed = pose_avatar(self._avatar, self._body, pose.params(self._betas), refined=refined)
         seconds = time.perf_counter() - start
         version = self._publish(posed, self._label, job.frame_camera, moving)
         self.published.put(PosedScene(version, job.requested_at, refined, seconds))
+        return version

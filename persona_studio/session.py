@@ -1,5 +1,5 @@
-"""A reconstruction run inside the studio: photo prep -> avatar with photo colours -> generated frames ->
-training -> avatar bundle, in one worker thread.
+"""A reconstruction run inside the studio: photo prep -> avatar with photo colours -> photo-only warm-up ->
+generated frames -> training -> avatar bundle, in one worker thread.
 
 The UI controls it (pause / resume / stop, live loss weights, inspection requests) and watches it
 (``status()``, ``snapshots``, ``inspections``, ``avatar``) without ever waiting for it: controls only
@@ -31,16 +31,17 @@ from core.body import BodyModel
 from core.config import Config, LossConfig
 from core.errors import UserError
 from core.io.atomic import write_text_atomic
-from core.reconstruct import frames_key, load_or_generate_frames, photo_colors, save_preview
+from core.reconstruct import cached_frames, frames_key, load_or_generate_frames, photo_colors, save_preview, warm_up
 from core.subject import Subject
+from core.threads import single_torch_thread
 from core.trainer import Trainer, TrainingSnapshot
 from core.training_frames import photo_frame
 from persona_studio.inspection import Inspection, frame_label, frame_thumbnails, inspect_frame
 from persona_studio.latest import Latest
 
-STAGES = ("prep", "avatar", "frames", "train", "save")
-STAGE_TITLES = {"prep": "Photo prep", "avatar": "Avatar", "frames": "Generated frames", "train": "Training",
-                "save": "Save bundle"}
+STAGES = ("prep", "avatar", "warmup", "frames", "train", "save")
+STAGE_TITLES = {"prep": "Photo prep", "avatar": "Avatar", "warmup": "Warm-up on the photo",
+                "frames": "Generated frames", "train": "Training", "save": "Save bundle"}
 ACTIVE_STATES = ("starting", "running", "paused", "stopping")
 # Where each of prepare_subject's sub-stages sits inside the prep bar (start, end): the sub-stages
 # report their own 0..1 progress; unknown ones keep the bar where it is.
@@ -102,12 +103,14 @@ class SessionStatus:
 class SessionAvatar:
     """The session's avatar for display: a private copy (never the trainer's own, which changes every
     step), its body model, and the fitted subject's SMPL-X parameters (``betas [B]``, ``expression [E]``,
-    the photo's pose) as float32 arrays."""
+    the photo's pose) as float32 arrays. ``frame_camera``: aim the viewport at it (a new avatar) or
+    keep the view (the same avatar after its warm-up)."""
 
     avatar: Avatar
     body: BodyModel
     subject_params: dict[str, np.ndarray]
     label: str
+    frame_camera: bool = True
 
 
 class StepRate:
@@ -151,15 +154,19 @@ class ReconstructionSession:
         prepare: ``prepare(photo, subject_dir, config, model, progress)`` -> Subject; tests may pass a
             synthetic one instead of the mediapipe pipeline.
         body: an already loaded body model (default: the one ``config.body.model`` names).
+        previous: a run being stopped (e.g. of the same photo, into the same folder); this one starts
+            once that one has saved its bundle.
     """
 
     def __init__(self, photo: str | Path, out_dir: str | Path, config: Config,
-                 prepare: Callable[..., Subject] = default_prepare, body: BodyModel | None = None):
+                 prepare: Callable[..., Subject] = default_prepare, body: BodyModel | None = None,
+                 previous: "ReconstructionSession | None" = None):
         self.photo = Path(photo)
         self.out_dir = Path(out_dir)
         self.config = copy.deepcopy(config)
         self._prepare = prepare
         self._body = body
+        self._previous = previous
         self._cond = threading.Condition()
         self._status = SessionStatus(total=self.config.train.iterations)
         self._paused = False
@@ -203,13 +210,16 @@ class ReconstructionSession:
             self._cond.notify_all()
 
     def close(self, timeout: float = 120.0) -> None:
-        """Stop, let the worker save what it has, and end its thread (waits at most ``timeout`` seconds)."""
+        """Stop, let the worker save what it has, and end its thread: waits at most ``timeout`` seconds
+        once training has begun, and only briefly before (prep and frame generation cannot be
+        interrupted and have nothing to save; their writes are atomic, so the daemon thread may die)."""
         self.stop()
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+            training = self._trainer is not None
         if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._thread.join(timeout if training else min(timeout, 2.0))
 
     def set_loss_weights(self, loss: LossConfig) -> None:
         """New loss weights for the run; the trainer applies them at its next step."""
@@ -255,8 +265,23 @@ class ReconstructionSession:
             fractions[stage] = float(np.clip(fraction, 0.0, 1.0))
             self._set(stage=stage, fractions=fractions, detail=detail)
 
+    def _wait_for_previous(self) -> None:
+        """Let a stopped run of the same folder finish saving before this one writes there."""
+        if self._previous is None:
+            return
+        self._report("prep", 0.0, "waiting for the previous run to save")
+        while self._previous.status().active and not self._stop.is_set():
+            time.sleep(PAUSE_POLL)
+        self._previous = None
+
     def _run(self) -> None:
+        with single_torch_thread():  # as core.reconstruct trains: faster beside the rasterizer's threads
+            self._run_stages()
+        self._serve_until_closed()
+
+    def _run_stages(self) -> None:
         try:
+            self._wait_for_previous()
             with self._cond:
                 self._set(state="running")
             trainer, subject, body = self._prepare_training()
@@ -271,14 +296,13 @@ class ReconstructionSession:
         except Exception as err:  # noqa: BLE001  (a bug: keep the app alive, show it, log the traceback)
             traceback.print_exc()
             self._fail(f"internal error: {type(err).__name__}: {err} (details in the terminal)")
-        self._serve_until_closed()
 
     def _fail(self, message: str) -> None:
         with self._cond:
             self._set(state="failed", error=message, detail=message)
 
     def _prepare_training(self) -> tuple[Trainer | None, Subject | None, BodyModel | None]:
-        """Prep, avatar, generated frames and the trainer; (None, ...) when stopped on the way."""
+        """Prep, avatar, warm-up, generated frames and the trainer; (None, ...) when stopped on the way."""
         config, work = self.config, self.out_dir / "work"
         self._report("prep", 0.0, "prep: loading the body model")
         body = self._body or BodyModel.load(config.body.model or None)
@@ -303,16 +327,23 @@ class ReconstructionSession:
         self._report("avatar", 1.0, "avatar built")
         if self._stop.is_set():
             return None, subject, body
-        frames = load_or_generate_frames(
-            work / "frames.npz", frames_key(subject, config), avatar, body, subject, config,
-            lambda stage, fraction, info: self._report("frames", fraction, stage))
-        self._report("frames", 1.0, f"{len(frames)} generated frames")
         frame0 = photo_frame(subject, config.sampling.boundary_image_weight, config.sampling.seam_threshold,
                              config.sampling.seam_dilate, size=config.train.render_size)
+        frames_path, key = work / "frames.npz", frames_key(subject, config)
+        if not cached_frames(frames_path, key):  # as core.reconstruct: warm up only for new frames
+            warm_up(avatar, body, frame0, config, betas, expression,
+                    lambda stage, fraction, info: self._report("warmup", fraction, stage), self._stop)
+            self.avatar.publish(SessionAvatar(copy.deepcopy(avatar), body, subject_params,
+                                              f"{self.photo.stem} (warmed up)", frame_camera=False))
+        self._report("warmup", 1.0, "warm-up done")
+        if self._stop.is_set():
+            return None, subject, body
+        frames = load_or_generate_frames(frames_path, key, avatar, body, subject, config,
+                                         lambda stage, fraction, info: self._report("frames", fraction, stage))
+        self._report("frames", 1.0, f"{len(frames)} generated frames")
         with self._cond:  # the weights may have been changed while the earlier stages ran
             config = copy.deepcopy(self.config)
-        trainer = Trainer(avatar, body, frame0, frames, config, subject_params.get("betas", np.zeros(body.num_betas)),
-                          expression)
+        trainer = Trainer(avatar, body, frame0, frames, config, betas, expression)
         self.frame_labels = [frame_label(trainer, i) for i in range(trainer.num_generated + 1)]
         self.thumbnails = frame_thumbnails(trainer)
         with self._cond:
@@ -392,6 +423,7 @@ class ReconstructionSession:
 
     def _serve_until_closed(self) -> None:
         """After the run: keep answering inspection requests until ``close()``."""
+        torch.set_num_threads(1)
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._closing or self._inspect_request is not None, PAUSE_POLL)

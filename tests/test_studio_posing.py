@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from core.config import LossConfig, load_preset
 from core.errors import UserError
 from core.motion import load_builtin
 from core.motion.joint_limits import JOINT_LIMITS, LEFT_HAND_JOINT_NAMES, RIGHT_HAND_JOINT_NAMES
-from persona_studio.exports import ExportSource, ExportTask, default_output, manifest_for, run_export
+from persona_studio.exports import ENGINE_EXPORTS, ExportSource, ExportTask, default_output, manifest_for, run_export
 from persona_studio.latency import ScreenLatency
 from persona_studio.panels.weights import preset_target, with_weight
 from persona_studio.posing import AvatarPoser, Pose, PosedScene, fit_length, hand_curl, joint_slot, motion_pose
@@ -253,22 +252,43 @@ def test_bundle_export_writes_a_bundle_that_loads_bit_exact(avatar, body, tmp_pa
     assert default_output("bundle", tmp_path, "mine") == tmp_path / "mine-bundle"
 
 
-def test_export_task_reports_unavailable_kinds_and_writes_a_turntable(avatar, body, tmp_path):
+def test_every_export_kind_writes_what_it_says(avatar, body, tmp_path, monkeypatch):
+    pytest.importorskip("core.export.outputs")
+    from plyfile import PlyData
+
+    from core.export.persona_file import load_avatar
+
     source = ExportSource(avatar, body, manifest_for({"betas": np.zeros(body.num_betas)}), "mine")
     config = load_preset("preview", ["export.frames=3", "export.resolution=48", "render.backend=cpu"])
-    task = ExportTask("mesh", lambda: source, tmp_path / "m.obj", config).start()
-    task.join(30)
-    status = task.status()
-    assert status.state in ("failed", "done")
-    if status.state == "failed":  # core/export has no mesh export yet: a clear line, not a crash
-        assert "not available in this build yet" in status.message
-    pytest.importorskip("core.export.turntable")
-    task = ExportTask("turntable", lambda: source, tmp_path / "t.gif", config).start()
-    task.join(120)
-    status = task.status()
-    assert status.state == "done", status.message
-    assert status.path == tmp_path / "t.gif" and str(status.path) in status.message
+
+    def export(kind, output, **options):
+        task = ExportTask(kind, lambda: source, output, config, **options).start()
+        task.join(180)
+        status = task.status()
+        assert status.state == "done", status.message
+        assert status.path == output and str(output) in status.message and status.fraction == 1.0
+        return output
+
     from PIL import Image
 
-    with Image.open(status.path) as gif:
+    with Image.open(export("turntable", tmp_path / "t.gif")) as gif:
         assert gif.n_frames == 3
+    clip = load_builtin("wave").slice(0, 2)
+    with Image.open(export("animation", tmp_path / "a.gif", motion=clip)) as gif:
+        assert gif.n_frames == 2  # one video frame per motion frame
+    assert PlyData.read(str(export("ply", tmp_path / "s.ply"))).elements[0].count == avatar.num_gaussians
+    import trimesh
+
+    mesh = trimesh.load(export("mesh", tmp_path / "m.glb"), force="mesh")
+    assert len(mesh.faces) == len(body.faces)
+    loaded, _, manifest = load_avatar(export("persona", tmp_path / "x.persona"), body)
+    torch.testing.assert_close(loaded.colors, avatar.colors, atol=0, rtol=0)
+    assert manifest["format"] == "persona-avatar/1"
+    # An animation needs a motion; a kind missing from the engine is a clear line, not a crash.
+    task = ExportTask("animation", lambda: source, tmp_path / "b.gif", config).start()
+    task.join(30)
+    assert task.status().state == "failed" and "choose a motion" in task.status().message
+    monkeypatch.setitem(ENGINE_EXPORTS, "ply", ("core.export.nothing_here", "export_file"))
+    task = ExportTask("ply", lambda: source, tmp_path / "c.ply", config).start()
+    task.join(30)
+    assert task.status().state == "failed" and "not available in this build" in task.status().message

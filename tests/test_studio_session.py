@@ -23,7 +23,7 @@ from persona_studio.session import STAGES, ReconstructionSession, StepRate, prep
 SIZE = 64
 OVERRIDES = ["render.backend=cpu", "avatar.skinning_grid=32", "frames.num_generated=3", f"frames.resolution={SIZE}",
              "frames.motions=['wave']", f"train.render_size={SIZE}", "train.snapshot_every=2",
-             "train.checkpoint_every=1000"]
+             "train.checkpoint_every=1000", "frames.warmup_iterations=2"]
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +84,10 @@ def test_a_run_goes_through_every_stage_and_writes_a_loadable_bundle(body, tmp_p
         assert all(status.fractions[stage] == 1.0 for stage in STAGES)
         assert status.step == status.total == 4
         assert [entry[0] for entry in session.history()] == [1, 2, 3, 4]
-        # The display copy is not the trainer's avatar, and snapshots carry the trained parameters.
+        # The display copy is not the trainer's avatar, and snapshots carry the trained parameters. It was
+        # published when built and again after the warm-up (keeping the user's view then).
         shown = session.avatar.get()
+        assert session.avatar.version == 2 and not shown.frame_camera and shown.label.endswith("(warmed up)")
         snapshot = session.snapshots.get()
         assert snapshot.step == 4 and int(snapshot.draw_counts.sum()) == 4
         assert not np.allclose(shown.avatar.colors.detach().numpy(), snapshot.avatar_state["colors"].numpy())
@@ -149,6 +151,30 @@ def test_pause_resume_stop_and_live_loss_weights(body, tmp_path):
         assert manifest["summary"]["interrupted"] and manifest["summary"]["steps"] == status.step < 400
     finally:
         session.close()
+
+
+def test_a_restart_into_the_same_folder_waits_for_the_stopped_run_to_save(body, tmp_path):
+    first = make_session(body, tmp_path, iterations=400)
+    first.start()
+    second = None
+    try:
+        assert wait_for(lambda: first.status().step >= 1)
+        config = load_preset("preview", [*OVERRIDES, "train.iterations=2"])
+        second = ReconstructionSession(tmp_path / "photo.png", tmp_path, config, prepare=synthetic_prepare, body=body,
+                                       previous=first)
+        second.start()
+        time.sleep(1.0)
+        assert second.status().step == 0 and second.status().detail == "waiting for the previous run to save"
+        first.stop()
+        assert wait_for(lambda: second.status().state == "finished")
+        assert first.status().state == "stopped"
+        assert second.avatar.version == 1  # the frames came from the cache: no warm-up, as in core.reconstruct
+        _, _, manifest = load_bundle(tmp_path, body)
+        assert manifest["summary"]["steps"] == 2  # the restarted run's bundle is the one left
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
 
 
 def test_user_errors_and_bugs_end_the_run_with_one_line(body, tmp_path):

@@ -10,7 +10,7 @@ from core.errors import UserError
 from persona_studio.exports import EXPORT_KINDS, ExportTask, default_output
 from persona_studio.panels.project import dialog_path
 
-TURNTABLE_POSES = ("apose", "tpose", "canonical", "photo")
+EXPORT_POSES = ("apose", "tpose", "canonical", "photo")
 
 
 class ExportPanel:
@@ -36,7 +36,8 @@ class ExportPanel:
                 self._folder = dpg.add_input_text(label="##export-folder", hint="default: <output>/<avatar>/exports",
                                                   width=220)
                 dpg.add_button(label="Browse...", callback=guard(lambda: dpg.show_item(self.folder_dialog)))
-            self._pose = dpg.add_combo(TURNTABLE_POSES, label="turntable pose", default_value="apose", width=120)
+            self._pose = dpg.add_combo(EXPORT_POSES, label="pose (turntable, .ply, mesh)", default_value="apose",
+                                       width=110)
             self._with_motion = dpg.add_checkbox(label="turntable plays the timeline's motion", default_value=False)
             for kind, (label, _) in EXPORT_KINDS.items():
                 dpg.add_button(label=label, width=-1, user_data=kind,

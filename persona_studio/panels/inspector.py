@@ -59,7 +59,8 @@ class InspectorPanel:
         """Creates its own (hidden) window; ``parent`` is unused."""
         guard = self.studio.guard
         self._registry = dpg.add_texture_registry()
-        with dpg.window(label=self.title, show=False, width=680, height=780, pos=(360, 20)) as self.window:
+        height = min(780, self.studio.window_size[1] - 40)
+        with dpg.window(label=self.title, show=False, width=680, height=height, pos=(360, 20)) as self.window:
             self._summary = dpg.add_text("no training run yet", wrap=640)
             with dpg.group(horizontal=True):
                 dpg.add_button(label="Refresh now", callback=guard(lambda: self.request()))

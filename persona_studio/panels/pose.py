@@ -95,7 +95,7 @@ class PosePanel:
             with dpg.tree_node(label="Hands", default_open=True):
                 for side in HAND_KEYS:
                     self.curl_sliders[side] = dpg.add_slider_float(
-                        label=f"{side} hand (open - fist)", min_value=0.0, max_value=1.0, width=SLIDER_WIDTH,
+                        label=f"{side} fist", min_value=0.0, max_value=1.0, width=SLIDER_WIDTH,
                         format="%.2f", user_data=side, callback=guard(lambda s, v, side: self.set_hand_curl(side, v)))
             with dpg.tree_node(label="Expression", default_open=False):
                 self._expression_group = dpg.add_group()

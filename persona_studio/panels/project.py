@@ -12,6 +12,7 @@ from persona_studio.session import STAGE_TITLES, STAGES
 
 THUMBNAIL_SIDE = 220  # pixels, the longer side of the photo preview
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+PERSONA_SUFFIX = ".persona"  # the one-file avatar format of core.export
 WRAP = 300  # pixels, text wrap width in the side panel
 
 
@@ -79,16 +80,18 @@ class ProjectPanel:
     def build(self, parent: int | str) -> None:
         guard = self.studio.guard
         self._registry = dpg.add_texture_registry()
-        self.photo_dialog = dpg.add_file_dialog(label="Open a photo", show=False, modal=True, width=700, height=450,
-                                                callback=guard(self.on_photo_dialog))
+        self.photo_dialog = dpg.add_file_dialog(label="Open a photo or a .persona avatar", show=False, modal=True,
+                                                width=700, height=450, callback=guard(self.on_photo_dialog))
         dpg.add_file_extension("Photos{" + ",".join(PHOTO_SUFFIXES) + "}", parent=self.photo_dialog)
+        dpg.add_file_extension(PERSONA_SUFFIX, parent=self.photo_dialog)
         self.bundle_dialog = dpg.add_file_dialog(label="Open an avatar bundle folder", show=False, modal=True,
                                                  directory_selector=True, width=700, height=450,
                                                  callback=guard(self.on_bundle_dialog))
         with dpg.collapsing_header(label=self.title, parent=parent, default_open=True):
             with dpg.group(horizontal=True):
                 dpg.add_button(label="Open photo...", callback=guard(lambda: dpg.show_item(self.photo_dialog)))
-                dpg.add_button(label="Open avatar...", callback=guard(lambda: dpg.show_item(self.bundle_dialog)))
+                dpg.add_button(label="Open avatar folder...",
+                               callback=guard(lambda: dpg.show_item(self.bundle_dialog)))
             self._output = dpg.add_input_text(label="Output folder", default_value=str(self.studio.output_dir),
                                               width=180)
             self._preset_text = dpg.add_text("")
@@ -104,8 +107,12 @@ class ProjectPanel:
 
     # -- callbacks --------------------------------------------------------------------------------
     def on_photo_dialog(self, sender, app_data) -> None:
-        """The photo file dialog's callback: reconstruct the chosen photo."""
-        self.studio.open_photo(dialog_path(app_data))
+        """The file dialog's callback: reconstruct the chosen photo (or show a chosen .persona avatar)."""
+        path = dialog_path(app_data)
+        if path.suffix.lower() == PERSONA_SUFFIX:
+            self.studio.open_bundle(path)
+        else:
+            self.studio.open_photo(path)
 
     def on_bundle_dialog(self, sender, app_data) -> None:
         """The folder dialog's callback: show the chosen avatar bundle."""

@@ -9,6 +9,8 @@ tests and benchmarks create and use it in their own thread.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import sys
 import time
 
@@ -23,6 +25,26 @@ from persona_studio.viewport.scene import SplatScene
 _SPLAT_LAYOUT = ("3f 1f 3f 1f", "center", "sigma", "color", "opacity")
 _CORNERS_PER_SPLAT = 4
 _QUAD_TRIANGLES = np.array([0, 1, 2, 2, 1, 3], dtype=np.uint32)  # corners (-1,-1), (1,-1), (-1,1), (1,1)
+
+
+def _gl_finish_without_gil():
+    """``glFinish`` called through ctypes, which lets go of Python's GIL while it waits; None where no GL
+    library can be loaded.
+
+    moderngl keeps the GIL during its calls, so a frame read back straight after drawing would block
+    every Python thread (posing, training) for as long as a software GL (llvmpipe) needs to rasterize
+    it; waiting here first makes the read-back itself quick."""
+    for name in ("libGL.so.1", "libOpenGL.so.0", ctypes.util.find_library("GL") or ""):
+        if not name:
+            continue
+        try:
+            finish = ctypes.CDLL(name).glFinish
+        except (OSError, AttributeError):
+            continue
+        finish.restype = None
+        finish.argtypes = []
+        return finish
+    return None
 
 
 def create_gl_context() -> moderngl.Context:
@@ -83,6 +105,7 @@ class SplatRenderer:
         self.antialiased = bool(antialiased)
         self.near_plane, self.far_plane = float(near_plane), float(far_plane)
         self.sort = sort  # False only for benchmarks (the unsorted baseline)
+        self._finish = _gl_finish_without_gil() if sys.platform.startswith("linux") else None
         self.scene: SplatScene | None = None
         self._sorted_for: tuple | None = None
         self.renders = 0   # draws done (tests use it to check that nothing re-renders needlessly)
@@ -183,6 +206,8 @@ class SplatRenderer:
             self._fbo.color_mask = (True, True, True, True)
         if out is None:
             out = np.empty((self.height, self.width, 4), np.float32)
+        if self._finish is not None:
+            self._finish()  # wait for the rasterizer with the GIL released (see _gl_finish_without_gil)
         self._fbo.read_into(out, components=4, dtype="f4")
         self.renders += 1
         self.last_render_seconds = time.perf_counter() - start
