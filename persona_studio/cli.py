@@ -15,14 +15,12 @@ from typing import Callable
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from core.errors import UserError  # noqa: E402
+from persona_studio.commands import export_commands  # noqa: E402
 
 # Subcommands that later work will fill, with the issue that brings each. They answer clearly
 # instead of crashing.
 NOT_YET = {
     "frames": "generated-frame import and driving videos (issue 4)",
-    "turntable": "turntable videos (issue 5)",
-    "animate": "animation videos (issue 5)",
-    "export": ".ply / mesh / bundle export (issue 5)",
 }
 
 
@@ -69,12 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     frames.add_argument("action", choices=["import", "driving-video"])
     frames.add_argument("args", nargs="*")
 
-    for name, text in (("turntable", "360-degree turntable video"), ("animate", "animate with a motion clip"),
-                       ("export", ".ply splats, mesh or bundle")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("avatar")
-        p.add_argument("-o", "--output", required=True)
-        p.add_argument("--motion")
+    export_commands.add_parsers(sub)
 
     config = sub.add_parser("config", help="print the effective configuration as TOML")
     _add_preset_args(config)
@@ -203,6 +196,7 @@ def _cmd_studio(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    **export_commands.COMMANDS,
     "studio": _cmd_studio,
     "prep": _cmd_prep,
     "reconstruct": _cmd_reconstruct,

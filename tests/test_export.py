@@ -485,7 +485,7 @@ def test_bad_inputs_are_one_line_user_errors(body, bundle, loaded, tmp_path):
 
 
 def test_cli_commands_run_and_report(bundle, tmp_path, capsys):
-    from persona_studio.commands.export_commands import main
+    from persona_studio.cli import main
 
     single = tmp_path / "me.persona"
     assert main(["export", str(bundle), "-o", str(single)]) == 0

@@ -1,11 +1,6 @@
 """``persona-studio turntable | animate | export``: the CLI side of ``core.export``.
 
-Wire-up (in ``persona_studio/cli.py``)::
-
-    from persona_studio.commands import export_commands
-    export_commands.add_parsers(sub)          # in build_parser(), replacing the placeholder parsers
-    COMMANDS.update(export_commands.COMMANDS) # and drop the three entries from NOT_YET
-
+``persona_studio/cli.py`` registers ``add_parsers`` and ``COMMANDS``.
 Each ``cmd_*`` returns the exit status and raises ``UserError`` for bad input (``main`` prints it).
 AVATAR is a bundle folder or a ``.persona`` file. Video defaults come from the preset's
 ``[export]`` table; flags override them.
@@ -176,18 +171,3 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "export": cmd_export,
 }
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one of the three commands without the main CLI (for tests and until it is wired in)."""
-    parser = argparse.ArgumentParser(prog="persona-studio")
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
