@@ -430,11 +430,9 @@ class Studio:
                                        frame_camera=frame_camera, moving=moving)
 
     def _scene_on_screen(self, version: int) -> bool:
-        """Whether the viewport shows scene ``version`` or a newer one (asked by the posing thread; it reads
-        a few numbers the UI thread writes, which is safe under the GIL)."""
-        viewport = self.viewport
-        frame = viewport.latest_frame
-        return viewport.scene_version >= version and frame is not None and frame.serial == viewport.requests
+        """Whether the viewport shows scene ``version`` or a newer one (asked by the posing thread; one
+        integer the UI thread writes)."""
+        return self.viewport.shown_scene_version >= version
 
     def export_name(self) -> str:
         """A file-name stem for exports of the displayed avatar."""
@@ -552,8 +550,7 @@ class Studio:
             self._run_guarded(self.on_files_dropped, paths)
         self._run_guarded(self._poll_workers)
         self._run_guarded(self.widget.update)
-        frame = self.viewport.latest_frame
-        self.latency.update(self.viewport.scene_version, self.viewport.requests, frame.serial if frame else None)
+        self.latency.update(self.viewport.shown_scene_version)
         if self.render_thread.error and self.status.last_error != self.render_thread.error:
             self.status.error(self.render_thread.error)
         scene = self.viewport.scene

@@ -1,24 +1,17 @@
 """Pose-change-to-screen latency: from a pose request to the first viewport frame that shows it.
 
 The poser reports each scene it hands over (``PosedScene``: scene version, request time, refined or
-not); once per UI frame, after the viewport's tick, ``update`` is told which scene version the
-viewport has adopted, how many render requests it has submitted and which request the shown frame
-answers. A scene is on screen when a frame answering a request made after its adoption is shown.
+not); once per UI frame, after the viewport's tick, ``update`` is told which scene version the shown
+frame holds. A scene the viewport skipped (latest wins) counts as shown with the newer one that
+replaced it.
 """
 from __future__ import annotations
 
 import statistics
 import time
 from collections import deque
-from dataclasses import dataclass
 
 from persona_studio.posing import PosedScene
-
-
-@dataclass
-class _Watched:
-    scene: PosedScene
-    request_serial: int | None = None  # the viewport's first render request that includes the scene
 
 
 class ScreenLatency:
@@ -26,34 +19,24 @@ class ScreenLatency:
     and ``refined`` (the image with pose offsets), the last ``keep`` of each."""
 
     def __init__(self, keep: int = 100):
-        self._watched: list[_Watched] = []
+        self._watched: list[PosedScene] = []
         self._first_seen: deque[float] = deque(maxlen=4 * keep)  # request times already counted in ``first``
         self.first: deque[float] = deque(maxlen=keep)
         self.refined: deque[float] = deque(maxlen=keep)
 
     def watch(self, scene: PosedScene) -> None:
-        self._watched.append(_Watched(scene))
+        self._watched.append(scene)
 
-    def update(self, adopted_version: int, submitted_requests: int, shown_serial: int | None,
-               now: float | None = None) -> None:
-        """Call once per UI frame after the viewport's tick.
-
-        ``adopted_version``: the scene version the viewport uses now; ``submitted_requests``: its render
-        requests so far (the newest one includes the adopted scene); ``shown_serial``: the request the
-        shown frame answers (None before the first frame).
-        """
+    def update(self, shown_version: int, now: float | None = None) -> None:
+        """Call once per UI frame after the viewport's tick with the scene version it shows."""
         now = time.perf_counter() if now is None else now
         waiting = []
-        for item in self._watched:
-            if item.request_serial is None and adopted_version >= item.scene.scene_version:
-                item.request_serial = submitted_requests
-            # A scene skipped by the viewport (latest wins) counts as shown with the newer one that replaced it.
-            if item.request_serial is not None and shown_serial is not None and shown_serial >= item.request_serial:
-                self._record(item.scene, now)
+        for scene in self._watched:
+            if scene.scene_version <= shown_version:
+                self._record(scene, now)
             else:
-                waiting.append(item)
+                waiting.append(scene)
         self._watched = waiting
-
     def _record(self, scene: PosedScene, now: float) -> None:
         seconds = now - scene.requested_at
         if scene.requested_at not in self._first_seen:

@@ -186,15 +186,18 @@ def test_screen_latency_counts_from_request_to_the_frame_that_shows_it():
     assert "move a slider" in latency.summary()
     latency.watch(PosedScene(scene_version=3, requested_at=10.0, refined=False, pose_seconds=0.01))
     latency.watch(PosedScene(scene_version=4, requested_at=10.0, refined=True, pose_seconds=0.1))
-    latency.update(adopted_version=2, submitted_requests=7, shown_serial=7, now=10.02)  # not adopted yet
+    latency.update(shown_version=2, now=10.05)  # an older scene on screen
     assert not latency.first
-    latency.update(adopted_version=3, submitted_requests=8, shown_serial=7, now=10.05)  # adopted, request 8 drawn
-    assert not latency.first
-    latency.update(adopted_version=3, submitted_requests=8, shown_serial=8, now=10.08)
+    latency.update(shown_version=3, now=10.08)
     assert latency.first[-1] == pytest.approx(0.08) and not latency.refined
-    latency.update(adopted_version=4, submitted_requests=9, shown_serial=9, now=10.3)
+    latency.update(shown_version=4, now=10.3)
     assert list(latency.refined) == [pytest.approx(0.3)] and len(latency.first) == 1  # same request: counted once
     assert "80 ms first image, 300 ms with pose offsets" in latency.summary()
+    # A preview skipped by the viewport counts as shown with the final scene that replaced it.
+    latency.watch(PosedScene(scene_version=5, requested_at=11.0, refined=False, pose_seconds=0.01))
+    latency.watch(PosedScene(scene_version=6, requested_at=11.0, refined=True, pose_seconds=0.1))
+    latency.update(shown_version=6, now=11.5)
+    assert latency.first[-1] == pytest.approx(0.5) and latency.refined[-1] == pytest.approx(0.5)
 
 
 # -- recent projects, weights ----------------------------------------------------------------------------

@@ -334,8 +334,10 @@ def test_preview_scenes_render_reduced_until_the_final_scene_arrives(renderer):
     controller.set_scene(scene.means, scene.colors, scene.scales)
     assert controller.tick().image.shape == (120, 160, 4)
     # A pose slider moves: the quick preview is drawn at half size, and no full-size frame of it follows.
-    controller.set_scene(scene.means + 0.01, scene.colors, scene.scales, moving=True)
+    preview = controller.set_scene(scene.means + 0.01, scene.colors, scene.scales, moving=True)
+    assert controller.shown_scene_version == preview - 1
     assert controller.tick().image.shape == (60, 80, 4)
+    assert controller.shown_scene_version == preview  # the frame on screen holds the preview
     now[0] += 1.0
     assert controller.tick() is None and not controller.up_to_date
     # The final scene (with pose offsets) is drawn at full size at once.

@@ -57,6 +57,8 @@ class ViewportController:
         self.scene: SplatScene | None = None
         self.scene_version = 0
         self.latest_frame: RenderedFrame | None = None
+        self.shown_scene_version = 0  # the scene version in ``latest_frame``
+        self._request_versions: dict[int, int] = {}  # request serial -> scene version, until its frame comes
         self.frame_rate = RateMeter()
         self.requests = 0  # render requests submitted (the dirty check keeps this from growing while idle)
         self._submitted_key: tuple | None = None
@@ -124,11 +126,15 @@ class ViewportController:
         if self.dirty:
             key = self.view_key()
             self.requests += 1
+            self._request_versions[self.requests] = self.scene_version
             self.backend.submit(self._request(key[-1]))
             self._submitted_key = key
         frame = self.backend.take_frame()
         if frame is not None:
             self.latest_frame = frame
+            self.shown_scene_version = self._request_versions.get(frame.serial, self.shown_scene_version)
+            # Requests up to this one are answered or were skipped (latest wins): forget them.
+            self._request_versions = {k: v for k, v in self._request_versions.items() if k > frame.serial}
             self.frame_rate.tick()
         return frame
 
