@@ -20,7 +20,6 @@ from persona_studio.commands import export_commands  # noqa: E402
 # Subcommands that later work will fill, with the issue that brings each. They answer clearly
 # instead of crashing.
 NOT_YET = {
-    "frames": "generated-frame import and driving videos (issue 4)",
 }
 
 
@@ -63,9 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--debug", action="store_true")
     _add_preset_args(prep)
 
-    frames = sub.add_parser("frames", help="generated training frames: import a video, write a driving video")
-    frames.add_argument("action", choices=["import", "driving-video"])
-    frames.add_argument("args", nargs="*")
+    frames = sub.add_parser("frames", help="training frames: write a driving pose video, import a generated video")
+    frames.add_argument("action", choices=["driving-video", "import"])
+    frames.add_argument("source", help="avatar bundle / reconstruct output folder, .persona file or Subject folder")
+    frames.add_argument("video", nargs="?", help="import: the generated video")
+    frames.add_argument("--motion", help="built-in motion name or AMASS-style .npz clip")
+    frames.add_argument("-o", "--output", help="driving-video: output .mp4 / .gif / PNG folder")
+    frames.add_argument("--resolution", type=int, default=512)
 
     export_commands.add_parsers(sub)
 
@@ -188,6 +191,27 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_frames(args: argparse.Namespace) -> int:
+    if args.action == "import":
+        print("persona-studio frames import: not available yet — importing generated videos is still being built "
+              "(issue 4).", file=sys.stderr)
+        return 3
+    from core.body import BodyModel
+    from core.export.poses import resolve_motion
+    from core.frames.driving import subject_betas, write_driving_video
+
+    if not args.motion or not args.output:
+        raise UserError("frames driving-video needs --motion NAME|clip.npz and -o OUTPUT")
+    betas = subject_betas(args.source)
+    motion = resolve_motion(args.motion)
+    show = StageProgress()
+    count = write_driving_video(args.output, BodyModel.load(), motion, betas, args.resolution,
+                                progress=lambda f: show("driving video", f))
+    show.close()
+    print(f"wrote {args.output}: {count} frames at {motion.fps:g} fps")
+    return 0
+
+
 def _cmd_studio(args: argparse.Namespace) -> int:
     from persona_studio.app import run_studio
 
@@ -197,6 +221,7 @@ def _cmd_studio(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     **export_commands.COMMANDS,
+    "frames": _cmd_frames,
     "studio": _cmd_studio,
     "prep": _cmd_prep,
     "reconstruct": _cmd_reconstruct,

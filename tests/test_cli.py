@@ -46,10 +46,21 @@ def test_user_error_is_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_commands_not_built_yet_say_so(capsys):
-    from persona_studio.cli import NOT_YET, main
+def test_frames_import_says_not_yet_and_driving_video_writes(capsys, tmp_path):
+    import av
 
-    samples = {"frames": ["import"]}
-    for command in NOT_YET:
-        assert main([command, *samples[command]]) == 3
-        assert "not available yet" in capsys.readouterr().err
+    from persona_studio.cli import main
+
+    assert main(["frames", "import", str(tmp_path), "video.mp4"]) == 3
+    assert "not available yet" in capsys.readouterr().err
+    bundle = tmp_path / "subject"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text('{"format": "persona-avatar/1", "subject": {"betas": [1.0]}}')
+    out = tmp_path / "pose.mp4"
+    assert main(["frames", "driving-video", str(bundle), "--motion", "wave", "-o", str(out),
+                 "--resolution", "64"]) == 0
+    with av.open(str(out)) as video:
+        frames = [f.to_ndarray(format="rgb24") for f in video.decode(video=0)]
+    assert len(frames) == 120 and frames[0].shape == (64, 64, 3)
+    assert max(f.max() for f in frames) > 100  # the coloured skeleton is drawn
+    assert main(["frames", "driving-video", str(tmp_path / "nothing"), "--motion", "wave", "-o", str(out)]) == 2

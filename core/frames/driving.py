@@ -6,6 +6,7 @@ computed from the subject's posed SMPL-X joints and landmarks.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import cv2
@@ -69,11 +70,59 @@ def draw_skeleton(uv: np.ndarray, width: int, height: int, thickness: int | None
     return image
 
 
+def shape_tensor(betas: np.ndarray, count: int) -> torch.Tensor:
+    """Betas ``[B]`` as ``[1, count]`` (cut or zero-padded: models differ in shape-component counts)."""
+    from core.export.poses import resized
+
+    return resized(torch.as_tensor(np.asarray(betas, np.float32)).reshape(1, -1), count)
+
+
 def driving_frames(body: BodyModel, motion: Motion, betas: np.ndarray, viewmat: np.ndarray, K: np.ndarray,
                    width: int, height: int) -> Iterator[np.ndarray]:
     """Skeleton images ``[H, W, 3]`` uint8 for every frame of ``motion`` on the subject's shape."""
-    betas_t = torch.as_tensor(np.asarray(betas, np.float32)).reshape(1, -1)[:, :body.num_betas]
+    betas_t = shape_tensor(betas, body.num_betas)
     for i in range(motion.num_frames):
         params = {k: v for k, v in motion.frame(i, as_tensor=True).items() if k != "expression"}
         params["betas"] = betas_t
         yield draw_skeleton(project(openpose_keypoints(body, params), viewmat, K), width, height)
+
+
+def subject_betas(source: str | Path) -> np.ndarray:
+    """The subject's shape ``[B]`` from an avatar bundle folder, a ``.persona`` file or a Subject folder."""
+    from core.avatar.bundle import read_manifest
+    from core.errors import UserError
+    from core.subject import Subject
+
+    source = Path(source)
+    if (source / "subject.json").exists():
+        return np.asarray(Subject.load(source).smplx.get("betas", np.zeros(0)), np.float32)
+    if source.suffix == ".persona":
+        from core.export import load_persona_file
+
+        _, _, manifest = load_persona_file(source)
+    elif (source / "manifest.json").exists():
+        manifest = read_manifest(source)
+    elif (source / "work" / "subject" / "subject.json").exists():
+        return subject_betas(source / "work" / "subject")
+    else:
+        raise UserError("not an avatar bundle, .persona file or Subject folder", source)
+    return np.asarray(manifest.get("subject", {}).get("betas", []), np.float32)
+
+
+def write_driving_video(path: str | Path, body: BodyModel, motion: Motion, betas: np.ndarray, resolution: int,
+                        distance: float = 3.0, progress=None) -> int:
+    """Write the skeleton video of ``motion`` on shape ``betas`` (square ``resolution``); returns frames."""
+    from core.export.video import open_frame_writer
+    from core.frames.generated import front_camera
+
+    betas_t = shape_tensor(betas, body.num_betas)
+    with torch.no_grad():
+        rest = body(betas=betas_t).vertices[0, :, 1]
+    center, height = float(rest.min() + rest.max()) / 2, float(rest.max() - rest.min())
+    viewmat, K = front_camera(resolution, distance, center, height)
+    with open_frame_writer(path, resolution, resolution, motion.fps) as writer:
+        for i, image in enumerate(driving_frames(body, motion, betas, viewmat, K, resolution, resolution)):
+            writer.write(image)
+            if progress is not None:
+                progress((i + 1) / motion.num_frames)
+    return motion.num_frames
