@@ -545,6 +545,15 @@ def balance_work(cost, order, n_workers):
 # pass replays the log in reverse: no exp(), no search for contributing pixels, no division to recover T.
 # ----------------------------------------------------------------------------------------------------
 @njit(**_JIT)
+def _tile_bounds(tile, tiles_per_cam, tiles_x, width, height):
+    """Camera index and pixel box ``[x_lo, x_hi) x [y_lo, y_hi)`` of a global tile index."""
+    local = tile % tiles_per_cam
+    x_lo = (local % tiles_x) * TILE_SIZE
+    y_lo = (local // tiles_x) * TILE_SIZE
+    return tile // tiles_per_cam, x_lo, y_lo, min(x_lo + TILE_SIZE, width), min(y_lo + TILE_SIZE, height)
+
+
+@njit(**_JIT)
 def composite_forward(task_first, task_stop, packed, colors, backgrounds, width, height, tile_offsets,
                       isect_ids, worker_tiles, task_log_start, log_entry, log_pixel, log_falloff, log_trans,
                       log_count, out_colors, out_transmittance, out_alphas):
@@ -569,13 +578,7 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, width,
     alive_stop = np.empty(TILE_SIZE, np.int64)
     for task in range(task_first, task_stop):
         tile = worker_tiles[task]
-        c = tile // tiles_per_cam
-        tx = (tile % tiles_per_cam) % tiles_x
-        ty = (tile % tiles_per_cam) // tiles_x
-        x_lo = tx * TILE_SIZE
-        y_lo = ty * TILE_SIZE
-        x_hi = min(x_lo + TILE_SIZE, width)
-        y_hi = min(y_lo + TILE_SIZE, height)
+        c, x_lo, y_lo, x_hi, y_hi = _tile_bounds(tile, tiles_per_cam, tiles_x, width, height)
         n_pix = (x_hi - x_lo) * (y_hi - y_lo)
         trans[:] = 1.0
         accum[:, :] = 0.0
@@ -670,13 +673,7 @@ def composite_backward(task_first, task_stop, packed, colors, backgrounds, width
     for task in range(task_first, task_stop):
         tile = worker_tiles[task]
         isect_grads[tile_offsets[tile]:tile_offsets[tile + 1], :] = 0.0
-        c = tile // tiles_per_cam
-        tx = (tile % tiles_per_cam) % tiles_x
-        ty = (tile % tiles_per_cam) // tiles_x
-        x_lo = tx * TILE_SIZE
-        y_lo = ty * TILE_SIZE
-        x_hi = min(x_lo + TILE_SIZE, width)
-        y_hi = min(y_lo + TILE_SIZE, height)
+        c, x_lo, y_lo, x_hi, y_hi = _tile_bounds(tile, tiles_per_cam, tiles_x, width, height)
         for py in range(y_lo, y_hi):
             for px in range(x_lo, x_hi):
                 p = (py - y_lo) * TILE_SIZE + (px - x_lo)
