@@ -166,8 +166,9 @@ class _Job:
 
 class AvatarPoser:
     """Poses the displayed avatar in a daemon thread; ``publish(posed, label, frame_camera, moving) ->
-    version`` (normally ``viewport.set_scene``) receives the splats (``moving``: a quick preview). Latest wins: requests that arrive while the
-    thread is busy are merged, and only the newest pose is drawn.
+    version`` (normally ``viewport.set_scene``) receives the splats (``moving``: a quick preview).
+    Latest wins: requests that arrive while the thread is busy are merged, and only the newest pose is
+    drawn.
     """
 
     def __init__(self, publish: Callable[[PosedGaussians, str, bool, bool], int], quick_preview: bool = True,
@@ -218,7 +219,8 @@ class AvatarPoser:
                     job.interactive = value
                 else:
                     setattr(job, key, value)
-            job.requested_at = time.perf_counter()
+            if "pose" in changes or not job.requested_at:  # latency counts from the newest pose asked for
+                job.requested_at = time.perf_counter()
             self._requested += 1
             self._cond.notify_all()
 
@@ -227,11 +229,6 @@ class AvatarPoser:
         """Nothing is waiting to be posed or being posed."""
         with self._cond:
             return self._done == self._requested
-
-    @property
-    def has_avatar(self) -> bool:
-        with self._cond:
-            return self._avatar is not None or self._job.avatar is not None
 
     def wait_idle(self, timeout: float) -> bool:
         with self._cond:

@@ -28,6 +28,7 @@ def load_thumbnail(path: Path, side: int = THUMBNAIL_SIDE) -> np.ndarray:
         raise UserError(f"not a photo we can read (expected {', '.join(PHOTO_SUFFIXES)})", path)
     try:
         with Image.open(path) as image:
+            image.draft("RGB", (side, side))  # JPEGs decode at a reduced scale: fast even for 20 MP photos
             image = image.convert("RGBA")
             image.thumbnail((side, side))
             return np.asarray(image, dtype=np.float32) / 255.0
