@@ -232,65 +232,59 @@ def bench_studio(changes: int, seconds: float) -> list[tuple[str, str, str]]:
     from persona_studio.app import Studio
     from persona_studio.session import ReconstructionSession
 
-    display, server = start_display()
-    os.environ["DISPLAY"] = display
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         os.environ["XDG_CONFIG_HOME"] = str(tmp / "config")  # keep the user's recent list untouched
-        try:
-            overrides, prepare, photo = training_setup(tmp)
-            studio = Studio(width=1280, height=800, overrides=overrides, output_dir=tmp / "out")
-            studio.build()
-            studio.prepare = prepare
-            idle_ui = None
+        overrides, prepare, photo = training_setup(tmp)
+        studio = Studio(width=1280, height=800, overrides=overrides, output_dir=tmp / "out")
+        studio.build()
+        studio.prepare = prepare
+        idle_ui = None
 
-            def ms(values):
-                return f"{1000 * statistics.median(values):.0f} ms" if values else "n/a"
+        def ms(values):
+            return f"{1000 * statistics.median(values):.0f} ms" if values else "n/a"
 
-            for gaussians in (14000, 50000):  # the preview preset's count, and the standard preset's
-                _, avatar, body = avatar_scene(gaussians)
-                bundle = tmp / f"avatar-{gaussians}"
-                save_bundle(bundle, avatar, body, {"betas": np.zeros(body.num_betas, np.float32)})
-                studio.open_bundle(bundle)
-                studio.step_until(lambda: studio.display is not None and studio.display.label == bundle.name, 120)
-                studio.settle()
-                if idle_ui is None:
-                    studio.throttle_when_idle = False  # the pure cost of a frame
-                    idle_ui = ui_rate(studio, seconds)
-                latencies = pose_latencies(studio, changes)
-                quick, full = latencies[True], latencies[False]
-                count = f"{avatar.num_gaussians:,} Gaussians"
-                rows.append((f"pose slider -> screen, first image ({count})", ms(quick[0]),
-                             f"{ms(full[0])} without quick preview"))
-                rows.append((f"pose slider -> screen, with pose offsets ({count})", ms(quick[1]),
-                             f"{ms(full[1])} without quick preview"))
-            rows.append(("load average during these rows", f"{os.getloadavg()[0]:.1f}", ""))
-            studio.open_photo(photo)
-            wait_steps(studio.session, 3, studio.step)
-            studio.throttle_when_idle = False  # a user at work: full frame rate
-            training_ui = ui_rate(studio, seconds)
-            active_rate = studio.session.status().steps_per_second
-            studio.throttle_when_idle = True
-            studio._last_input = -1e9  # nobody touched the window for a while
-            ui_rate(studio, seconds / 2)  # let the rate window forget the full-rate steps
-            idle_rate_ui = ui_rate(studio, seconds)
-            idle_rate = studio.session.status().steps_per_second
-            studio.close()
-            rows.append(("UI frames/s (window in use)", f"{training_ui:.1f} while training", f"{idle_ui:.1f} idle"))
-            rows.append(("UI frames/s (nobody at the window)", f"{idle_rate_ui:.1f} while training", ""))
-            config = load_preset("preview", overrides)
-            alone = ReconstructionSession(photo, tmp / "alone", config, prepare=prepare, body=BodyModel.load())
-            alone.start()
-            wait_steps(alone, 3 + max(3, int(seconds * max(active_rate, 0.2))))
-            alone_rate = alone.status().steps_per_second
-            alone.close()
-            name = "training it/s (preview preset, 13.7k Gaussians)"
-            rows.append((name + ", window in use", f"{active_rate:.2f}", f"{alone_rate:.2f} without a window"))
-            rows.append((name + ", nobody at the window", f"{idle_rate:.2f}", f"{alone_rate:.2f} without a window"))
-        finally:
-            if server is not None:
-                server.terminate()
+        for gaussians in (14000, 50000):  # the preview preset's count, and the standard preset's
+            _, avatar, body = avatar_scene(gaussians)
+            bundle = tmp / f"avatar-{gaussians}"
+            save_bundle(bundle, avatar, body, {"betas": np.zeros(body.num_betas, np.float32)})
+            studio.open_bundle(bundle)
+            studio.step_until(lambda: studio.display is not None and studio.display.label == bundle.name, 120)
+            studio.settle()
+            if idle_ui is None:
+                studio.throttle_when_idle = False  # the pure cost of a frame
+                idle_ui = ui_rate(studio, seconds)
+            latencies = pose_latencies(studio, changes)
+            quick, full = latencies[True], latencies[False]
+            count = f"{avatar.num_gaussians:,} Gaussians"
+            rows.append((f"pose slider -> screen, first image ({count})", ms(quick[0]),
+                         f"{ms(full[0])} without quick preview"))
+            rows.append((f"pose slider -> screen, with pose offsets ({count})", ms(quick[1]),
+                         f"{ms(full[1])} without quick preview"))
+        rows.append(("load average during these rows", f"{os.getloadavg()[0]:.1f}", ""))
+        studio.open_photo(photo)
+        wait_steps(studio.session, 3, studio.step)
+        studio.throttle_when_idle = False  # a user at work: full frame rate
+        training_ui = ui_rate(studio, seconds)
+        active_rate = studio.session.status().steps_per_second
+        studio.throttle_when_idle = True
+        studio._last_input = -1e9  # nobody touched the window for a while
+        ui_rate(studio, seconds / 2)  # let the rate window forget the full-rate steps
+        idle_rate_ui = ui_rate(studio, seconds)
+        idle_rate = studio.session.status().steps_per_second
+        studio.close()
+        rows.append(("UI frames/s (window in use)", f"{training_ui:.1f} while training", f"{idle_ui:.1f} idle"))
+        rows.append(("UI frames/s (nobody at the window)", f"{idle_rate_ui:.1f} while training", ""))
+        config = load_preset("preview", overrides)
+        alone = ReconstructionSession(photo, tmp / "alone", config, prepare=prepare, body=BodyModel.load())
+        alone.start()
+        wait_steps(alone, 3 + max(3, int(seconds * max(active_rate, 0.2))))
+        alone_rate = alone.status().steps_per_second
+        alone.close()
+        name = "training it/s (preview preset, 13.7k Gaussians)"
+        rows.append((name + ", window in use", f"{active_rate:.2f}", f"{alone_rate:.2f} without a window"))
+        rows.append((name + ", nobody at the window", f"{idle_rate:.2f}", f"{alone_rate:.2f} without a window"))
     return rows
 
 
@@ -300,8 +294,14 @@ def studio_rows_in_child(changes: int, seconds: float) -> list[tuple[str, str, s
     import subprocess
     import sys
 
-    child = subprocess.run([sys.executable, __file__, "--studio-rows", "--changes", str(changes), "--seconds",
-                            str(seconds)], capture_output=True, text=True)
+    display, server = start_display()  # here, so that it is stopped even if the child dies of an X error
+    try:
+        child = subprocess.run([sys.executable, __file__, "--studio-rows", "--changes", str(changes), "--seconds",
+                                str(seconds)], capture_output=True, text=True, env=dict(os.environ, DISPLAY=display))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
     rows = [tuple(json.loads(line[4:])) for line in child.stdout.splitlines() if line.startswith("ROW ")]
     if child.returncode != 0 or not rows:
         raise SystemExit(f"the studio rows failed:\n{child.stderr[-3000:]}")

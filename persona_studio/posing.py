@@ -33,7 +33,7 @@ POSE_WIDTHS = {"global_orient": 3, "body_pose": 63, "left_hand_pose": 45, "right
                "leye_pose": 3, "reye_pose": 3, "transl": 3}
 EYE_KEYS = ("leye_pose", "reye_pose")
 HAND_KEYS = {"left": "left_hand_pose", "right": "right_hand_pose"}
-REFINE_DELAY = 0.15  # seconds a pose must rest after a quick preview before the pose offsets are computed
+REFINE_DELAY = 0.1  # seconds a pose must rest after a quick preview before the pose offsets are computed
 PREVIEW_WAIT = 1.0  # seconds at most the offsets wait for the preview to reach the screen
 THUMB_CURL_AXIS = np.array([1.0, 0.0, -1.0]) / np.sqrt(2.0)  # left thumb; joint_limits documents the axis
 
