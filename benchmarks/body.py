@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import smplx
 import torch
 import trimesh
 
+from timing import call_times
 from core.body import (
     EMBEDDED_MODEL_PATH, BodyModel, build_weight_volume, nearest_vertex_weights, subdivide,
 )
@@ -28,13 +28,7 @@ from core.body import (
 
 def timed(fn, repeats: int) -> float:
     """Median seconds of ``fn()`` over ``repeats`` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(call_times(fn, repeats))
 
 
 def forward_inputs(batch: int, generator: torch.Generator, grad: bool) -> dict[str, torch.Tensor]:

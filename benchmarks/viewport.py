@@ -36,6 +36,7 @@ import time
 
 import numpy as np
 
+from timing import call_times
 from persona_studio.camera import Camera
 from persona_studio.viewport.demo_figure import demo_figure
 from persona_studio.viewport.gl_renderer import SplatRenderer, back_to_front_order, quad_indices
@@ -44,13 +45,7 @@ from persona_studio.viewport.gl_renderer import SplatRenderer, back_to_front_ord
 def median_seconds(fn, frames: int, warmup: int = 2) -> tuple[float, float]:
     """(median, fastest) seconds of ``fn()`` over ``frames`` calls; on a shared CPU the fastest is the
     better estimate of the uncontended speed, the median of what a user sees."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(frames):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+    times = call_times(fn, frames, warmup)
     return statistics.median(times), min(times)
 
 
