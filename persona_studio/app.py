@@ -11,6 +11,7 @@ import copy
 import ctypes
 import inspect
 import os
+import queue
 import sys
 import threading
 import time
@@ -29,7 +30,6 @@ from core.io.images import save_png
 from persona_studio.camera import VIEW_PRESETS, Camera
 from persona_studio.exports import ExportSource, manifest_for
 from persona_studio.latency import ScreenLatency
-from persona_studio.latest import Latest
 from persona_studio.panels.export import ExportPanel
 from persona_studio.panels.inspector import InspectorPanel
 from persona_studio.panels.pose import PosePanel
@@ -161,7 +161,8 @@ class Studio:
 
     def __init__(self, photo: str | Path | None = None, preset: str = "preview", overrides: list[str] | None = None,
                  view: str = "front", width: int = 1280, height: int = 800, output_dir: str | Path = "persona-output",
-                 demo_splats: int = DEMO_SPLATS, recent_path: str | Path | None = None):
+                 demo_splats: int = DEMO_SPLATS, recent_path: str | Path | None = None,
+                 avatar: str | Path | None = None):
         # User errors are reported before any window opens or thread starts.
         if view not in VIEW_PRESETS:
             raise UserError(f"unknown view '{view}'; choose one of: {', '.join(VIEW_PRESETS)}")
@@ -172,6 +173,7 @@ class Studio:
         self.config = load_preset(preset, self.overrides)
         check_display()
         self.photo = photo
+        self.avatar_path = avatar  # a bundle folder or .persona file to open at start
         self.output_dir = Path(output_dir)
         self.window_size = (int(width), int(height))
         camera = Camera()
@@ -190,10 +192,11 @@ class Studio:
         self.display_manifest: dict | None = None  # a loaded bundle's manifest
         self.latest_snapshot = None  # the run's newest TrainingSnapshot
         self.latency = ScreenLatency()
-        self._seen = {"avatar": 0, "snapshot": 0, "bundle": 0}
+        self._seen = {"avatar": 0, "snapshot": 0}
         self._reported_state: tuple | None = None
         self._reported_poser_error: str | None = None
-        self._bundles: Latest[tuple] = Latest()
+        self._bundles: queue.SimpleQueue[tuple] = queue.SimpleQueue()  # results of bundle loads, in order
+        self._bundles_loading = 0  # bundle loads started and not yet shown
         self._body = None
         self._body_lock = threading.Lock()
         self.project = ProjectPanel(self)
@@ -253,6 +256,8 @@ class Studio:
                 add_handler(callback=self.note_input)
         demo = demo_figure(self.demo_splats)
         self.viewport.set_scene(demo.means, demo.colors, demo.scales, label=DEMO_LABEL)
+        if self.avatar_path is not None:
+            self._run_guarded(self.open_bundle, self.avatar_path)
         if self.photo is not None:
             self._run_guarded(self.open_photo, self.photo)
 
@@ -364,18 +369,19 @@ class Studio:
         else:
             read_manifest(folder)
         self.status.info(f"Opening {folder} ...")
+        self._bundles_loading += 1
         threading.Thread(target=self._load_bundle, args=(folder,), name="bundle-loader", daemon=True).start()
 
     def _load_bundle(self, folder: Path) -> None:
         try:
             avatar, body, manifest = load_avatar_file(folder, self.body_model())
             params = {k: np.asarray(v, np.float32) for k, v in (manifest.get("subject") or {}).items()}
-            self._bundles.publish(("ok", SessionAvatar(avatar, body, params, folder.name), folder, manifest))
+            self._bundles.put(("ok", SessionAvatar(avatar, body, params, folder.name), folder, manifest))
         except UserError as err:
-            self._bundles.publish(("error", str(err)))
+            self._bundles.put(("error", str(err)))
         except Exception as err:  # noqa: BLE001
             traceback.print_exc()
-            self._bundles.publish(("error", f"internal error opening {folder}: {type(err).__name__}: {err}"))
+            self._bundles.put(("error", f"internal error opening {folder}: {type(err).__name__}: {err}"))
 
     def body_model(self):
         """The body model (loaded once, shared read-only by every worker)."""
@@ -466,9 +472,9 @@ class Studio:
             if self.display_source == "session":
                 self._poll_session_avatar(session)
             self._report_session(session)
-        got = self._bundles.poll(self._seen["bundle"])
-        if got is not None:
-            self._seen["bundle"], result = got
+        while not self._bundles.empty():
+            result = self._bundles.get_nowait()
+            self._bundles_loading -= 1
             if result[0] == "ok":
                 _, shown, folder, manifest = result
                 self.show_avatar(shown, "bundle", manifest)
@@ -584,8 +590,8 @@ class Studio:
 
     def settle(self, timeout: float = SCREENSHOT_TIMEOUT) -> bool:
         """Run UI frames until the newest avatar pose is on screen at full resolution."""
-        return self.step_until(lambda: self.poser.idle and self.poser.published.empty() and self.viewport.up_to_date
-                               and self.render_thread.error is None, timeout)
+        return self.step_until(lambda: not self._bundles_loading and self.poser.idle and self.poser.published.empty()
+                               and self.viewport.up_to_date and self.render_thread.error is None, timeout)
 
     def run(self, frames: int = 0, screenshot: str | Path | None = None, train_steps: int = 0) -> int:
         """Run until the window closes, or for ``frames`` UI frames (headless scripts and tests).
@@ -628,17 +634,18 @@ class Studio:
 
 def run_studio(photo: str | None = None, frames: int = 0, screenshot: str | None = None, preset: str = "preview",
                overrides: list[str] | None = None, view: str = "front", width: int = 1280, height: int = 800,
-               train_steps: int = 0, output_dir: str | Path = "persona-output") -> int:
+               train_steps: int = 0, output_dir: str | Path = "persona-output", avatar: str | None = None) -> int:
     """Open the studio; with ``frames`` > 0 run that many UI frames (then save ``screenshot``) and return.
 
     ``photo`` starts its reconstruction at once; ``train_steps`` > 0 (headless, with ``photo``) first waits
     until that many training steps are done (or the run ends; with all steps, until its bundle is saved).
+    ``avatar`` opens a bundle folder or .persona file at start.
     Returns the process exit status (0 = fine, 1 = the viewport could not render, the screenshot
     failed or the run failed). User errors (bad preset or override, bad view name, no display) raise
     UserError before any window opens; once it is open, errors go to the status bar.
     """
     studio = Studio(photo=photo, preset=preset, overrides=overrides, view=view, width=width, height=height,
-                    output_dir=output_dir)
+                    output_dir=output_dir, avatar=avatar)
     studio.build()
     try:
         return studio.run(frames=frames, screenshot=screenshot, train_steps=train_steps)

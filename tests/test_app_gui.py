@@ -170,6 +170,30 @@ def test_actions_and_errors_in_a_live_window(display, tmp_path):
     assert near_colour(pixels, SHIRT, 0.1).sum() > 500
 
 
+def test_an_avatar_bundle_opened_at_start_replaces_the_demo_figure(display, tmp_path):
+    from core.avatar.build import build_avatar
+    from core.avatar.bundle import save_bundle
+    from core.body import BodyModel
+    from core.config import load_preset
+
+    body = BodyModel.load()
+    avatar = build_avatar(body, np.zeros(body.num_betas), load_preset("preview", ["avatar.skinning_grid=32"]).avatar)
+    save_bundle(tmp_path / "grey", avatar, body, {"betas": np.zeros(body.num_betas, np.float32)})  # mid-grey colours
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "studio_bundle.png"
+    result = run_python(f"""
+        import sys
+        from persona_studio.app import run_studio
+        sys.exit(run_studio(avatar={str(tmp_path / 'grey')!r}, frames=3, screenshot={str(shot)!r},
+                            width={WINDOW[0]}, height={WINDOW[1]}))
+    """, display)
+    assert result.returncode == 0, result.stderr
+    with Image.open(shot) as image:
+        region = viewport_region(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)
+    assert near_colour(region, (0.5, 0.5, 0.5), 0.08).sum() > 2000  # the grey avatar
+    assert near_colour(region, SHIRT, 0.1).sum() == 0  # no demo figure
+
+
 # A driver around the real Studio: it steps the UI loop and answers "report" (camera as JSON),
 # "shot PATH" (whole-window screenshot) and "quit" on stdin, so the test can move the real mouse.
 INTERACTIVE_DRIVER = """
