@@ -18,6 +18,7 @@ from core.frames.frameset import FrameSet
 from core.sampling import seam_boundary
 from core.subject import SMPLX_POSE_SIZES, Subject
 
+SEAM_REFERENCE_SIZE = 512  # image height (pixels) at which sampling.seam_threshold applies
 HAND_PART_IDS = [PART_NAMES.index("left_hand"), PART_NAMES.index("right_hand")]
 
 
@@ -105,7 +106,10 @@ def photo_frame(subject: Subject, boundary_weight: float, seam_threshold: float,
     mask = subject.mask
     weight = np.ones(mask.shape, np.float32)
     if "position" in subject.geometry:
-        seam = seam_boundary(subject.geometry["position"], mask, seam_threshold, seam_dilate)
+        # The threshold is a position jump per pixel: smooth surfaces jump more per pixel in
+        # smaller images, so it is stated for a 512-pixel image and scaled to this one.
+        threshold = seam_threshold * SEAM_REFERENCE_SIZE / mask.shape[0]
+        seam = seam_boundary(subject.geometry["position"], mask, threshold, seam_dilate)
         weight[seam] = boundary_weight
     geometry = subject.geometry
     return TrainFrame(

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     studio.add_argument("--frames", type=int, default=0, help="headless: run N UI frames then exit")
     studio.add_argument("--screenshot", help="headless: save a screenshot PNG before exiting")
     studio.add_argument("--view", default="front", choices=["front", "side", "back", "top"], help="initial view")
+    studio.add_argument("--avatar", help="open an avatar bundle folder or .persona file")
+    studio.add_argument("--output", default="persona-output", help="folder for the reconstruction started from --photo or a drop")
+    studio.add_argument("--train-steps", type=int, default=0, help="headless: wait until N training steps ran")
     _add_preset_args(studio)
 
     recon = sub.add_parser("reconstruct", help="photo -> avatar bundle")
@@ -216,7 +219,8 @@ def _cmd_studio(args: argparse.Namespace) -> int:
     from persona_studio.app import run_studio
 
     return run_studio(photo=args.photo, frames=args.frames, screenshot=args.screenshot, preset=args.preset,
-                      overrides=args.overrides, view=args.view)
+                      overrides=args.overrides, view=args.view, train_steps=args.train_steps,
+                      output_dir=args.output, avatar=args.avatar)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
