@@ -210,16 +210,17 @@ class ReconstructionSession:
             self._cond.notify_all()
 
     def close(self, timeout: float = 120.0) -> None:
-        """Stop, let the worker save what it has, and end its thread: waits at most ``timeout`` seconds
-        once training has begun, and only briefly before (prep and frame generation cannot be
-        interrupted and have nothing to save; their writes are atomic, so the daemon thread may die)."""
+        """Stop, let the worker save what it has, and end its thread, waiting at most ``timeout`` seconds.
+
+        Prep and frame generation cannot be interrupted, so closing during them waits for the stage
+        to end: leaving the thread to die at exit while mediapipe's native threads run aborts the
+        whole process ("terminate called without an active exception")."""
         self.stop()
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-            training = self._trainer is not None
         if self._thread.is_alive():
-            self._thread.join(timeout if training else min(timeout, 2.0))
+            self._thread.join(timeout)
 
     def set_loss_weights(self, loss: LossConfig) -> None:
         """New loss weights for the run; the trainer applies them at its next step."""
