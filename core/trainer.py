@@ -130,7 +130,6 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self._lock = threading.Lock()
         self._pending_loss: LossConfig | None = None
-        self.paused = threading.Event()
         self._decayed = False
         self._hands: dict[int, np.ndarray] = {}
         torch.manual_seed(config.train.seed)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from core.avatar.build import body_params
 from core.body import PART_NAMES, PART_PALETTE
 from core.frames.frameset import FrameSet
 from core.sampling import seam_boundary
@@ -52,9 +53,7 @@ def crop_frame(frame: TrainFrame, rows: slice, cols: slice) -> TrainFrame:
 
 def complete_params(params: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """SMPL-X parameters as ``[1, k]`` float32 tensors, every pose entry present (zeros if missing)."""
-    out = {k: torch.zeros(1, size) for k, size in SMPLX_POSE_SIZES.items()}
-    out.update({k: torch.as_tensor(np.asarray(v, np.float32)).reshape(1, -1) for k, v in params.items()})
-    return out
+    return {**{k: torch.zeros(1, size) for k, size in SMPLX_POSE_SIZES.items()}, **body_params(params)}
 
 
 def _t(array: np.ndarray | None, channels: int | None = None) -> torch.Tensor | None:
