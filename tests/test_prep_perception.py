@@ -559,3 +559,28 @@ def test_albedo_from_file(tmp_path, messi_u8):
     with pytest.raises(UserError) as excinfo:
         albedo_from_file(path, (500, 500))
     _assert_one_line_user_error(excinfo, path, "aspect ratio")
+
+
+def test_failed_prep_waits_for_the_background_rasterizer_warm_up(tmp_path, monkeypatch):
+    # A process that exits while the warm-up thread is inside numba's OpenMP pool aborts (seen in CI
+    # with a cold JIT cache), so prep must not return, even with an error, before that thread ends.
+    import threading
+    import time
+
+    from core.prep import pipeline
+
+    finished = threading.Event()
+
+    def slow_warm_up() -> None:
+        time.sleep(0.5)
+        finished.set()
+
+    def no_person(photo, **kwargs):
+        raise UserError(f"{photo.path}: no person found in the photo")
+
+    monkeypatch.setattr(pipeline, "_warm_rasterizer", slow_warm_up)
+    monkeypatch.setattr(pipeline, "perceive_photo", no_person)
+    path = _save(Image.fromarray(np.full((240, 320, 3), 128, np.uint8)), tmp_path / "flat.png")
+    with pytest.raises(UserError, match="no person"):
+        pipeline.prepare_subject(path, tmp_path / "subject")
+    assert finished.is_set()

@@ -85,12 +85,16 @@ def prepare_subject(
 
     warm = threading.Thread(target=_warm_rasterizer, daemon=True)
     warm.start()  # numba's kernels load while mediapipe runs
-    clock = time.perf_counter()
-    report("perceive", 0.0)
-    perception = perceive_photo(photo, refine="grabcut" if config.prep.grabcut else None, person=person)
-    perceive_s = time.perf_counter() - clock
-    model = model or _load_model(config)
-    warm.join()
+    try:
+        clock = time.perf_counter()
+        report("perceive", 0.0)
+        perception = perceive_photo(photo, refine="grabcut" if config.prep.grabcut else None, person=person)
+        perceive_s = time.perf_counter() - clock
+        model = model or _load_model(config)
+    finally:
+        # Also when perception fails: a process that exits while this thread is inside numba's
+        # OpenMP pool aborts ("terminate called without an active exception").
+        warm.join()
     subject, projected = build_subject(photo, perception, model, config.prep, report)
     subject.info = {**key, **subject.info}
     subject.info["body_model"] = {**key["body_model"], **subject.info["body_model"]}
