@@ -1,0 +1,1 @@
+"""Quality benchmark pieces: image metrics against ground truth and the compared methods."""

@@ -1,0 +1,113 @@
+"""The methods the quality benchmark compares, on one subject.
+
+(a) ``mesh``: the fitted body mesh with the photo's colours projected on it (what a naive tool does):
+    the untrained avatar's surface (Gaussian centres = subdivided body vertices) drawn as a mesh.
+(b)-(e): our avatar trained with one switch of ``config.ablation`` off, or all on. The variants
+    share everything before training (avatar initialisation, photo warm-up, generated frames), which
+    does not depend on the switches, so they differ only in what the switch changes.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.avatar.avatar import Avatar
+from core.avatar.build import body_params, build_avatar
+from core.avatar.render import pose_avatar, render_posed
+from core.body import BodyModel
+from core.config import Config
+from core.frames.frameset import FrameSet
+from core.frames.generated import generate_frames
+from core.reconstruct import photo_colors, warm_up
+from core.render.mesh import MeshRenderer
+from core.subject import Subject
+from core.threads import single_torch_thread
+from core.trainer import Trainer
+from core.training_frames import TrainFrame, photo_frame
+
+# Variant name -> the ablation switches it turns off (the full method turns none off).
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "no_balanced": ("balanced_sampling",),
+    "no_geometry": ("geometry_weighting",),
+    "no_pose_offsets": ("pose_offsets",),
+    "full": (),
+}
+
+Progress = Callable[[str, float, dict], None]
+
+
+@dataclass
+class SharedStart:
+    """What every trained variant of one subject starts from."""
+
+    subject: Subject
+    betas: np.ndarray  # [B] the fitted shape
+    expression: np.ndarray | None
+    initial: Avatar  # photo-coloured, untrained (baseline (a))
+    warmed: Avatar  # after the photo-only warm-up
+    photo: TrainFrame
+    frames: FrameSet
+
+
+def shared_start(body: BodyModel, subject: Subject, config: Config, report: Progress) -> SharedStart:
+    """Avatar from the Subject's fit with photo colours, warm-up on the photo, generated frames."""
+    betas = np.asarray(subject.smplx.get("betas", np.zeros(body.num_betas)), np.float32)
+    expression = subject.smplx.get("expression")
+    avatar = build_avatar(body, betas, config.avatar, seed=config.train.seed)
+    with torch.no_grad():
+        avatar.colors.copy_(torch.as_tensor(photo_colors(avatar, body, subject)))
+    initial = copy.deepcopy(avatar)
+    photo = photo_frame(subject, config.sampling.boundary_image_weight, config.sampling.seam_threshold,
+                        config.sampling.seam_dilate, size=config.train.render_size)
+    warm_up(avatar, body, photo, config, betas, expression, report, None)
+    frames = generate_frames(avatar, body, subject.smplx, config.frames,
+                             progress=lambda f: report("generated frames", f, {}))
+    return SharedStart(subject, betas, expression, initial, avatar, photo, frames)
+
+
+def variant_config(config: Config, variant: str) -> Config:
+    """``config`` with the variant's ablation switches off."""
+    off = VARIANTS[variant]
+    return dataclasses.replace(config, ablation=dataclasses.replace(config.ablation, **{k: False for k in off}))
+
+
+def train_variant(start: SharedStart, body: BodyModel, config: Config, variant: str, report: Progress) -> Avatar:
+    """A copy of the warmed avatar trained with the variant's config; returns it."""
+    avatar = copy.deepcopy(start.warmed)
+    trainer = Trainer(avatar, body, start.photo, start.frames, variant_config(config, variant), start.betas,
+                      start.expression)
+    with single_torch_thread():
+        while not trainer.done:
+            metrics = trainer.step()
+            report(f"train {variant}", trainer.step_index / trainer.total, metrics)
+    return avatar
+
+
+def eval_params(pose: dict[str, np.ndarray], betas: np.ndarray) -> dict[str, torch.Tensor]:
+    """The GT pose with the *fitted* shape (as the paper evaluates) as ``[1, k]`` tensors."""
+    return body_params({**{k: v for k, v in pose.items() if k not in ("betas", "expression")}, "betas": betas})
+
+
+def render_avatar(avatar: Avatar, body: BodyModel, params: dict[str, torch.Tensor], viewmat: np.ndarray,
+                  K: np.ndarray, size: int, config: Config, refined: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Our avatar over white: ``rgb [H, W, 3]``, ``alpha [H, W]``."""
+    with torch.no_grad():
+        posed = pose_avatar(avatar, body, params, refined=refined)
+        out = render_posed(posed, torch.as_tensor(viewmat, dtype=torch.float32),
+                           torch.as_tensor(K, dtype=torch.float32), size, size, config.render, torch.ones(3))
+    return out.rgb.clamp(0, 1).numpy(), out.alpha[..., 0].numpy()
+
+
+def render_mesh_baseline(initial: Avatar, body: BodyModel, params: dict[str, torch.Tensor], viewmat: np.ndarray,
+                         K: np.ndarray, size: int, renderer: MeshRenderer) -> tuple[np.ndarray, np.ndarray]:
+    """Baseline (a) over white: the posed body mesh with per-vertex photo colours, 2×2 supersampled."""
+    with torch.no_grad():
+        posed = pose_avatar(initial, body, params, refined=False)
+    out = renderer.render(posed.means.numpy(), initial.faces.numpy(), viewmat, K, size, size,
+                          vertex_attrs={"rgb": initial.colors.detach().clamp(0, 1).numpy()}, ssaa=2)
+    return out["rgb"] + (1.0 - out["mask"][..., None]), out["mask"]
