@@ -7,6 +7,7 @@ Output folder::
       preview.png                         the avatar rendered in the photo's view next to the photo
       work/subject/                       the Subject (cached by photo hash)
       work/frames.npz                     generated frames (cached by subject + frame settings)
+      (imported frames, ``--frames``, are read from the user's files and trained on as generated frames)
       work/checkpoint.pt                  training checkpoint (resume with --resume)
       work/metrics.json                   per-step history
 """
@@ -110,7 +111,10 @@ def warm_up(avatar: Avatar, body: BodyModel, frame0, config: Config, betas: np.n
 
 
 def load_or_generate_frames(path: Path, key: str, avatar: Avatar, body: BodyModel, subject: Subject,
-                            config: Config, progress: Progress) -> FrameSet:
+                            config: Config, progress: Progress) -> FrameSet | None:
+    """The generated frames (None when ``frames.num_generated`` is 0)."""
+    if config.frames.num_generated <= 0:
+        return None
     if cached_frames(path, key):
         progress("generated frames (cached)", 1.0, {})
         return FrameSet.load(path)
@@ -137,6 +141,13 @@ def save_preview(path: Path, avatar: Avatar, body: BodyModel, subject: Subject, 
     return value
 
 
+def load_imported_frames(paths: list[str | Path], size: int) -> list[FrameSet]:
+    """Imported FrameSets (``persona-studio frames import``) at ``size``² pixels, the generated frames' size."""
+    from core.frames.imported import resize_frames
+
+    return [resize_frames(FrameSet.load(path), size) for path in paths]
+
+
 def _train(trainer: Trainer, checkpoint: Path, every: int, report: Progress, stop: threading.Event | None) -> None:
     """Step until done or ``stop`` is set, checkpointing every ``every`` steps."""
     while not trainer.done and not (stop is not None and stop.is_set()):
@@ -147,9 +158,11 @@ def _train(trainer: Trainer, checkpoint: Path, every: int, report: Progress, sto
 
 
 def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: bool = False,
-                progress: Progress | None = None, stop: threading.Event | None = None) -> ReconstructResult:
+                progress: Progress | None = None, stop: threading.Event | None = None,
+                imported: list[str | Path] = ()) -> ReconstructResult:
     """Run the whole pipeline. ``stop`` (or Ctrl-C) ends training early: a checkpoint and a bundle
-    of the avatar so far are still written."""
+    of the avatar so far are still written. ``imported``: FrameSet files trained on in addition to
+    the generated frames (``frames.num_generated = 0``: instead of them)."""
     from core.prep.pipeline import prepare_subject
 
     report = progress or (lambda stage, fraction, info: None)
@@ -158,6 +171,7 @@ def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: 
     checkpoint = work / "checkpoint.pt"
     if resume and not checkpoint.exists():
         raise UserError("nothing to resume (no work/checkpoint.pt); run without --resume", out_dir)
+    imported_sets = load_imported_frames(list(imported), config.frames.resolution)  # bad files fail first
     body = BodyModel.load(config.body.model or None)
     subject = prepare_subject(photo, work / "subject", config, model=body,
                               progress=lambda stage, f: report(f"prep: {stage}", f, {}))
@@ -170,9 +184,11 @@ def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: 
     frame0 = photo_frame(subject, config.sampling.boundary_image_weight, config.sampling.seam_threshold,
                          config.sampling.seam_dilate, size=config.train.render_size)
     frames_path, key = work / "frames.npz", frames_key(subject, config)
-    if not resume and not cached_frames(frames_path, key):
+    if not resume and config.frames.num_generated > 0 and not cached_frames(frames_path, key):
         warm_up(avatar, body, frame0, config, betas, expression, report, stop)
-    frames = load_or_generate_frames(frames_path, key, avatar, body, subject, config, report)
+    generated = load_or_generate_frames(frames_path, key, avatar, body, subject, config, report)
+    all_sets = ([generated] if generated is not None else []) + imported_sets
+    frames = FrameSet.concat(all_sets) if all_sets else None
     trainer = Trainer(avatar, body, frame0, frames, config, betas, expression)
     if resume:
         trainer.load(checkpoint)
@@ -191,6 +207,7 @@ def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: 
     summary = {"steps": trainer.step_index, "iterations": trainer.total, "interrupted": interrupted,
                "train_seconds": time.perf_counter() - started, "photo_psnr": psnr_value,
                "preset": config.name, "photo": str(Path(photo)), "draw_counts": trainer.sampler.counts.tolist(),
+               "imported_frames": sum(len(s) for s in imported_sets),
                "fit": subject.info.get("fit", {}), "warnings": subject.info.get("warnings", [])}
     save_bundle(out_dir, avatar, body, subject.smplx, summary)
     write_text_atomic(work / "metrics.json", json.dumps(trainer.history))

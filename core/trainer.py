@@ -285,6 +285,10 @@ class Trainer:
             raise UserError(f"not a readable checkpoint ({type(err).__name__})", path) from None
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise UserError(f"not a {CHECKPOINT_FORMAT} checkpoint", path)
+        trained_with = len(state["frame_deltas"]["global_orient"])
+        if trained_with != self.num_generated:
+            raise UserError(f"the checkpoint was trained with {trained_with} generated/imported frames, this run has "
+                            f"{self.num_generated}; resume with the same frame settings and --frames files", path)
         self.avatar.load_state_dict(state["avatar"])
         with torch.no_grad():
             for k, v in state["frame_deltas"].items():

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("photo")
     recon.add_argument("-o", "--output", required=True)
     recon.add_argument("--resume", action="store_true")
+    recon.add_argument("--frames", dest="imported", action="append", default=[], metavar="FRAMES.npz",
+                       help="imported frames (from `frames import`) to train on as well (repeatable); "
+                            "--set frames.num_generated=0 trains on them instead of generated frames")
     _add_preset_args(recon)
 
     prep = sub.add_parser("prep", help="photo -> Subject folder (mask, keypoints, SMPL-X fit, albedo, geometry)")
@@ -70,8 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     frames.add_argument("source", help="avatar bundle / reconstruct output folder, .persona file or Subject folder")
     frames.add_argument("video", nargs="?", help="import: the generated video")
     frames.add_argument("--motion", help="built-in motion name or AMASS-style .npz clip")
-    frames.add_argument("-o", "--output", help="driving-video: output .mp4 / .gif / PNG folder")
-    frames.add_argument("--resolution", type=int, default=512)
+    frames.add_argument("-o", "--output", help="driving-video: output .mp4 / .gif / PNG folder; "
+                                               "import: frames .npz (default: beside the Subject folder)")
+    frames.add_argument("--resolution", type=int,
+                        help="driving-video: video size (default 512); import: frame size (default: the preset's)")
+    frames.add_argument("--every", type=int, default=1, help="import: use every N-th video frame")
+    frames.add_argument("--max-frames", type=int, help="import: at most this many frames")
+    _add_preset_args(frames)
 
     export_commands.add_parsers(sub)
 
@@ -182,7 +190,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         show(stage, fraction, info)
 
     try:
-        result = reconstruct(args.photo, args.output, config, resume=args.resume, progress=progress, stop=stop)
+        result = reconstruct(args.photo, args.output, config, resume=args.resume, progress=progress, stop=stop,
+                             imported=args.imported)
     finally:
         show.close()
         signal.signal(signal.SIGINT, previous)
@@ -194,11 +203,45 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_frames(args: argparse.Namespace) -> int:
+    """`frames import SUBJECT VIDEO --motion M`: a generated video -> imported training frames (.npz)."""
+    from pathlib import Path
+
+    from core.body import BodyModel
+    from core.config import load_preset
+    from core.export.poses import resolve_motion
+    from core.frames.imported import ImportSettings, default_output, import_video, subject_folder
+    from core.subject import Subject
+
+    if not args.video or not args.motion:
+        raise UserError("frames import needs SUBJECT VIDEO --motion NAME|clip.npz (the motion of the driving video)")
+    if args.output and Path(args.output).suffix.lower() != ".npz":
+        raise UserError("imported frames are written as .npz; give -o FRAMES.npz", args.output)
+    config = load_preset(args.preset, args.overrides)
+    subject_dir = subject_folder(args.source)
+    subject = Subject.load(subject_dir)
+    motion = resolve_motion(args.motion)
+    settings = ImportSettings(resolution=args.resolution or config.frames.resolution, every=args.every,
+                              max_frames=args.max_frames)
+    output = Path(args.output) if args.output else default_output(subject_dir, args.video)
+    show = StageProgress()
+    try:
+        result = import_video(args.video, motion, BodyModel.load(config.body.model or None), subject.smplx, settings,
+                              progress=lambda f: show("import frames", f))
+    finally:
+        show.close()
+    if result.frames is None:
+        raise UserError(f"no usable frames: {result.summary()}; is it a video made from this subject's "
+                        f"driving video of {motion.name}?", args.video)
+    result.frames.save(output)
+    print(f"{result.summary()}; wrote {output}")
+    print(f"train with: persona-studio reconstruct PHOTO -o OUTPUT --frames {output}")
+    return 0
+
+
 def _cmd_frames(args: argparse.Namespace) -> int:
     if args.action == "import":
-        print("persona-studio frames import: not available yet — importing generated videos is still being built "
-              "(issue 4).", file=sys.stderr)
-        return 3
+        return _import_frames(args)
     from core.body import BodyModel
     from core.export.poses import resolve_motion
     from core.frames.driving import subject_betas, write_driving_video
@@ -208,7 +251,7 @@ def _cmd_frames(args: argparse.Namespace) -> int:
     betas = subject_betas(args.source)
     motion = resolve_motion(args.motion)
     show = StageProgress()
-    count = write_driving_video(args.output, BodyModel.load(), motion, betas, args.resolution,
+    count = write_driving_video(args.output, BodyModel.load(), motion, betas, args.resolution or 512,
                                 progress=lambda f: show("driving video", f))
     show.close()
     print(f"wrote {args.output}: {count} frames at {motion.fps:g} fps")

@@ -33,7 +33,7 @@ class FrameSet:
     K: np.ndarray
     viewmat: np.ndarray
     params: dict[str, np.ndarray]
-    source: str = "generated"  # generated | imported
+    source: str = "generated"  # generated | imported | mixed (concat of both)
     labels: list[str] = field(default_factory=list)  # e.g. "wave:17" (motion and frame)
 
     def __len__(self) -> int:
@@ -68,6 +68,25 @@ class FrameSet:
         params = {k[len("param_"):]: v for k, v in data.items() if k.startswith("param_")}
         return cls(**{k: data[k] for k in IMAGE_KEYS}, K=data["K"], viewmat=data["viewmat"], params=params,
                    source=str(data["source"]), labels=[str(x) for x in data["labels"]])
+
+    @classmethod
+    def concat(cls, sets: list["FrameSet"]) -> "FrameSet":
+        """One FrameSet of all frames of ``sets`` in order (same image size; a parameter missing from
+        one set is zero there). The source is the common one, else ``"mixed"``."""
+        sizes = {s.rgb.shape[1:3] for s in sets}
+        if len(sizes) != 1:
+            raise ValueError(f"frame sets differ in image size: {sorted(sizes)}")
+        widths = {}
+        for s in sets:
+            for key, value in s.params.items():
+                if widths.setdefault(key, value.shape[1]) != value.shape[1]:
+                    raise ValueError(f"parameter {key!r} has widths {widths[key]} and {value.shape[1]}")
+        params = {key: np.concatenate([s.params.get(key, np.zeros((len(s), width), np.float32)) for s in sets])
+                  for key, width in widths.items()}
+        sources = {s.source for s in sets}
+        return cls(**{k: np.concatenate([getattr(s, k) for s in sets]) for k in (*IMAGE_KEYS, "K", "viewmat")},
+                   params=params, source=sources.pop() if len(sources) == 1 else "mixed",
+                   labels=[label for s in sets for label in s.labels])
 
     @classmethod
     def from_frames(cls, frames: list[dict[str, np.ndarray]], source: str, labels: list[str]) -> "FrameSet":
