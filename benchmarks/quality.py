@@ -65,7 +65,9 @@ def make_subject(body, person, config, fit: str, workdir: Path, renderer):
 
 def evaluate_subject(body, person, config, fit: str, workdir: Path, renderer) -> dict:
     """Train all variants on one person and score every method on its held-out renders."""
-    from core.quality.methods import VARIANTS, eval_params, render_avatar, render_mesh_baseline, shared_start, train_variant
+    from core.quality.methods import (
+        VARIANTS, eval_params, render_avatar, render_mesh_baseline, shared_start, train_variant, variant_config,
+    )
     from core.quality.metrics import composite_white, image_metrics
     from core.synthetic_people import HeldoutView, heldout_views, photo_camera, render_person
 
@@ -104,7 +106,7 @@ def evaluate_subject(body, person, config, fit: str, workdir: Path, renderer) ->
         params = eval_params(held.pose, start.betas)
         renders = {"mesh": render_mesh_baseline(start.initial, body, params, held.viewmat, held.K, size, renderer)}
         for variant, avatar in avatars.items():
-            refined = config.ablation.pose_offsets and variant != "no_pose_offsets"
+            refined = variant_config(config, variant).ablation.pose_offsets  # the render it was trained for
             renders[variant] = render_avatar(avatar, body, params, held.viewmat, held.K, size, config, refined)
         for method, (rgb, alpha) in renders.items():
             scores[method].append({"group": held.group, "label": held.label,

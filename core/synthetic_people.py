@@ -21,7 +21,7 @@ import torch
 from core.body import PART_NAMES, PART_PALETTE, BodyModel, star_pose
 from core.camera import orbit_camera
 from core.frames.generated import front_camera
-from core.motion import JOINT_LIMITS, POSE_FIELD_JOINTS, load_builtin, random_plausible_pose
+from core.motion import BODY_JOINT_NAMES, JOINT_LIMITS, POSE_FIELD_JOINTS, load_builtin, random_plausible_pose
 from core.render.mesh import MeshRenderer, lambert, vertex_normals
 from core.subject import SMPLX_POSE_SIZES, Subject
 
@@ -115,14 +115,15 @@ def photo_pose(rng: np.random.Generator) -> dict[str, np.ndarray]:
     """A relaxed frontal photo pose: arms lowered 0.9-1.2 rad, slight bends; ``{name: [3k]}`` float32."""
     pose = {name: np.zeros(size, np.float32) for name, size in SMPLX_POSE_SIZES.items()}
     body = pose["body_pose"].reshape(21, 3)
+    joint = {name: i for i, name in enumerate(BODY_JOINT_NAMES)}
     lower = rng.uniform(0.9, 1.2, 2)
-    body[15] = (0.0, rng.uniform(-0.3, 0.0), -lower[0])  # left shoulder: -z lowers the arm
-    body[16] = (0.0, rng.uniform(0.0, 0.3), lower[1])  # right shoulder (mirror)
-    body[17] = (0.0, -rng.uniform(0.05, 0.5), 0.0)  # left elbow bends forward (-y)
-    body[18] = (0.0, rng.uniform(0.05, 0.5), 0.0)
-    body[0] = (0.0, 0.0, rng.uniform(0.0, 0.12))  # left hip out a little
-    body[1] = (0.0, 0.0, -rng.uniform(0.0, 0.12))
-    body[14] = (rng.uniform(-0.1, 0.1), rng.uniform(-0.15, 0.15), 0.0)  # head
+    body[joint["left_shoulder"]] = (0.0, rng.uniform(-0.3, 0.0), -lower[0])  # -z lowers the left arm
+    body[joint["right_shoulder"]] = (0.0, rng.uniform(0.0, 0.3), lower[1])  # mirrored
+    body[joint["left_elbow"]] = (0.0, -rng.uniform(0.05, 0.5), 0.0)  # -y bends the forearm forward
+    body[joint["right_elbow"]] = (0.0, rng.uniform(0.05, 0.5), 0.0)
+    body[joint["left_hip"]] = (0.0, 0.0, rng.uniform(0.0, 0.12))  # legs a little apart
+    body[joint["right_hip"]] = (0.0, 0.0, -rng.uniform(0.0, 0.12))
+    body[joint["head"]] = (rng.uniform(-0.1, 0.1), rng.uniform(-0.15, 0.15), 0.0)
     pose["global_orient"][:] = (0.0, rng.uniform(-0.15, 0.15), 0.0)  # a slight turn
     for name in ("left_hand_pose", "right_hand_pose"):  # relaxed, slightly curled fingers
         z_limits = np.array([JOINT_LIMITS[joint][2] for joint in POSE_FIELD_JOINTS[name]], np.float32)  # [15, 2]
