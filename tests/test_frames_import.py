@@ -23,7 +23,7 @@ from core.motion import load_builtin, save_motion
 from core.render.mesh import MeshRenderer
 from core.subject import Subject
 
-SIZE = 192  # pixels, video and imported frames
+SIZE = 160  # pixels, video and imported frames
 BACKGROUND = 0.8
 SKIN, SHIRT, TROUSERS = (0.85, 0.65, 0.5), (0.2, 0.3, 0.7), (0.15, 0.15, 0.15)
 CLOTHES = {"abdomen": SHIRT, "chest": SHIRT, "left_upper_arm": SHIRT, "right_upper_arm": SHIRT, "pelvis": TROUSERS,
@@ -266,5 +266,7 @@ def test_reconstruct_trains_on_imported_frames(scene, imported, tmp_path):
     assert result.steps == 8 and summary["imported_frames"] == len(imported.frames)
     assert len(summary["draw_counts"]) == 1 + len(imported.frames)  # the photo + the imported frames
     assert sum(summary["draw_counts"][1:]) == sum(1 for d in drawn if d > 0) > 0
+    with pytest.raises(UserError, match="trained with 6 generated/imported frames, this run has 0"):
+        reconstruct(scene.photo, tmp_path / "out", config, resume=True)  # resuming without the --frames file
     with pytest.raises(UserError, match="not_there.npz"):
         reconstruct(scene.photo, tmp_path / "out2", config, imported=[tmp_path / "not_there.npz"])
