@@ -163,7 +163,8 @@ def test_round_trip_resize_and_concat(scene, imported, tmp_path):
     assert small.rgb.shape == (len(frames), SIZE // 2, SIZE // 2, 3)
     assert np.allclose(small.K[:, :2], frames.K[:, :2] / 2)
     assert abs(small.mask.mean() - frames.mask.mean()) < 2.0  # area filter keeps the coverage (uint8 units)
-    both = FrameSet.concat([small, dataclasses.replace(small, source="generated", params={"betas": small.params["betas"]})])
+    betas_only = dataclasses.replace(small, source="generated", params={"betas": small.params["betas"]})
+    both = FrameSet.concat([small, betas_only])
     assert len(both) == 2 * len(frames) and both.source == "mixed"
     assert np.array_equal(both.params["body_pose"][len(frames):], np.zeros_like(small.params["body_pose"]))
 
