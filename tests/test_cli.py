@@ -46,13 +46,14 @@ def test_user_error_is_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_frames_import_says_not_yet_and_driving_video_writes(capsys, tmp_path):
+def test_frames_import_needs_a_motion_and_driving_video_writes(capsys, tmp_path):
     import av
 
     from persona_studio.cli import main
 
-    assert main(["frames", "import", str(tmp_path), "video.mp4"]) == 3
-    assert "not available yet" in capsys.readouterr().err
+    assert main(["frames", "import", str(tmp_path), "video.mp4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "--motion" in err and len(err.strip().splitlines()) == 1
     bundle = tmp_path / "subject"
     bundle.mkdir()
     (bundle / "manifest.json").write_text('{"format": "persona-avatar/1", "subject": {"betas": [1.0]}}')

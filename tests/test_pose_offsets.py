@@ -69,6 +69,37 @@ def test_pose_offsets_zero_start_disabled_and_gradients():
     assert model.triplane.planes.grad is not None and model.triplane.planes.grad.abs().sum() > 0
 
 
+def test_inference_path_matches_autograd_and_follows_weight_updates():
+    torch.manual_seed(1)
+    g = torch.Generator().manual_seed(1)
+    n = 300
+    template = torch.rand(n, 3, generator=g) - 0.5
+    dominant = torch.randint(0, 22, (n,), generator=g).numpy()
+    parents = np.array([-1] + [max(0, j - 2) for j in range(1, 55)])
+    joint_mask = torch.as_tensor(body_joint_mask(dominant, parents))
+    enabled = torch.rand(n, generator=g) > 0.2
+    # Width 64 in 8 groups as in the preview preset (2-channel groups can have near-zero variance
+    # after a ReLU, which amplifies float32 rounding differences).
+    model = PoseOffsets(template, joint_mask, enabled, channels=4, resolution=8, extent=2.0, width=64, layers=3,
+                        offset_scale=0.01)
+    torch.nn.init.normal_(model.mlp.out.weight, std=0.5)  # non-zero offsets to compare
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for step in range(3):
+        pose = 0.4 * torch.randn(63, generator=g)
+        with_grad = model(pose)
+        with torch.no_grad():
+            cached = model(pose)
+            again = model(-pose)  # a second pose through the same cache
+        assert with_grad.abs().max() > 1e-4
+        scale = with_grad.abs().max()
+        assert (cached - with_grad.detach()).abs().max() < 1e-5 * scale  # float32 sums in another order
+        assert (again - model(-pose).detach()).abs().max() < 1e-5 * scale
+        # A weight update (in place, as Adam/SGD/load_state_dict do) must reach the inference path.
+        opt.zero_grad()
+        with_grad.pow(2).sum().backward()
+        opt.step()
+
+
 def test_point_group_norm_equals_group_norm():
     from core.avatar.pose_offsets import PointGroupNorm
 

@@ -107,8 +107,27 @@ class PoseOffsetMLP(nn.Module):
 
     def forward(self, features: torch.Tensor, joint_rot6d: torch.Tensor, joint_mask: torch.Tensor) -> torch.Tensor:
         """``features [N, F]``, ``joint_rot6d [21, 6]``, ``joint_mask [N, 21]`` bool -> ``[N, 3]`` metres."""
-        pose = (joint_mask[:, :, None].to(features.dtype) * joint_rot6d[None]).reshape(features.shape[0], -1)
+        pose = masked_pose(joint_rot6d, joint_mask, features.dtype)
         return self.out(self.hidden(torch.cat([features, pose], dim=1))) * self.offset_scale
+
+    def feature_part(self, features: torch.Tensor) -> torch.Tensor:
+        """The first layer's response to the features alone, bias included -> ``[N, width]``."""
+        first = self.hidden[0]
+        return F.linear(features, first.weight[:, :features.shape[1]], first.bias)
+
+    def pose_part(self, joint_rot6d: torch.Tensor, joint_masks: torch.Tensor, feature_dim: int) -> torch.Tensor:
+        """The first layer's response to the masked pose, ``joint_masks [U, 21]`` -> ``[U, width]`` (no bias)."""
+        first = self.hidden[0]
+        return F.linear(masked_pose(joint_rot6d, joint_masks, first.weight.dtype), first.weight[:, feature_dim:])
+
+    def after_first_layer(self, first: torch.Tensor) -> torch.Tensor:
+        """The rest of the network from the first layer's output ``[N, width]`` -> ``[N, 3]`` metres."""
+        return self.out(self.hidden[1:](first)) * self.offset_scale
+
+
+def masked_pose(joint_rot6d: torch.Tensor, joint_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``joint_rot6d [21, 6]`` kept where ``joint_mask [N, 21]`` -> flattened ``[N, 126]``."""
+    return (joint_mask[:, :, None].to(dtype) * joint_rot6d[None]).reshape(joint_mask.shape[0], -1)
 
 
 class PoseOffsets(nn.Module):
@@ -128,10 +147,34 @@ class PoseOffsets(nn.Module):
         self.register_buffer("joint_mask", joint_mask.bool())
         self.register_buffer("enabled", enabled.bool())
 
+        # Inference cache (no autograd): the triplane is sampled at fixed template positions and the
+        # joint masks take a few distinct values (one per dominant joint), so the first layer splits
+        # into a per-Gaussian part that only changes with the weights and a per-mask part.
+        self._cache_key: tuple | None = None
+        self._cache: tuple[torch.Tensor, ...] = ()
+
     def forward(self, body_pose: torch.Tensor) -> torch.Tensor:
-        """``body_pose [63]`` axis-angle (radians) -> offsets ``[N, 3]`` metres (zero where disabled)."""
+        """``body_pose [63]`` axis-angle (radians) -> offsets ``[N, 3]`` metres (zero where disabled).
+
+        Without autograd the first layer comes from ``_first_layer_cached`` (same values, about a
+        third less work for a slider change in the studio)."""
         idx = torch.nonzero(self.enabled, as_tuple=True)[0]
         rot6d = axis_angle_to_6d(body_pose.reshape(NUM_BODY_JOINTS, 3))
-        features = self.triplane(self.template[idx])
-        offsets = torch.zeros_like(self.template)
-        return offsets.index_copy(0, idx, self.mlp(features, rot6d, self.joint_mask[idx]))
+        if torch.is_grad_enabled():
+            out = self.mlp(self.triplane(self.template[idx]), rot6d, self.joint_mask[idx])
+        else:
+            out = self.mlp.after_first_layer(self._first_layer_cached(idx, rot6d))
+        return torch.zeros_like(self.template).index_copy(0, idx, out.to(self.template.dtype))
+
+    def _first_layer_cached(self, idx: torch.Tensor, rot6d: torch.Tensor) -> torch.Tensor:
+        """First-layer output ``[M, width]`` for the enabled Gaussians ``idx [M]`` (no autograd)."""
+        first = self.mlp.hidden[0]
+        tensors = (self.triplane.planes, first.weight, first.bias, self.template, self.joint_mask, self.enabled)
+        key = tuple((id(t), t.data_ptr(), t._version, t.dtype) for t in tensors)
+        if key != self._cache_key:
+            features = self.triplane(self.template[idx])
+            masks, which = torch.unique(self.joint_mask[idx], dim=0, return_inverse=True)
+            self._cache = (self.mlp.feature_part(features), masks, which)
+            self._cache_key = key
+        feature_part, masks, which = self._cache
+        return feature_part + self.mlp.pose_part(rot6d.to(feature_part.dtype), masks, self.triplane.feature_dim)[which]
