@@ -63,10 +63,11 @@ def make_subject(body, person, config, fit: str, workdir: Path, renderer):
     return prepare_subject(photo, workdir / f"subject{person.seed}", config, model=body)
 
 
-def evaluate_subject(body, person, config, fit: str, workdir: Path, renderer) -> dict:
+def evaluate_subject(body, person, config, fit: str, align: str, workdir: Path, renderer) -> dict:
     """Train all variants on one person and score every method on its held-out renders."""
     from core.quality.methods import (
-        VARIANTS, eval_params, render_avatar, render_mesh_baseline, shared_start, train_variant, variant_config,
+        VARIANTS, ScaleAlignment, eval_params, render_avatar, render_mesh_baseline, scale_alignment, shared_start,
+        train_variant, variant_config,
     )
     from core.quality.metrics import composite_white, image_metrics
     from core.synthetic_people import HeldoutView, heldout_views, photo_camera, render_person
@@ -99,21 +100,29 @@ def evaluate_subject(body, person, config, fit: str, workdir: Path, renderer) ->
     views = [HeldoutView("input", "input", {"betas": person.betas, **person.photo_pose}, view, K)]
     views += heldout_views(body, person, size, config.frames.motions)
     scores: dict[str, list[dict]] = {m: [] for m in METHODS}
+    scales = []
     sheet: dict[str, list[np.ndarray]] = {}
     for held in views:
         gt = render_person(body, person, held.pose, held.viewmat, held.K, size, renderer)
         gt_white = composite_white(gt.rgb, gt.mask)
         params = eval_params(held.pose, start.betas)
-        renders = {"mesh": render_mesh_baseline(start.initial, body, params, held.viewmat, held.K, size, renderer)}
+        alignment = (scale_alignment(body, params, eval_params(held.pose, person.betas)) if align == "scale"
+                     else ScaleAlignment())
+        scales.append(alignment.scale)
+        renders = {"mesh": render_mesh_baseline(start.initial, body, params, held.viewmat, held.K, size, renderer,
+                                                alignment)}
         for variant, avatar in avatars.items():
             refined = variant_config(config, variant).ablation.pose_offsets  # the render it was trained for
-            renders[variant] = render_avatar(avatar, body, params, held.viewmat, held.K, size, config, refined)
+            renders[variant] = render_avatar(avatar, body, params, held.viewmat, held.K, size, config, refined,
+                                             alignment)
         for method, (rgb, alpha) in renders.items():
             scores[method].append({"group": held.group, "label": held.label,
                                    **image_metrics(rgb, gt_white, gt.mask, alpha)})
         if held.group in SHEET_LABELS and held.group not in sheet:
             sheet[held.group] = [gt_white] + [renders[m][0] for m in METHODS]
+    log(f"person {person.seed}: alignment scale {np.mean(scales):.3f} (1 = fitted body as big as the GT)")
     return {"seed": person.seed, "betas_gt": person.betas.tolist(), "betas_fit": start.betas.tolist(),
+            "alignment_scale": float(np.mean(scales)),
             "scores": scores, "timings": timings, "sheet": sheet}
 
 
@@ -195,6 +204,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help=f"2 people and {' '.join(QUICK_SETS)}")
     parser.add_argument("--fit", choices=("prep", "known"), default="prep",
                         help="prep: the photo goes through mediapipe + fit; known: use the GT body's fit")
+    parser.add_argument("--align", choices=("scale", "none"), default="scale",
+                        help="scale: move the fitted body onto the GT one by a least-squares scale + shift of the "
+                             "joints (removes prep's size/depth ambiguity); none: GT pose + fitted shape as is")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args()
 
@@ -224,19 +236,20 @@ def main() -> int:
               f"{config.train.iterations} steps, warm-up {config.frames.warmup_iterations}, "
               f"{config.frames.num_generated} generated frames, {config.avatar.num_gaussians} Gaussians (requested); "
               f"eval {config.train.render_size}² on white with the GT mask, box around both silhouettes; "
-              f"GT pose + fitted shape; LPIPS not computed (no weights offline).")
+              f"GT pose + fitted shape{', scale+shift aligned to the GT joints' if args.align == 'scale' else ''}; "
+              f"LPIPS not computed (no weights offline).")
     log(header)
     results, started = [], time.perf_counter()
     renderer = MeshRenderer()
     with tempfile.TemporaryDirectory(prefix="persona-quality-") as tmp:
         for seed in range(args.first_seed, args.first_seed + count):
             person = make_person(seed, body.num_betas)
-            results.append(evaluate_subject(body, person, config, args.fit, Path(tmp), renderer))
+            results.append(evaluate_subject(body, person, config, args.fit, args.align, Path(tmp), renderer))
             table = format_table(results, header + f" ({len(results)}/{count} people done, "
                                  f"{(time.perf_counter() - started) / 60:.1f} min)")
             write_text_atomic(out / f"{name}.md", table)
             write_text_atomic(out / f"{name}.json", json.dumps(
-                {"header": header, "config": config_to_dict(config), "fit": args.fit,
+                {"header": header, "config": config_to_dict(config), "fit": args.fit, "align": args.align,
                  "results": [{k: v for k, v in r.items() if k != "sheet"} for r in results]}, indent=1))
             save_png(out / f"{name}.png", contact_sheet(results))
             log(f"person {seed} done; table in {out / f'{name}.md'}")
