@@ -25,6 +25,7 @@ OPENPOSE_18 = (
     ("left_hip", "J:left_hip"), ("left_knee", "J:left_knee"), ("left_ankle", "J:left_ankle"),
     ("right_eye", "L:right_eye"), ("left_eye", "L:left_eye"), ("right_ear", "L:right_ear"), ("left_ear", "L:left_ear"),
 )
+DRIVING_DISTANCE = 3.0  # metres from the camera to the body in driving videos (and imported ones)
 # Limbs as keypoint index pairs, in OpenPose's drawing order.
 OPENPOSE_LIMBS = ((1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12),
                   (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17))
@@ -109,17 +110,24 @@ def subject_betas(source: str | Path) -> np.ndarray:
     return np.asarray(manifest.get("subject", {}).get("betas", []), np.float32)
 
 
-def write_driving_video(path: str | Path, body: BodyModel, motion: Motion, betas: np.ndarray, resolution: int,
-                        distance: float = 3.0, progress=None) -> int:
-    """Write the skeleton video of ``motion`` on shape ``betas`` (square ``resolution``); returns frames."""
-    from core.export.video import open_frame_writer
+def driving_camera(body: BodyModel, betas: np.ndarray, resolution: int,
+                   distance: float = DRIVING_DISTANCE) -> tuple[np.ndarray, np.ndarray]:
+    """``(viewmat [4, 4], K [3, 3])`` of the driving video for shape ``betas`` at ``resolution``² pixels:
+    ``front_camera`` framing the rest body's height and centre (imported videos are read with it)."""
     from core.frames.generated import front_camera
 
-    betas_t = shape_tensor(betas, body.num_betas)
     with torch.no_grad():
-        rest = body(betas=betas_t).vertices[0, :, 1]
-    center, height = float(rest.min() + rest.max()) / 2, float(rest.max() - rest.min())
-    viewmat, K = front_camera(resolution, distance, center, height)
+        rest_y = body(betas=shape_tensor(betas, body.num_betas)).vertices[0, :, 1]
+    centre, height = float(rest_y.min() + rest_y.max()) / 2, float(rest_y.max() - rest_y.min())
+    return front_camera(resolution, distance, centre, height)
+
+
+def write_driving_video(path: str | Path, body: BodyModel, motion: Motion, betas: np.ndarray, resolution: int,
+                        distance: float = DRIVING_DISTANCE, progress=None) -> int:
+    """Write the skeleton video of ``motion`` on shape ``betas`` (square ``resolution``); returns frames."""
+    from core.export.video import open_frame_writer
+
+    viewmat, K = driving_camera(body, betas, resolution, distance)
     with open_frame_writer(path, resolution, resolution, motion.fps) as writer:
         for i, image in enumerate(driving_frames(body, motion, betas, viewmat, K, resolution, resolution)):
             writer.write(image)

@@ -31,21 +31,19 @@ from scipy.spatial.transform import Rotation
 
 from core.body import BodyModel
 from core.errors import UserError
-from core.frames.driving import shape_tensor
+from core.frames.driving import DRIVING_DISTANCE, driving_camera, shape_tensor
 from core.frames.frameset import FrameSet
-from core.frames.generated import front_camera
 from core.motion import Motion, resample
 from core.prep.fit import (PHOTO_VIEWMAT, FitObjective, FitWeights, fit_metrics, keypoint_targets,
                            model_surface_points, optimise, person_height_px, project_keypoints,
                            silhouette_target)
 from core.prep.geometry import render_geometry, silhouette_iou
 from core.prep.landmarks import keypoints_for_fitting
-from core.prep.perception import NUM_BODY, NUM_FACE, NUM_HAND, Perception, _landmarks_to_array, person_bbox
+from core.prep.perception import NUM_BODY, NUM_FACE, NUM_HAND, Perception, landmarks_to_array, person_bbox
 from core.subject import SMPLX_POSE_SIZES
 from core.threads import single_torch_thread
 
 IMPORTED_SOURCE = "imported"
-DRIVING_DISTANCE = 3.0  # metres: the camera distance ``frames driving-video`` uses
 FPS_TOLERANCE = 0.01  # relative: a video at the motion's frame rate is matched frame time to frame time
 HAND_CONFIDENCE = 0.5  # a hand's pose is refined only when its keypoints are at least this confident
 
@@ -175,18 +173,6 @@ def square_crop(image: np.ndarray) -> np.ndarray:
 # --- camera and motion ---------------------------------------------------------------------------------
 
 
-def driving_camera(body: BodyModel, betas: np.ndarray, resolution: int,
-                   distance: float = DRIVING_DISTANCE) -> tuple[np.ndarray, np.ndarray]:
-    """``(viewmat [4, 4], K [3, 3])`` of the driving video for shape ``betas`` at ``resolution``² pixels.
-
-    The same framing as ``write_driving_video``: ``front_camera`` on the rest body's height and centre.
-    """
-    with torch.no_grad():
-        rest_y = body(betas=shape_tensor(betas, body.num_betas)).vertices[0, :, 1]
-    centre, height = float(rest_y.min() + rest_y.max()) / 2, float(rest_y.max() - rest_y.min())
-    return front_camera(resolution, distance, centre, height)
-
-
 def motion_for_video(motion: Motion, video: VideoInfo) -> Motion:
     """The motion resampled so that its frame ``i`` is the pose of video frame ``i``.
 
@@ -253,15 +239,15 @@ class VideoPerception:
         if result.pose_landmarks is None or result.segmentation_mask is None:
             return None
         mask = np.clip(result.segmentation_mask, 0.0, 1.0).astype(np.float32)
-        body = _landmarks_to_array(result.pose_landmarks, NUM_BODY, width, height, use_visibility=True)
+        body = landmarks_to_array(result.pose_landmarks, NUM_BODY, width, height, use_visibility=True)
         bbox = person_bbox(mask, body, (width, height))
         if bbox is None:
             return None
         return Perception(
             mask=mask, body=body,
-            left_hand=_landmarks_to_array(result.left_hand_landmarks, NUM_HAND, width, height),
-            right_hand=_landmarks_to_array(result.right_hand_landmarks, NUM_HAND, width, height),
-            face=_landmarks_to_array(result.face_landmarks, NUM_FACE, width, height), bbox=bbox)
+            left_hand=landmarks_to_array(result.left_hand_landmarks, NUM_HAND, width, height),
+            right_hand=landmarks_to_array(result.right_hand_landmarks, NUM_HAND, width, height),
+            face=landmarks_to_array(result.face_landmarks, NUM_FACE, width, height), bbox=bbox)
 
 
 # --- pose refinement ------------------------------------------------------------------------------------
