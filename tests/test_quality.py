@@ -161,3 +161,17 @@ def test_mesh_baseline_projects_the_photo(body, renderer):
     error = np.abs(rgb - gt_white)[both].mean()
     grey_error = np.abs(grey_rgb - gt_white)[both].mean()
     assert error < 0.1 and grey_error > 2 * error
+
+
+def test_alignment_recovers_a_known_scale_and_shift(body):
+    from core.quality.methods import eval_params, points_alignment, scale_alignment
+
+    source = torch.randn(55, 3, generator=torch.Generator().manual_seed(0))
+    found = points_alignment(source, 1.08 * source + torch.tensor([0.1, -0.2, 0.05]))
+    assert found.scale == pytest.approx(1.08, abs=1e-5)
+    assert np.allclose(found.shift, (0.1, -0.2, 0.05), atol=1e-5)
+    assert torch.allclose(found.apply(source), 1.08 * source + torch.tensor([0.1, -0.2, 0.05]), atol=1e-5)
+    person = make_person(0)
+    same = scale_alignment(body, eval_params(person.photo_pose, person.betas), eval_params(person.photo_pose,
+                                                                                          person.betas))
+    assert same.scale == pytest.approx(1.0, abs=1e-5) and np.allclose(same.shift, 0.0, atol=1e-5)

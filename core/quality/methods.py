@@ -113,7 +113,11 @@ def scale_alignment(body: BodyModel, fitted: dict[str, torch.Tensor], truth: dic
     position, leaving shape, pose and appearance errors (no rotation is fitted).
     """
     with torch.no_grad():
-        source, target = body(**fitted).joints[0], body(**truth).joints[0]
+        return points_alignment(body(**fitted).joints[0], body(**truth).joints[0])
+
+
+def points_alignment(source: torch.Tensor, target: torch.Tensor) -> ScaleAlignment:
+    """Least-squares ``scale`` and ``shift`` with ``scale * source + shift ≈ target`` (``[J, 3]`` each)."""
     centred_s, centred_t = source - source.mean(0), target - target.mean(0)
     scale = float((centred_s * centred_t).sum() / centred_s.pow(2).sum())
     shift = target.mean(0) - scale * source.mean(0)
