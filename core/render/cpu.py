@@ -159,16 +159,15 @@ class CompositeGaussians(torch.autograd.Function):
         dtype = colors.dtype
         means2d_a, conics_a, opacities_a = _array(means2d), _array(conics), _array(opacities)
         footprints = np.empty((n_cams, n_gauss, 4), np.int32)
-        sigma_cutoffs = np.empty((n_cams, n_gauss), np.float64)
         _run_sliced(kernels.gaussian_footprints, _even_bounds(n_cams * n_gauss), means2d_a, conics_a, opacities_a,
-                    _array(radii), width, height, footprints, sigma_cutoffs)
+                    _array(radii), width, height, footprints)
         depth_order = _depth_order(depths.detach(), footprints)
         tile_offsets, isect_ids, gauss_offsets, gauss_slots, tile_cost = kernels.bin_gaussians(
             footprints, depth_order, width, height)
         packed = torch.empty((n_cams, n_gauss, kernels.PACKED_FIELDS), dtype=dtype).numpy()
         packed_colors = torch.empty((n_cams, n_gauss, n_channels), dtype=dtype).numpy()
         _run_sliced(kernels.pack_gaussians, _even_bounds(n_cams * n_gauss), depth_order, means2d_a, conics_a,
-                    opacities_a, _array(colors), footprints, sigma_cutoffs, packed, packed_colors)
+                    opacities_a, _array(colors), footprints, packed, packed_colors)
         heaviest_first = np.argsort(-tile_cost, kind="stable")
         worker_bounds, worker_tiles = kernels.balance_work(tile_cost, heaviest_first, render_threads())
         # Each tile logs at most tile_cost contributions. The log is sized for that bound, but pages

@@ -9,7 +9,8 @@ Conventions follow gsplat 1.5.3's CUDA kernels, so both backends render the same
   * radii are the opacity-aware 3.33-sigma bounding box, and 0 marks a culled Gaussian.
 
 Arrays are numpy views of torch tensors (float32 or float64; numba compiles one version per dtype).
-Scalar arithmetic runs in float64 whatever the storage dtype. The forward pass logs every contribution
+Per-pixel compositing arithmetic runs in the storage dtype (float32 as gsplat's CUDA kernels, or float64
+for gradchecks); projection and per-Gaussian set-up run in float64. The forward pass logs every contribution
 it makes, and the backward pass replays that log, so both always agree on what was skipped or stopped.
 
 Every kernel is serial, releases the GIL and works on a slice (``first, stop``) of its items; cpu.py runs
@@ -27,15 +28,17 @@ from core.render.jit_cache import configure_numba_cache
 
 configure_numba_cache()
 
-from numba import njit  # noqa: E402  (the cache directory must be configured before numba decorates anything)
+from numba import njit, types  # noqa: E402  (the cache directory must be configured before numba decorates anything)
+from numba.extending import overload  # noqa: E402
+from numba.cpython.unsafe.numbers import trailing_zeros  # noqa: E402
 
 TILE_SIZE = 16
 ALPHA_THRESHOLD = 1.0 / 255.0
 MAX_ALPHA = 0.999
 MIN_TRANSMITTANCE = 1e-4
 MAX_EXTENT_SIGMAS = 3.33
-# The cheap pre-test "sigma > log(255 * opacity)" skips exp() for pixels that are certainly below the
-# alpha threshold; the margin keeps it conservative so the exact test still decides borderline pixels.
+# Footprint boxes hold every pixel with sigma <= log(255 * opacity); the margin keeps them conservative so
+# the exact alpha test still decides borderline pixels.
 _SIGMA_CUTOFF_MARGIN = 1e-5  # well above a float32 rounding of the cutoff (< 1e-6 for cutoffs < 16)
 
 # nogil: kernels run in parallel threads and the GUI keeps running. cache: see jit_cache.py.
@@ -387,17 +390,16 @@ def project_backward(first, stop, means, quats, scales, viewmats, ks, width, hei
 # Fields of a packed Gaussian (one row of ``packed``, in depth order): everything compositing reads,
 # in one or two cache lines. Reading six separate per-Gaussian arrays in depth order missed the cache
 # on most (tile, Gaussian) pairs.
-P_MX, P_MY, P_CA, P_CB, P_CC, P_OPACITY, P_CUTOFF, P_X0, P_X1, P_Y0, P_Y1 = range(11)
-PACKED_FIELDS = 11
+P_MX, P_MY, P_CA, P_CB, P_CC, P_OPACITY, P_X0, P_X1, P_Y0, P_Y1 = range(10)
+PACKED_FIELDS = 10
 
 
 @njit(**_JIT)
-def gaussian_footprints(first, stop, means2d, conics, opacities, radii, width, height, footprints,
-                        sigma_cutoffs):
-    """Footprint box and sigma cutoff (see _footprint) of flat Gaussians c * N + n in [first, stop).
+def gaussian_footprints(first, stop, means2d, conics, opacities, radii, width, height, footprints):
+    """Footprint box (see _footprint) of flat Gaussians c * N + n in [first, stop).
 
     Writes footprints [C, N, 4] int32 (x0, x1, y0, y1: half-open pixel box clipped to the image, empty
-    for culled Gaussians) and sigma_cutoffs [C, N].
+    for culled Gaussians).
     """
     n_gauss = radii.shape[1]
     for flat in range(first, stop):
@@ -407,10 +409,9 @@ def gaussian_footprints(first, stop, means2d, conics, opacities, radii, width, h
         footprints[c, n, 1] = 0
         footprints[c, n, 2] = 0
         footprints[c, n, 3] = 0
-        sigma_cutoffs[c, n] = -1.0
         if radii[c, n, 0] <= 0 or radii[c, n, 1] <= 0:
             continue
-        cutoff, x0, x1, y0, y1 = _footprint(means2d[c, n, 0], means2d[c, n, 1], conics[c, n, 0], conics[c, n, 1],
+        _, x0, x1, y0, y1 = _footprint(means2d[c, n, 0], means2d[c, n, 1], conics[c, n, 0], conics[c, n, 1],
                                             conics[c, n, 2], opacities[c, n], radii[c, n, 0], radii[c, n, 1],
                                             0, width, 0, height)
         if x0 < x1 and y0 < y1:
@@ -418,7 +419,6 @@ def gaussian_footprints(first, stop, means2d, conics, opacities, radii, width, h
             footprints[c, n, 1] = x1
             footprints[c, n, 2] = y0
             footprints[c, n, 3] = y1
-            sigma_cutoffs[c, n] = cutoff
 
 
 @njit(**_JIT)
@@ -479,8 +479,8 @@ def bin_gaussians(footprints, depth_order, width, height):
 
 
 @njit(**_JIT)
-def pack_gaussians(first, stop, depth_order, means2d, conics, opacities, colors, footprints, sigma_cutoffs,
-                   packed, packed_colors):
+def pack_gaussians(first, stop, depth_order, means2d, conics, opacities, colors, footprints, packed,
+                   packed_colors):
     """Copy what compositing reads into depth-ordered rows, for flat (c, rank) in [first, stop).
 
     packed [C, N, PACKED_FIELDS] (fields P_*), packed_colors [C, N, D]; row (c, rank) describes
@@ -499,7 +499,6 @@ def pack_gaussians(first, stop, depth_order, means2d, conics, opacities, colors,
         row[P_CB] = conics[c, n, 1]
         row[P_CC] = conics[c, n, 2]
         row[P_OPACITY] = opacities[c, n]
-        row[P_CUTOFF] = sigma_cutoffs[c, n]
         row[P_X0] = footprints[c, n, 0]
         row[P_X1] = footprints[c, n, 1]
         row[P_Y0] = footprints[c, n, 2]
@@ -553,6 +552,64 @@ def _tile_bounds(tile, tiles_per_cam, tiles_x, width, height):
     return tile // tiles_per_cam, x_lo, y_lo, min(x_lo + TILE_SIZE, width), min(y_lo + TILE_SIZE, height)
 
 
+# Float32 exp(-sigma) for a tile row: Cody-Waite reduction sigma = k ln2 - r, |r| <= ln2 / 2, then
+# exp(-sigma) = 2^-k e^r with a degree-6 Taylor polynomial in Estrin form (relative error < 3e-7, about
+# 2 ulp). Inline and branch-free, so LLVM vectorises it over the 16 columns; calls to libm's expf cannot
+# be, and they spill every live register (the old per-pixel expf made compositing latency-bound).
+_LOG2E = 1.4426950408889634
+_LN2_HI = 0.693145751953125  # ln 2 split so that k * _LN2_HI is exact in float32 for k < 2^8
+_LN2_LO = 1.4286067653301870e-06
+# sigma is clamped at 80 so falloff (>= 1.8e-35) times any visible opacity (>= 1/255) stays a normal number:
+# denormal arithmetic is many times slower. Beyond it, only an opacity above 1e32 could reach alpha 1/255.
+_MAX_SIGMA_F32 = 80.0
+
+
+def _row_alphas(mx_centre, half_a, cross, row_sigma, opacity, centres, falloffs, alphas):
+    """Falloff exp(-sigma) and alpha = min(0.999, opacity * falloff) of one Gaussian at the 16 pixel
+    columns of a tile row, written to falloffs [16] and alphas [16]; alpha is 0 where the pixel does not
+    contribute (sigma < 0 or alpha < 1/255), so compositing needs no branch for it.
+
+    dx = mx_centre - centres[col] and sigma = (half_a dx + cross) dx + row_sigma. Implemented below per
+    dtype (numba overload): float32 with the vectorised exp above, float64 with math.exp.
+    """
+    raise NotImplementedError("compiled by numba only")
+
+
+@overload(_row_alphas, inline="always")
+def _row_alphas_typed(mx_centre, half_a, cross, row_sigma, opacity, centres, falloffs, alphas):
+    if isinstance(mx_centre, types.Float) and mx_centre.bitwidth == 32:
+        real = np.float32
+        log2e, ln2_hi, ln2_lo, max_sigma = real(_LOG2E), real(_LN2_HI), real(_LN2_LO), real(_MAX_SIGMA_F32)
+        c2, c3, c4, c5, c6 = real(1 / 2), real(1 / 6), real(1 / 24), real(1 / 120), real(1 / 720)
+        one, half, zero = real(1.0), real(0.5), real(0.0)
+        max_alpha, alpha_threshold = real(MAX_ALPHA), real(ALPHA_THRESHOLD)
+
+        def row_alphas_f32(mx_centre, half_a, cross, row_sigma, opacity, centres, falloffs, alphas):
+            for col in range(TILE_SIZE):
+                dx = mx_centre - centres[col]
+                sigma = (half_a * dx + cross) * dx + row_sigma
+                s = min(max(sigma, zero), max_sigma)
+                k = np.floor(s * log2e + half)
+                r = (k * ln2_hi - s) + k * ln2_lo
+                r2 = r * r
+                e_r = (one + r) + r2 * ((c2 + c3 * r) + r2 * ((c4 + c5 * r) + r2 * c6))  # Estrin: short chains
+                falloff = e_r * np.int32((127 - np.int32(k)) << 23).view(np.float32)  # times 2^-k
+                falloffs[col] = falloff
+                alpha = min(max_alpha, opacity * falloff)
+                alphas[col] = alpha if (sigma >= zero and alpha >= alpha_threshold) else zero
+        return row_alphas_f32
+
+    def row_alphas_any(mx_centre, half_a, cross, row_sigma, opacity, centres, falloffs, alphas):
+        for col in range(TILE_SIZE):
+            dx = mx_centre - centres[col]
+            sigma = (half_a * dx + cross) * dx + row_sigma
+            falloff = math.exp(-sigma)
+            falloffs[col] = falloff
+            alpha = min(MAX_ALPHA, opacity * falloff)
+            alphas[col] = alpha if (sigma >= 0.0 and alpha >= ALPHA_THRESHOLD) else 0.0
+    return row_alphas_any
+
+
 @njit(**_JIT)
 def composite_forward(task_first, task_stop, packed, colors, backgrounds, width, height, tile_offsets,
                       isect_ids, worker_tiles, task_log_start, log_entry, log_pixel, log_falloff, log_trans,
@@ -560,33 +617,42 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, width,
     """Front-to-back alpha compositing of tiles worker_tiles[task_first:task_stop].
 
     packed [C, N, PACKED_FIELDS] and colors [C, N, D] in depth order (pack_gaussians; opacities
-    already compensated), backgrounds [C, D] (zeros for none). Task j logs its contributions at log_*[task_log_start[j]:], at most the tile's cost, and
-    stores how many in log_count[j]: log_entry (int32, index into isect_ids), log_pixel (uint8,
-    row * 16 + column in the tile), log_falloff (exp(-sigma)), log_trans (T before the Gaussian).
+    already compensated), backgrounds [C, D] (zeros for none). Task j logs its contributions at
+    log_*[task_log_start[j]:], at most the tile's cost, and stores how many in log_count[j]: log_entry
+    (int32, index into isect_ids), log_pixel (uint8, row * 16 + column in the tile), log_falloff
+    (exp(-sigma)), log_trans (T before the Gaussian).
     Writes out_colors [C, H, W, D], out_transmittance [C, H, W] (final T) and out_alphas [C, H, W, 1]
     (1 - T; written here rather than by a torch op, which would wake torch's spinning thread pool).
+    Per-pixel arithmetic runs in the storage dtype (float32 as in gsplat's CUDA kernels, or float64).
     """
     n_channels = colors.shape[2]
     tiles_x = (width + TILE_SIZE - 1) // TILE_SIZE
     tiles_per_cam = tiles_x * ((height + TILE_SIZE - 1) // TILE_SIZE)
     n_pix_tile = TILE_SIZE * TILE_SIZE
-    trans = np.empty(n_pix_tile)
-    accum = np.empty((n_pix_tile, n_channels))
-    done = np.empty(n_pix_tile, np.bool_)
-    # per tile row, the tile-local columns [alive_first, alive_stop) hold every pixel still accumulating
-    alive_first = np.empty(TILE_SIZE, np.int64)
-    alive_stop = np.empty(TILE_SIZE, np.int64)
+    trans = np.empty(n_pix_tile, packed.dtype)
+    accum = np.empty((n_pix_tile, n_channels), packed.dtype)
+    real = trans.dtype.type  # scalars in the storage dtype: a float64 literal would promote float32 maths
+    half = real(0.5)
+    one = real(1.0)
+    zero = real(0.0)
+    min_transmittance = real(MIN_TRANSMITTANCE)
+    centres = np.arange(TILE_SIZE).astype(packed.dtype)
+    falloffs = np.empty(TILE_SIZE, packed.dtype)
+    alphas = np.empty(TILE_SIZE, packed.dtype)
+    # bit col of alive[r] is set while pixel (r, col) of the tile still accumulates
+    alive = np.empty(TILE_SIZE, np.int64)
     for task in range(task_first, task_stop):
         tile = worker_tiles[task]
         c, x_lo, y_lo, x_hi, y_hi = _tile_bounds(tile, tiles_per_cam, tiles_x, width, height)
         n_pix = (x_hi - x_lo) * (y_hi - y_lo)
-        trans[:] = 1.0
+        trans[:] = one
         accum[:, :] = 0.0
-        done[:] = False
-        alive_first[:] = 0
-        alive_stop[:] = x_hi - x_lo
+        alive[:] = 0
+        alive[:y_hi - y_lo] = (1 << (x_hi - x_lo)) - 1
         n_done = 0
         log_at = task_log_start[task]
+        x_lo_real = real(x_lo)
+        y_lo_real = real(y_lo)
         for k in range(tile_offsets[tile], tile_offsets[tile + 1]):
             if n_done == n_pix:
                 break
@@ -596,42 +662,32 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, width,
             x1 = min(x_hi, int(g[P_X1])) - x_lo
             y0 = max(y_lo, int(g[P_Y0])) - y_lo
             y1 = min(y_hi, int(g[P_Y1])) - y_lo
-            mx = g[P_MX] - x_lo  # tile-local pixel coordinates from here on
-            my = g[P_MY] - y_lo
-            half_a = 0.5 * g[P_CA]
+            box_bits = (1 << x1) - (1 << x0)  # the footprint's columns as a mask like alive's
+            # tile-local pixel coordinates from here on; dx = mx_centre - col
+            mx_centre = g[P_MX] - x_lo_real - half
+            my_centre = g[P_MY] - y_lo_real - half
+            half_a = half * g[P_CA]
             cb = g[P_CB]
-            half_c = 0.5 * g[P_CC]
+            half_c = half * g[P_CC]
             opacity = g[P_OPACITY]
-            sigma_cutoff = g[P_CUTOFF]
             for r in range(y0, y1):
-                first = max(x0, alive_first[r])
-                stop = min(x1, alive_stop[r])
-                if first >= stop:
+                todo = alive[r] & box_bits
+                if todo == 0:
                     continue
-                dy = my - (r + 0.5)
+                dy = my_centre - centres[r]
                 row_sigma = half_c * dy * dy
                 cross = cb * dy
-                for col in range(first, stop):
+                _row_alphas(mx_centre, half_a, cross, row_sigma, opacity, centres, falloffs, alphas)
+                while todo != 0:
+                    col = trailing_zeros(todo)
+                    todo &= todo - 1
+                    alpha = alphas[col]
                     p = r * TILE_SIZE + col
-                    if done[p]:
-                        continue
-                    dx = mx - (col + 0.5)
-                    sigma = half_a * dx * dx + cross * dx + row_sigma
-                    if sigma > sigma_cutoff or sigma < 0.0:
-                        continue
-                    falloff = math.exp(-sigma)
-                    alpha = min(MAX_ALPHA, opacity * falloff)
-                    if alpha < ALPHA_THRESHOLD:
-                        continue
                     t_before = trans[p]
-                    next_t = t_before * (1.0 - alpha)
-                    if next_t <= MIN_TRANSMITTANCE:
-                        done[p] = True
+                    next_t = t_before * (one - alpha)
+                    if next_t <= min_transmittance:
+                        alive[r] &= ~(1 << col)
                         n_done += 1
-                        while alive_first[r] < alive_stop[r] and done[r * TILE_SIZE + alive_first[r]]:
-                            alive_first[r] += 1
-                        while alive_stop[r] > alive_first[r] and done[r * TILE_SIZE + alive_stop[r] - 1]:
-                            alive_stop[r] -= 1
                         continue
                     weight = alpha * t_before
                     for ch in range(n_channels):
@@ -639,9 +695,12 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, width,
                     trans[p] = next_t
                     log_entry[log_at] = k
                     log_pixel[log_at] = p
-                    log_falloff[log_at] = falloff
+                    log_falloff[log_at] = falloffs[col]
                     log_trans[log_at] = t_before
-                    log_at += 1
+                    # branch-free: a pixel below the threshold has alpha 0 (no change above) and is not kept. Its
+                    # entry is written anyway and overwritten next; that slot is within this tile's log, which
+                    # holds one slot per footprint pixel, and this pixel's slot is not used by a kept entry
+                    log_at += alpha > zero
         log_count[task] = log_at - task_log_start[task]
         for py in range(y_lo, y_hi):
             for px in range(x_lo, x_hi):
@@ -649,7 +708,7 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, width,
                 for ch in range(n_channels):
                     out_colors[c, py, px, ch] = accum[p, ch] + trans[p] * backgrounds[c, ch]
                 out_transmittance[c, py, px] = trans[p]
-                out_alphas[c, py, px, 0] = 1.0 - trans[p]
+                out_alphas[c, py, px, 0] = one - trans[p]
 
 
 @njit(**_JIT)
