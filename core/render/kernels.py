@@ -725,10 +725,17 @@ def composite_backward(task_first, task_stop, packed, colors, backgrounds, width
     tiles_x = (width + TILE_SIZE - 1) // TILE_SIZE
     tiles_per_cam = tiles_x * ((height + TILE_SIZE - 1) // TILE_SIZE)
     n_pix_tile = TILE_SIZE * TILE_SIZE
-    behind = np.empty(n_pix_tile)  # (sum of weight * colour behind the current Gaussian) . dL/dcolour
-    tail = np.empty(n_pix_tile)  # T_final * (background . dL/dcolour - dL/dalpha)
-    v_pix = np.empty((n_pix_tile, n_channels))
-    v_colour = np.empty(n_channels)
+    # per-pixel arithmetic in the storage dtype, as in composite_forward
+    behind = np.empty(n_pix_tile, packed.dtype)  # (sum of weight * colour behind the current Gaussian) . dL/dcolour
+    tail = np.empty(n_pix_tile, packed.dtype)  # T_final * (background . dL/dcolour - dL/dalpha)
+    v_pix = np.empty((n_pix_tile, n_channels), packed.dtype)
+    v_colour = np.empty(n_channels, packed.dtype)
+    real = behind.dtype.type
+    zero = real(0.0)
+    half = real(0.5)
+    one = real(1.0)
+    max_alpha = real(MAX_ALPHA)
+    centres = np.arange(TILE_SIZE).astype(packed.dtype)
     for task in range(task_first, task_stop):
         tile = worker_tiles[task]
         isect_grads[tile_offsets[tile]:tile_offsets[tile + 1], :] = 0.0
@@ -736,8 +743,8 @@ def composite_backward(task_first, task_stop, packed, colors, backgrounds, width
         for py in range(y_lo, y_hi):
             for px in range(x_lo, x_hi):
                 p = (py - y_lo) * TILE_SIZE + (px - x_lo)
-                behind[p] = 0.0
-                bg_dot = 0.0
+                behind[p] = zero
+                bg_dot = zero
                 for ch in range(n_channels):
                     v_pix[p, ch] = v_out_colors[c, py, px, ch]
                     bg_dot += backgrounds[c, ch] * v_pix[p, ch]
@@ -749,50 +756,51 @@ def composite_backward(task_first, task_stop, packed, colors, backgrounds, width
             k = log_entry[j]
             rank = isect_ids[k]
             g = packed[c, rank]
-            mx = g[P_MX] - x_lo
-            my = g[P_MY] - y_lo
+            # tile-local pixel coordinates; dx = mx_centre - column
+            mx_centre = g[P_MX] - real(x_lo) - half
+            my_centre = g[P_MY] - real(y_lo) - half
             ca = g[P_CA]
             cb = g[P_CB]
             cc = g[P_CC]
             opacity = g[P_OPACITY]
-            g_mx = 0.0
-            g_my = 0.0
-            g_a = 0.0
-            g_b = 0.0
-            g_c = 0.0
-            g_o = 0.0
-            v_colour[:] = 0.0
+            g_mx = zero
+            g_my = zero
+            g_a2 = zero  # twice the conic gradients a and c: halved once at the end
+            g_b = zero
+            g_c2 = zero
+            g_o = zero
+            v_colour[:] = zero
             while j >= log_first and log_entry[j] == k:
                 p = log_pixel[j]
                 falloff = log_falloff[j]
                 t_before = log_trans[j]
                 j -= 1
                 raw_alpha = opacity * falloff
-                alpha = min(MAX_ALPHA, raw_alpha)
-                keep = 1.0 - alpha
+                alpha = min(max_alpha, raw_alpha)
+                keep = one - alpha
                 weight = alpha * t_before
-                colour_dot = 0.0
+                colour_dot = zero
                 for ch in range(n_channels):
                     colour_dot += colors[c, rank, ch] * v_pix[p, ch]
                     v_colour[ch] += weight * v_pix[p, ch]
                 v_alpha = t_before * colour_dot - (behind[p] + tail[p]) / keep
                 behind[p] += weight * colour_dot
-                if raw_alpha <= MAX_ALPHA:
+                if raw_alpha <= max_alpha:
                     # alpha = opacity exp(-sigma): d alpha / d sigma = -alpha
                     v_sigma = -raw_alpha * v_alpha
                     g_o += falloff * v_alpha
-                    dx = mx - (p % TILE_SIZE + 0.5)
-                    dy = my - (p // TILE_SIZE + 0.5)
+                    dx = mx_centre - centres[p % TILE_SIZE]
+                    dy = my_centre - centres[p // TILE_SIZE]
                     g_mx += v_sigma * (ca * dx + cb * dy)
                     g_my += v_sigma * (cb * dx + cc * dy)
-                    g_a += 0.5 * v_sigma * dx * dx
+                    g_a2 += v_sigma * dx * dx
                     g_b += v_sigma * dx * dy
-                    g_c += 0.5 * v_sigma * dy * dy
+                    g_c2 += v_sigma * dy * dy
             isect_grads[k, 0] = g_mx
             isect_grads[k, 1] = g_my
-            isect_grads[k, 2] = g_a
+            isect_grads[k, 2] = half * g_a2
             isect_grads[k, 3] = g_b
-            isect_grads[k, 4] = g_c
+            isect_grads[k, 4] = half * g_c2
             isect_grads[k, 5] = g_o
             for ch in range(n_channels):
                 isect_grads[k, 6 + ch] = v_colour[ch]
