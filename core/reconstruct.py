@@ -148,6 +148,71 @@ def load_imported_frames(paths: list[str | Path], size: int) -> list[FrameSet]:
     return [resize_frames(FrameSet.load(path), size) for path in paths]
 
 
+def photo_training_frame(subject: Subject, config: Config):
+    """Frame 0 of training: the photo at ``train.render_size`` with its seam boundary."""
+    return photo_frame(subject, config.sampling.boundary_image_weight, config.sampling.seam_threshold,
+                       config.sampling.seam_dilate, size=config.train.render_size)
+
+
+def subject_shape(subject: Subject, body: BodyModel) -> tuple[np.ndarray, np.ndarray | None]:
+    """The fitted ``betas [B]`` (zeros when the fit has none) and ``expression [E]`` or None."""
+    betas = np.asarray(subject.smplx.get("betas", np.zeros(body.num_betas)), np.float32)
+    return betas, subject.smplx.get("expression")
+
+
+def initial_avatar(body: BodyModel, subject: Subject, config: Config) -> Avatar:
+    """A fresh avatar of the subject's shape coloured from the photo (unseen Gaussians filled)."""
+    avatar = build_avatar(body, subject_shape(subject, body)[0], config.avatar)
+    with torch.no_grad():
+        avatar.colors.copy_(torch.as_tensor(photo_colors(avatar, body, subject)))
+    return avatar
+
+
+def training_frameset(avatar: Avatar, body: BodyModel, subject: Subject, frame0, config: Config, work: Path,
+                      report: Progress, stop: threading.Event | None = None, resume: bool = False,
+                      imported: list[FrameSet] = (), on_warmed: Callable[[Avatar], None] | None = None,
+                      ) -> FrameSet | None:
+    """Every training frame but the photo: generated (cached in ``work``) and ``imported`` ones.
+
+    New generated frames first need the photo warm-up (``warm_up``), which changes ``avatar``;
+    ``on_warmed(avatar)`` is called after it. A resumed run skips it (its checkpoint holds the
+    trained avatar). None when there are no frames (photo-only training), and when ``stop`` was set
+    during the warm-up: frames of a half-warmed avatar must not be cached.
+    """
+    betas, expression = subject_shape(subject, body)
+    frames_path, key = work / "frames.npz", frames_key(subject, config)
+    if not resume and config.frames.num_generated > 0 and not cached_frames(frames_path, key):
+        warm_up(avatar, body, frame0, config, betas, expression, report, stop)
+        if stop is not None and stop.is_set():
+            return None
+        if on_warmed is not None:
+            on_warmed(avatar)
+    generated = load_or_generate_frames(frames_path, key, avatar, body, subject, config, report)
+    sets = ([generated] if generated is not None else []) + list(imported)
+    return FrameSet.concat(sets) if sets else None
+
+
+def finish_run(out_dir: Path, trainer: Trainer, body: BodyModel, subject: Subject, photo: str | Path,
+               interrupted: bool, extra: dict, report: Progress) -> dict:
+    """Checkpoint, ``preview.png``, the bundle and ``work/metrics.json``; returns the bundle's summary.
+
+    ``extra`` adds to the summary (e.g. training time, imported frame count, which tool made it).
+    """
+    work = out_dir / "work"
+    report("save", 0.0, {"detail": "saving the checkpoint"})
+    trainer.save(work / "checkpoint.pt")
+    report("save", 0.3, {"detail": "rendering preview.png"})
+    psnr_value = save_preview(out_dir / "preview.png", trainer.avatar, body, subject, trainer.config)
+    summary = {"steps": trainer.step_index, "iterations": trainer.total, "interrupted": interrupted,
+               "photo_psnr": psnr_value, "preset": trainer.config.name, "photo": str(Path(photo)),
+               "draw_counts": trainer.sampler.counts.tolist(), "fit": subject.info.get("fit", {}),
+               "warnings": subject.info.get("warnings", []), **extra}
+    report("save", 0.6, {"detail": "writing the bundle"})
+    save_bundle(out_dir, trainer.avatar, body, subject.smplx, summary)
+    write_text_atomic(work / "metrics.json", json.dumps(trainer.history))
+    return summary
+
+
 def _train(trainer: Trainer, checkpoint: Path, every: int, report: Progress, stop: threading.Event | None) -> None:
     """Step until done or ``stop`` is set, checkpointing every ``every`` steps."""
     while not trainer.done and not (stop is not None and stop.is_set()):
@@ -175,20 +240,11 @@ def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: 
     body = BodyModel.load(config.body.model or None)
     subject = prepare_subject(photo, work / "subject", config, model=body,
                               progress=lambda stage, f: report(f"prep: {stage}", f, {}))
-    betas = np.asarray(subject.smplx.get("betas", np.zeros(body.num_betas)), np.float32)
-    expression = subject.smplx.get("expression")
+    betas, expression = subject_shape(subject, body)
     report("avatar", 0.0, {})
-    avatar = build_avatar(body, betas, config.avatar)
-    with torch.no_grad():
-        avatar.colors.copy_(torch.as_tensor(photo_colors(avatar, body, subject)))
-    frame0 = photo_frame(subject, config.sampling.boundary_image_weight, config.sampling.seam_threshold,
-                         config.sampling.seam_dilate, size=config.train.render_size)
-    frames_path, key = work / "frames.npz", frames_key(subject, config)
-    if not resume and config.frames.num_generated > 0 and not cached_frames(frames_path, key):
-        warm_up(avatar, body, frame0, config, betas, expression, report, stop)
-    generated = load_or_generate_frames(frames_path, key, avatar, body, subject, config, report)
-    all_sets = ([generated] if generated is not None else []) + imported_sets
-    frames = FrameSet.concat(all_sets) if all_sets else None
+    avatar = initial_avatar(body, subject, config)
+    frame0 = photo_training_frame(subject, config)
+    frames = training_frameset(avatar, body, subject, frame0, config, work, report, stop, resume, imported_sets)
     trainer = Trainer(avatar, body, frame0, frames, config, betas, expression)
     if resume:
         trainer.load(checkpoint)
@@ -200,17 +256,9 @@ def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: 
         interrupted = not trainer.done
     except KeyboardInterrupt:
         interrupted = True
-    trainer.save(checkpoint)
-
-    report("save", 0.0, {})
-    psnr_value = save_preview(out_dir / "preview.png", avatar, body, subject, config)
-    summary = {"steps": trainer.step_index, "iterations": trainer.total, "interrupted": interrupted,
-               "train_seconds": time.perf_counter() - started, "photo_psnr": psnr_value,
-               "preset": config.name, "photo": str(Path(photo)), "draw_counts": trainer.sampler.counts.tolist(),
-               "imported_frames": sum(len(s) for s in imported_sets),
-               "fit": subject.info.get("fit", {}), "warnings": subject.info.get("warnings", [])}
-    save_bundle(out_dir, avatar, body, subject.smplx, summary)
-    write_text_atomic(work / "metrics.json", json.dumps(trainer.history))
+    extra = {"train_seconds": time.perf_counter() - started, "imported_frames": sum(len(s) for s in imported_sets)}
+    summary = finish_run(out_dir, trainer, body, subject, photo, interrupted, extra, report)
+    psnr_value = summary["photo_psnr"]
     report("done", 1.0, summary)
     return ReconstructResult(folder=out_dir, steps=trainer.step_index, interrupted=interrupted,
                              metrics={"photo_psnr": psnr_value})

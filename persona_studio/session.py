@@ -12,7 +12,6 @@ folder layout (``work/subject``, ``work/frames.npz``, ``work/checkpoint.pt``, th
 from __future__ import annotations
 
 import copy
-import json
 import threading
 import time
 import traceback
@@ -25,17 +24,14 @@ import numpy as np
 import torch
 
 from core.avatar.avatar import Avatar
-from core.avatar.build import build_avatar
-from core.avatar.bundle import save_bundle
 from core.body import BodyModel
 from core.config import Config, LossConfig
 from core.errors import UserError
-from core.io.atomic import write_text_atomic
-from core.reconstruct import cached_frames, frames_key, load_or_generate_frames, photo_colors, save_preview, warm_up
+from core.frames.frameset import FrameSet
+from core.reconstruct import finish_run, initial_avatar, photo_training_frame, subject_shape, training_frameset
 from core.subject import Subject
 from core.threads import single_torch_thread
 from core.trainer import Trainer, TrainingSnapshot
-from core.training_frames import photo_frame
 from persona_studio.inspection import Inspection, frame_label, frame_thumbnails, inspect_frame
 from persona_studio.latest import Latest
 
@@ -156,17 +152,20 @@ class ReconstructionSession:
         body: an already loaded body model (default: the one ``config.body.model`` names).
         previous: a run being stopped (e.g. of the same photo, into the same folder); this one starts
             once that one has saved its bundle.
+        imported: frame sets from ``persona-studio frames import`` to train on besides the generated
+            frames (at ``frames.resolution``; ``core.reconstruct.load_imported_frames`` reads them).
     """
 
     def __init__(self, photo: str | Path, out_dir: str | Path, config: Config,
                  prepare: Callable[..., Subject] = default_prepare, body: BodyModel | None = None,
-                 previous: "ReconstructionSession | None" = None):
+                 previous: "ReconstructionSession | None" = None, imported: list[FrameSet] = ()):
         self.photo = Path(photo)
         self.out_dir = Path(out_dir)
         self.config = copy.deepcopy(config)
         self._prepare = prepare
         self._body = body
         self._previous = previous
+        self._imported = list(imported)
         self._cond = threading.Condition()
         self._status = SessionStatus(total=self.config.train.iterations)
         self._paused = False
@@ -318,30 +317,28 @@ class ReconstructionSession:
         if self._stop.is_set():
             return None, subject, body
         self._report("avatar", 0.0, "building the avatar")
-        betas = np.asarray(subject.smplx.get("betas", np.zeros(body.num_betas)), np.float32)
-        expression = subject.smplx.get("expression")
-        avatar = build_avatar(body, betas, config.avatar)
-        with torch.no_grad():
-            avatar.colors.copy_(torch.as_tensor(photo_colors(avatar, body, subject)))
+        avatar = initial_avatar(body, subject, config)
         subject_params = {k: np.asarray(v, np.float32).reshape(-1) for k, v in subject.smplx.items()}
         self.avatar.publish(SessionAvatar(copy.deepcopy(avatar), body, subject_params, f"{self.photo.stem} (initial)"))
         self._report("avatar", 1.0, "avatar built")
         if self._stop.is_set():
             return None, subject, body
-        frame0 = photo_frame(subject, config.sampling.boundary_image_weight, config.sampling.seam_threshold,
-                             config.sampling.seam_dilate, size=config.train.render_size)
-        frames_path, key = work / "frames.npz", frames_key(subject, config)
-        if not cached_frames(frames_path, key):  # as core.reconstruct: warm up only for new frames
-            warm_up(avatar, body, frame0, config, betas, expression,
-                    lambda stage, fraction, info: self._report("warmup", fraction, stage), self._stop)
+        frame0 = photo_training_frame(subject, config)
+        betas, expression = subject_shape(subject, body)
+
+        def warmed(avatar):
             self.avatar.publish(SessionAvatar(copy.deepcopy(avatar), body, subject_params,
                                               f"{self.photo.stem} (warmed up)", frame_camera=False))
+
+        def frames_progress(stage, fraction, info):
+            self._report("warmup" if stage.startswith("warm-up") else "frames", fraction, stage)
+
+        frames = training_frameset(avatar, body, subject, frame0, config, work, frames_progress, self._stop,
+                                   imported=self._imported, on_warmed=warmed)
         self._report("warmup", 1.0, "warm-up done")
         if self._stop.is_set():
             return None, subject, body
-        frames = load_or_generate_frames(frames_path, key, avatar, body, subject, config,
-                                         lambda stage, fraction, info: self._report("frames", fraction, stage))
-        self._report("frames", 1.0, f"{len(frames)} generated frames")
+        self._report("frames", 1.0, f"{0 if frames is None else len(frames)} training frames besides the photo")
         with self._cond:  # the weights may have been changed while the earlier stages ran
             config = copy.deepcopy(self.config)
         trainer = Trainer(avatar, body, frame0, frames, config, betas, expression)
@@ -394,20 +391,13 @@ class ReconstructionSession:
 
     def _save(self, trainer: Trainer, subject: Subject, body: BodyModel, interrupted: bool) -> None:
         """Checkpoint, preview, bundle and metrics, as ``core.reconstruct`` writes them."""
-        self._report("save", 0.0, "saving the checkpoint")
-        trainer.save(self.out_dir / "work" / "checkpoint.pt")
-        self._report("save", 0.3, "rendering preview.png")
-        psnr_value = save_preview(self.out_dir / "preview.png", trainer.avatar, body, subject, trainer.config)
-        summary = {"steps": trainer.step_index, "iterations": trainer.total, "interrupted": interrupted,
-                   "photo_psnr": psnr_value, "preset": trainer.config.name, "photo": str(self.photo),
-                   "draw_counts": trainer.sampler.counts.tolist(), "fit": subject.info.get("fit", {}),
-                   "warnings": subject.info.get("warnings", []), "made_with": "persona-studio app"}
-        self._report("save", 0.6, "writing the bundle")
-        save_bundle(self.out_dir, trainer.avatar, body, subject.smplx, summary)
-        write_text_atomic(self.out_dir / "work" / "metrics.json", json.dumps(trainer.history))
+        summary = finish_run(self.out_dir, trainer, body, subject, self.photo, interrupted,
+                             {"imported_frames": sum(len(frames) for frames in self._imported),
+                              "made_with": "persona-studio app"},
+                             lambda stage, fraction, info: self._report("save", fraction, info["detail"]))
         self.snapshots.publish(trainer.snapshot())
         with self._cond:
-            self._set(bundle=self.out_dir, photo_psnr=psnr_value)
+            self._set(bundle=self.out_dir, photo_psnr=summary["photo_psnr"])
         self._report("save", 1.0, f"bundle written to {self.out_dir}")
 
     # -- inspection requests --------------------------------------------------------------------

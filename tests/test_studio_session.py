@@ -53,6 +53,20 @@ def wait_for(condition, timeout: float = 120.0, poll: float = 0.02) -> bool:
     return condition()
 
 
+def settled(value, quiet: float = 1.0, timeout: float = 60.0):
+    """``value()`` once it has not changed for ``quiet`` seconds (e.g. a step in flight has ended)."""
+    last, since = value(), time.monotonic()
+    deadline = since + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = value()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return last
+
+
 def test_prep_fraction_maps_sub_stages_onto_one_bar_that_never_goes_back():
     assert prep_fraction("load photo", 0.0, 0.0) == 0.0
     assert prep_fraction("fit body", 0.5, 0.0) == pytest.approx(0.55)
@@ -131,8 +145,7 @@ def test_pause_resume_stop_and_live_loss_weights(body, tmp_path):
         assert wait_for(lambda: session.status().step >= 2)
         session.pause()
         assert wait_for(lambda: session.status().state == "paused")
-        time.sleep(0.5)  # a step in flight finishes
-        paused_at = session.status().step
+        paused_at = settled(lambda: session.status().step)  # a step in flight finishes
         time.sleep(1.5)
         assert session.status().step == paused_at  # nothing trains while paused
         # Weights change at the next step: with depth off for both frame types, no depth term remains.
