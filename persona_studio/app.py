@@ -26,7 +26,9 @@ import torch
 
 from core.config import LossConfig, load_preset
 from core.errors import UserError
+from core.frames.frameset import FrameSet
 from core.io.images import save_png
+from core.reconstruct import load_imported_frames
 from persona_studio.camera import VIEW_PRESETS, Camera
 from persona_studio.exports import ExportSource, manifest_for
 from persona_studio.latency import ScreenLatency
@@ -54,6 +56,7 @@ DEMO_SPLATS = 20000
 SCREENSHOT_TIMEOUT = 60.0  # seconds a headless run waits for the viewport's first image
 TRAIN_TIMEOUT = 900.0  # seconds a headless run waits for ``train_steps``
 CLOSE_TIMEOUT = 60.0  # seconds closing waits for a stopped run to save its bundle
+FRAMES_SUFFIX = ".npz"  # imported training frames (``persona-studio frames import``)
 # UI frames are capped (without vsync, e.g. under Xvfb, DPG would spin a core and re-upload the viewport
 # texture hundreds of times a second, taking CPU from the render thread and training).
 MAX_UI_FPS = 60.0
@@ -71,6 +74,11 @@ class StatusBar:
     def __init__(self, parent: int | str):
         self._text = dpg.add_text("Ready", parent=parent, color=INFO_COLOR)
         self.last_error: str | None = None
+
+    @property
+    def message(self) -> str:
+        """The line shown now."""
+        return dpg.get_value(self._text)
 
     def info(self, message: str) -> None:
         dpg.configure_item(self._text, color=INFO_COLOR)
@@ -162,7 +170,7 @@ class Studio:
     def __init__(self, photo: str | Path | None = None, preset: str = "preview", overrides: list[str] | None = None,
                  view: str = "front", width: int = 1280, height: int = 800, output_dir: str | Path = "persona-output",
                  demo_splats: int = DEMO_SPLATS, recent_path: str | Path | None = None,
-                 avatar: str | Path | None = None):
+                 avatar: str | Path | None = None, imported_frames: list[str | Path] = ()):
         # User errors are reported before any window opens or thread starts.
         if view not in VIEW_PRESETS:
             raise UserError(f"unknown view '{view}'; choose one of: {', '.join(VIEW_PRESETS)}")
@@ -174,6 +182,9 @@ class Studio:
         check_display()
         self.photo = photo
         self.avatar_path = avatar  # a bundle folder or .persona file to open at start
+        self.imported_frames: list[Path] = []  # `frames import` files that new runs train on
+        for path in imported_frames:
+            self.add_imported_frames(path)
         self.output_dir = Path(output_dir)
         self.window_size = (int(width), int(height))
         camera = Camera()
@@ -305,15 +316,31 @@ class Studio:
 
     def on_files_dropped(self, paths: list[str]) -> None:
         """Files dropped on the window (or passed in by a script): a photo is reconstructed, an avatar
-        bundle folder is opened."""
+        bundle folder is opened, imported frames (.npz from ``frames import``) join the next run."""
         for path in map(Path, paths):
             if path.suffix.lower() in PHOTO_SUFFIXES:
                 self.open_photo(path)
             elif path.is_dir() or path.suffix.lower() == PERSONA_SUFFIX:
                 self.open_bundle(path)
+            elif path.suffix.lower() == FRAMES_SUFFIX:
+                count = self.add_imported_frames(path)
+                self.status.info(f"{count} imported frames from {path.name} join the next run (press Start)")
             else:
                 raise UserError(f"cannot open this here; drop a photo ({', '.join(PHOTO_SUFFIXES)}), "
-                                f"an avatar bundle folder or a {PERSONA_SUFFIX} file", path)
+                                f"an avatar bundle folder, a {PERSONA_SUFFIX} file or imported frames "
+                                f"({FRAMES_SUFFIX})", path)
+
+    def add_imported_frames(self, path: str | Path) -> int:
+        """Train the next runs on ``path`` (``persona-studio frames import`` output) besides the generated
+        frames; returns its frame count. Raises UserError for a file that is not a frame set."""
+        path = Path(path)
+        count = len(FrameSet.load(path))  # one-line errors for anything else
+        if path not in self.imported_frames:
+            self.imported_frames.append(path)
+        return count
+
+    def clear_imported_frames(self) -> None:
+        self.imported_frames.clear()
 
     def open_photo(self, path: str | Path) -> None:
         """Show ``path`` as the project's photo and reconstruct it. Raises UserError for a bad file."""
@@ -328,8 +355,9 @@ class Studio:
         out_dir = self.project.output_dir / photo.stem
         if previous is not None and previous.out_dir != out_dir:
             previous = None  # another folder: no need to wait for its bundle
+        imported = load_imported_frames(self.imported_frames, self.config.frames.resolution)
         self.session = ReconstructionSession(photo, out_dir, self.config, prepare=self.prepare, body=self._body,
-                                             previous=previous)
+                                             previous=previous, imported=imported)
         self._seen["avatar"] = self._seen["snapshot"] = 0
         self.latest_snapshot = None
         self.display_source = "session"
@@ -634,18 +662,20 @@ class Studio:
 
 def run_studio(photo: str | None = None, frames: int = 0, screenshot: str | None = None, preset: str = "preview",
                overrides: list[str] | None = None, view: str = "front", width: int = 1280, height: int = 800,
-               train_steps: int = 0, output_dir: str | Path = "persona-output", avatar: str | None = None) -> int:
+               train_steps: int = 0, output_dir: str | Path = "persona-output", avatar: str | None = None,
+               imported_frames: list[str] = ()) -> int:
     """Open the studio; with ``frames`` > 0 run that many UI frames (then save ``screenshot``) and return.
 
     ``photo`` starts its reconstruction at once; ``train_steps`` > 0 (headless, with ``photo``) first waits
     until that many training steps are done (or the run ends; with all steps, until its bundle is saved).
-    ``avatar`` opens a bundle folder or .persona file at start.
+    ``avatar`` opens a bundle folder or .persona file at start; ``imported_frames`` (``frames import``
+    files) are trained on by every run, besides the generated frames.
     Returns the process exit status (0 = fine, 1 = the viewport could not render, the screenshot
     failed or the run failed). User errors (bad preset or override, bad view name, no display) raise
     UserError before any window opens; once it is open, errors go to the status bar.
     """
     studio = Studio(photo=photo, preset=preset, overrides=overrides, view=view, width=width, height=height,
-                    output_dir=output_dir, avatar=avatar)
+                    output_dir=output_dir, avatar=avatar, imported_frames=imported_frames)
     studio.build()
     try:
         return studio.run(frames=frames, screenshot=screenshot, train_steps=train_steps)

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     studio.add_argument("--avatar", help="open an avatar bundle folder or .persona file")
     studio.add_argument("--output", default="persona-output", help="folder for the reconstruction started from --photo or a drop")
     studio.add_argument("--train-steps", type=int, default=0, help="headless: wait until N training steps ran")
+    studio.add_argument("--imported-frames", dest="imported", action="append", default=[], metavar="FRAMES.npz",
+                        help="frames from `frames import` that runs train on besides the generated ones (repeatable)")
     _add_preset_args(studio)
 
     recon = sub.add_parser("reconstruct", help="photo -> avatar bundle")
@@ -263,7 +265,7 @@ def _cmd_studio(args: argparse.Namespace) -> int:
 
     return run_studio(photo=args.photo, frames=args.frames, screenshot=args.screenshot, preset=args.preset,
                       overrides=args.overrides, view=args.view, train_steps=args.train_steps,
-                      output_dir=args.output, avatar=args.avatar)
+                      output_dir=args.output, avatar=args.avatar, imported_frames=args.imported)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.frames.frameset import FrameSet
 from core.paths import REPO_ROOT
 from persona_studio.app import SIDE_PANEL_WIDTH, STATUS_BAR_HEIGHT
 from persona_studio.viewport.demo_figure import LIPS, SHIRT
@@ -134,11 +135,24 @@ def test_camera_presets_change_the_image(screenshots):
     assert near_colour(back, LIPS, 0.12).sum() == 0
 
 
+def tiny_frameset() -> FrameSet:
+    """Two 8x8 frames in the FrameSet format (what `persona-studio frames import` writes)."""
+    frame = {"rgb": np.full((8, 8, 3), 0.5, np.float32), "mask": np.ones((8, 8, 1), np.float32),
+             "depth": np.full((8, 8, 1), 3.0, np.float32), "normal": np.zeros((8, 8, 3), np.float32),
+             "part_seg": np.zeros((8, 8, 3), np.float32), "K": np.eye(3, dtype=np.float32),
+             "viewmat": np.eye(4, dtype=np.float32), "params": {"body_pose": np.zeros(63, np.float32)}}
+    return FrameSet.from_frames([frame, frame], "imported", ["clip.mp4:0", "clip.mp4:1"])
+
+
 def test_actions_and_errors_in_a_live_window(display, tmp_path):
     photo = tmp_path / "photo.png"
     Image.fromarray(np.full((300, 200, 3), 180, np.uint8)).save(photo)
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo")
+    not_frames = tmp_path / "other.npz"
+    np.savez(not_frames, x=np.zeros(3))
+    frames = tmp_path / "imported.npz"
+    tiny_frameset().save(frames)
     shot = tmp_path / "viewport.png"
     result = run_python(f"""
         import json
@@ -150,12 +164,20 @@ def test_actions_and_errors_in_a_live_window(display, tmp_path):
         studio.queue_dropped_files([{str(notes)!r}])
         studio.run(frames=2)
         drop_error = studio.status.last_error
+        studio.queue_dropped_files([{str(not_frames)!r}])
+        studio.run(frames=2)
+        frames_error = studio.status.last_error
+        for _ in range(2):  # the same file twice: listed once
+            studio.queue_dropped_files([{str(frames)!r}])
+            studio.run(frames=2)
+        imported, frames_info = [str(p) for p in studio.imported_frames], studio.status.message
         studio.queue_dropped_files([{str(photo)!r}])
         studio.run(frames=2)
         studio.run(frames=1, screenshot={str(tmp_path / 'window.png')!r})
         saved = studio.save_viewport_screenshot({str(shot)!r})
         camera = studio.viewport.camera
         print(json.dumps(dict(missing=missing_photo_error, drop=drop_error, photo=str(studio.project.photo),
+                              frames_error=frames_error, imported=imported, frames_info=frames_info,
                               size=[camera.width, camera.height], saved=str(saved))))
         studio.close()
     """, display)
@@ -164,6 +186,10 @@ def test_actions_and_errors_in_a_live_window(display, tmp_path):
     assert report["missing"] == f"{tmp_path / 'missing.png'}: file not found"
     assert report["drop"].startswith(f"{notes}: cannot open this here")
     assert report["photo"] == str(photo)
+    # A dropped .npz that is not a frame set is refused by name; a frame set joins the next runs, once.
+    assert report["frames_error"].startswith(f"{not_frames}:") and "\n" not in report["frames_error"]
+    assert report["imported"] == [str(frames)]
+    assert "2 imported frames from imported.npz" in report["frames_info"]
     with Image.open(shot) as image:
         assert list(image.size) == report["size"]  # the viewport image at its render size
         pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0

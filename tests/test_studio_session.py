@@ -16,6 +16,7 @@ from core.avatar.bundle import load_bundle
 from core.body import BodyModel
 from core.config import load_preset
 from core.errors import UserError
+from core.frames.frameset import FrameSet
 from core.synthetic import synthetic_subject
 from persona_studio.inspection import depth_image, seam_overlay
 from persona_studio.session import STAGES, ReconstructionSession, StepRate, prep_fraction
@@ -39,9 +40,10 @@ def synthetic_prepare(photo, out_dir, config, model, progress):
     return synthetic_subject(model, 96, {"body_pose": pose})
 
 
-def make_session(body, out_dir, iterations: int, prepare=synthetic_prepare, extra=()):
+def make_session(body, out_dir, iterations: int, prepare=synthetic_prepare, extra=(), imported=()):
     config = load_preset("preview", [*OVERRIDES, f"train.iterations={iterations}", *extra])
-    return ReconstructionSession(out_dir / "photo.png", out_dir, config, prepare=prepare, body=body)
+    return ReconstructionSession(out_dir / "photo.png", out_dir, config, prepare=prepare, body=body,
+                                 imported=imported)
 
 
 def wait_for(condition, timeout: float = 120.0, poll: float = 0.02) -> bool:
@@ -136,6 +138,25 @@ def test_a_run_goes_through_every_stage_and_writes_a_loadable_bundle(body, tmp_p
     finally:
         session.close()
     assert not session.running
+
+
+def test_imported_frames_are_trained_on_besides_the_generated_ones(body, tmp_path):
+    first = make_session(body, tmp_path / "first", iterations=1)
+    first.start()
+    assert wait_for(lambda: not first.status().active)
+    first.close()
+    generated = FrameSet.load(tmp_path / "first" / "work" / "frames.npz")
+    imported = FrameSet.from_frames([generated.frame(i) for i in range(2)], "imported", ["clip.mp4:0", "clip.mp4:1"])
+    session = make_session(body, tmp_path / "second", iterations=6, imported=[imported])
+    session.start()
+    try:
+        assert wait_for(lambda: not session.status().active)
+        assert session.status().state == "finished", session.status().error
+        assert session.frame_labels == ["photo", *generated.labels, "clip.mp4:0", "clip.mp4:1"]
+        _, _, manifest = load_bundle(tmp_path / "second", body)
+        assert manifest["summary"]["imported_frames"] == 2
+    finally:
+        session.close()
 
 
 def test_pause_resume_stop_and_live_loss_weights(body, tmp_path):

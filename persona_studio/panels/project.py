@@ -49,6 +49,13 @@ def dialog_path(app_data: dict) -> Path:
     return Path(chosen)
 
 
+def imported_frames_text(paths: list[Path]) -> str:
+    """What the Project tab says about the imported frames the next run trains on."""
+    if not paths:
+        return "Imported frames: none (drop a `frames import` .npz to add one)"
+    return "Imported frames: " + ", ".join(path.name for path in paths)
+
+
 def stage_overlay(stage: str, fraction: float, current: bool, detail: str) -> str:
     """The text on a stage's progress bar, e.g. "Photo prep 40% - fit body"."""
     text = f"{STAGE_TITLES[stage]} {100 * fraction:.0f}%"
@@ -71,7 +78,8 @@ class ProjectPanel:
         self._stage_bars: dict[str, int] = {}
         self._registry = None
         self._photo_pixels = None  # DPG reads texture buffers every frame: keep the preview alive
-        self.photo_dialog = self.bundle_dialog = None
+        self.photo_dialog = self.bundle_dialog = self.frames_dialog = None
+        self._frames_text = None
         self._recent_shown: tuple = ()
 
     @property
@@ -88,6 +96,10 @@ class ProjectPanel:
         self.bundle_dialog = dpg.add_file_dialog(label="Open an avatar bundle folder", show=False, modal=True,
                                                  directory_selector=True, width=700, height=450,
                                                  callback=guard(self.on_bundle_dialog))
+        self.frames_dialog = dpg.add_file_dialog(label="Add imported frames (from `persona-studio frames import`)",
+                                                 show=False, modal=True, width=700, height=450,
+                                                 callback=guard(self.on_frames_dialog))
+        dpg.add_file_extension(".npz", parent=self.frames_dialog)
         with dpg.collapsing_header(label=self.title, parent=parent, default_open=True):
             with dpg.group(horizontal=True):
                 dpg.add_button(label="Open photo...", callback=guard(lambda: dpg.show_item(self.photo_dialog)))
@@ -98,6 +110,10 @@ class ProjectPanel:
             self._preset_text = dpg.add_text("")
             self._photo_text = dpg.add_text("Photo: none (drop a photo on the window)", wrap=WRAP)
             self._photo_group = dpg.add_group()
+            with dpg.group(horizontal=True):
+                dpg.add_button(label="Add imported frames...", callback=guard(lambda: dpg.show_item(self.frames_dialog)))
+                dpg.add_button(label="Clear", callback=guard(self.studio.clear_imported_frames))
+            self._frames_text = dpg.add_text("", wrap=WRAP)
             for stage in STAGES:
                 self._stage_bars[stage] = dpg.add_progress_bar(default_value=0.0, width=-1,
                                                                overlay=stage_overlay(stage, 0.0, False, ""))
@@ -118,6 +134,12 @@ class ProjectPanel:
     def on_bundle_dialog(self, sender, app_data) -> None:
         """The folder dialog's callback: show the chosen avatar bundle."""
         self.studio.open_bundle(dialog_path(app_data))
+
+    def on_frames_dialog(self, sender, app_data) -> None:
+        """The frames dialog's callback: the next runs also train on the chosen imported frames."""
+        path = dialog_path(app_data)
+        count = self.studio.add_imported_frames(path)
+        self.studio.status.info(f"{count} imported frames from {path.name} join the next run (press Start)")
 
     def set_photo(self, path: str | Path) -> None:
         """Show ``path`` as the project's photo (validated, previewed). Raises UserError for a bad file."""
@@ -144,6 +166,7 @@ class ProjectPanel:
         text = "Scene: none" if scene is None else f"Scene: {scene.label or 'splats'}\n{scene.count:,} splats"
         dpg.set_value(self._scene_text, text)
         dpg.set_value(self._preset_text, f"Preset: {self.studio.config.name}")
+        dpg.set_value(self._frames_text, imported_frames_text(self.studio.imported_frames))
         session = self.studio.session
         if session is not None:
             status = session.status()
