@@ -162,7 +162,7 @@ class CompositeGaussians(torch.autograd.Function):
         _run_sliced(kernels.gaussian_footprints, _even_bounds(n_cams * n_gauss), means2d_a, conics_a, opacities_a,
                     _array(radii), width, height, footprints)
         depth_order = _depth_order(depths.detach(), footprints)
-        tile_offsets, isect_ids, gauss_offsets, gauss_slots, tile_cost = kernels.bin_gaussians(
+        tile_offsets, isect_ids, gauss_offsets, grad_rows, tile_cost = kernels.bin_gaussians(
             footprints, depth_order, width, height)
         packed = torch.empty((n_cams, n_gauss, kernels.PACKED_FIELDS), dtype=dtype).numpy()
         packed_colors = torch.empty((n_cams, n_gauss, n_channels), dtype=dtype).numpy()
@@ -185,7 +185,7 @@ class CompositeGaussians(torch.autograd.Function):
                     tile_offsets, isect_ids, worker_tiles, task_log_start, *log, render.numpy(), transmittance.numpy(),
                     alphas.numpy())
         ctx.save_for_backward(backgrounds, transmittance)
-        ctx.bins = (packed, packed_colors, tile_offsets, isect_ids, gauss_offsets, gauss_slots, worker_bounds,
+        ctx.bins = (packed, packed_colors, tile_offsets, isect_ids, gauss_offsets, grad_rows, worker_bounds,
                     worker_tiles, task_log_start, log)
         ctx.image_size = (width, height)
         return render, alphas
@@ -193,23 +193,25 @@ class CompositeGaussians(torch.autograd.Function):
     @staticmethod
     def backward(ctx, v_render, v_alphas):
         backgrounds, transmittance = ctx.saved_tensors
-        (packed, packed_colors, tile_offsets, isect_ids, gauss_offsets, gauss_slots, worker_bounds, worker_tiles,
+        (packed, packed_colors, tile_offsets, isect_ids, gauss_offsets, grad_rows, worker_bounds, worker_tiles,
          task_log_start, log) = ctx.bins
         width, height = ctx.image_size
         n_cams, n_gauss, n_channels = packed_colors.shape
         dtype = transmittance.dtype
         v_render = _zeros_if_none(v_render, (n_cams, height, width, n_channels), dtype)
         v_alphas = _zeros_if_none(v_alphas, (n_cams, height, width, 1), dtype)[..., 0].contiguous()
-        isect_grads = torch.empty((isect_ids.shape[0], 6 + n_channels), dtype=dtype).numpy()
+        # zeros: entries without contributions are never written. np.zeros takes pages the OS zeroes on first
+        # touch, so this costs no pass of its own.
+        isect_grads = np.zeros((isect_ids.shape[0], 6 + n_channels), dtype=packed.dtype)
         _run_sliced(kernels.composite_backward, worker_bounds, packed, packed_colors, _array(backgrounds), width,
                     height, tile_offsets, isect_ids, worker_tiles, task_log_start, *log, transmittance.numpy(),
-                    v_render.numpy(), v_alphas.numpy(), isect_grads)
+                    v_render.numpy(), v_alphas.numpy(), grad_rows, isect_grads)
         v_means2d = torch.empty((n_cams, n_gauss, 2), dtype=dtype)
         v_conics = torch.empty((n_cams, n_gauss, 3), dtype=dtype)
         v_opacities = torch.empty((n_cams, n_gauss), dtype=dtype)
         v_colors = torch.empty((n_cams, n_gauss, n_channels), dtype=dtype)
         _run_sliced(kernels.reduce_isect_grads, _even_bounds(n_cams * n_gauss), isect_grads, gauss_offsets,
-                    gauss_slots, v_means2d.numpy(), v_conics.numpy(), v_opacities.numpy(), v_colors.numpy())
+                    v_means2d.numpy(), v_conics.numpy(), v_opacities.numpy(), v_colors.numpy())
         v_backgrounds = None
         if ctx.needs_input_grad[4]:
             # the background enters each pixel as T_final * background

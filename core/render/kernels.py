@@ -412,8 +412,8 @@ def gaussian_footprints(first, stop, means2d, conics, opacities, radii, width, h
         if radii[c, n, 0] <= 0 or radii[c, n, 1] <= 0:
             continue
         _, x0, x1, y0, y1 = _footprint(means2d[c, n, 0], means2d[c, n, 1], conics[c, n, 0], conics[c, n, 1],
-                                            conics[c, n, 2], opacities[c, n], radii[c, n, 0], radii[c, n, 1],
-                                            0, width, 0, height)
+                                       conics[c, n, 2], opacities[c, n], radii[c, n, 0], radii[c, n, 1],
+                                       0, width, 0, height)
         if x0 < x1 and y0 < y1:
             footprints[c, n, 0] = x0
             footprints[c, n, 1] = x1
@@ -429,8 +429,10 @@ def bin_gaussians(footprints, depth_order, width, height):
     sorted near to far (stable). Returns
       tile_offsets [C*T + 1] int64: tile t's entries are isect_ids[tile_offsets[t]:tile_offsets[t+1]];
       isect_ids [M] int32: depth rank of the Gaussian within its camera (its row in pack_gaussians);
-      gauss_offsets [C*N + 1] int64 and gauss_slots [M] int64: for Gaussian (c, n), the positions in
-        isect_ids of its entries, so the backward pass can gather per-Gaussian sums without races;
+      gauss_offsets [C*N + 1] int64 and grad_rows [M] int64: entry k's gradients go to row grad_rows[k]
+        of composite_backward's isect_grads, and Gaussian (c, n) owns the contiguous rows
+        gauss_offsets[c*N + n]:gauss_offsets[c*N + n + 1], so per-Gaussian sums need no atomics and
+        read memory in order;
       tile_cost [C*T] int64: pixel-Gaussian pairs in footprint boxes per tile, which bounds the tile's
         contributions (sizes the contribution log) and estimates its work (load balancing).
     """
@@ -458,7 +460,7 @@ def bin_gaussians(footprints, depth_order, width, height):
     gauss_offsets = np.cumsum(gauss_counts)
     n_isects = tile_offsets[-1]
     isect_ids = np.empty(n_isects, np.int32)
-    gauss_slots = np.empty(n_isects, np.int64)
+    grad_rows = np.empty(n_isects, np.int64)
     cursor = tile_offsets[:-1].copy()
     for c in range(n_cams):
         for rank in range(n_gauss):
@@ -473,9 +475,9 @@ def bin_gaussians(footprints, depth_order, width, height):
                     slot = cursor[tile]
                     cursor[tile] += 1
                     isect_ids[slot] = rank
-                    gauss_slots[slot_out] = slot
+                    grad_rows[slot] = slot_out
                     slot_out += 1
-    return tile_offsets, isect_ids, gauss_offsets, gauss_slots, tile_cost
+    return tile_offsets, isect_ids, gauss_offsets, grad_rows, tile_cost
 
 
 @njit(**_JIT)
@@ -554,8 +556,8 @@ def _tile_bounds(tile, tiles_per_cam, tiles_x, width, height):
 
 # Float32 exp(-sigma) for a tile row: Cody-Waite reduction sigma = k ln2 - r, |r| <= ln2 / 2, then
 # exp(-sigma) = 2^-k e^r with a degree-6 Taylor polynomial in Estrin form (relative error < 3e-7, about
-# 2 ulp). Inline and branch-free, so LLVM vectorises it over the 16 columns; calls to libm's expf cannot
-# be, and they spill every live register (the old per-pixel expf made compositing latency-bound).
+# 2 ulp). Inline and branch-free, so LLVM vectorises it over the 16 columns (a call to libm's expf cannot
+# be): one row of 16 costs about as much as 2 scalar exps, and rows average 4+ pixels still to composite.
 _LOG2E = 1.4426950408889634
 _LN2_HI = 0.693145751953125  # ln 2 split so that k * _LN2_HI is exact in float32 for k < 2^8
 _LN2_LO = 1.4286067653301870e-06
@@ -714,12 +716,14 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, width,
 @njit(**_JIT)
 def composite_backward(task_first, task_stop, packed, colors, backgrounds, width, height, tile_offsets, isect_ids,
                        worker_tiles, task_log_start, log_entry, log_pixel, log_falloff, log_trans, log_count,
-                       out_transmittance, v_out_colors, v_out_alphas, isect_grads):
+                       out_transmittance, v_out_colors, v_out_alphas, grad_rows, isect_grads):
     """Gradients of composite_forward for tiles worker_tiles[task_first:task_stop], replaying its log.
 
-    v_out_colors [C, H, W, D], v_out_alphas [C, H, W]. isect_grads [M, 6 + D] receives, per entry of
-    isect_ids: d/d(mean x, mean y, conic a, conic b, conic c, opacity, colours...) of that Gaussian. Each tile owns its
-    rows, so threads never write the same memory; reduce_isect_grads then sums them per Gaussian.
+    v_out_colors [C, H, W, D], v_out_alphas [C, H, W]. isect_grads [M, 6 + D] (zero on entry) receives, in
+    row grad_rows[k] for entry k of isect_ids (see bin_gaussians): d/d(mean x, mean y, conic a, conic b,
+    conic c, opacity, colours...) of that Gaussian; entries without contributions keep their zeros. Each
+    entry has its own row, so threads never write the same memory; reduce_isect_grads then sums each
+    Gaussian's rows, which are contiguous.
     """
     n_channels = colors.shape[2]
     tiles_x = (width + TILE_SIZE - 1) // TILE_SIZE
@@ -738,7 +742,6 @@ def composite_backward(task_first, task_stop, packed, colors, backgrounds, width
     centres = np.arange(TILE_SIZE).astype(packed.dtype)
     for task in range(task_first, task_stop):
         tile = worker_tiles[task]
-        isect_grads[tile_offsets[tile]:tile_offsets[tile + 1], :] = 0.0
         c, x_lo, y_lo, x_hi, y_hi = _tile_bounds(tile, tiles_per_cam, tiles_x, width, height)
         for py in range(y_lo, y_hi):
             for px in range(x_lo, x_hi):
@@ -796,19 +799,19 @@ def composite_backward(task_first, task_stop, packed, colors, backgrounds, width
                     g_a2 += v_sigma * dx * dx
                     g_b += v_sigma * dx * dy
                     g_c2 += v_sigma * dy * dy
-            isect_grads[k, 0] = g_mx
-            isect_grads[k, 1] = g_my
-            isect_grads[k, 2] = half * g_a2
-            isect_grads[k, 3] = g_b
-            isect_grads[k, 4] = half * g_c2
-            isect_grads[k, 5] = g_o
+            row = grad_rows[k]
+            isect_grads[row, 0] = g_mx
+            isect_grads[row, 1] = g_my
+            isect_grads[row, 2] = half * g_a2
+            isect_grads[row, 3] = g_b
+            isect_grads[row, 4] = half * g_c2
+            isect_grads[row, 5] = g_o
             for ch in range(n_channels):
-                isect_grads[k, 6 + ch] = v_colour[ch]
+                isect_grads[row, 6 + ch] = v_colour[ch]
 
 
 @njit(**_JIT)
-def reduce_isect_grads(first, stop, isect_grads, gauss_offsets, gauss_slots, v_means2d, v_conics, v_opacities,
-                       v_colors):
+def reduce_isect_grads(first, stop, isect_grads, gauss_offsets, v_means2d, v_conics, v_opacities, v_colors):
     """Sum isect_grads [M, 6 + D] per Gaussian into v_means2d [C, N, 2], v_conics [C, N, 3],
     v_opacities [C, N], v_colors [C, N, D], for flat indices c * N + n in [first, stop) (overwritten)."""
     n_gauss = v_opacities.shape[1]
@@ -824,8 +827,7 @@ def reduce_isect_grads(first, stop, isect_grads, gauss_offsets, gauss_slots, v_m
         s5 = 0.0
         for ch in range(n_channels):
             v_colors[c, n, ch] = 0.0
-        for j in range(gauss_offsets[flat], gauss_offsets[flat + 1]):
-            row = gauss_slots[j]
+        for row in range(gauss_offsets[flat], gauss_offsets[flat + 1]):
             s0 += isect_grads[row, 0]
             s1 += isect_grads[row, 1]
             s2 += isect_grads[row, 2]
