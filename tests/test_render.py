@@ -383,3 +383,32 @@ def test_gsplat_and_cpu_backends_agree():
     _weighted_loss(gpu_out[0], gpu_out[1]).backward()
     for name in DIFFERENTIABLE:
         assert _relative_error(gpu_in[name].grad.cpu(), cpu_in[name].grad) <= 1e-3, name
+
+
+def test_float32_row_falloff_matches_exp_and_skips_non_contributions():
+    # The float32 compositing kernels use their own vectorised exp(-sigma); check it against numpy's in
+    # float64 over the whole clamped range, and the contribution rules (sigma < 0 or alpha < 1/255 -> 0).
+    import numpy as np
+
+    from core.render import kernels
+
+    @numba.njit
+    def row(sigmas, opacity):
+        centres = np.arange(kernels.TILE_SIZE).astype(np.float32) + np.float32(0.5)
+        falloffs = np.empty((sigmas.shape[0], kernels.TILE_SIZE), np.float32)
+        alphas = np.empty_like(falloffs)
+        zero = np.float32(0.0)
+        for i in range(sigmas.shape[0]):
+            # half_a = cross = 0: every column gets sigma = row_sigma
+            kernels._row_alphas(centres[0], zero, zero, sigmas[i], opacity, centres, falloffs[i], alphas[i])
+        return falloffs, alphas
+
+    sigmas = np.concatenate([np.linspace(0.0, 80.0, 4001), [-0.5, 1e-7, 5.54, 5.55]]).astype(np.float32)
+    falloffs, alphas = row(sigmas, np.float32(1.0))
+    exact = np.exp(-sigmas.astype(np.float64))
+    keep = sigmas >= 0
+    relative = np.abs(falloffs[keep, 0] - exact[keep]) / exact[keep]
+    assert relative.max() < 5e-7
+    assert np.all(falloffs == falloffs[:, :1])  # the same for every column
+    expected = np.where(keep & (np.minimum(0.999, exact) >= 1 / 255), np.minimum(0.999, exact), 0.0)
+    np.testing.assert_allclose(alphas[:, 0], expected, rtol=1e-6, atol=0)
