@@ -203,7 +203,7 @@ def test_an_avatar_bundle_opened_at_start_replaces_the_demo_figure(display, tmp_
     from core.config import load_preset
 
     body = BodyModel.load()
-    avatar = build_avatar(body, np.zeros(body.num_betas), load_preset("preview", ["avatar.skinning_grid=32"]).avatar)
+    avatar = build_avatar(body, np.zeros(body.num_betas), load_preset("preview", ["avatar.skinning_grid=32", "avatar.num_gaussians=14000"]).avatar)
     save_bundle(tmp_path / "grey", avatar, body, {"betas": np.zeros(body.num_betas, np.float32)})  # mid-grey colours
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "studio_bundle.png"

@@ -19,7 +19,8 @@ from core.reconstruct import reconstruct
 PHOTO = Path("/usr/share/doc/opencv-doc/examples/data/messi5.jpg")
 TINY = ["render.backend=cpu", "train.iterations=8", "train.checkpoint_every=4", "train.render_size=96",
         "frames.num_generated=4", "frames.resolution=96", "frames.warmup_iterations=3",
-        "frames.motions=['wave', 'turn_around']", "prep.crop_size=256", "avatar.skinning_grid=32"]
+        "frames.motions=['wave', 'turn_around']", "prep.crop_size=256", "avatar.skinning_grid=32",
+        "avatar.num_gaussians=14000"]
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not PHOTO.exists(), reason="needs Debian's opencv-doc (installed by tools/install.sh)")]

@@ -31,7 +31,7 @@ def body():
 
 @pytest.fixture(scope="module")
 def avatar(body):
-    config = load_preset("preview", ["avatar.skinning_grid=32"]).avatar
+    config = load_preset("preview", ["avatar.skinning_grid=32", "avatar.num_gaussians=14000"]).avatar
     return build_avatar(body, np.zeros(body.num_betas), config)
 
 

@@ -22,7 +22,7 @@ from persona_studio.inspection import depth_image, seam_overlay
 from persona_studio.session import STAGES, ReconstructionSession, StepRate, prep_fraction
 
 SIZE = 64
-OVERRIDES = ["render.backend=cpu", "avatar.skinning_grid=32", "frames.num_generated=3", f"frames.resolution={SIZE}",
+OVERRIDES = ["render.backend=cpu", "avatar.skinning_grid=32", "avatar.num_gaussians=14000", "frames.num_generated=3", f"frames.resolution={SIZE}",
              "frames.motions=['wave']", f"train.render_size={SIZE}", "train.snapshot_every=2",
              "train.checkpoint_every=1000", "frames.warmup_iterations=2"]
 
