@@ -343,7 +343,7 @@ def test_bad_preset_view_or_display_are_user_errors_before_any_window(monkeypatc
 MESSI = "/usr/share/doc/opencv-doc/examples/data/messi5.jpg"  # Debian's opencv-doc
 TINY = ["train.iterations=6", "frames.num_generated=4", "train.render_size=96", "frames.resolution=96",
         "prep.crop_size=256", "train.snapshot_every=2", "export.frames=4", "export.resolution=64",
-        "frames.warmup_iterations=3"]
+        "frames.warmup_iterations=3", "avatar.num_gaussians=14000"]
 E2E_WINDOW = (1100, 700)
 
 # The driver runs the real app, acts the way the panels' callbacks do, and prints a JSON report.
