@@ -143,6 +143,10 @@ class TrainConfig:
     render_size: int = 512  # pixels, square training renders
     checkpoint_every: int = 500
     snapshot_every: int = 10
+    # Colour behind the avatar while training: "random" (a new uniform colour each step, the
+    # targets composited over it) keeps semi-transparent edge Gaussians from learning the backdrop;
+    # on a fixed black one they darken and show as dark rims on any other background.
+    background: str = "random"  # random | black | white
 
 
 @dataclass
@@ -232,6 +236,7 @@ def load_preset(name_or_path: str | Path = "standard", overrides: list[str] | No
 CHOICES = {
     "render.backend": ("auto", "cpu", "gsplat"),
     "render.rasterize_mode": ("classic", "antialiased"),
+    "train.background": ("random", "black", "white"),
 }
 
 

@@ -70,17 +70,37 @@ def loss_window(mask: torch.Tensor, alpha: torch.Tensor, margin: int = 8) -> tup
             slice(max(0, int(cols[0]) - margin), min(w, int(cols[-1]) + margin + 1)))
 
 
+def over_background(premultiplied: torch.Tensor, mask: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """A premultiplied target ``[B, H, W, 3]`` with coverage ``mask [B, H, W, 1]`` over ``background [3]``."""
+    return premultiplied + background * (1.0 - mask)
+
+
+def training_background(mode: str, seed: int, step: int) -> torch.Tensor:
+    """The colour ``[3]`` behind step ``step``'s renders: a function of (seed, step) only, so a resumed
+    run draws the same colours as an uninterrupted one."""
+    if mode == "black":
+        return torch.zeros(3)
+    if mode == "white":
+        return torch.ones(3)
+    return torch.rand(3, generator=torch.Generator().manual_seed(seed * 1_000_003 + step))
+
+
 def frame_loss(render: AvatarRender, frame: TrainFrame, w: FrameLossWeights, image_weight: float,
-               loss_cfg: LossConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of one render's data terms; ``image_weight`` is ``w.image`` or ``w.image_refined``."""
+               loss_cfg: LossConfig, background: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted sum of one render's data terms; ``image_weight`` is ``w.image`` or ``w.image_refined``.
+
+    ``background [3]`` is what ``render`` was drawn over (None = black); the frame's premultiplied
+    colour targets are composited over the same colour."""
     rows, cols = loss_window(frame.mask[0], render.alpha)
     frame = crop_frame(frame, rows, cols)
     render = AvatarRender(*(getattr(render, f.name)[rows, cols] for f in dataclasses.fields(AvatarRender)))
     rgb = render.rgb[None]
     alpha = render.alpha[None]
     mask = frame.mask
+    background = torch.zeros(3) if background is None else background
     terms: dict[str, torch.Tensor] = {}
-    terms["image"] = image_weight * losses.image_loss(rgb, frame.rgb, frame.image_weight, loss_cfg.ssim_weight)
+    target = over_background(frame.rgb, mask, background)
+    terms["image"] = image_weight * losses.image_loss(rgb, target, frame.image_weight, loss_cfg.ssim_weight)
     terms["mask"] = w.mask * losses.mask_loss(alpha, mask)
     if w.hand_mask > 0 and frame.hand_region is not None and frame.hand_region.sum() > 0:
         # A mean over the whole image (like the mask term) counting only hand pixels, as the paper's
@@ -94,7 +114,8 @@ def frame_loss(render: AvatarRender, frame: TrainFrame, w: FrameLossWeights, ima
     if w.part_seg > 0 and frame.part_seg is not None:
         terms["part_seg"] = w.part_seg * losses.part_seg_loss(render.part[None], frame.part_seg)
     if w.albedo > 0 and frame.albedo is not None:
-        terms["albedo"] = w.albedo * losses.image_loss(rgb, frame.albedo, None, loss_cfg.ssim_weight)
+        albedo = over_background(frame.albedo, mask, background)
+        terms["albedo"] = w.albedo * losses.image_loss(rgb, albedo, None, loss_cfg.ssim_weight)
     total = sum(terms.values())
     return total, {k: float(v.detach()) for k, v in terms.items()}
 
@@ -201,20 +222,20 @@ class Trainer:
         w = frame_weights(self.config, frame.kind)
         cfg = self.config
         h, wd = frame.rgb.shape[1:3]
-        background = torch.zeros(3)
+        background = training_background(cfg.train.background, cfg.train.seed, self.step_index)
         self.optimizer.zero_grad(set_to_none=True)
 
         body_out = self.body(**frame.params)
         shaped, transforms = body_out.shaped[0], body_out.joint_transforms[0]
         base = self.avatar.pose(shaped, transforms, None)
         base_render = render_posed(base, frame.viewmat, frame.K, wd, h, cfg.render, background)
-        loss, terms = frame_loss(base_render, frame, w, w.image, cfg.loss)
+        loss, terms = frame_loss(base_render, frame, w, w.image, cfg.loss, background)
         metrics = {f"base_{k}": v for k, v in terms.items()}
         refined_render = None
         if cfg.ablation.pose_offsets:
             refined = self.avatar.pose(shaped, transforms, frame.params["body_pose"].reshape(-1))
             refined_render = render_posed(refined, frame.viewmat, frame.K, wd, h, cfg.render, background)
-            refined_loss, terms = frame_loss(refined_render, frame, w, w.image_refined, cfg.loss)
+            refined_loss, terms = frame_loss(refined_render, frame, w, w.image_refined, cfg.loss, background)
             loss = loss + refined_loss
             metrics.update({f"refined_{k}": v for k, v in terms.items()})
             loss = loss + cfg.loss.laplacian_refined_offsets * losses.laplacian_loss(refined.offsets, self.adjacency)
@@ -227,7 +248,7 @@ class Trainer:
         shown = refined_render if refined_render is not None else base_render
         metrics.update({
             "step": self.step_index, "frame": index, "loss": float(loss.detach()),
-            "psnr": losses.psnr(shown.rgb[None], frame.rgb, frame.mask),
+            "psnr": losses.psnr(shown.rgb[None], over_background(frame.rgb, frame.mask, background), frame.mask),
             "seconds": time.perf_counter() - start,
         })
         self.history.append({"step": self.step_index, "frame": index, "loss": metrics["loss"],

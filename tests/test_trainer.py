@@ -99,3 +99,41 @@ def test_bad_checkpoint_is_a_user_error(setup, tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(UserError, match="not a readable checkpoint"):
         trainer.load(bad)
+
+
+def test_training_backgrounds_are_reproducible_and_composite_the_targets():
+    from core.trainer import over_background, training_background
+
+    assert torch.equal(training_background("random", 0, 7), training_background("random", 0, 7))
+    assert not torch.equal(training_background("random", 0, 7), training_background("random", 0, 8))
+    assert not torch.equal(training_background("random", 0, 7), training_background("random", 1, 7))
+    assert torch.equal(training_background("white", 0, 3), torch.ones(3))
+    assert torch.equal(training_background("black", 0, 3), torch.zeros(3))
+    colour, mask = torch.full((1, 2, 2, 3), 0.4), torch.tensor([1.0, 0.5, 0.0, 1.0]).reshape(1, 2, 2, 1)
+    out = over_background(colour * mask, mask, torch.tensor([1.0, 0.0, 0.5]))
+    np.testing.assert_allclose(out[0, 0, 1].numpy(), [0.2 + 0.5, 0.2, 0.2 + 0.25])
+    np.testing.assert_allclose(out[0, 1, 0].numpy(), [1.0, 0.0, 0.5])
+
+
+@pytest.mark.slow
+def test_random_backgrounds_keep_edges_from_learning_black(setup):
+    # On a fixed black backdrop, semi-transparent edge Gaussians lower their colour to match the dark
+    # target there; shown over white they leave dark rims. Random backdrops make them keep the colour.
+    body, _, subject, _ = setup
+    white = torch.ones(3)
+    scores = {}
+    for mode in ("black", "random"):
+        trainer = make_trainer((body, None, subject, None), **{"train.background": mode})
+        with single_torch_thread():
+            for _ in range(60):
+                trainer.step()
+        from core.avatar.build import body_params
+        from core.avatar.render import pose_avatar, render_posed
+
+        frame = trainer.frame(0)
+        with torch.no_grad():
+            posed = pose_avatar(trainer.avatar, body, body_params(subject.smplx), refined=True)
+            out = render_posed(posed, frame.viewmat, frame.K, SIZE, SIZE, trainer.config.render, white)
+        target = frame.rgb + (1.0 - frame.mask)  # the photo over white
+        scores[mode] = float(-10 * torch.log10(((out.rgb[None] - target) ** 2).mean()))
+    assert scores["random"] > scores["black"] + 1.0, scores
