@@ -39,7 +39,7 @@ from core.prep.fit import (PHOTO_VIEWMAT, FitObjective, FitWeights, fit_metrics,
                            silhouette_target)
 from core.prep.geometry import render_geometry, silhouette_iou
 from core.prep.landmarks import keypoints_for_fitting
-from core.prep.perception import NUM_BODY, NUM_FACE, NUM_HAND, Perception, landmarks_to_array, person_bbox
+from core.prep.perception import Perception, holistic_arrays, person_bbox
 from core.subject import SMPLX_POSE_SIZES
 from core.threads import single_torch_thread
 
@@ -236,18 +236,14 @@ class VideoPerception:
         """The person in ``image`` (pixels of ``image``), or None when no body or no mask was found."""
         height, width = image.shape[:2]
         result = self._model.process(np.ascontiguousarray(image))
-        if result.pose_landmarks is None or result.segmentation_mask is None:
+        found = holistic_arrays(result, width, height)
+        if found is None or result.segmentation_mask is None:
             return None
-        mask = np.clip(result.segmentation_mask, 0.0, 1.0).astype(np.float32)
-        body = landmarks_to_array(result.pose_landmarks, NUM_BODY, width, height, use_visibility=True)
-        bbox = person_bbox(mask, body, (width, height))
+        bbox = person_bbox(found["mask"], found["body"], (width, height))
         if bbox is None:
             return None
-        return Perception(
-            mask=mask, body=body,
-            left_hand=landmarks_to_array(result.left_hand_landmarks, NUM_HAND, width, height),
-            right_hand=landmarks_to_array(result.right_hand_landmarks, NUM_HAND, width, height),
-            face=landmarks_to_array(result.face_landmarks, NUM_FACE, width, height), bbox=bbox)
+        return Perception(mask=found["mask"], body=found["body"], left_hand=found["left_hand"],
+                          right_hand=found["right_hand"], face=found["face"], bbox=bbox)
 
 
 # --- pose refinement ------------------------------------------------------------------------------------

@@ -185,14 +185,20 @@ def _run_holistic(image: np.ndarray) -> dict[str, np.ndarray] | None:
         static_image_mode=True, model_complexity=1, enable_segmentation=True, refine_face_landmarks=True
     ) as model:
         result = model.process(image)
+    return holistic_arrays(result, width, height)
+
+
+def holistic_arrays(result, width: int, height: int) -> dict[str, np.ndarray] | None:
+    """A Holistic result -> body [33, 3], hands [21, 3], face [478, 3] (pixels, confidence) and mask [H, W]
+    (zeros when Holistic gave none); None when no body was found."""
     if result.pose_landmarks is None:
         return None
     mask = result.segmentation_mask
     return {
-        "body": landmarks_to_array(result.pose_landmarks, NUM_BODY, width, height, use_visibility=True),
-        "left_hand": landmarks_to_array(result.left_hand_landmarks, NUM_HAND, width, height),
-        "right_hand": landmarks_to_array(result.right_hand_landmarks, NUM_HAND, width, height),
-        "face": landmarks_to_array(result.face_landmarks, NUM_FACE, width, height),
+        "body": _landmarks_to_array(result.pose_landmarks, NUM_BODY, width, height, use_visibility=True),
+        "left_hand": _landmarks_to_array(result.left_hand_landmarks, NUM_HAND, width, height),
+        "right_hand": _landmarks_to_array(result.right_hand_landmarks, NUM_HAND, width, height),
+        "face": _landmarks_to_array(result.face_landmarks, NUM_FACE, width, height),
         "mask": np.zeros((height, width), np.float32) if mask is None else np.clip(mask, 0, 1).astype(np.float32),
     }
 
@@ -205,7 +211,7 @@ def _selfie_segmentation(image: np.ndarray) -> np.ndarray:
         return np.asarray(model.process(image).segmentation_mask, np.float32)
 
 
-def landmarks_to_array(landmarks, count: int, width: int, height: int, use_visibility: bool = False) -> np.ndarray:
+def _landmarks_to_array(landmarks, count: int, width: int, height: int, use_visibility: bool = False) -> np.ndarray:
     """mediapipe NormalizedLandmarkList -> [count, 3] (x px, y px, confidence); zeros when missing."""
     out = np.zeros((count, 3), np.float32)
     if landmarks is None:
@@ -312,7 +318,7 @@ def _hands_near_wrist(model, image: np.ndarray, body: np.ndarray, side: str) -> 
     crop = person_crop((width, height), box, margin=0.0, out_size=256)
     result = model.process(_to_uint8(crop_image(image, crop) / 255.0))
     return [
-        uncrop_points(landmarks_to_array(landmarks, NUM_HAND, crop.out_width, crop.out_height), crop)
+        uncrop_points(_landmarks_to_array(landmarks, NUM_HAND, crop.out_width, crop.out_height), crop)
         for landmarks in result.multi_hand_landmarks or []
     ]
 
