@@ -162,7 +162,7 @@ def subject_shape(subject: Subject, body: BodyModel) -> tuple[np.ndarray, np.nda
 
 def initial_avatar(body: BodyModel, subject: Subject, config: Config) -> Avatar:
     """A fresh avatar of the subject's shape coloured from the photo (unseen Gaussians filled)."""
-    avatar = build_avatar(body, subject_shape(subject, body)[0], config.avatar)
+    avatar = build_avatar(body, subject_shape(subject, body)[0], config.avatar, seed=config.train.seed)
     with torch.no_grad():
         avatar.colors.copy_(torch.as_tensor(photo_colors(avatar, body, subject)))
     return avatar

@@ -17,18 +17,18 @@ import numpy as np
 import torch
 
 from core.avatar.avatar import Avatar, PosedGaussians
-from core.avatar.build import body_params, build_avatar
+from core.avatar.build import body_params
 from core.avatar.render import pose_avatar, render_posed
 from core.body import BodyModel
 from core.config import Config
 from core.frames.frameset import FrameSet
 from core.frames.generated import generate_frames
-from core.reconstruct import photo_colors, warm_up
+from core.reconstruct import initial_avatar, photo_training_frame, subject_shape, warm_up
 from core.render.mesh import MeshRenderer
 from core.subject import Subject
 from core.threads import single_torch_thread
 from core.trainer import Trainer
-from core.training_frames import TrainFrame, photo_frame
+from core.training_frames import TrainFrame
 
 # Variant name -> the ablation switches it turns off (the full method turns none off).
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -56,14 +56,10 @@ class SharedStart:
 
 def shared_start(body: BodyModel, subject: Subject, config: Config, report: Progress) -> SharedStart:
     """Avatar from the Subject's fit with photo colours, warm-up on the photo, generated frames."""
-    betas = np.asarray(subject.smplx.get("betas", np.zeros(body.num_betas)), np.float32)
-    expression = subject.smplx.get("expression")
-    avatar = build_avatar(body, betas, config.avatar, seed=config.train.seed)
-    with torch.no_grad():
-        avatar.colors.copy_(torch.as_tensor(photo_colors(avatar, body, subject)))
+    betas, expression = subject_shape(subject, body)
+    avatar = initial_avatar(body, subject, config)
     initial = copy.deepcopy(avatar)
-    photo = photo_frame(subject, config.sampling.boundary_image_weight, config.sampling.seam_threshold,
-                        config.sampling.seam_dilate, size=config.train.render_size)
+    photo = photo_training_frame(subject, config)
     warm_up(avatar, body, photo, config, betas, expression, report, None)
     frames = generate_frames(avatar, body, subject.smplx, config.frames,
                              progress=lambda f: report("generated frames", f, {}))
