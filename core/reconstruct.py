@@ -75,11 +75,19 @@ def photo_colors(avatar: Avatar, body: BodyModel, subject: Subject) -> np.ndarra
 
 
 def frames_key(subject: Subject, config: Config) -> str:
-    """Cache key of the generated frames: the subject's fit and the frame settings."""
+    """Cache key of the generated frames: the subject's fit, the frame settings and everything the
+    photo warm-up before them depends on (avatar, photo loss weights and regularisers, optimiser,
+    seam sampling, training size, seed, background). Generated-frame loss weights are left out:
+    changing them (e.g. with the studio's sliders) re-trains but need not re-generate."""
+    loss = {k: v for k, v in asdict(config.loss).items() if k != "generated"}
+    warm_up_settings = {"avatar": asdict(config.avatar), "loss": loss,
+                        "optim": asdict(config.optim), "sampling": asdict(config.sampling),
+                        "render_size": config.train.render_size, "seed": config.train.seed,
+                        "background": config.train.background}
     digest = hashlib.sha256(json.dumps(
         {"photo": subject.info.get("photo_hash", ""), "smplx": {k: np.asarray(v).round(6).tolist()
                                                                for k, v in sorted(subject.smplx.items())},
-         "frames": asdict(config.frames), "avatar": config.avatar.num_gaussians}, sort_keys=True).encode())
+         "frames": asdict(config.frames), "warm_up": warm_up_settings}, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 

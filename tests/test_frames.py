@@ -63,3 +63,20 @@ def test_driving_skeleton_draws_joints_where_the_body_is(body):
     assert uv[wrist, 1] < uv[shoulder, 1]
     # the person's right side appears on the image's left in a front view
     assert uv[shoulder, 0] < uv[[n for n, _ in OPENPOSE_18].index("left_shoulder"), 0]
+
+
+def test_frames_cache_key_follows_what_the_warm_up_depends_on(body):
+    from core.config import load_preset
+    from core.reconstruct import frames_key
+    from core.synthetic import synthetic_subject
+
+    subject = synthetic_subject(body, 48)
+    key = frames_key(subject, load_preset("preview"))
+    assert key == frames_key(subject, load_preset("preview"))
+    # Settings the photo warm-up uses (or the frames themselves) make new frames ...
+    for change in ("train.background=black", "loss.photo.mask=2.0", "avatar.init_scale=0.6",
+                   "frames.num_generated=7", "train.seed=3"):
+        assert frames_key(subject, load_preset("preview", [change])) != key, change
+    # ... while the generated frames' own loss weights and the training length do not.
+    for change in ("loss.generated.normal=2.0", "train.iterations=9"):
+        assert frames_key(subject, load_preset("preview", [change])) == key, change
