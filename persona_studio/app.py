@@ -323,8 +323,7 @@ class Studio:
             elif path.is_dir() or path.suffix.lower() == PERSONA_SUFFIX:
                 self.open_bundle(path)
             elif path.suffix.lower() == FRAMES_SUFFIX:
-                count = self.add_imported_frames(path)
-                self.status.info(f"{count} imported frames from {path.name} join the next run (press Start)")
+                self.use_imported_frames(path)
             else:
                 raise UserError(f"cannot open this here; drop a photo ({', '.join(PHOTO_SUFFIXES)}), "
                                 f"an avatar bundle folder, a {PERSONA_SUFFIX} file or imported frames "
@@ -338,6 +337,11 @@ class Studio:
         if path not in self.imported_frames:
             self.imported_frames.append(path)
         return count
+
+    def use_imported_frames(self, path: str | Path) -> None:
+        """``add_imported_frames`` from the window (a drop or the Project tab's dialog), said in the status bar."""
+        count = self.add_imported_frames(path)
+        self.status.info(f"{count} imported frames from {Path(path).name} join the next run (press Start)")
 
     def clear_imported_frames(self) -> None:
         self.imported_frames.clear()

@@ -72,7 +72,10 @@ class FrameSet:
     @classmethod
     def concat(cls, sets: list["FrameSet"]) -> "FrameSet":
         """One FrameSet of all frames of ``sets`` in order (same image size; a parameter missing from
-        one set is zero there). The source is the common one, else ``"mixed"``."""
+        one set is zero there). The source is the common one, else ``"mixed"``. A single set is
+        returned as it is (no copy of its images)."""
+        if len(sets) == 1:
+            return sets[0]
         sizes = {s.rgb.shape[1:3] for s in sets}
         if len(sizes) != 1:
             raise ValueError(f"frame sets differ in image size: {sorted(sizes)}")

@@ -137,9 +137,7 @@ class ProjectPanel:
 
     def on_frames_dialog(self, sender, app_data) -> None:
         """The frames dialog's callback: the next runs also train on the chosen imported frames."""
-        path = dialog_path(app_data)
-        count = self.studio.add_imported_frames(path)
-        self.studio.status.info(f"{count} imported frames from {path.name} join the next run (press Start)")
+        self.studio.use_imported_frames(dialog_path(app_data))
 
     def set_photo(self, path: str | Path) -> None:
         """Show ``path`` as the project's photo (validated, previewed). Raises UserError for a bad file."""
