@@ -89,7 +89,7 @@ def check_frames(avatar: Avatar, body: BodyModel, manifest: dict, motion: Motion
     checks = []
     try:
         for index in indices:
-            params = {k: v for k, v in motion_params(motion, [index], manifest, body).items()}
+            params = motion_params(motion, [index], manifest, body)
             with torch.no_grad():
                 vertices = body(**params).vertices[0]
                 posed = pose_avatar(avatar, body, params, refined=True)

@@ -293,7 +293,7 @@ def refine_pose(body: BodyModel, start: dict[str, np.ndarray], mask: np.ndarray,
 # --- the import -------------------------------------------------------------------------------------------
 
 
-def subject_shape(body: BodyModel, smplx: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def fitted_shape(body: BodyModel, smplx: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The subject's ``betas`` and ``expression`` sized for ``body`` (1-D float32)."""
     betas = shape_tensor(np.asarray(smplx.get("betas", np.zeros(0)), np.float32), body.num_betas)[0]
     expression = shape_tensor(np.asarray(smplx.get("expression", np.zeros(0)), np.float32), body.num_expression)[0]
@@ -360,7 +360,7 @@ def import_video(video: str | Path, motion: Motion, body: BodyModel, smplx: dict
     video = Path(video)
     info = video_info(video)
     timed = motion_for_video(motion, info)
-    shape = subject_shape(body, smplx)
+    shape = fitted_shape(body, smplx)
     pelvis = rest_pelvis(body, shape)
     viewmat, K = driving_camera(body, shape["betas"], settings.resolution, settings.distance)
     wanted = list(range(0, info.num_frames, settings.every))[:settings.max_frames]
