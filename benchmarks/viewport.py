@@ -8,14 +8,16 @@ latency, UI frame rate while training), each against a baseline measured in the 
 
 Scene: the studio's demo figure (splats on a 1.75 m human-like figure, sizes from the local spacing),
 framed like the viewport frames it. Rows, each the median and the fastest of ``--frames`` frames after
-warm-up:
-  readback only   an empty scene: clear the float32 framebuffer, read it into numpy (every frame's floor)
-  draw, unsorted  fixed order, no sort (a wrong image where splats overlap; the cost of pixels alone)
-  draw, same view what pan / zoom / FOV / background changes cost: the depth order is reused
-  orbit           the camera turns a little every frame: numpy argsort + index upload + draw
-  orbit, half     the same at half the image side, what the studio renders while the camera moves
-  avatar rows     the same for a real avatar (the embedded body subdivided once: ~55k Gaussians, A-pose),
-                  against the demo figure with the same splat count
+warm-up; ``gl`` is the OpenGL backend (the baseline: what the studio drew with before the CPU compositor),
+``cpu`` the CPU compositor (``cpu_splatter``, the studio's choice on a software GL such as llvmpipe):
+  gl: readback only         an empty scene: clear the float32 framebuffer, read it into numpy
+  gl: draw, unsorted        fixed order, no sort (a wrong image where splats overlap; the cost of pixels alone)
+  gl: sort + quad indices   numpy argsort + the index buffer's contents, part of every GL orbit frame
+  <backend>: draw, same view   what pan / zoom / FOV / background changes cost: the depth order is reused
+  <backend>: orbit          the camera turns a little every frame: sort + draw
+  <backend>: orbit, half    the same at half the image side, what the studio renders while the camera moves
+  avatar rows               the same for a real avatar (the embedded body subdivided once: ~55k Gaussians,
+                            A-pose)
 
 Studio rows (the real app in a window, 1280 x 800; medians):
   pose slider -> screen   from a slider's callback to the first viewport frame showing the new pose
@@ -49,6 +51,34 @@ def median_seconds(fn, frames: int, warmup: int = 2) -> tuple[float, float]:
     return statistics.median(times), min(times)
 
 
+def render_rows(scene, size: int, frames: int, backend: str) -> list[tuple[str, tuple[float, float]]]:
+    """Still, orbiting and half-size orbiting frames of ``scene`` on one renderer backend."""
+    camera = Camera(width=size, height=size)
+    camera.frame(*scene.bounds())
+    renderer = SplatRenderer(size, size, backend=backend)
+    renderer.set_scene(scene)
+    out = np.empty((size, size, 4), np.float32)
+    rows = [(f"{backend}: draw, same view", median_seconds(lambda: renderer.render(camera.viewmat(), camera.K(), out=out),
+                                                          frames))]
+
+    def orbit_frame():
+        camera.orbit(4, 0)
+        renderer.render(camera.viewmat(), camera.K(), out=out)
+
+    rows.append((f"{backend}: orbit (sort + draw)", median_seconds(orbit_frame, frames)))
+    renderer.resize(size // 2, size // 2)
+    half_out = np.empty((size // 2, size // 2, 4), np.float32)
+    camera.set_size(size // 2, size // 2)
+
+    def half_orbit_frame():
+        camera.orbit(4, 0)
+        renderer.render(camera.viewmat(), camera.K(), out=half_out)
+
+    rows.append((f"{backend}: orbit at half size (UI while moving)", median_seconds(half_orbit_frame, frames)))
+    renderer.release()
+    return rows
+
+
 def bench_case(count: int, size: int, frames: int, engine: bool) -> list[tuple[str, tuple[float, float]]]:
     scene = demo_figure(count)
     camera = Camera(width=size, height=size)
@@ -56,36 +86,17 @@ def bench_case(count: int, size: int, frames: int, engine: bool) -> list[tuple[s
     out = np.empty((size, size, 4), np.float32)
     rows = []
 
-    unsorted = SplatRenderer(size, size, sort=False)
-    rows.append(("readback only", median_seconds(lambda: unsorted.render(camera.viewmat(), camera.K(), out=out), frames)))
+    unsorted = SplatRenderer(size, size, sort=False, backend="gl")
+    rows.append(("gl: readback only", median_seconds(lambda: unsorted.render(camera.viewmat(), camera.K(), out=out),
+                                                     frames)))
     unsorted.set_scene(scene)
-    rows.append(("draw, unsorted", median_seconds(lambda: unsorted.render(camera.viewmat(), camera.K(), out=out), frames)))
+    rows.append(("gl: draw, unsorted", median_seconds(lambda: unsorted.render(camera.viewmat(), camera.K(), out=out),
+                                                      frames)))
     unsorted.release()
-
-    renderer = SplatRenderer(size, size)
-    renderer.set_scene(scene)
-    rows.append(("draw, same view", median_seconds(lambda: renderer.render(camera.viewmat(), camera.K(), out=out), frames)))
-
-    def orbit_frame():
-        camera.orbit(4, 0)
-        renderer.render(camera.viewmat(), camera.K(), out=out)
-
-    rows.append(("orbit (sort + draw)", median_seconds(orbit_frame, frames)))
-    half = SplatRenderer(size // 2, size // 2)
-    half.set_scene(scene)
-    half_camera = Camera(width=size // 2, height=size // 2)
-    half_camera.frame(*scene.bounds())
-    half_out = np.empty((size // 2, size // 2, 4), np.float32)
-
-    def half_orbit_frame():
-        half_camera.orbit(4, 0)
-        half.render(half_camera.viewmat(), half_camera.K(), out=half_out)
-
-    rows.append(("orbit at half size (UI while moving)", median_seconds(half_orbit_frame, frames)))
-    half.release()
-    rows.append(("  of which sort + indices", median_seconds(
+    rows.append(("gl: sort + quad indices", median_seconds(
         lambda: quad_indices(back_to_front_order(scene.means, camera.viewmat())), frames)))
-    renderer.release()
+    for backend in ("gl", "cpu"):  # gl: the baseline (the only backend before the CPU compositor)
+        rows += render_rows(scene, size, frames, backend)
 
     if engine:
         import torch
@@ -126,24 +137,11 @@ def avatar_scene(gaussians: int = 50000):
 
 
 def bench_avatar(size: int, frames: int) -> list[tuple[str, int, tuple[float, float]]]:
-    """Renderer rows for a real avatar and for the demo figure with the same splat count."""
+    """Renderer rows for a real avatar, on the GL backend (baseline) and the CPU compositor."""
     scene, _, _ = avatar_scene()
     rows = []
-    for name, shown in (("avatar", scene), ("demo figure (baseline)", demo_figure(scene.count))):
-        camera = Camera(width=size, height=size)
-        camera.frame(*shown.bounds())
-        renderer = SplatRenderer(size, size)
-        renderer.set_scene(shown)
-        out = np.empty((size, size, 4), np.float32)
-        rows.append((f"{name}: draw, same view", shown.count,
-                     median_seconds(lambda: renderer.render(camera.viewmat(), camera.K(), out=out), frames)))
-
-        def orbit_frame():
-            camera.orbit(4, 0)
-            renderer.render(camera.viewmat(), camera.K(), out=out)
-
-        rows.append((f"{name}: orbit (sort + draw)", shown.count, median_seconds(orbit_frame, frames)))
-        renderer.release()
+    for backend in ("gl", "cpu"):
+        rows += [(f"avatar, {name}", scene.count, times) for name, times in render_rows(scene, size, frames, backend)]
     return rows
 
 
@@ -319,11 +317,14 @@ def main() -> None:
             print("ROW " + json.dumps(row), flush=True)
         return
 
-    probe = SplatRenderer(8, 8)
+    probe = SplatRenderer(8, 8, backend="gl")
     gl = f"{probe.ctx.info['GL_RENDERER']} ({probe.ctx.info['GL_VERSION']})"
     probe.release()
+    probe = SplatRenderer(8, 8)
+    studio_backend = probe.backend
+    probe.release()
     print(f"GL: {gl}; CPU cores: {os.cpu_count()}; load average: {os.getloadavg()[0]:.2f}; "
-          f"LP_NUM_THREADS={os.environ.get('LP_NUM_THREADS', 'default')}")
+          f"LP_NUM_THREADS={os.environ.get('LP_NUM_THREADS', 'default')}; studio backend (auto): {studio_backend}")
     print("\n| splats | image | case | median ms | median FPS | best ms | best FPS |\n|---:|---:|---|---:|---:|---:|---:|")
     for count in args.counts:
         for name, (median, best) in bench_case(count, args.size, args.frames, args.engine):

@@ -5,11 +5,14 @@ and the motion timeline make new ``Pose`` values, and ``AvatarPoser`` turns the 
 latest avatar parameters, e.g. a training snapshot) into splats for the viewport, in its own thread,
 so neither the UI nor training ever waits for posing.
 
-Posing with pose-dependent offsets (``refined=True``) runs the avatar's MLP over every Gaussian, which
-takes ~0.1 s for 14k Gaussians on a laptop CPU; while a slider moves, the poser therefore first shows
-the base pose (skinning only, a few tens of ms; the viewport draws it at reduced resolution) and then
-the refined one once the pose has rested for ``REFINE_DELAY`` and the preview is on screen (so the two
-do not compete for the CPU; the offsets are at most centimetres).
+Posing with pose-dependent offsets (``refined=True``) runs the avatar's MLP over every Gaussian near a
+changed joint: after new avatar parameters (a training snapshot) that is every Gaussian (~0.2 s for 55k
+on a 2-core CPU), after a one-joint slider change only the few near it (the MLP keeps the rest), which
+costs little more than skinning. So while a slider moves, the poser first shows the base pose (skinning
+only; the viewport draws it at reduced resolution) only when the last refined posing took more than
+``PREVIEW_RATIO`` times the base posing, and then the refined one once the pose has rested for
+``REFINE_DELAY`` and the preview is on screen (so the two do not compete for the CPU; the offsets are
+at most centimetres). Otherwise the refined pose goes straight to the screen.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ EYE_KEYS = ("leye_pose", "reye_pose")
 HAND_KEYS = {"left": "left_hand_pose", "right": "right_hand_pose"}
 REFINE_DELAY = 0.1  # seconds a pose must rest after a quick preview before the pose offsets are computed
 PREVIEW_WAIT = 1.0  # seconds at most the offsets wait for the preview to reach the screen
+PREVIEW_RATIO = 1.5  # quick previews while refined posing takes longer than this many base posings
 THUMB_CURL_AXIS = np.array([1.0, 0.0, -1.0]) / np.sqrt(2.0)  # left thumb; joint_limits documents the axis
 
 
@@ -172,10 +176,15 @@ class AvatarPoser:
     """
 
     def __init__(self, publish: Callable[[PosedGaussians, str, bool, bool], int], quick_preview: bool = True,
-                 refine_delay: float = REFINE_DELAY, preview_shown: Callable[[int], bool] | None = None):
-        """``preview_shown(version)``: whether the viewport shows scene ``version`` (or a newer one) yet."""
+                 refine_delay: float = REFINE_DELAY, preview_shown: Callable[[int], bool] | None = None,
+                 preview_ratio: float = PREVIEW_RATIO):
+        """``preview_shown(version)``: whether the viewport shows scene ``version`` (or a newer one) yet.
+        ``quick_preview``: allow base-pose previews at all; they are shown while the last refined posing
+        took more than ``preview_ratio`` times the last base posing (or either is not yet timed)."""
         self._publish = publish
         self.quick_preview = quick_preview
+        self.preview_ratio = float(preview_ratio)
+        self.pose_seconds: dict[bool, float | None] = {False: None, True: None}  # last base / refined posing
         self.refine_delay = float(refine_delay)
         self._preview_shown = preview_shown
         self._cond = threading.Condition()
@@ -291,18 +300,24 @@ class AvatarPoser:
         if job.state is not None:
             self._avatar.load_state_dict(job.state)
         pose = self._pose or Pose.rest()
-        if job.interactive and self.quick_preview:
+        if job.interactive and self._wants_preview():
             preview = self._pose_and_publish(pose, False, job, moving=True)
             if self._newer_request_before_refining(serial, preview):
                 return
             job = replace(job, frame_camera=False)
         self._pose_and_publish(pose, True, job)
 
+    def _wants_preview(self) -> bool:
+        """Whether an interactive change shows the base pose before the refined one."""
+        base, refined = self.pose_seconds[False], self.pose_seconds[True]
+        return self.quick_preview and (base is None or refined is None or refined > self.preview_ratio * base)
+
     def _pose_and_publish(self, pose: Pose, refined: bool, job: _Job, moving: bool = False) -> int:
         start = time.perf_counter()
         with torch.no_grad():
             posed = pose_avatar(self._avatar, self._body, pose.params(self._betas), refined=refined)
         seconds = time.perf_counter() - start
+        self.pose_seconds[refined] = seconds
         version = self._publish(posed, self._label, job.frame_camera, moving)
         self.published.put(PosedScene(version, job.requested_at, refined, seconds))
         return version

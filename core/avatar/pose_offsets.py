@@ -149,32 +149,51 @@ class PoseOffsets(nn.Module):
 
         # Inference cache (no autograd): the triplane is sampled at fixed template positions and the
         # joint masks take a few distinct values (one per dominant joint), so the first layer splits
-        # into a per-Gaussian part that only changes with the weights and a per-mask part.
+        # into a per-Gaussian part that only changes with the weights and a per-mask part. The last
+        # pose's offsets are kept too: a Gaussian's offset depends only on the joints in its mask, so
+        # a pose that changes a few joints (a slider) re-evaluates only the Gaussians near them.
         self._cache_key: tuple | None = None
         self._cache: tuple[torch.Tensor, ...] = ()
+        self._last_pose: tuple[torch.Tensor, torch.Tensor] | None = None  # rot6d [21, 6], offsets [M, 3]
 
     def forward(self, body_pose: torch.Tensor) -> torch.Tensor:
         """``body_pose [63]`` axis-angle (radians) -> offsets ``[N, 3]`` metres (zero where disabled).
 
-        Without autograd the first layer comes from ``_first_layer_cached`` (same values, about a
-        third less work for a slider change in the studio)."""
+        Without autograd the first layer comes from a cache, and only the Gaussians whose joint mask
+        holds a joint that changed since the last call are re-evaluated (``_offsets_cached``: same
+        values; a one-joint slider change in the studio touches a fraction of the Gaussians)."""
         idx = torch.nonzero(self.enabled, as_tuple=True)[0]
         rot6d = axis_angle_to_6d(body_pose.reshape(NUM_BODY_JOINTS, 3))
         if torch.is_grad_enabled():
             out = self.mlp(self.triplane(self.template[idx]), rot6d, self.joint_mask[idx])
         else:
-            out = self.mlp.after_first_layer(self._first_layer_cached(idx, rot6d))
+            out = self._offsets_cached(idx, rot6d)
         return torch.zeros_like(self.template).index_copy(0, idx, out.to(self.template.dtype))
 
-    def _first_layer_cached(self, idx: torch.Tensor, rot6d: torch.Tensor) -> torch.Tensor:
-        """First-layer output ``[M, width]`` for the enabled Gaussians ``idx [M]`` (no autograd)."""
-        first = self.mlp.hidden[0]
-        tensors = (self.triplane.planes, first.weight, first.bias, self.template, self.joint_mask, self.enabled)
-        key = tuple((id(t), t.data_ptr(), t._version, t.dtype) for t in tensors)
+    def _weights_key(self) -> tuple:
+        """Identity and version of everything the cached values depend on but the pose."""
+        tensors = (*self.parameters(), *self.buffers())
+        return tuple((id(t), t.data_ptr(), t._version, t.dtype) for t in tensors)
+
+    def _offsets_cached(self, idx: torch.Tensor, rot6d: torch.Tensor) -> torch.Tensor:
+        """Offsets ``[M, 3]`` of the enabled Gaussians ``idx [M]`` for ``rot6d [21, 6]`` (no autograd)."""
+        key = self._weights_key()
         if key != self._cache_key:
             features = self.triplane(self.template[idx])
             masks, which = torch.unique(self.joint_mask[idx], dim=0, return_inverse=True)
             self._cache = (self.mlp.feature_part(features), masks, which)
-            self._cache_key = key
+            self._cache_key, self._last_pose = key, None
         feature_part, masks, which = self._cache
-        return feature_part + self.mlp.pose_part(rot6d.to(feature_part.dtype), masks, self.triplane.feature_dim)[which]
+        pose_part = self.mlp.pose_part(rot6d.to(feature_part.dtype), masks, self.triplane.feature_dim)  # [U, width]
+        if self._last_pose is None:
+            out = self.mlp.after_first_layer(feature_part + pose_part[which])
+        else:
+            last_rot6d, last_out = self._last_pose
+            changed_joints = (rot6d != last_rot6d).any(dim=1)  # [21]
+            # A joint outside a mask enters as an exact zero, so unmasked joints cannot change an offset.
+            stale = torch.nonzero((masks[:, changed_joints].any(dim=1))[which], as_tuple=True)[0]
+            out = last_out.clone()
+            if len(stale):
+                out[stale] = self.mlp.after_first_layer(feature_part[stale] + pose_part[which[stale]])
+        self._last_pose = (rot6d.clone(), out)
+        return out

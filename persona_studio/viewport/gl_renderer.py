@@ -1,7 +1,10 @@
-"""Offscreen OpenGL splat renderer: one quad per splat, Gaussian falloff, back-to-front premultiplied blending.
+"""Offscreen splat renderer for the viewport: OpenGL (one quad per splat, Gaussian falloff, back-to-front
+premultiplied blending) or, where OpenGL is itself a software rasterizer, the CPU compositor.
 
 It owns a *standalone* moderngl context (EGL on Linux, so it needs no X server), draws into a float32
 framebuffer and reads the pixels back into numpy. It never touches the context Dear PyGui draws with.
+On a software GL (Mesa llvmpipe / softpipe, what machines without a GPU get) the ``auto`` backend draws
+with ``cpu_splatter`` instead, 2-3x faster there (the context is still made, to ask which GL it is).
 
 Threading: an OpenGL context is current in one thread at a time, so every method of a ``SplatRenderer``
 must be called from the thread that created it. The studio creates it inside ``RenderThread``;
@@ -18,6 +21,7 @@ import moderngl
 import numpy as np
 
 from core.paths import SHADERS_DIR
+from persona_studio.viewport.cpu_splatter import CpuCompositor
 from persona_studio.viewport.scene import SplatScene
 
 # Per-splat vertex attributes, packed as float32: centre xyz, sigma, rgb, opacity; each splat's row is
@@ -25,6 +29,9 @@ from persona_studio.viewport.scene import SplatScene
 _SPLAT_LAYOUT = ("3f 1f 3f 1f", "center", "sigma", "color", "opacity")
 _CORNERS_PER_SPLAT = 4
 _QUAD_TRIANGLES = np.array([0, 1, 2, 2, 1, 3], dtype=np.uint32)  # corners (-1,-1), (1,-1), (-1,1), (1,1)
+BACKENDS = ("auto", "gl", "cpu")
+# GL_RENDERER names of Mesa's software rasterizers, where the CPU compositor is faster.
+SOFTWARE_GL = ("llvmpipe", "softpipe", "swrast")
 
 
 def _gl_finish_without_gil():
@@ -57,6 +64,12 @@ def create_gl_context() -> moderngl.Context:
     return moderngl.create_standalone_context(require=330)
 
 
+def is_software_gl(ctx: moderngl.Context) -> bool:
+    """True when ``ctx`` renders on the CPU (Mesa llvmpipe / softpipe / swrast)."""
+    renderer = str(ctx.info.get("GL_RENDERER", "")).lower()
+    return any(name in renderer for name in SOFTWARE_GL)
+
+
 def load_shader_sources() -> tuple[str, str]:
     """Vertex and fragment shader sources from ``shaders/``."""
     return (SHADERS_DIR / "splat.vert").read_text(), (SHADERS_DIR / "splat.frag").read_text()
@@ -82,22 +95,38 @@ class SplatRenderer:
     """Draws a ``SplatScene`` for a pinhole camera into a ``[H, W, 4]`` float32 RGBA image.
 
     Matches the engine's ``core.render.rasterize`` ("classic" or "antialiased" mode) for isotropic
-    Gaussians: same EWA projection, eps2d blur, alpha cut-off 1/255, alpha clamp 0.999; compositing is
-    back-to-front by camera depth, which equals the engine's front-to-back sum for the same order.
+    Gaussians: same EWA projection, eps2d blur, alpha cut-off 1/255, alpha clamp 0.999. The GL backend
+    composites back to front by camera depth (the engine's front-to-back sum for the same order); the
+    CPU backend front to back, also stopping a pixel at transmittance 1e-4 like the engine.
     """
 
     def __init__(self, width: int = 512, height: int = 512, background=(1.0, 1.0, 1.0), eps2d: float = 0.3,
                  antialiased: bool = False, near_plane: float = 0.01, far_plane: float = 1000.0,
-                 context: moderngl.Context | None = None, sort: bool = True):
-        """``context``: share an existing standalone context (tests); by default the renderer makes its own."""
+                 context: moderngl.Context | None = None, sort: bool = True, backend: str = "auto"):
+        """``context``: share an existing standalone context (tests); by default the renderer makes its own.
+        ``backend``: "gl", "cpu" (``cpu_splatter``), or "auto": "cpu" on a software GL, else "gl"."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self._owns_context = context is None
-        self.ctx = context or create_gl_context()
-        vertex, fragment = load_shader_sources()
-        self.program = self.ctx.program(vertex_shader=vertex, fragment_shader=fragment)
+        self.ctx: moderngl.Context | None = context or create_gl_context()
+        if backend == "auto":
+            backend = "cpu" if is_software_gl(self.ctx) else "gl"
+        self.backend = backend
+        self._cpu: CpuCompositor | None = None
+        self.program: moderngl.Program | None = None
+        if backend == "cpu":
+            self._cpu = CpuCompositor()
+            if self._owns_context:  # only needed to ask which GL this is
+                self.ctx.release()
+                self.ctx, self._owns_context = None, False
+        else:
+            vertex, fragment = load_shader_sources()
+            self.program = self.ctx.program(vertex_shader=vertex, fragment_shader=fragment)
         self._vertices: moderngl.Buffer | None = None
         self._indices: moderngl.Buffer | None = None
         self._vao: moderngl.VertexArray | None = None
         self._fbo: moderngl.Framebuffer | None = None
+        self._color: moderngl.Renderbuffer | None = None
         self.width = self.height = 0
         self.resize(width, height)
         self.background = np.asarray(background, dtype=np.float32)[:3]
@@ -108,22 +137,25 @@ class SplatRenderer:
         self._finish = _gl_finish_without_gil() if sys.platform.startswith("linux") else None
         self.scene: SplatScene | None = None
         self._sorted_for: tuple | None = None
+        self._front_to_back: np.ndarray | None = None  # the CPU backend's draw order
         self.renders = 0   # draws done (tests use it to check that nothing re-renders needlessly)
         self.sorts = 0
         self.last_render_seconds = 0.0
 
     # -- state ---------------------------------------------------------------------------------------
     def resize(self, width: int, height: int) -> None:
-        """Framebuffer size in pixels (float32 RGBA, so blending many splats does not band)."""
+        """Image size in pixels (GL: a float32 RGBA framebuffer, so blending many splats does not band)."""
         width, height = max(1, int(width)), max(1, int(height))
         if (width, height) == (self.width, self.height):
+            return
+        self.width, self.height = width, height
+        if self._cpu is not None:
             return
         if self._fbo is not None:
             self._fbo.release()
             self._color.release()
         self._color = self.ctx.renderbuffer((width, height), 4, dtype="f4")
         self._fbo = self.ctx.framebuffer(color_attachments=[self._color])
-        self.width, self.height = width, height
 
     def set_background(self, rgb) -> None:
         """Background colour, RGB in [0, 1]."""
@@ -137,7 +169,7 @@ class SplatRenderer:
             if obj is not None:
                 obj.release()
         self._vao = self._vertices = self._indices = None
-        if scene is None or scene.count == 0:
+        if scene is None or scene.count == 0 or self._cpu is not None:
             return
         packed = np.concatenate(
             [scene.means, scene.scales[:, None], scene.colors, scene.opacities[:, None]], axis=1).astype(np.float32)
@@ -147,8 +179,9 @@ class SplatRenderer:
                                           index_buffer=self._indices, index_element_size=4)
 
     # -- drawing -------------------------------------------------------------------------------------
-    def _upload_order(self, viewmat: np.ndarray) -> None:
-        """Write the index buffer back-to-front for this view direction, unless already in that order."""
+    def _update_order(self, viewmat: np.ndarray) -> None:
+        """Sort the splats for this view direction, unless already in that order: GL gets back-to-front
+        quad indices, the CPU backend a front-to-back splat order."""
         key = tuple(np.round(viewmat[2, :3], 9)) if self.sort else ("unsorted",)
         if key == self._sorted_for:
             return
@@ -157,7 +190,10 @@ class SplatRenderer:
             self.sorts += 1
         else:
             order = np.arange(self.scene.count)
-        self._indices.write(quad_indices(order).tobytes())
+        if self._cpu is not None:
+            self._front_to_back = np.ascontiguousarray(order[::-1], dtype=np.int32)
+        else:
+            self._indices.write(quad_indices(order).tobytes())
         self._sorted_for = key
 
     def _set_uniforms(self, **values) -> None:
@@ -181,6 +217,27 @@ class SplatRenderer:
         start = time.perf_counter()
         viewmat = np.asarray(viewmat, dtype=np.float64)
         K = np.asarray(K, dtype=np.float64)
+        if out is None:
+            out = np.empty((self.height, self.width, 4), np.float32)
+        if self._cpu is not None:
+            self._render_cpu(viewmat, K, opaque, out)
+        else:
+            self._render_gl(viewmat, K, opaque, out)
+        self.renders += 1
+        self.last_render_seconds = time.perf_counter() - start
+        return out
+
+    def _render_cpu(self, viewmat: np.ndarray, K: np.ndarray, opaque: bool, out: np.ndarray) -> None:
+        scene = self.scene
+        if scene is None or scene.count == 0:
+            out[..., :3] = self.background
+            out[..., 3] = 1.0 if opaque else 0.0
+            return
+        self._update_order(viewmat)
+        self._cpu.draw(scene.means, scene.scales, scene.opacities, scene.colors, self._front_to_back, viewmat, K,
+                       self.eps2d, self.antialiased, self.near_plane, self.far_plane, self.background, opaque, out)
+
+    def _render_gl(self, viewmat: np.ndarray, K: np.ndarray, opaque: bool, out: np.ndarray) -> None:
         self._fbo.use()
         self.ctx.viewport = (0, 0, self.width, self.height)
         self._fbo.color_mask = (True, True, True, True)
@@ -188,7 +245,7 @@ class SplatRenderer:
         # blend attenuates by each splat's (1 - alpha) exactly like the final background composite.
         self._fbo.clear(*self.background.tolist(), 0.0)
         if self._vao is not None:
-            self._upload_order(viewmat)
+            self._update_order(viewmat)
             self.ctx.enable(moderngl.BLEND)
             self.ctx.disable(moderngl.DEPTH_TEST | moderngl.CULL_FACE)
             self.ctx.blend_func = moderngl.ONE, moderngl.ONE_MINUS_SRC_ALPHA
@@ -204,19 +261,16 @@ class SplatRenderer:
             self._fbo.color_mask = (False, False, False, True)
             self._fbo.clear(0.0, 0.0, 0.0, 1.0)
             self._fbo.color_mask = (True, True, True, True)
-        if out is None:
-            out = np.empty((self.height, self.width, 4), np.float32)
         if self._finish is not None:
             self._finish()  # wait for the rasterizer with the GIL released (see _gl_finish_without_gil)
         self._fbo.read_into(out, components=4, dtype="f4")
-        self.renders += 1
-        self.last_render_seconds = time.perf_counter() - start
-        return out
 
     def release(self) -> None:
         """Free the GL objects, and the context if this renderer created it (call from the owning thread)."""
         for obj in (self._vao, self._vertices, self._indices, self._fbo, self._color, self.program):
             if obj is not None:
                 obj.release()
+        if self._cpu is not None:
+            self._cpu.close()
         if self._owns_context:
             self.ctx.release()
