@@ -184,12 +184,18 @@ def test_backends_agree_on_a_dense_figure(gl_context):
     assert difference.mean() < 1e-3 and (difference > 0.01).mean() < 0.01 and difference.max() < 0.15
 
 
-def test_auto_backend_picks_the_cpu_compositor_on_software_gl(gl_context):
-    from persona_studio.viewport.gl_renderer import SplatRenderer, is_software_gl
+def test_auto_backend_picks_the_cpu_compositor_on_software_gl(gl_context, monkeypatch):
+    from persona_studio.viewport.gl_renderer import BACKEND_ENV, SplatRenderer, is_software_gl
 
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
     r = SplatRenderer(8, 8, context=gl_context)
     assert r.backend == ("cpu" if is_software_gl(gl_context) else "gl")
     r.release()
+    for forced in ("gl", "cpu"):
+        monkeypatch.setenv(BACKEND_ENV, forced)
+        r = SplatRenderer(8, 8, context=gl_context)
+        assert r.backend == forced
+        r.release()
     with pytest.raises(ValueError, match="backend must be one of"):
         SplatRenderer(8, 8, context=gl_context, backend="vulkan")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 import time
 
@@ -30,6 +31,7 @@ _SPLAT_LAYOUT = ("3f 1f 3f 1f", "center", "sigma", "color", "opacity")
 _CORNERS_PER_SPLAT = 4
 _QUAD_TRIANGLES = np.array([0, 1, 2, 2, 1, 3], dtype=np.uint32)  # corners (-1,-1), (1,-1), (-1,1), (1,1)
 BACKENDS = ("auto", "gl", "cpu")
+BACKEND_ENV = "PERSONA_VIEWPORT_BACKEND"  # overrides the "auto" choice (gl / cpu), e.g. to compare them
 # GL_RENDERER names of Mesa's software rasterizers, where the CPU compositor is faster.
 SOFTWARE_GL = ("llvmpipe", "softpipe", "swrast")
 
@@ -104,7 +106,10 @@ class SplatRenderer:
                  antialiased: bool = False, near_plane: float = 0.01, far_plane: float = 1000.0,
                  context: moderngl.Context | None = None, sort: bool = True, backend: str = "auto"):
         """``context``: share an existing standalone context (tests); by default the renderer makes its own.
-        ``backend``: "gl", "cpu" (``cpu_splatter``), or "auto": "cpu" on a software GL, else "gl"."""
+        ``backend``: "gl", "cpu" (``cpu_splatter``), or "auto": "cpu" on a software GL, else "gl"; the
+        environment variable ``PERSONA_VIEWPORT_BACKEND`` (gl / cpu) overrides "auto"."""
+        if backend == "auto":
+            backend = os.environ.get(BACKEND_ENV, "").strip().lower() or "auto"
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self._owns_context = context is None
