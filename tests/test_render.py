@@ -153,6 +153,33 @@ def test_alpha_clamp_and_saturation_at_a_pixel_centre():
         torch.testing.assert_close(inputs[name].grad, want[name].grad, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-3), (torch.float64, 1e-9)], ids=["f32", "f64"])
+def test_gradients_through_deep_stacks_down_to_saturation(dtype, tolerance):
+    """60 layers of fairly opaque Gaussians over a 12x10 image: pixels composite dozens of Gaussians and
+    most stop at T <= 1e-4. The backward recovers each transmittance by dividing back from the final one,
+    so this is where its rounding would pile up; gradients must still match the dense float64 reference."""
+    gen = torch.Generator().manual_seed(11)
+    n = 60
+    means = torch.cat([(torch.rand(n, 2, generator=gen, dtype=torch.float64) - 0.5) * 0.3,
+                       1.0 + torch.arange(n, dtype=torch.float64)[:, None] * 0.01], dim=1)
+    scene = dict(means=means, quats=torch.randn(n, 4, generator=gen, dtype=torch.float64),
+                 scales=0.12 + 0.1 * torch.rand(n, 3, generator=gen, dtype=torch.float64),
+                 opacities=0.3 + 0.69 * torch.rand(n, generator=gen, dtype=torch.float64),
+                 colors=torch.rand(n, 3, generator=gen, dtype=torch.float64),
+                 viewmats=torch.eye(4, dtype=torch.float64)[None], Ks=ref.intrinsics(30.0, 12, 10)[None],
+                 width=12, height=10)
+    want_in = _cast(scene, torch.float64, requires_grad=True)
+    got_in = _cast(scene, dtype, requires_grad=True)
+    want_render, want_alpha = ref.render(**want_in)
+    assert float((want_alpha > 0.999).double().mean()) > 0.8, "most pixels should saturate"
+    got_render, got_alpha, _ = rasterize(**got_in, backend="cpu")
+    assert float((got_render.detach().double() - want_render.detach()).abs().max()) <= 1e-4
+    _weighted_loss(want_render, want_alpha).backward()
+    _weighted_loss(got_render, got_alpha).backward()
+    for name in DIFFERENTIABLE:
+        assert _relative_error(got_in[name].grad, want_in[name].grad) <= tolerance, name
+
+
 def test_projection_matches_gsplat_torch_reference():
     torch_impl = pytest.importorskip("gsplat.cuda._torch_impl")
     scene = ref.random_scene(4, n=300, n_cams=2)
@@ -385,30 +412,62 @@ def test_gsplat_and_cpu_backends_agree():
         assert _relative_error(gpu_in[name].grad.cpu(), cpu_in[name].grad) <= 1e-3, name
 
 
-def test_float32_row_falloff_matches_exp_and_skips_non_contributions():
+@pytest.mark.parametrize("lanes", [8, 16])
+def test_float32_row_falloff_matches_exp_and_skips_non_contributions(lanes):
     # The float32 compositing kernels use their own vectorised exp(-sigma); check it against numpy's in
-    # float64 over the whole clamped range, and the contribution rules (sigma < 0 or alpha < 1/255 -> 0).
+    # float64 over the whole clamped range, and the contribution rules (sigma < 0 or alpha < 1/255 -> 0),
+    # for both window widths.
+    import numpy as np
+
+    from core.render import kernels
+
+    row_alphas = kernels._row_alphas_8 if lanes == 8 else kernels._row_alphas_16
+
+    @numba.njit
+    def row(sigmas, opacity):
+        out = np.full((sigmas.shape[0], 2 * kernels.TILE_SIZE), np.float32(-1.0))
+        zero = np.float32(0.0)
+        for i in range(sigmas.shape[0]):
+            # half_a = cross = 0: every column gets sigma = row_sigma
+            row_alphas(zero, zero, zero, sigmas[i], opacity, out[i])
+        return out[:, :kernels.TILE_SIZE], out[:, kernels.TILE_SIZE:]
+
+    sigmas = np.concatenate([np.linspace(0.0, 80.0, 4001), [-0.5, 1e-7, 5.54, 5.55]]).astype(np.float32)
+    falloffs, alphas = row(sigmas, np.float32(1.0))
+    assert np.all(falloffs[:, lanes:] == -1.0) and np.all(alphas[:, lanes:] == -1.0)  # nothing beyond the window
+    exact = np.exp(-sigmas.astype(np.float64))
+    keep = sigmas >= 0
+    relative = np.abs(falloffs[keep, 0] - exact[keep]) / exact[keep]
+    assert relative.max() < 5e-7
+    assert np.all(falloffs[:, :lanes] == falloffs[:, :1])  # the same for every column
+    expected = np.where(keep & (np.minimum(0.999, exact) >= 1 / 255), np.minimum(0.999, exact), 0.0)
+    np.testing.assert_allclose(alphas[:, 0], expected, rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(alphas[:, :lanes], np.repeat(alphas[:, :1], lanes, axis=1))
+
+
+def test_row_window_columns_follow_the_quadratic_form():
+    # Lane i of a window evaluates column first + i: sigma = (half_a dx + cross) dx + row_sigma with
+    # dx = mx_centre - i, where the caller passes mx_centre already shifted by the window start.
     import numpy as np
 
     from core.render import kernels
 
     @numba.njit
-    def row(sigmas, opacity):
-        centres = np.arange(kernels.TILE_SIZE).astype(np.float32) + np.float32(0.5)
-        falloffs = np.empty((sigmas.shape[0], kernels.TILE_SIZE), np.float32)
-        alphas = np.empty_like(falloffs)
-        zero = np.float32(0.0)
-        for i in range(sigmas.shape[0]):
-            # half_a = cross = 0: every column gets sigma = row_sigma
-            kernels._row_alphas(centres[0], zero, zero, sigmas[i], opacity, centres, falloffs[i], alphas[i])
-        return falloffs, alphas
+    def window(mx, half_a, cross, row_sigma, opacity):
+        out8 = np.zeros(2 * kernels.TILE_SIZE, np.float32)
+        out16 = np.zeros(2 * kernels.TILE_SIZE, np.float32)
+        kernels._row_alphas_8(mx - np.float32(5.0), half_a, cross, row_sigma, opacity, out8)
+        kernels._row_alphas_16(mx, half_a, cross, row_sigma, opacity, out16)
+        return out8, out16
 
-    sigmas = np.concatenate([np.linspace(0.0, 80.0, 4001), [-0.5, 1e-7, 5.54, 5.55]]).astype(np.float32)
-    falloffs, alphas = row(sigmas, np.float32(1.0))
-    exact = np.exp(-sigmas.astype(np.float64))
-    keep = sigmas >= 0
-    relative = np.abs(falloffs[keep, 0] - exact[keep]) / exact[keep]
-    assert relative.max() < 5e-7
-    assert np.all(falloffs == falloffs[:, :1])  # the same for every column
-    expected = np.where(keep & (np.minimum(0.999, exact) >= 1 / 255), np.minimum(0.999, exact), 0.0)
-    np.testing.assert_allclose(alphas[:, 0], expected, rtol=1e-6, atol=0)
+    mx, half_a, cross, row_sigma, opacity = (np.float32(v) for v in (8.3, 0.21, -0.13, 0.4, 0.8))
+    out8, out16 = window(mx, half_a, cross, row_sigma, opacity)
+    dx = mx.astype(np.float64) - np.arange(kernels.TILE_SIZE)
+    sigma = (0.21 * dx - 0.13) * dx + 0.4
+    np.testing.assert_allclose(out16[:kernels.TILE_SIZE], np.exp(-sigma), rtol=2e-6)
+    alpha = np.minimum(0.999, 0.8 * np.exp(-sigma))
+    np.testing.assert_allclose(out16[kernels.TILE_SIZE:], np.where(alpha >= 1 / 255, alpha, 0.0), rtol=2e-6)
+    # the 8-lane window starting at column 5 holds columns 5..12
+    np.testing.assert_array_equal(out8[:8], out16[5:13])
+    np.testing.assert_array_equal(out8[kernels.TILE_SIZE:kernels.TILE_SIZE + 8],
+                                  out16[kernels.TILE_SIZE + 5:kernels.TILE_SIZE + 13])

@@ -3,8 +3,9 @@
 Projection (3D Gaussians -> screen-space means, conics, depths) and compositing (screen-space Gaussians ->
 image) are separate Functions, so the glue between them (compensated opacities, depth as a colour
 channel, expected depth) is plain torch and gets its gradients from autograd. Compositing keeps a log
-of every (Gaussian, pixel) contribution from the forward pass for the backward pass (about 13 bytes per
-contribution in float32: 8 MB at 20k Gaussians, 256^2), released with the autograd graph.
+of every (Gaussian, pixel) contribution from the forward pass for the backward pass (5 bytes per
+contribution in float32, plus 4 per tile-Gaussian pair: 3.3 MB at 20k Gaussians, 256^2), released with
+the autograd graph.
 
 Parallelism: each kernel works on a slice of its items and releases the GIL; ``_run_sliced`` runs one
 slice per thread (the calling thread takes the first). Kernels are re-entrant, so rasterize() may be
@@ -172,11 +173,12 @@ class CompositeGaussians(torch.autograd.Function):
         worker_bounds, worker_tiles = kernels.balance_work(tile_cost, heaviest_first, render_threads())
         # Each tile logs at most tile_cost contributions. The log is sized for that bound, but pages
         # that are never written are never touched, so only the real contributions cost memory.
+        # log: pixel and falloff per contribution, contributions per task, contributions per isect_ids entry.
         task_log_start = np.zeros(len(worker_tiles) + 1, np.int64)
         np.cumsum(tile_cost[worker_tiles], out=task_log_start[1:])
         capacity = int(task_log_start[-1])
-        log = (np.empty(capacity, np.int32), np.empty(capacity, np.uint8), torch.empty(capacity, dtype=dtype).numpy(),
-               torch.empty(capacity, dtype=dtype).numpy(), np.zeros(len(worker_tiles), np.int64))
+        log = (np.empty(capacity, np.uint8), torch.empty(capacity, dtype=dtype).numpy(),
+               np.zeros(len(worker_tiles), np.int64), np.zeros(len(isect_ids), np.int32))
         render = torch.empty((n_cams, height, width, n_channels), dtype=dtype)
         transmittance = torch.empty((n_cams, height, width), dtype=dtype)
         alphas = torch.empty((n_cams, height, width, 1), dtype=dtype)
