@@ -33,7 +33,7 @@ from core.body import BodyModel
 from core.config import Config
 from core.errors import UserError
 from core.frames.frameset import FrameSet
-from core.frames.generated import generate_frames
+from core.frames.generated import GENERATOR_VERSION, generate_frames
 from core.io.atomic import write_text_atomic
 from core.io.images import save_png
 from core.render.mesh import visible_vertices
@@ -75,10 +75,11 @@ def photo_colors(avatar: Avatar, body: BodyModel, subject: Subject) -> np.ndarra
 
 
 def frames_key(subject: Subject, config: Config) -> str:
-    """Cache key of the generated frames: the subject's fit, the frame settings and everything the
-    photo warm-up before them depends on (avatar, photo loss weights and regularisers, optimiser,
-    seam sampling, training size, seed, background). Generated-frame loss weights are left out:
-    changing them (e.g. with the studio's sliders) re-trains but need not re-generate."""
+    """Cache key of the generated frames: the subject's fit, the frame settings, the generator version
+    and renderer, and everything the photo warm-up before them depends on (avatar, photo loss weights
+    and regularisers, optimiser, seam sampling, training size, seed, background). Generated-frame loss
+    weights are left out: changing them (e.g. with the studio's sliders) re-trains but need not
+    re-generate."""
     loss = {k: v for k, v in asdict(config.loss).items() if k != "generated"}
     warm_up_settings = {"avatar": asdict(config.avatar), "loss": loss,
                         "optim": asdict(config.optim), "sampling": asdict(config.sampling),
@@ -87,7 +88,8 @@ def frames_key(subject: Subject, config: Config) -> str:
     digest = hashlib.sha256(json.dumps(
         {"photo": subject.info.get("photo_hash", ""), "smplx": {k: np.asarray(v).round(6).tolist()
                                                                for k, v in sorted(subject.smplx.items())},
-         "frames": asdict(config.frames), "warm_up": warm_up_settings}, sort_keys=True).encode())
+         "frames": asdict(config.frames), "generator": GENERATOR_VERSION, "render": asdict(config.render),
+         "warm_up": warm_up_settings}, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
@@ -126,7 +128,7 @@ def load_or_generate_frames(path: Path, key: str, avatar: Avatar, body: BodyMode
     if cached_frames(path, key):
         progress("generated frames (cached)", 1.0, {})
         return FrameSet.load(path)
-    frames = generate_frames(avatar, body, subject.smplx, config.frames,
+    frames = generate_frames(avatar, body, subject.smplx, config.frames, config.render,
                              progress=lambda f: progress("generated frames", f, {}))
     frames.save(path)
     write_text_atomic(path.with_suffix(".key"), key)

@@ -49,6 +49,27 @@ def test_generated_frames_round_trip_and_agree_with_body(body, tmp_path):
     assert np.array_equal(back.rgb, frames.rgb) and back.labels == frames.labels
 
 
+def test_generated_frames_match_the_avatars_own_render(body):
+    """The frames' mask is the avatar's alpha in that pose: training starts with no silhouette error
+    (mesh-drawn frames were a splat radius tighter, so the mask term shrank the avatar)."""
+    from core.avatar.render import pose_avatar, render_posed
+    from core.config import RenderConfig
+    from core.training_frames import generated_frame
+
+    avatar = build_avatar(body, np.zeros(body.num_betas), AvatarConfig(num_gaussians=14000, skinning_grid=32))
+    config = FramesConfig(motions=["wave"], num_generated=2, resolution=96)
+    frames = generate_frames(avatar, body, {"betas": np.zeros(body.num_betas)}, config)
+    frame = generated_frame(frames, 1, np.zeros(body.num_betas), None)
+    with torch.no_grad():
+        posed = pose_avatar(avatar, body, frame.params, refined=False)
+        out = render_posed(posed, frame.viewmat, frame.K, 96, 96, RenderConfig(), torch.zeros(3))
+    assert (out.alpha - frame.mask[0]).abs().max() <= 1.0 / 255.0
+    assert (out.rgb - frame.rgb[0]).abs().max() <= 1.0 / 255.0
+    # soft edges are kept: a tighter hard silhouette would have no alpha between 0.1 and 0.9
+    edge = (frame.mask > 0.1) & (frame.mask < 0.9)
+    assert 0 < int(edge.sum()) < 0.5 * int((frame.mask > 0.5).sum())
+
+
 def test_driving_skeleton_draws_joints_where_the_body_is(body):
     view, K = front_camera(128, 3.0, 0.03, 1.7)
     params = {k: v for k, v in load_builtin("wave").frame(60, as_tensor=True).items() if k != "expression"}

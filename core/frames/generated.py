@@ -1,10 +1,16 @@
-"""Offline generated frames: the photo-textured fitted body re-posed along built-in motions.
+"""Offline generated frames: the photo-warmed avatar re-posed along built-in motions.
 
-PERSONA trains on frames from a pose-guided video diffusion model. Offline we re-pose the body
-(coloured from the photo) along driving motions and render RGB + mask + depth + normal + part
+PERSONA trains on frames from a pose-guided video diffusion model. Offline we re-pose the avatar
+(warmed up on the photo) along driving motions and render RGB + mask + depth + normal + part
 segmentation with a fixed camera while the motion's root moves, like the paper's cameras. These
-frames add little new appearance but exact geometry, which is why the trainer gives them low RGB
-weight and high geometry weight.
+frames add little new appearance but consistent geometry in many poses, which is why the trainer
+gives them low RGB weight and high geometry weight.
+
+The frames are drawn with the Gaussian rasterizer itself, exactly as training renders the avatar.
+Drawn as a triangle mesh through the Gaussians' centres they had a silhouette about one splat
+radius tighter and sharper normals than any Gaussian render: the mask and normal terms then shrank
+the avatar in every pose, the photo's too (messi5, 100 steps after the warm-up: input-view masked
+PSNR 26.7 -> 23.8 dB with mesh-drawn frames, 26.7 dB kept with Gaussian-drawn ones).
 """
 from __future__ import annotations
 
@@ -15,13 +21,15 @@ import torch
 
 from core.avatar.avatar import Avatar
 from core.avatar.build import body_params
-from core.avatar.render import pose_avatar
+from core.avatar.render import pose_avatar, render_posed
 from core.body import PART_PALETTE, BodyModel
 from core.camera import intrinsics, look_at
-from core.config import FramesConfig
+from core.config import FramesConfig, RenderConfig
 from core.frames.frameset import FrameSet
 from core.motion import load_builtin
-from core.render.mesh import MeshRenderer
+
+# Bump when what generate_frames draws changes: cached frames of another version are redrawn.
+GENERATOR_VERSION = 2
 
 
 def body_extent(avatar: Avatar) -> tuple[float, float]:
@@ -53,35 +61,44 @@ def motion_schedule(names: list[str], count: int) -> list[tuple[str, int]]:
     return schedule
 
 
+def frame_targets(avatar: Avatar, body: BodyModel, params: dict[str, np.ndarray], viewmat: np.ndarray,
+                  K: np.ndarray, size: int, render: RenderConfig) -> dict[str, np.ndarray]:
+    """The avatar's base render in pose ``params`` as training targets, all ``[size, size, C]`` float32:
+    ``rgb`` premultiplied, ``mask`` (alpha), ``depth`` (metres, 0 where alpha <= 0.5), unit camera-space
+    ``normal`` (0 where alpha <= 0.5) and ``part_seg`` in the fixed part palette (premultiplied)."""
+    with torch.no_grad():
+        posed = pose_avatar(avatar, body, body_params(params), refined=False)
+        # The palette, not the learned part colours: the targets name each Gaussian's body part.
+        posed.part_colors = torch.as_tensor(PART_PALETTE, dtype=posed.colors.dtype)[avatar.part_labels]
+        out = render_posed(posed, torch.as_tensor(viewmat), torch.as_tensor(K), size, size, render, torch.zeros(3))
+    alpha = out.alpha.numpy()
+    solid = alpha > 0.5
+    normal = out.normal.numpy()
+    normal = normal / np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-6)
+    return {"rgb": out.rgb.numpy(), "mask": alpha, "depth": np.where(solid, out.depth.numpy(), 0.0)[..., 0],
+            "normal": np.where(solid, normal, 0.0), "part_seg": out.part.numpy()}
+
+
 def generate_frames(avatar: Avatar, body: BodyModel, subject_params: dict[str, np.ndarray], config: FramesConfig,
-                    progress: Callable[[float], None] | None = None) -> FrameSet:
-    """Render ``config.num_generated`` frames of the (untrained) avatar's surface along the motions.
+                    render: RenderConfig | None = None, progress: Callable[[float], None] | None = None) -> FrameSet:
+    """Render ``config.num_generated`` frames of the avatar (its base render) along the motions.
 
     ``subject_params`` supplies betas and expression; each motion frame supplies the pose.
     """
-    renderer = MeshRenderer()
+    render = RenderConfig() if render is None else render
     center_y, height = body_extent(avatar)
     viewmat, K = front_camera(config.resolution, config.camera_distance, center_y, height)
     schedule = motion_schedule(config.motions, config.num_generated)
     motions = {name: load_builtin(name) for name in set(config.motions)}
-    colors = avatar.colors.detach().clamp(0, 1).numpy()
-    parts = PART_PALETTE[avatar.part_labels.numpy()]
-    faces = avatar.faces.numpy()
     frames, labels = [], []
     for k, (name, index) in enumerate(schedule):
         params = {key: np.asarray(v, np.float32).reshape(-1) for key, v in motions[name].frame(index).items()
                   if key != "expression"}
         params.update({key: np.asarray(subject_params[key], np.float32).reshape(-1)
                        for key in ("betas", "expression") if key in subject_params})
-        with torch.no_grad():
-            posed = pose_avatar(avatar, body, body_params(params), refined=False)
-        out = renderer.render(posed.means.numpy(), faces, viewmat, K, config.resolution, config.resolution,
-                              vertex_attrs={"rgb": colors, "part": parts}, flat_attrs=("part",))
-        mask = out["mask"][..., None]
-        frames.append({"rgb": out["rgb"] * mask, "mask": mask, "depth": out["depth"], "normal": out["normal"],
-                       "part_seg": out["part"] * mask, "K": K, "viewmat": viewmat, "params": params})
+        targets = frame_targets(avatar, body, params, viewmat, K, config.resolution, render)
+        frames.append({**targets, "K": K, "viewmat": viewmat, "params": params})
         labels.append(f"{name}:{index}")
         if progress is not None:
             progress((k + 1) / len(schedule))
-    renderer.close()
     return FrameSet.from_frames(frames, source="generated", labels=labels)
