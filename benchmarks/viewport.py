@@ -20,13 +20,20 @@ warm-up; ``gl`` is the OpenGL backend (the baseline: what the studio drew with b
                             A-pose)
 
 Studio rows (the real app in a window, 1280 x 800; medians):
-  pose slider -> screen   from a slider's callback to the first viewport frame showing the new pose
-                          (quick base-pose preview at half resolution) and to the final frame (pose
-                          offsets, full resolution); baseline: the poser without quick previews,
-                          alternating with the measured case change by change
+  pose slider -> screen   from a slider's callback to the UI frame drawn with the first viewport image
+                          showing the new pose (a quick base-pose preview where the poser makes one), the
+                          first image with pose offsets (both at half resolution while the pose changes),
+                          and the full-resolution image (once the pose has rested 0.3 s); baseline: the
+                          poser without quick previews, alternating with the measured case change by change
+  - stage                 where the time to the first image with pose offsets goes (median ms per stage,
+                          ``persona_studio.latency``): poser wake-up, body model, pose offsets + skinning,
+                          hand-off to the viewport, render wake-up, sort, composite, frame taken by the UI,
+                          texture upload, UI frame drawn
   UI frames/s             while a training run steps (synthetic subject, so no photo prep), with the
                           window in use (full rate) and left alone (idle throttle); baseline: the app idle
   training it/s           with the app open (in use / left alone); baseline: the same run without a window
+
+    python benchmarks/viewport.py --pose-only      # only the pose slider -> screen rows (about a minute)
 """
 from __future__ import annotations
 
@@ -163,21 +170,36 @@ def start_display() -> tuple[str, object]:
         return f":{pipe.readline().strip()}", server
 
 
-def pose_latencies(studio, changes: int) -> dict[bool, tuple[list[float], list[float]]]:
+def pose_latencies(studio, changes: int) -> dict[bool, tuple[list[float], list[float], list[float], list[dict]]]:
     """For quick previews on (True) and off (False), alternating change by change so both see the same
-    machine load: (first image, final image) seconds of left-shoulder slider moves, one at a time."""
-    results = {True: ([], []), False: ([], [])}
+    machine load: (first image, first image with pose offsets, full-resolution image) seconds of
+    left-shoulder slider moves, one at a time, and the stage durations of the images with pose offsets
+    (``ScreenLatency.refined_stages``)."""
+    results = {True: ([], [], [], []), False: ([], [], [], [])}
     for k in range(2 * changes):
         quick = k % 2 == 0
         studio.poser.quick_preview = quick
-        studio.latency.first.clear()
-        studio.latency.refined.clear()
+        studio.latency.clear()
         studio.pose_panel.set_joint("left_shoulder", 2, -0.15 * (k % 8 + 1))
         studio.settle()
         studio.step_until(lambda: False, 0.3)  # the final frame is counted on the frame it is shown
         results[quick][0].extend(studio.latency.first)
         results[quick][1].extend(studio.latency.refined)
+        results[quick][2].extend(studio.latency.full)
+        results[quick][3].extend(studio.latency.refined_stages)
     return results
+
+
+def stage_rows(measured: list[dict], baseline: list[dict], count: str) -> list[tuple[str, str, str]]:
+    """One row per stage of the slider -> screen path: median ms of the final images' stages."""
+    from persona_studio.latency import ScreenLatency
+
+    base = dict(ScreenLatency.stage_medians_ms(baseline))
+    rows = []
+    for name, ms in ScreenLatency.stage_medians_ms(measured):
+        rows.append((f"- stage ({count}): {name}", f"{ms:.1f} ms",
+                     f"{base[name]:.1f} ms" if name in base else "-"))
+    return rows
 
 
 def ui_rate(studio, seconds: float) -> float:
@@ -213,8 +235,8 @@ def wait_steps(session, steps: int, step=None, timeout: float = 900.0) -> None:
         step() if step is not None else time.sleep(0.05)
 
 
-def bench_studio(changes: int, seconds: float) -> list[tuple[str, str, str]]:
-    """(row, value, baseline) for the studio rows."""
+def bench_studio(changes: int, seconds: float, pose_only: bool = False) -> list[tuple[str, str, str]]:
+    """(row, value, baseline) for the studio rows (``pose_only``: the slider -> screen rows only)."""
     import statistics
     import tempfile
     from pathlib import Path
@@ -249,13 +271,16 @@ def bench_studio(changes: int, seconds: float) -> list[tuple[str, str, str]]:
                 studio.throttle_when_idle = False  # the pure cost of a frame
                 idle_ui = ui_rate(studio, seconds)
             latencies = pose_latencies(studio, changes)
-            quick, full = latencies[True], latencies[False]
+            quick, plain = latencies[True], latencies[False]
             count = f"{avatar.num_gaussians:,} Gaussians"
-            rows.append((f"pose slider -> screen, first image ({count})", ms(quick[0]),
-                         f"{ms(full[0])} without quick preview"))
-            rows.append((f"pose slider -> screen, with pose offsets ({count})", ms(quick[1]),
-                         f"{ms(full[1])} without quick preview"))
+            for k, image in enumerate(("first image", "with pose offsets", "full resolution")):
+                rows.append((f"pose slider -> screen, {image} ({count})", ms(quick[k]),
+                             f"{ms(plain[k])} without quick preview"))
+            rows += stage_rows(quick[3], plain[3], count)
         rows.append(("load average during these rows", f"{os.getloadavg()[0]:.1f}", ""))
+        if pose_only:
+            studio.close()
+            return rows
         studio.open_photo(photo)
         wait_steps(studio.session, 3, studio.step)
         studio.throttle_when_idle = False  # a user at work: full frame rate
@@ -281,7 +306,7 @@ def bench_studio(changes: int, seconds: float) -> list[tuple[str, str, str]]:
     return rows
 
 
-def studio_rows_in_child(changes: int, seconds: float) -> list[tuple[str, str, str]]:
+def studio_rows_in_child(changes: int, seconds: float, pose_only: bool = False) -> list[tuple[str, str, str]]:
     """Run ``bench_studio`` in a fresh process: this one has made current EGL contexts on its main
     thread, which the window's GLX context must not meet."""
     import subprocess
@@ -289,8 +314,9 @@ def studio_rows_in_child(changes: int, seconds: float) -> list[tuple[str, str, s
 
     display, server = start_display()  # here, so that it is stopped even if the child dies of an X error
     try:
-        child = subprocess.run([sys.executable, __file__, "--studio-rows", "--changes", str(changes), "--seconds",
-                                str(seconds)], capture_output=True, text=True, env=dict(os.environ, DISPLAY=display))
+        command = [sys.executable, __file__, "--studio-rows", "--changes", str(changes), "--seconds", str(seconds)]
+        child = subprocess.run(command + (["--pose-only"] if pose_only else []), capture_output=True, text=True,
+                               env=dict(os.environ, DISPLAY=display))
     finally:
         if server is not None:
             server.terminate()
@@ -299,6 +325,17 @@ def studio_rows_in_child(changes: int, seconds: float) -> list[tuple[str, str, s
     if child.returncode != 0 or not rows:
         raise SystemExit(f"the studio rows failed:\n{child.stderr[-3000:]}")
     return rows
+
+
+def print_renderer_rows(args) -> None:
+    print("\n| splats | image | case | median ms | median FPS | best ms | best FPS |\n|---:|---:|---|---:|---:|---:|---:|")
+    for count in args.counts:
+        for name, (median, best) in bench_case(count, args.size, args.frames, args.engine):
+            print(f"| {count:,} | {args.size}² | {name} | {1000 * median:.1f} | {1 / median:.1f} | "
+                  f"{1000 * best:.1f} | {1 / best:.1f} |")
+    for name, count, (median, best) in bench_avatar(args.size, args.frames):
+        print(f"| {count:,} | {args.size}² | {name} | {1000 * median:.1f} | {1 / median:.1f} | "
+              f"{1000 * best:.1f} | {1 / best:.1f} |")
 
 
 def main() -> None:
@@ -310,10 +347,12 @@ def main() -> None:
     parser.add_argument("--no-studio", action="store_true", help="skip the rows that run the studio app")
     parser.add_argument("--changes", type=int, default=8, help="pose slider changes per latency row")
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds per UI frame-rate row")
+    parser.add_argument("--pose-only", action="store_true",
+                        help="only the studio's pose slider -> screen rows (no renderer rows, no training)")
     parser.add_argument("--studio-rows", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
     if args.studio_rows:
-        for row in bench_studio(args.changes, args.seconds):
+        for row in bench_studio(args.changes, args.seconds, args.pose_only):
             print("ROW " + json.dumps(row), flush=True)
         return
 
@@ -325,17 +364,11 @@ def main() -> None:
     probe.release()
     print(f"GL: {gl}; CPU cores: {os.cpu_count()}; load average: {os.getloadavg()[0]:.2f}; "
           f"LP_NUM_THREADS={os.environ.get('LP_NUM_THREADS', 'default')}; studio backend (auto): {studio_backend}")
-    print("\n| splats | image | case | median ms | median FPS | best ms | best FPS |\n|---:|---:|---|---:|---:|---:|---:|")
-    for count in args.counts:
-        for name, (median, best) in bench_case(count, args.size, args.frames, args.engine):
-            print(f"| {count:,} | {args.size}² | {name} | {1000 * median:.1f} | {1 / median:.1f} | "
-                  f"{1000 * best:.1f} | {1 / best:.1f} |")
-    for name, count, (median, best) in bench_avatar(args.size, args.frames):
-        print(f"| {count:,} | {args.size}² | {name} | {1000 * median:.1f} | {1 / median:.1f} | "
-              f"{1000 * best:.1f} | {1 / best:.1f} |")
+    if not args.pose_only:
+        print_renderer_rows(args)
     if not args.no_studio:
         print("\n| studio (1280 x 800 window) | measured | baseline (same run) |\n|---|---:|---:|")
-        for name, value, baseline in studio_rows_in_child(args.changes, args.seconds):
+        for name, value, baseline in studio_rows_in_child(args.changes, args.seconds, args.pose_only):
             print(f"| {name} | {value} | {baseline} |")
         print(f"\nload average after the run: {os.getloadavg()[0]:.2f}")
 

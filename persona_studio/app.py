@@ -64,6 +64,10 @@ MAX_UI_FPS = 60.0
 # GL (Xvfb, a VM) a 1280 x 800 frame costs tens of ms of CPU, which a training run can use better.
 IDLE_UI_FPS = 5.0
 IDLE_AFTER = 2.0  # seconds
+# While a pose the user asked for is on its way to the screen, the UI waits for its frame instead of
+# redrawing the old one, down to MIN_UI_FPS: on a software GL each UI frame costs tens of ms of CPU that
+# posing and compositing the new pose need more.
+MIN_UI_FPS = 10.0
 ERROR_COLOR = (255, 110, 100)
 INFO_COLOR = (200, 200, 200)
 
@@ -190,7 +194,7 @@ class Studio:
         camera = Camera()
         camera.view_preset(view)
         self.render_thread = RenderThread(lambda: SplatRenderer(background=DEFAULT_BACKGROUND))
-        self.viewport = ViewportController(self.render_thread, camera, DEFAULT_BACKGROUND)
+        self.viewport = ViewportController(self.render_thread, camera, DEFAULT_BACKGROUND, render_on_publish=True)
         self.demo_splats = demo_splats
         self.recent = RecentProjects(recent_path)
         self.session: ReconstructionSession | None = None
@@ -203,6 +207,7 @@ class Studio:
         self.display_manifest: dict | None = None  # a loaded bundle's manifest
         self.latest_snapshot = None  # the run's newest TrainingSnapshot
         self.latency = ScreenLatency()
+        self._pose_in_flight = False  # see pose_in_flight()
         self._seen = {"avatar": 0, "snapshot": 0}
         self._reported_state: tuple | None = None
         self._reported_poser_error: str | None = None
@@ -461,6 +466,14 @@ class Studio:
         self.note_input()
         self.pose = pose
         self.poser.set_pose(pose, interactive)
+        self._pose_in_flight = True
+
+    def pose_in_flight(self) -> bool:
+        """Whether the newest pose asked for is not on screen yet (posing, rendering or not yet drawn)."""
+        if self._pose_in_flight:
+            self._pose_in_flight = self.render_thread.error is None and not (
+                self.poser.idle and self.poser.published.empty() and not self.latency.waiting)
+        return self._pose_in_flight
 
     def _show_posed(self, posed, label: str, frame_camera: bool, moving: bool) -> int:
         """The poser's output -> the viewport (called in the posing thread)."""
@@ -578,7 +591,9 @@ class Studio:
         """One UI frame: callbacks, dropped files, workers' results, viewport update, panel read-outs,
         draw (at most ``MAX_UI_FPS`` a second, ``IDLE_UI_FPS`` when nobody uses the window)."""
         wait = self._last_step + self.frame_interval() - time.perf_counter()
-        if wait > 0:
+        if self.pose_in_flight():  # draw when its frame is ready, not before (unless that takes too long)
+            self.render_thread.wait_frame(max(wait, self._last_step + 1.0 / MIN_UI_FPS - time.perf_counter()))
+        elif wait > 0:
             time.sleep(wait)
         self._last_step = time.perf_counter()
         self._run_callbacks()
@@ -588,7 +603,6 @@ class Studio:
             self._run_guarded(self.on_files_dropped, paths)
         self._run_guarded(self._poll_workers)
         self._run_guarded(self.widget.update)
-        self.latency.update(self.viewport.shown_scene_version)
         if self.render_thread.error and self.status.last_error != self.render_thread.error:
             self.status.error(self.render_thread.error)
         scene = self.viewport.scene
@@ -596,6 +610,9 @@ class Studio:
         for panel in self.panels:
             self._run_guarded(panel.refresh)
         dpg.render_dearpygui_frame()
+        # After the draw: a pose change counts as on screen once the frame holding it has been drawn.
+        self.latency.update(self.viewport.shown_scene_version, frame_stamps=self.widget.frame_stamps,
+                            full_resolution=self.viewport.shown_full_resolution)
 
     def step_until(self, done: Callable[[], bool], timeout: float) -> bool:
         """Run UI frames until ``done()`` (True) or ``timeout`` seconds pass (False) or the window closes."""

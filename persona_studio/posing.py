@@ -9,10 +9,14 @@ Posing with pose-dependent offsets (``refined=True``) runs the avatar's MLP over
 changed joint: after new avatar parameters (a training snapshot) that is every Gaussian (~0.2 s for 55k
 on a 2-core CPU), after a one-joint slider change only the few near it (the MLP keeps the rest), which
 costs little more than skinning. So while a slider moves, the poser first shows the base pose (skinning
-only; the viewport draws it at reduced resolution) only when the last refined posing took more than
-``PREVIEW_RATIO`` times the base posing, and then the refined one once the pose has rested for
-``REFINE_DELAY`` and the preview is on screen (so the two do not compete for the CPU; the offsets are
-at most centimetres). Otherwise the refined pose goes straight to the screen.
+only) only when the last refined posing took more than ``PREVIEW_RATIO`` times the base posing, and
+then the refined one once the pose has rested for ``REFINE_DELAY`` and the preview is on screen (so the
+two do not compete for the CPU; the offsets are at most centimetres). Otherwise the refined pose goes
+straight to the screen. The scenes of an interactive change are handed over as ``moving``: the viewport
+draws them at reduced resolution, and at full resolution once the pose rests.
+
+The viewport needs neither normals nor the posed body mesh, so the poser skips both
+(``Avatar.pose(..., normals=False)``, ``PoseTransforms``).
 """
 from __future__ import annotations
 
@@ -27,8 +31,8 @@ import numpy as np
 import torch
 
 from core.avatar.avatar import Avatar, PosedGaussians
-from core.avatar.render import pose_avatar
-from core.body import BodyModel
+from core.body import BodyModel, joint_transforms
+from core.body.skeleton import POSE_SLICES
 from core.motion import POSE_FIELD_JOINTS, Motion, mirror_axis_angle
 from core.motion.joint_limits import JOINT_LIMITS, LEFT_HAND_JOINT_NAMES
 
@@ -38,7 +42,7 @@ EYE_KEYS = ("leye_pose", "reye_pose")
 HAND_KEYS = {"left": "left_hand_pose", "right": "right_hand_pose"}
 REFINE_DELAY = 0.1  # seconds a pose must rest after a quick preview before the pose offsets are computed
 PREVIEW_WAIT = 1.0  # seconds at most the offsets wait for the preview to reach the screen
-PREVIEW_RATIO = 1.5  # quick previews while refined posing takes longer than this many base posings
+PREVIEW_RATIO = 3.0  # quick previews while refined posing takes longer than this many base posings
 THUMB_CURL_AXIS = np.array([1.0, 0.0, -1.0]) / np.sqrt(2.0)  # left thumb; joint_limits documents the axis
 
 
@@ -144,15 +148,53 @@ def motion_pose(motion: Motion, index: int, base: Pose) -> Pose:
     return pose
 
 
+class PoseTransforms:
+    """What the avatar needs of the body model for a pose: the canonical shaped vertices ``[V, 3]``
+    (template + shape + expression, metres) and the joint transforms ``[J, 4, 4]``.
+
+    Equal to ``BodyModel.forward``'s ``shaped[0]`` and ``joint_transforms[0]``, but the shape is computed
+    once per (betas, expression) and a pose change costs only the forward kinematics: the posed mesh,
+    landmarks and pose correctives that ``forward`` also makes are of no use to the avatar (~3 ms instead
+    of ~11 ms per slider change on one core). No autograd.
+    """
+
+    def __init__(self, body: BodyModel):
+        self.body = body
+        self._shape_key: tuple[bytes, bytes] | None = None
+        self._shaped: torch.Tensor | None = None  # [V, 3]
+        self._rest_joints: torch.Tensor | None = None  # [1, J, 3]
+
+    def __call__(self, pose: Pose, betas: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(shaped [V, 3], transforms [J, 4, 4])`` of ``pose`` with shape ``betas [B]``."""
+        betas = np.asarray(betas, np.float32).reshape(-1)
+        key = (betas.tobytes(), pose.expression.tobytes())
+        with torch.no_grad():
+            if key != self._shape_key:
+                shape_params = {"betas": torch.as_tensor(betas)[None]}
+                if pose.expression.size:
+                    shape_params["expression"] = torch.as_tensor(pose.expression)[None]
+                out = self.body(**shape_params)
+                self._shaped, self._rest_joints, self._shape_key = out.shaped[0], out.rest_joints, key
+            full_pose = torch.cat([torch.as_tensor(pose.values[name]) for name in POSE_SLICES]).reshape(1, -1, 3)
+            transl = torch.as_tensor(pose.values["transl"])[None]
+            _, transforms, _ = joint_transforms(full_pose, self._rest_joints, self.body.parents, transl)
+        return self._shaped, transforms[0]
+
+
+Stamps = tuple[tuple[str, float], ...]  # (stage, ``time.perf_counter()`` when it ended), in path order
+
+
 @dataclass(frozen=True)
 class PosedScene:
     """What the poser handed to the viewport: the scene version, when the pose it shows was asked for
-    (``time.perf_counter()``), and whether it includes the pose offsets."""
+    (``time.perf_counter()``), whether it includes the pose offsets, and when each posing stage ended
+    (``stamps``: poser wake-up, body model, offsets + skinning; a quick preview's stages first)."""
 
     scene_version: int
     requested_at: float
     refined: bool
     pose_seconds: float
+    stamps: Stamps = ()
 
 
 @dataclass
@@ -166,11 +208,13 @@ class _Job:
     frame_camera: bool = False
     interactive: bool = False
     requested_at: float = 0.0
+    taken_at: float = 0.0  # when the posing thread took the job
 
 
 class AvatarPoser:
     """Poses the displayed avatar in a daemon thread; ``publish(posed, label, frame_camera, moving) ->
-    version`` (normally ``viewport.set_scene``) receives the splats (``moving``: a quick preview).
+    version`` (normally ``viewport.set_scene``) receives the splats (``moving``: a step of an interactive
+    change; ``posed.normals`` is None).
     Latest wins: requests that arrive while the thread is busy are merged, and only the newest pose is
     drawn.
     """
@@ -193,7 +237,7 @@ class AvatarPoser:
         self._done = 0  # request counter the thread has finished
         self._closing = False
         self._avatar: Avatar | None = None
-        self._body: BodyModel | None = None
+        self._body: PoseTransforms | None = None
         self._betas: np.ndarray | None = None
         self._pose: Pose | None = None
         self._label = ""
@@ -256,6 +300,7 @@ class AvatarPoser:
             if self._closing:
                 return None
             job, self._job = self._job, _Job()
+            job.taken_at = time.perf_counter()
             return job, self._requested
 
     def _newer_request_before_refining(self, serial: int, preview_version: int) -> bool:
@@ -290,7 +335,7 @@ class AvatarPoser:
 
     def _apply(self, job: _Job, serial: int) -> None:
         if job.avatar is not None:
-            self._avatar, self._body, self._betas = job.avatar, job.body, job.betas
+            self._avatar, self._body, self._betas = job.avatar, PoseTransforms(job.body), job.betas
         if job.pose is not None:
             self._pose = job.pose
         if job.label:
@@ -300,24 +345,33 @@ class AvatarPoser:
         if job.state is not None:
             self._avatar.load_state_dict(job.state)
         pose = self._pose or Pose.rest()
+        stamps = [("poser wake-up", job.taken_at)]
         if job.interactive and self._wants_preview():
-            preview = self._pose_and_publish(pose, False, job, moving=True)
+            preview = self._pose_and_publish(pose, False, job, stamps, moving=True)
             if self._newer_request_before_refining(serial, preview):
                 return
+            stamps.append(("wait for the preview on screen", time.perf_counter()))
             job = replace(job, frame_camera=False)
-        self._pose_and_publish(pose, True, job)
+        self._pose_and_publish(pose, True, job, stamps, moving=job.interactive)
 
     def _wants_preview(self) -> bool:
         """Whether an interactive change shows the base pose before the refined one."""
         base, refined = self.pose_seconds[False], self.pose_seconds[True]
         return self.quick_preview and (base is None or refined is None or refined > self.preview_ratio * base)
 
-    def _pose_and_publish(self, pose: Pose, refined: bool, job: _Job, moving: bool = False) -> int:
+    def _pose_and_publish(self, pose: Pose, refined: bool, job: _Job, stamps: list[tuple[str, float]],
+                          moving: bool = False) -> int:
+        """Pose, hand the splats to ``publish`` and report them; appends each stage's end to ``stamps``."""
+        prefix = "" if refined else "preview: "
         start = time.perf_counter()
         with torch.no_grad():
-            posed = pose_avatar(self._avatar, self._body, pose.params(self._betas), refined=refined)
-        seconds = time.perf_counter() - start
-        self.pose_seconds[refined] = seconds
+            shaped, transforms = self._body(pose, self._betas)
+            stamps.append((prefix + "body model", time.perf_counter()))
+            body_pose = torch.as_tensor(pose.values["body_pose"]) if refined else None
+            posed = self._avatar.pose(shaped, transforms, body_pose, normals=False)
+        posed_at = time.perf_counter()
+        stamps.append((prefix + ("pose offsets + skinning" if refined else "skinning"), posed_at))
+        self.pose_seconds[refined] = posed_at - start
         version = self._publish(posed, self._label, job.frame_camera, moving)
-        self.published.put(PosedScene(version, job.requested_at, refined, seconds))
+        self.published.put(PosedScene(version, job.requested_at, refined, posed_at - start, tuple(stamps)))
         return version

@@ -20,9 +20,11 @@ from core.errors import UserError
 from core.motion import load_builtin
 from core.motion.joint_limits import JOINT_LIMITS, LEFT_HAND_JOINT_NAMES, RIGHT_HAND_JOINT_NAMES
 from persona_studio.exports import ENGINE_EXPORTS, ExportSource, ExportTask, default_output, manifest_for, run_export
-from persona_studio.latency import ScreenLatency
+from core.avatar.render import pose_avatar
+from persona_studio.latency import ScreenLatency, stage_seconds
 from persona_studio.panels.weights import preset_target, with_weight
-from persona_studio.posing import AvatarPoser, Pose, PosedScene, fit_length, hand_curl, joint_slot, motion_pose
+from persona_studio.posing import (AvatarPoser, Pose, PosedScene, PoseTransforms, fit_length, hand_curl, joint_slot,
+                                   motion_pose)
 from persona_studio.recent import MAX_RECENT, RecentProjects
 
 
@@ -106,29 +108,64 @@ class Recorder:
             return len(self.calls)
 
 
+def drain(scenes) -> list[PosedScene]:
+    """Everything in a poser's ``published`` queue."""
+    out = []
+    while not scenes.empty():
+        out.append(scenes.get_nowait())
+    return out
+
+
 def test_poser_skips_the_quick_preview_when_refined_posing_is_fast_enough(avatar, body):
     publish = Recorder()
     poser = AvatarPoser(publish, refine_delay=0.0, preview_ratio=math.inf)  # refined is never "too slow"
     try:
         poser.set_avatar(avatar, body, np.zeros(body.num_betas, np.float32), "test avatar")
         assert poser.wait_idle(60)
-        count = len(publish.calls)
+        drain(poser.published)
         poser.set_pose(Pose.rest().with_joint("left_elbow", [0.0, -0.5, 0.0]), interactive=True)
         assert poser.wait_idle(60)
         # The base posing was never timed yet: one preview, which times it.
-        assert [call[3] for call in publish.calls[count:]] == [True, False]
+        assert [scene.refined for scene in drain(poser.published)] == [False, True]
         assert poser.pose_seconds[False] > 0 and poser.pose_seconds[True] > 0
-        count = len(publish.calls)
         poser.set_pose(Pose.rest().with_joint("left_elbow", [0.0, -0.9, 0.0]), interactive=True)
         assert poser.wait_idle(60)
-        assert [call[3] for call in publish.calls[count:]] == [False]  # straight to the refined pose
+        assert [scene.refined for scene in drain(poser.published)] == [True]  # straight to the refined pose
         poser.quick_preview = False
         poser.preview_ratio = 0.0
         poser.set_pose(Pose.rest().with_joint("left_elbow", [0.0, -0.2, 0.0]), interactive=True)
         assert poser.wait_idle(60)
-        assert [call[3] for call in publish.calls[count + 1:]] == [False]  # previews switched off
+        assert [scene.refined for scene in drain(poser.published)] == [True]  # previews switched off
     finally:
         poser.close()
+
+
+def test_pose_transforms_equal_the_body_models_and_keep_the_shape_until_it_changes(body):
+    transforms = PoseTransforms(body)
+    g = torch.Generator().manual_seed(5)
+    betas = (0.5 * torch.randn(body.num_betas, generator=g)).numpy()
+    expression = (0.5 * torch.randn(body.num_expression, generator=g)).numpy()
+    pose = Pose.rest(expression).with_joint("left_elbow", [0.1, -0.8, 0.2]).with_values(
+        transl=[0.1, -0.2, 0.3], jaw_pose=[0.2, 0.0, 0.0], right_hand_pose=0.1 * np.ones(45))
+    for current in (pose, pose.with_joint("right_knee", [0.5, 0.0, 0.0]), pose.with_expression(0, 1.0)):
+        shaped, joint_transforms = transforms(current, betas)
+        with torch.no_grad():
+            out = body(**current.params(betas))
+        torch.testing.assert_close(shaped, out.shaped[0], atol=1e-6, rtol=0)
+        torch.testing.assert_close(joint_transforms, out.joint_transforms[0], atol=1e-6, rtol=0)
+    kept = transforms(pose.with_expression(0, 1.0), betas)[0]
+    assert transforms(pose.with_expression(0, 1.0).with_joint("neck", [0.3, 0, 0]), betas)[0] is kept  # cached
+
+
+def test_posing_without_normals_gives_the_same_gaussians(avatar, body):
+    params = Pose.rest().with_joint("left_shoulder", [0.0, 0.0, -0.7]).params(np.zeros(body.num_betas))
+    with torch.no_grad():
+        full = pose_avatar(avatar, body, params, refined=True)
+        out = body(**params)
+        lean = avatar.pose(out.shaped[0], out.joint_transforms[0], params["body_pose"].reshape(-1), normals=False)
+    assert lean.normals is None and full.normals.shape == full.means.shape
+    for name in ("means", "scales", "colors", "opacities", "offsets"):
+        assert torch.equal(getattr(lean, name), getattr(full, name)), name
 
 
 def test_pose_offsets_reevaluate_only_gaussians_near_a_moved_joint():
@@ -179,10 +216,19 @@ def test_poser_shows_the_avatar_in_the_requested_pose(avatar, body):
         assert label == "test avatar" and framed and not moving
         # Lower the left arm: the left hand's Gaussians follow the body model's left wrist down.
         lowered = Pose.rest().with_joint("left_shoulder", [0.0, 0.0, -1.2])
+        drain(poser.published)
         poser.set_pose(lowered, interactive=True)
         assert poser.wait_idle(60)
         quick, final = publish.calls[-2], publish.calls[-1]
-        assert quick[3] and not final[3]  # a quick preview first, then the final pose
+        # A quick preview first, then the final pose, both steps of an interactive change (reduced
+        # resolution in the viewport); each says when and how it was posed.
+        scenes = drain(poser.published)
+        assert [scene.refined for scene in scenes] == [False, True] and quick[3] and final[3]
+        stages = [name for name, _ in scenes[1].stamps]
+        assert stages == ["poser wake-up", "preview: body model", "preview: skinning", "wait for the preview on screen",
+                          "body model", "pose offsets + skinning"]
+        times = [at for _, at in scenes[1].stamps]
+        assert times == sorted(times) and scenes[1].requested_at <= times[0]
         assert not quick[2] and not final[2]  # the camera stays where the user put it
         with torch.no_grad():
             wrist = body(**lowered.params(betas)).joints[0, JOINT_INDEX["left_wrist"]]
@@ -257,6 +303,31 @@ def test_screen_latency_counts_from_request_to_the_frame_that_shows_it():
     latency.watch(PosedScene(scene_version=6, requested_at=11.0, refined=True, pose_seconds=0.1))
     latency.update(shown_version=6, now=11.5)
     assert latency.first[-1] == pytest.approx(0.5) and latency.refined[-1] == pytest.approx(0.5)
+
+
+def test_screen_latency_splits_a_sample_into_stages_and_waits_for_full_resolution():
+    latency = ScreenLatency()
+    poser_stamps = (("poser wake-up", 10.001), ("body model", 10.004), ("pose offsets + skinning", 10.030))
+    latency.watch(PosedScene(scene_version=2, requested_at=10.0, refined=True, pose_seconds=0.029,
+                             stamps=poser_stamps))
+    assert latency.waiting
+    frame_stamps = (("hand-off to the viewport", 10.031), ("render wake-up", 10.032), ("sort", 10.036),
+                    ("composite", 10.050), ("frame taken", 10.060), ("texture upload", 10.061))
+    latency.update(shown_version=2, now=10.090, frame_stamps=frame_stamps, full_resolution=False)
+    assert not latency.waiting and latency.refined[-1] == pytest.approx(0.09) and not latency.full
+    stages = latency.refined_stages[-1]
+    assert list(stages) == [name for name, _ in poser_stamps + frame_stamps] + ["shown (UI frame drawn)"]
+    assert stages["composite"] == pytest.approx(0.014) and stages["shown (UI frame drawn)"] == pytest.approx(0.029)
+    assert sum(stages.values()) == pytest.approx(latency.refined[-1])
+    latency.update(shown_version=2, now=10.3, full_resolution=False)
+    latency.update(shown_version=2, now=10.5, full_resolution=True)  # the frame once the pose rested
+    assert list(latency.full) == [pytest.approx(0.5)]
+    assert "90 ms with pose offsets, 500 ms full resolution" in latency.summary()
+    latency.update(shown_version=2, now=11.0, full_resolution=True)
+    assert len(latency.full) == 1  # counted once
+    medians = dict(ScreenLatency.stage_medians_ms([{"a": 0.01, "b": 0.03}, {"a": 0.03}, {"a": 0.02, "b": 0.01}]))
+    assert medians == {"a": pytest.approx(20.0), "b": pytest.approx(10.0)}  # missing counts as 0
+    assert stage_seconds(1.0, (("x", 1.5), ("y", 1.75), ("x", 2.0))) == {"x": 0.75, "y": 0.25}
 
 
 # -- recent projects, weights ----------------------------------------------------------------------------

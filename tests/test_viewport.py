@@ -367,28 +367,84 @@ def test_camera_motion_renders_reduced_resolution_then_one_full_frame(renderer):
     assert controller.tick() is None and controller.up_to_date
 
 
-def test_preview_scenes_render_reduced_until_the_final_scene_arrives(renderer):
+def test_interactive_scenes_render_reduced_then_one_full_frame_when_they_rest(renderer):
     now = [0.0]
     controller = ViewportController(InlineRenderer(renderer), Camera(width=160, height=120), background=BLACK,
-                                    moving_scale=0.5, settle_seconds=0.3, preview_seconds=2.0, clock=lambda: now[0])
+                                    moving_scale=0.5, settle_seconds=0.3, clock=lambda: now[0])
     scene = three_splats()
     controller.set_scene(scene.means, scene.colors, scene.scales)
-    assert controller.tick().image.shape == (120, 160, 4)
-    # A pose slider moves: the quick preview is drawn at half size, and no full-size frame of it follows.
-    preview = controller.set_scene(scene.means + 0.01, scene.colors, scene.scales, moving=True)
-    assert controller.shown_scene_version == preview - 1
-    assert controller.tick().image.shape == (60, 80, 4)
-    assert controller.shown_scene_version == preview  # the frame on screen holds the preview
-    now[0] += 1.0
-    assert controller.tick() is None and not controller.up_to_date
-    # The final scene (with pose offsets) is drawn at full size at once.
-    controller.set_scene(scene.means + 0.02, scene.colors, scene.scales)
+    assert controller.tick().image.shape == (120, 160, 4) and controller.shown_full_resolution
+    # A pose slider moves: each of its scenes is drawn at half size at once.
+    for step in range(1, 4):
+        version = controller.set_scene(scene.means + 0.01 * step, scene.colors, scene.scales, moving=True)
+        assert controller.shown_scene_version == version - 1
+        assert controller.tick().image.shape == (60, 80, 4)
+        assert controller.shown_scene_version == version and not controller.shown_full_resolution
+        now[0] += 0.1
+    assert controller.tick() is None and not controller.up_to_date  # still settling
+    # Once the pose has rested for settle_seconds, one full-size frame of the last scene follows.
+    now[0] += 0.25
+    frame = controller.tick()
+    assert frame.image.shape == (120, 160, 4) and controller.shown_full_resolution and controller.up_to_date
+    assert controller.shown_scene_version == version
+    now[0] += 5.0
+    assert controller.tick() is None
+    # A non-interactive scene (a training update) is drawn at full size straight away.
+    controller.set_scene(scene.means, scene.colors, scene.scales)
     assert controller.tick().image.shape == (120, 160, 4) and controller.up_to_date
-    # A preview whose final scene never comes still gets its full-size frame in the end.
-    controller.set_scene(scene.means, scene.colors, scene.scales, moving=True)
-    assert controller.tick().image.shape == (60, 80, 4)
-    now[0] += 2.5
-    assert controller.tick().image.shape == (120, 160, 4) and controller.up_to_date
+
+
+class RecordingBackend:
+    """A thread-safe stand-in for ``RenderThread`` that keeps the requests and answers none."""
+
+    def __init__(self):
+        self.requests: list[RenderRequest] = []
+        self.lock = threading.Lock()
+
+    def submit(self, request: RenderRequest) -> None:
+        with self.lock:
+            self.requests.append(request)
+
+    def take_frame(self):
+        return None
+
+
+def test_render_on_publish_submits_a_published_scene_without_waiting_for_the_ui():
+    now = [0.0]
+    backend = RecordingBackend()
+    controller = ViewportController(backend, Camera(width=160, height=120), moving_scale=0.5, settle_seconds=0.3,
+                                    clock=lambda: now[0], render_on_publish=True)
+    scene = three_splats()
+    controller.set_scene(scene.means, scene.colors, scene.scales, frame_camera=True)
+    assert backend.requests == []  # the first scene is framed by the UI's tick (the camera's owner)
+    controller.tick()
+    first = backend.requests[-1]
+    assert first.scene is controller.scene and (first.width, first.height) == (160, 120)
+
+    def publish(**flags):  # from another thread, like the posing thread
+        worker = threading.Thread(target=lambda: controller.set_scene(scene.means + 0.1, scene.colors,
+                                                                      scene.scales, **flags))
+        worker.start()
+        worker.join()
+
+    publish()
+    assert len(backend.requests) == 2  # no tick in between
+    request = backend.requests[-1]
+    assert request.scene is controller.scene and request.serial == controller.requests == 2
+    np.testing.assert_allclose(request.scene.means, scene.means + 0.1)
+    assert np.array_equal(request.viewmat, first.viewmat) and (request.width, request.height) == (160, 120)
+    controller.tick()
+    assert len(backend.requests) == 2 and not controller.dirty  # the tick has nothing left to submit
+    # An interactive scene goes out at once too, at the reduced size, with the intrinsics scaled with it.
+    publish(moving=True)
+    request = backend.requests[-1]
+    assert (request.width, request.height) == (80, 60)
+    np.testing.assert_allclose(request.K[:2], first.K[:2] / 2)
+    # A scene that asks to reframe the camera waits for the tick.
+    publish(frame_camera=True)
+    assert len(backend.requests) == 3
+    controller.tick()
+    assert len(backend.requests) == 4 and backend.requests[-1].scene is controller.scene
 
 
 def test_first_scene_is_framed_and_later_ones_keep_the_view(renderer):
@@ -454,9 +510,14 @@ def test_render_thread_renders_requests_and_reports_failures(gl_context):
     scene = three_splats()
     thread.submit(RenderRequest(scene, camera.viewmat(), camera.K(), 64, 48, (1.0, 1.0, 1.0), serial=7))
     assert thread.wait_idle(timeout=30)
+    assert thread.wait_frame(timeout=1.0)
     frame = thread.take_frame()
     assert frame.serial == 7 and frame.image.shape == (48, 64, 4) and frame.image[..., 3].min() == 1.0
-    assert thread.take_frame() is None
+    stages = [name for name, _ in frame.stamps]
+    assert stages == ["render wake-up", "sort", "composite"]
+    times = [at for _, at in frame.stamps]
+    assert times == sorted(times) and times[-1] - times[0] <= frame.render_seconds + 0.05
+    assert thread.take_frame() is None and not thread.wait_frame(timeout=0.05)
     thread.close()
 
     def broken():

@@ -34,7 +34,7 @@ class PosedGaussians:
     opacities: torch.Tensor  # [N]
     colors: torch.Tensor  # [N, 3] RGB in [0, 1]
     part_colors: torch.Tensor  # [N, 3]
-    normals: torch.Tensor  # [N, 3] world-space unit normals
+    normals: torch.Tensor | None  # [N, 3] world-space unit normals; None when posed with normals=False
     offsets: torch.Tensor  # [N, 3] the pose-dependent offsets used (zero for the base render)
 
 
@@ -103,23 +103,26 @@ class Avatar(nn.Module):
             pose_offsets = self.pose_offsets(body_pose)
         return self.template + self.offsets + pose_offsets, pose_offsets
 
-    def pose(self, shaped: torch.Tensor, transforms: torch.Tensor, body_pose: torch.Tensor | None) -> PosedGaussians:
+    def pose(self, shaped: torch.Tensor, transforms: torch.Tensor, body_pose: torch.Tensor | None,
+             normals: bool = True) -> PosedGaussians:
         """Pose the Gaussians.
 
         ``shaped [V, 3]``: the body model's zero-pose vertices for this frame (shape + expression);
         ``transforms [J, 4, 4]``: its joint transforms for the target pose (translation included);
-        ``body_pose [63]`` drives the pose offsets (None = base render).
+        ``body_pose [63]`` drives the pose offsets (None = base render). ``normals=False`` skips the
+        normals (``PosedGaussians.normals`` is then None): a viewer that draws colours only does not need
+        them, and they are about a third of a base posing; the geometry renders and exports do.
         """
         canonical, used = self.canonical_means(body_pose)
         zero = apply_transforms(self.star_inverse, canonical)
         zero = zero + self.upsample @ (shaped - self.shaped_zero)  # expression / shape change
         blended = blend_transforms(self.weights, transforms)
         means = apply_transforms(blended, zero)
-        normals = rotate_vectors(blended, vertex_normals(zero, self.faces))
+        world_normals = rotate_vectors(blended, vertex_normals(zero, self.faces)) if normals else None
         n = self.num_gaussians
         scales = self.log_scales.exp()[:, None].expand(n, 3)
         quats = torch.zeros(n, 4, dtype=means.dtype)
         quats[:, 0] = 1.0
         return PosedGaussians(means=means, scales=scales, quats=quats, opacities=torch.ones(n, dtype=means.dtype),
                               colors=self.colors.clamp(0, 1), part_colors=self.part_colors.clamp(0, 1),
-                              normals=normals, offsets=used)
+                              normals=world_normals, offsets=used)

@@ -7,8 +7,10 @@ finished frame when one is ready.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,23 +36,39 @@ class RateMeter:
         return len(self._times) / self.window
 
 
+@dataclass(frozen=True)
+class _View:
+    """The camera's full-resolution view as of one UI tick: world-to-camera ``viewmat [4, 4]``, intrinsics
+    ``K [3, 3]`` (pixels), size (pixels), background RGB."""
+
+    viewmat: np.ndarray
+    K: np.ndarray
+    width: int
+    height: int
+    background: tuple[float, float, float]
+
+
 class ViewportController:
     """Camera + scene + background -> render requests to a backend (``RenderThread`` or ``InlineRenderer``).
 
     Only the UI thread calls ``tick`` and changes the camera or background; any thread may call
-    ``set_scene`` (it goes through ``scene_source``).
+    ``set_scene`` (it goes through ``scene_source``). With ``render_on_publish`` (a thread-safe backend
+    such as ``RenderThread``) ``set_scene`` also submits the new scene at once with the view of the last
+    tick, so a posed avatar goes straight to the renderer instead of waiting for the UI's next tick (a UI
+    frame on a software GL takes tens of ms); a scene that reframes the camera waits for the tick.
 
-    While the camera moves (and for ``settle_seconds`` after), images are rendered at ``moving_scale``
-    times the resolution and shown stretched, so orbiting stays fluid on a software GL; once the camera
-    rests, one full-resolution frame follows. A preview scene (``set_scene(..., moving=True)``: a pose
-    slider being dragged, with the final scene to follow) is drawn at reduced resolution too, and gets
-    no full-resolution frame of its own unless the final scene is more than ``preview_seconds`` late.
+    While the camera moves or an interactive change goes on (``set_scene(..., moving=True)``: a pose
+    slider being dragged, a motion playing), and for ``settle_seconds`` after, images are rendered at
+    ``moving_scale`` times the resolution and shown stretched, so orbiting and posing stay fluid on a
+    software GL; once things rest, one full-resolution frame follows.
     """
 
     def __init__(self, backend, camera: Camera | None = None, background=(1.0, 1.0, 1.0),
-                 moving_scale: float = 0.5, settle_seconds: float = 0.3, preview_seconds: float = 2.0,
-                 clock=time.monotonic):
+                 moving_scale: float = 0.5, settle_seconds: float = 0.3, clock=time.monotonic,
+                 render_on_publish: bool = False):
         self.backend = backend
+        self.render_on_publish = bool(render_on_publish)
+        self._lock = threading.Lock()  # the UI's tick vs a publishing thread's set_scene
         self.camera = camera or Camera()
         self.background = tuple(float(c) for c in background)[:3]
         self.scene_source = SceneSource()
@@ -58,18 +76,22 @@ class ViewportController:
         self.scene_version = 0
         self.latest_frame: RenderedFrame | None = None
         self.shown_scene_version = 0  # the scene version in ``latest_frame``
-        self._request_versions: dict[int, int] = {}  # request serial -> scene version, until its frame comes
+        self.shown_full_resolution = False  # whether ``latest_frame`` was rendered at full resolution
+        # (stage, time.perf_counter()) for ``latest_frame``: hand-off to the viewport, render stages, frame taken
+        self.latest_stamps: tuple[tuple[str, float], ...] = ()
+        # request serial -> (scene version, when that scene was picked up, scale), until its frame comes
+        self._requested: dict[int, tuple[int, float, float]] = {}
+        self._scene_picked_at = 0.0
+        self._last_view: _View | None = None  # the view of the last request the tick made
         self.frame_rate = RateMeter()
         self.requests = 0  # render requests submitted (the dirty check keeps this from growing while idle)
         self._submitted_key: tuple | None = None
         self._framed_once = False
         self.moving_scale = float(moving_scale)
         self.settle_seconds = float(settle_seconds)
-        self.preview_seconds = float(preview_seconds)
-        self._preview_at = -math.inf  # when the current scene arrived, if it is a preview
         self._clock = clock
         self._camera_state = self.camera.state()
-        self._camera_moved_at = -math.inf  # the last camera movement or interactive scene change
+        self._moved_at = -math.inf  # the last camera movement or interactive scene change
 
     # -- inputs ---------------------------------------------------------------------------------------
     def set_scene(self, means, colors, scales, opacities=None, label: str = "", frame_camera: bool = False,
@@ -77,13 +99,17 @@ class ViewportController:
         """Show new splats: ``means [N, 3]`` metres, ``colors [N, 3]`` RGB [0, 1], ``scales [N]`` std-dev metres,
         ``opacities [N]`` (default 1). Thread-safe (numpy or CPU torch inputs are copied); returns the
         scene's version. ``frame_camera`` re-aims the camera at it; the very first scene is always framed.
-        ``moving``: a preview during an interactive change, drawn at reduced resolution; the caller promises
-        a final (``moving=False``) scene soon.
+        ``moving``: one step of an interactive change, drawn at reduced resolution until things rest.
 
         Raises:
             ValueError: wrong shapes, NaN/inf, negative scales.
         """
-        return self.scene_source.publish(make_scene(means, colors, scales, opacities, label), frame_camera, moving)
+        scene = make_scene(means, colors, scales, opacities, label)
+        with self._lock:
+            version = self.scene_source.publish(scene, frame_camera, moving)
+            if self.render_on_publish:
+                self._submit_published()
+        return version
 
     def set_background(self, rgb) -> None:
         """Background colour, RGB in [0, 1] (UI thread)."""
@@ -96,11 +122,9 @@ class ViewportController:
 
     # -- per frame ------------------------------------------------------------------------------------
     def render_scale(self) -> float:
-        """Resolution factor for the next render: ``moving_scale`` while the camera moves or a preview scene
-        shows, else 1."""
-        now = self._clock()
-        moving = now - self._camera_moved_at < self.settle_seconds or now - self._preview_at < self.preview_seconds
-        return self.moving_scale if moving else 1.0
+        """Resolution factor for the next render: ``moving_scale`` while the camera moves or an interactive
+        change goes on (and ``settle_seconds`` after), else 1."""
+        return self.moving_scale if self._clock() - self._moved_at < self.settle_seconds else 1.0
 
     def view_key(self) -> tuple:
         """Everything the image depends on; the view is dirty when this differs from the last request."""
@@ -113,39 +137,75 @@ class ViewportController:
 
     def tick(self) -> RenderedFrame | None:
         """Adopt a newly published scene, request a render if dirty, return a newly finished frame (or None)."""
-        entry = self.scene_source.poll(self.scene_version)
-        if entry is not None:
-            self.scene, self.scene_version = entry.scene, entry.version
-            if entry.frame_camera or not self._framed_once:
-                self.frame_scene()
-                self._framed_once = True
-                self._camera_state = self.camera.state()  # a jump, not a movement: no low-res frames
-            self._preview_at = self._clock() if entry.moving else -math.inf
-        if self.camera.state() != self._camera_state:
-            self._camera_state, self._camera_moved_at = self.camera.state(), self._clock()
-        if self.dirty:
-            key = self.view_key()
-            self.requests += 1
-            self._request_versions[self.requests] = self.scene_version
-            self.backend.submit(self._request(key[-1]))
-            self._submitted_key = key
-        frame = self.backend.take_frame()
-        if frame is not None:
-            self.latest_frame = frame
-            self.shown_scene_version = self._request_versions.get(frame.serial, self.shown_scene_version)
-            # Requests up to this one are answered or were skipped (latest wins): forget them.
-            self._request_versions = {k: v for k, v in self._request_versions.items() if k > frame.serial}
-            self.frame_rate.tick()
-        return frame
+        with self._lock:
+            entry = self.scene_source.poll(self.scene_version)
+            if entry is not None:
+                self._adopt(entry)
+                if entry.frame_camera or not self._framed_once:
+                    self.frame_scene()
+                    self._framed_once = True
+                    self._camera_state = self.camera.state()  # a jump, not a movement: no low-res frames
+            if self.camera.state() != self._camera_state:
+                self._camera_state, self._moved_at = self.camera.state(), self._clock()
+            if self.dirty:
+                key = self.view_key()
+                self._last_view = self._current_view()
+                self._submit(self._last_view, key)
+            frame = self.backend.take_frame()
+            if frame is not None:
+                self._took(frame)
+            return frame
 
-    def _request(self, scale: float) -> RenderRequest:
-        """A render request for the current view at ``scale`` times the camera's resolution."""
-        width = max(1, round(self.camera.width * scale))
-        height = max(1, round(self.camera.height * scale))
-        K = self.camera.K()
-        K[0] *= width / self.camera.width   # scaling the image scales focal length and principal point
-        K[1] *= height / self.camera.height
-        return RenderRequest(self.scene, self.camera.viewmat(), K, width, height, self.background, self.requests)
+    def _adopt(self, entry) -> None:
+        """Make a ``SceneSource`` entry the current scene."""
+        self.scene, self.scene_version = entry.scene, entry.version
+        self._scene_picked_at = time.perf_counter()
+        if entry.moving:
+            self._moved_at = self._clock()
+
+    def _submit_published(self) -> None:
+        """Adopt the newest scene and submit it with the last tick's view (at the scale it needs now),
+        unless it must reframe the camera (left to ``tick``, the camera's owner)."""
+        if self._last_view is None or not self._framed_once:  # the first scene is framed by the tick
+            return
+        entry = self.scene_source.poll(self.scene_version, keep_framing=True)
+        if entry is None:
+            return
+        self._adopt(entry)
+        self._submit(self._last_view, (self.scene_version, *self._submitted_key[1:-1], self.render_scale()))
+
+    def _current_view(self) -> _View:
+        return _View(self.camera.viewmat(), self.camera.K(), self.camera.width, self.camera.height, self.background)
+
+    def _submit(self, view: _View, key: tuple) -> None:
+        """Request the current scene in ``view`` at the scale ``key[-1]`` (a ``view_key``)."""
+        self.requests += 1
+        scale = key[-1]
+        self._requested[self.requests] = (self.scene_version, self._scene_picked_at, scale)
+        self.backend.submit(self._request(view, scale, self.requests))
+        self._submitted_key = key
+
+    def _took(self, frame: RenderedFrame) -> None:
+        """Bookkeeping for a finished frame the UI takes."""
+        self.latest_frame = frame
+        picked_at = frame.stamps[0][1] if frame.stamps else time.perf_counter()
+        self.shown_scene_version, picked_at, scale = self._requested.get(
+            frame.serial, (self.shown_scene_version, picked_at, 1.0))
+        self.shown_full_resolution = scale == 1.0
+        self.latest_stamps = (("hand-off to the viewport", picked_at), *frame.stamps,
+                              ("frame taken", time.perf_counter()))
+        # Requests up to this one are answered or were skipped (latest wins): forget them.
+        self._requested = {k: v for k, v in self._requested.items() if k > frame.serial}
+        self.frame_rate.tick()
+
+    def _request(self, view: _View, scale: float, serial: int) -> RenderRequest:
+        """Render request ``serial`` of the current scene in ``view`` at ``scale`` times its resolution."""
+        width = max(1, round(view.width * scale))
+        height = max(1, round(view.height * scale))
+        K = view.K.copy()
+        K[0] *= width / view.width   # scaling the image scales focal length and principal point
+        K[1] *= height / view.height
+        return RenderRequest(self.scene, view.viewmat, K, width, height, view.background, serial)
 
     @property
     def up_to_date(self) -> bool:

@@ -146,6 +146,7 @@ class SplatRenderer:
         self.renders = 0   # draws done (tests use it to check that nothing re-renders needlessly)
         self.sorts = 0
         self.last_render_seconds = 0.0
+        self.last_sorted_at = 0.0  # time.perf_counter() when the last render had its draw order
 
     # -- state ---------------------------------------------------------------------------------------
     def resize(self, width: int, height: int) -> None:
@@ -189,6 +190,7 @@ class SplatRenderer:
         quad indices, the CPU backend a front-to-back splat order."""
         key = tuple(np.round(viewmat[2, :3], 9)) if self.sort else ("unsorted",)
         if key == self._sorted_for:
+            self.last_sorted_at = time.perf_counter()
             return
         if self.sort:
             order = back_to_front_order(self.scene.means, viewmat)
@@ -200,6 +202,7 @@ class SplatRenderer:
         else:
             self._indices.write(quad_indices(order).tobytes())
         self._sorted_for = key
+        self.last_sorted_at = time.perf_counter()
 
     def _set_uniforms(self, **values) -> None:
         # A GLSL compiler may drop a uniform it proves unused; setting it must not fail.
@@ -219,7 +222,7 @@ class SplatRenderer:
         Returns:
             float32 ``[H, W, 4]``, row 0 at the top; RGB already composited over the background.
         """
-        start = time.perf_counter()
+        start = self.last_sorted_at = time.perf_counter()  # nothing to sort: the order is ready at once
         viewmat = np.asarray(viewmat, dtype=np.float64)
         K = np.asarray(K, dtype=np.float64)
         if out is None:

@@ -7,6 +7,7 @@ Both take ``RenderRequest``s and hand back ``RenderedFrame``s; a newer request r
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 
@@ -39,21 +40,27 @@ class RenderRequest:
 
 @dataclass(frozen=True)
 class RenderedFrame:
-    """An opaque viewport image: float32 RGBA ``[H, W, 4]`` (alpha 1), row 0 at the top."""
+    """An opaque viewport image: float32 RGBA ``[H, W, 4]`` (alpha 1), row 0 at the top. ``stamps``: when
+    each stage of making it ended (``time.perf_counter()``): render wake-up (the request taken), sort,
+    composite."""
 
     image: np.ndarray
     serial: int
     render_seconds: float
+    stamps: tuple[tuple[str, float], ...] = ()
 
 
-def _render_with(renderer, request: RenderRequest, current_scene: SplatScene | None) -> RenderedFrame:
-    """Bring ``renderer`` up to ``request`` (re-uploading only a changed scene) and draw it."""
+def _render_with(renderer, request: RenderRequest, current_scene: SplatScene | None,
+                 taken_at: float) -> RenderedFrame:
+    """Bring ``renderer`` up to ``request`` (re-uploading only a changed scene) and draw it; ``taken_at``:
+    when the request was taken (``time.perf_counter()``)."""
     renderer.resize(request.width, request.height)
     renderer.set_background(request.background)
     if request.scene is not current_scene:
         renderer.set_scene(request.scene)
     image = renderer.render(request.viewmat, request.K, opaque=True)
-    return RenderedFrame(image, request.serial, renderer.last_render_seconds)
+    stamps = (("render wake-up", taken_at), ("sort", renderer.last_sorted_at), ("composite", time.perf_counter()))
+    return RenderedFrame(image, request.serial, renderer.last_render_seconds, stamps)
 
 
 class InlineRenderer:
@@ -65,7 +72,7 @@ class InlineRenderer:
         self._scene: SplatScene | None = None
 
     def submit(self, request: RenderRequest) -> None:
-        self._frame = _render_with(self.renderer, request, self._scene)
+        self._frame = _render_with(self.renderer, request, self._scene, time.perf_counter())
         self._scene = request.scene
 
     def take_frame(self) -> RenderedFrame | None:
@@ -112,6 +119,12 @@ class RenderThread:
             frame, self._frame = self._frame, None
             return frame
 
+    def wait_frame(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a finished frame not yet taken; True if there is one."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._frame is not None or self.error is not None,
+                                       max(0.0, timeout)) and self._frame is not None
+
     def wait_idle(self, timeout: float) -> bool:
         """Wait until the renderer is up, no request is pending and the last one finished; False on
         timeout or error."""
@@ -147,8 +160,9 @@ class RenderThread:
                         return
                     request, self._request = self._request, None
                     self._busy = True
+                taken_at = time.perf_counter()
                 try:
-                    frame = _render_with(renderer, request, scene)
+                    frame = _render_with(renderer, request, scene, taken_at)
                     scene = request.scene
                 except Exception as err:  # noqa: BLE001
                     traceback.print_exc()

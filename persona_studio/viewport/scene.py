@@ -119,10 +119,11 @@ class SceneSource:
             self._moving = moving
             return self._version
 
-    def poll(self, seen_version: int) -> Published | None:
-        """The latest entry if it is newer than ``seen_version`` (0 = nothing seen yet), else None."""
+    def poll(self, seen_version: int, keep_framing: bool = False) -> Published | None:
+        """The latest entry if it is newer than ``seen_version`` (0 = nothing seen yet), else None;
+        ``keep_framing``: None too if the entry asks to reframe the camera (left for a later poll)."""
         with self._lock:
-            if self._version == seen_version or self._scene is None:
+            if self._version == seen_version or self._scene is None or (keep_framing and self._frame_pending):
                 return None
             entry = Published(self._scene, self._version, self._frame_pending, self._moving)
             self._frame_pending = False

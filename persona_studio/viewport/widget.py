@@ -6,6 +6,7 @@ UI thread; rendering itself happens in the controller's backend (the GL render t
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import dearpygui.dearpygui as dpg
@@ -28,6 +29,8 @@ class ViewportWidget:
         self._texture = dpg.add_raw_texture(1, 1, self._pixels, format=dpg.mvFormat_Float_rgba, parent=self._registry)
         self.image = dpg.add_image(self._texture, parent=parent)
         self._wheel_steps = 0.0
+        # The stages of the frame shown by the last ``update`` (the controller's, then the texture upload).
+        self.frame_stamps: tuple[tuple[str, float], ...] = ()
         with dpg.handler_registry() as self._handlers:
             dpg.add_mouse_wheel_handler(callback=self._on_wheel)
 
@@ -49,6 +52,7 @@ class ViewportWidget:
         frame = self.controller.tick()
         if frame is not None:
             self._show(frame.image)
+            self.frame_stamps = (*self.controller.latest_stamps, ("texture upload", time.perf_counter()))
 
     def _show(self, image: np.ndarray) -> None:
         """Point the texture at ``image [h, w, 4]`` float32 (recreated when the size changed) and show it
