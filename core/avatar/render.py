@@ -47,6 +47,7 @@ def render_posed(posed: PosedGaussians, viewmat: torch.Tensor, K: torch.Tensor, 
         posed.means, posed.quats, posed.scales, posed.opacities, features, viewmat[None], K[None], width, height,
         eps2d=config.eps2d, backgrounds=bg, render_mode="RGB+ED", rasterize_mode=config.rasterize_mode,
         backend=config.backend)
-    image, alpha = image[0], alpha[0]
-    return AvatarRender(rgb=image[..., 0:3], alpha=alpha, depth=image[..., 9:10], part=image[..., 3:6],
-                        normal=image[..., 6:9])
+    # one split (its backward is one concatenation) rather than four slices, each of whose backward
+    # writes a zero image of all ten channels; squeeze, not [0], for the same reason
+    rgb, part, normal, depth = image.squeeze(0).split([3, 3, 3, 1], dim=-1)
+    return AvatarRender(rgb=rgb, alpha=alpha.squeeze(0), depth=depth, part=part, normal=normal)

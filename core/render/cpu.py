@@ -1,11 +1,12 @@
 """The CPU backend: numba kernels (kernels.py) wrapped as two torch autograd Functions.
 
-Projection (3D Gaussians -> screen-space means, conics, depths) and compositing (screen-space Gaussians ->
-image) are separate Functions, so the glue between them (compensated opacities, depth as a colour
-channel, expected depth) is plain torch and gets its gradients from autograd. Compositing keeps a log
-of every (Gaussian, pixel) contribution from the forward pass for the backward pass (5 bytes per
-contribution in float32, plus 4 per tile-Gaussian pair: 3.3 MB at 20k Gaussians, 256^2), released with
-the autograd graph.
+Projection (3D Gaussians -> screen-space means, conics, depths, each camera's opacities and footprint
+boxes) and compositing (screen-space Gaussians -> image, with the depth as an extra channel and the
+expected-depth division done in the kernels) are separate Functions, so ``meta["means2d"]`` stays in the
+autograd graph; there is no other torch op between them (each one's backward cost more than the kernels'
+share of that work). Compositing keeps a log of every (Gaussian, pixel) contribution from the forward pass
+for the backward pass (5 bytes per contribution in float32, plus 4 per tile-Gaussian pair: 3.3 MB at 20k
+Gaussians, 256^2), released with the autograd graph.
 
 Parallelism: each kernel works on a slice of its items and releases the GIL; ``_run_sliced`` runs one
 slice per thread (the calling thread takes the first). Kernels are re-entrant, so rasterize() may be
@@ -102,7 +103,10 @@ def _zeros_if_none(grad: Tensor | None, shape: tuple, dtype: torch.dtype) -> Ten
 
 
 class ProjectGaussians(torch.autograd.Function):
-    """EWA projection. Differentiable w.r.t. means, quats and scales (not opacities, cameras or intrinsics)."""
+    """EWA projection, with each camera's opacities and footprint boxes.
+
+    Differentiable w.r.t. means, quats, scales and opacities (not cameras or intrinsics).
+    """
 
     @staticmethod
     def forward(ctx, means, quats, scales, opacities, viewmats, Ks, width, height, eps2d, near_plane,
@@ -112,63 +116,62 @@ class ProjectGaussians(torch.autograd.Function):
         means2d = torch.empty((n_cams, n_gauss, 2), dtype=dtype)
         depths = torch.empty((n_cams, n_gauss), dtype=dtype)
         conics = torch.empty((n_cams, n_gauss, 3), dtype=dtype)
-        compensations = torch.empty((n_cams, n_gauss), dtype=dtype)
+        view_opacities = torch.empty((n_cams, n_gauss), dtype=dtype)
         radii = torch.empty((n_cams, n_gauss, 2), dtype=torch.int32)
-        _run_sliced(kernels.project_forward, _even_bounds(n_gauss), _array(means), _array(quats),
-                    _array(scales), _array(opacities), _array(viewmats), _array(Ks), width, height, eps2d,
-                    near_plane, far_plane, antialiased, means2d.numpy(), depths.numpy(), conics.numpy(),
-                    compensations.numpy(), radii.numpy())
-        ctx.save_for_backward(means, quats, scales, viewmats, Ks, radii)
-        ctx.image_size = (width, height)
-        ctx.eps2d = eps2d
-        ctx.mark_non_differentiable(radii)
-        return means2d, depths, conics, compensations, radii
+        footprints = torch.empty((n_cams, n_gauss, 4), dtype=torch.int32)
+        # contiguous once, for both passes (a training render's scales are an expanded [N] tensor)
+        inputs = [t.detach().contiguous() for t in (means, quats, scales, opacities, viewmats, Ks)]
+        _run_sliced(kernels.project_forward, _even_bounds(n_gauss), *(t.numpy() for t in inputs), width, height,
+                    eps2d, near_plane, far_plane, antialiased, means2d.numpy(), depths.numpy(), conics.numpy(),
+                    view_opacities.numpy(), radii.numpy(), footprints.numpy())
+        ctx.save_for_backward(*inputs, radii)
+        ctx.settings = (width, height, eps2d, antialiased)
+        ctx.mark_non_differentiable(radii, footprints)
+        return means2d, depths, conics, view_opacities, radii, footprints
 
     @staticmethod
-    def backward(ctx, v_means2d, v_depths, v_conics, v_compensations, _v_radii):
-        means, quats, scales, viewmats, Ks, radii = ctx.saved_tensors
-        if not any(ctx.needs_input_grad[:3]):
+    def backward(ctx, v_means2d, v_depths, v_conics, v_view_opacities, _v_radii, _v_footprints):
+        means, quats, scales, opacities, viewmats, Ks, radii = ctx.saved_tensors
+        if not any(ctx.needs_input_grad[:4]):
             return (None,) * 12
         n_cams, n_gauss = radii.shape[0], radii.shape[1]
         dtype = means.dtype
         v_means2d = _zeros_if_none(v_means2d, (n_cams, n_gauss, 2), dtype)
         v_depths = _zeros_if_none(v_depths, (n_cams, n_gauss), dtype)
         v_conics = _zeros_if_none(v_conics, (n_cams, n_gauss, 3), dtype)
-        v_compensations = _zeros_if_none(v_compensations, (n_cams, n_gauss), dtype)
-        v_means = torch.empty_like(means)
-        v_quats = torch.empty_like(quats)
-        v_scales = torch.empty_like(scales)
-        width, height = ctx.image_size
-        _run_sliced(kernels.project_backward, _even_bounds(n_gauss), _array(means), _array(quats),
-                    _array(scales), _array(viewmats), _array(Ks), width, height, ctx.eps2d, radii.numpy(),
-                    v_means2d.numpy(), v_depths.numpy(), v_conics.numpy(), v_compensations.numpy(),
-                    v_means.numpy(), v_quats.numpy(), v_scales.numpy())
-        wanted = ctx.needs_input_grad
-        return (v_means if wanted[0] else None, v_quats if wanted[1] else None,
-                v_scales if wanted[2] else None) + (None,) * 9
+        v_view_opacities = _zeros_if_none(v_view_opacities, (n_cams, n_gauss), dtype)
+        grads = [torch.empty((n_gauss, k), dtype=dtype) for k in (3, 4, 3)] + [torch.empty(n_gauss, dtype=dtype)]
+        width, height, eps2d, antialiased = ctx.settings
+        _run_sliced(kernels.project_backward, _even_bounds(n_gauss), means.numpy(), quats.numpy(), scales.numpy(),
+                    opacities.numpy(), viewmats.numpy(), Ks.numpy(), width, height, eps2d, antialiased, radii.numpy(),
+                    v_means2d.numpy(), v_depths.numpy(), v_conics.numpy(), v_view_opacities.numpy(),
+                    *(g.numpy() for g in grads))
+        return tuple(g if wanted else None for g, wanted in zip(grads, ctx.needs_input_grad)) + (None,) * 8
 
 
 class CompositeGaussians(torch.autograd.Function):
-    """Tile-based front-to-back compositing of screen-space Gaussians.
+    """Tile-based front-to-back compositing of screen-space Gaussians, with an optional depth channel.
 
-    Differentiable w.r.t. means2d, conics, colors, opacities and backgrounds.
+    colors [1 or C, N, D] (shared by the cameras or per camera); with depth_channel, depths [C, N] are
+    composited as channel D (over a zero background), and with expected_depth that channel is divided by
+    the pixel's alpha. Differentiable w.r.t. means2d, conics, colors, opacities, depths and backgrounds.
     """
 
     @staticmethod
-    def forward(ctx, means2d, conics, colors, opacities, backgrounds, radii, depths, width, height):
-        n_cams, n_gauss, n_channels = colors.shape
-        dtype = colors.dtype
-        means2d_a, conics_a, opacities_a = _array(means2d), _array(conics), _array(opacities)
-        footprints = np.empty((n_cams, n_gauss, 4), np.int32)
-        _run_sliced(kernels.gaussian_footprints, _even_bounds(n_cams * n_gauss), means2d_a, conics_a, opacities_a,
-                    _array(radii), width, height, footprints)
-        depth_order = _depth_order(depths.detach(), footprints)
+    def forward(ctx, means2d, conics, colors, opacities, depths, backgrounds, footprints, width, height,
+                depth_channel, expected_depth):
+        n_cams, n_gauss = depths.shape
+        n_channels = colors.shape[2] + int(depth_channel)
+        dtype = depths.dtype
+        footprints_a = footprints.numpy()
+        depth_order = _depth_order(depths.detach(), footprints_a)
         tile_offsets, isect_ids, gauss_offsets, grad_rows, tile_cost = kernels.bin_gaussians(
-            footprints, depth_order, width, height)
+            footprints_a, depth_order, width, height)
         packed = torch.empty((n_cams, n_gauss, kernels.PACKED_FIELDS), dtype=dtype).numpy()
         packed_colors = torch.empty((n_cams, n_gauss, n_channels), dtype=dtype).numpy()
-        _run_sliced(kernels.pack_gaussians, _even_bounds(n_cams * n_gauss), depth_order, means2d_a, conics_a,
-                    opacities_a, _array(colors), footprints, packed, packed_colors)
+        _run_sliced(kernels.pack_gaussians, _even_bounds(n_cams * n_gauss), depth_order, _array(means2d),
+                    _array(conics), _array(opacities), _array(colors), _array(depths), depth_channel, footprints_a,
+                    packed, packed_colors)
         heaviest_first = np.argsort(-tile_cost, kind="stable")
         worker_bounds, worker_tiles = kernels.balance_work(tile_cost, heaviest_first, render_threads())
         # Each tile logs at most tile_cost contributions. The log is sized for that bound, but pages
@@ -182,22 +185,24 @@ class CompositeGaussians(torch.autograd.Function):
         render = torch.empty((n_cams, height, width, n_channels), dtype=dtype)
         transmittance = torch.empty((n_cams, height, width), dtype=dtype)
         alphas = torch.empty((n_cams, height, width, 1), dtype=dtype)
-        backgrounds_a = _array(backgrounds)
-        _run_sliced(kernels.composite_forward, worker_bounds, packed, packed_colors, backgrounds_a, width, height,
-                    tile_offsets, isect_ids, worker_tiles, task_log_start, *log, render.numpy(), transmittance.numpy(),
-                    alphas.numpy())
-        ctx.save_for_backward(backgrounds, transmittance)
-        ctx.bins = (packed, packed_colors, tile_offsets, isect_ids, gauss_offsets, grad_rows, worker_bounds,
-                    worker_tiles, task_log_start, log)
-        ctx.image_size = (width, height)
+        channel_backgrounds = np.zeros((n_cams, n_channels), packed.dtype)  # depth: zero background, as gsplat
+        if backgrounds is not None:
+            channel_backgrounds[:, :backgrounds.shape[1]] = _array(backgrounds)
+        _run_sliced(kernels.composite_forward, worker_bounds, packed, packed_colors, channel_backgrounds,
+                    expected_depth, width, height, tile_offsets, isect_ids, worker_tiles, task_log_start, *log,
+                    render.numpy(), transmittance.numpy(), alphas.numpy())
+        ctx.save_for_backward(transmittance, render)
+        ctx.bins = (packed, packed_colors, channel_backgrounds, tile_offsets, isect_ids, gauss_offsets, grad_rows,
+                    worker_bounds, worker_tiles, task_log_start, log)
+        ctx.settings = (width, height, colors.shape[0], depth_channel, expected_depth)
         return render, alphas
 
     @staticmethod
     def backward(ctx, v_render, v_alphas):
-        backgrounds, transmittance = ctx.saved_tensors
-        (packed, packed_colors, tile_offsets, isect_ids, gauss_offsets, grad_rows, worker_bounds, worker_tiles,
-         task_log_start, log) = ctx.bins
-        width, height = ctx.image_size
+        transmittance, render = ctx.saved_tensors
+        (packed, packed_colors, channel_backgrounds, tile_offsets, isect_ids, gauss_offsets, grad_rows,
+         worker_bounds, worker_tiles, task_log_start, log) = ctx.bins
+        width, height, colour_cams, depth_channel, expected_depth = ctx.settings
         n_cams, n_gauss, n_channels = packed_colors.shape
         dtype = transmittance.dtype
         v_render = _zeros_if_none(v_render, (n_cams, height, width, n_channels), dtype)
@@ -205,20 +210,28 @@ class CompositeGaussians(torch.autograd.Function):
         # zeros: entries without contributions are never written. np.zeros takes pages the OS zeroes on first
         # touch, so this costs no pass of its own.
         isect_grads = np.zeros((isect_ids.shape[0], 6 + n_channels), dtype=packed.dtype)
-        _run_sliced(kernels.composite_backward, worker_bounds, packed, packed_colors, _array(backgrounds), width,
-                    height, tile_offsets, isect_ids, worker_tiles, task_log_start, *log, transmittance.numpy(),
-                    v_render.numpy(), v_alphas.numpy(), grad_rows, isect_grads)
+        _run_sliced(kernels.composite_backward, worker_bounds, packed, packed_colors, channel_backgrounds,
+                    expected_depth, width, height, tile_offsets, isect_ids, worker_tiles, task_log_start, *log,
+                    render.numpy(), transmittance.numpy(), v_render.numpy(), v_alphas.numpy(), grad_rows, isect_grads)
         v_means2d = torch.empty((n_cams, n_gauss, 2), dtype=dtype)
         v_conics = torch.empty((n_cams, n_gauss, 3), dtype=dtype)
         v_opacities = torch.empty((n_cams, n_gauss), dtype=dtype)
-        v_colors = torch.empty((n_cams, n_gauss, n_channels), dtype=dtype)
+        v_channels = torch.empty((n_cams, n_gauss, n_channels), dtype=dtype)
         _run_sliced(kernels.reduce_isect_grads, _even_bounds(n_cams * n_gauss), isect_grads, gauss_offsets,
-                    v_means2d.numpy(), v_conics.numpy(), v_opacities.numpy(), v_colors.numpy())
-        v_backgrounds = None
-        if ctx.needs_input_grad[4]:
+                    v_means2d.numpy(), v_conics.numpy(), v_opacities.numpy(), v_channels.numpy())
+        wanted = ctx.needs_input_grad
+        n_colours = n_channels - int(depth_channel)
+        v_colors = v_depths = v_backgrounds = None
+        if wanted[2]:
+            v_colors = v_channels[..., :n_colours]
+            if colour_cams == 1 and n_cams > 1:
+                v_colors = v_colors.sum(dim=0, keepdim=True)
+        if wanted[4] and depth_channel:
+            v_depths = v_channels[..., n_colours]
+        if wanted[5]:
             # the background enters each pixel as T_final * background
-            v_backgrounds = (transmittance.unsqueeze(-1) * v_render).sum(dim=(1, 2))
-        return v_means2d, v_conics, v_colors, v_opacities, v_backgrounds, None, None, None, None
+            v_backgrounds = torch.einsum("chw,chwd->cd", transmittance, v_render[..., :n_colours])
+        return v_means2d, v_conics, v_colors, v_opacities, v_depths, v_backgrounds, None, None, None, None, None
 
 
 def rasterize_cpu(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
@@ -226,34 +239,18 @@ def rasterize_cpu(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tenso
                   eps2d: float, backgrounds: Tensor | None, render_mode: str, rasterize_mode: str):
     """The CPU backend behind ``core.render.rasterize`` (inputs already validated, same dtype, on CPU)."""
     n_cams, n_gauss = viewmats.shape[0], means.shape[0]
-    antialiased = rasterize_mode == "antialiased"
-    means2d, depths, conics, compensations, radii = ProjectGaussians.apply(
-        means, quats, scales, opacities.detach(), viewmats.detach(), Ks.detach(), width, height, float(eps2d),
-        float(near_plane), float(far_plane), antialiased)
-    if antialiased:
-        view_opacities = opacities.unsqueeze(0) * compensations
-    else:
-        view_opacities = opacities.unsqueeze(0).expand(n_cams, n_gauss)
-
-    per_view_colors = colors if colors.dim() == 3 else colors.unsqueeze(0).expand(n_cams, -1, -1)
-    n_colour_channels = per_view_colors.shape[-1]
-    if render_mode in ("D", "ED"):
-        channels = depths.unsqueeze(-1)
-    elif render_mode in ("RGB+D", "RGB+ED"):
-        channels = torch.cat([per_view_colors, depths.unsqueeze(-1)], dim=-1)
-    else:
-        channels = per_view_colors
-    # Depth channels always composite over a zero background, as in gsplat.
-    channel_backgrounds = torch.zeros((n_cams, channels.shape[-1]), dtype=means.dtype)
-    if backgrounds is not None and render_mode not in ("D", "ED"):
-        channel_backgrounds = torch.cat([backgrounds, channel_backgrounds[:, n_colour_channels:]], dim=-1)
-
+    means2d, depths, conics, view_opacities, radii, footprints = ProjectGaussians.apply(
+        means, quats, scales, opacities, viewmats.detach(), Ks.detach(), width, height, float(eps2d),
+        float(near_plane), float(far_plane), rasterize_mode == "antialiased")
+    depth_only = render_mode in ("D", "ED")
+    if depth_only:
+        colors = colors.new_zeros((1, n_gauss, 0))
+        backgrounds = None
+    elif colors.dim() == 2:
+        colors = colors.unsqueeze(0)
     render_colors, render_alphas = CompositeGaussians.apply(
-        means2d, conics, channels, view_opacities, channel_backgrounds, radii, depths, width, height)
-    if render_mode in ("ED", "RGB+ED"):
-        render_colors = torch.cat(
-            [render_colors[..., :-1], render_colors[..., -1:] / render_alphas.clamp(min=1e-10)], dim=-1)
-
+        means2d, conics, colors, view_opacities, depths, backgrounds, footprints, width, height,
+        render_mode != "RGB", render_mode.endswith("ED"))
     meta = {
         "backend": "cpu",
         "radii": radii,

@@ -37,8 +37,9 @@ ALPHA_THRESHOLD = 1.0 / 255.0
 MAX_ALPHA = 0.999
 MIN_TRANSMITTANCE = 1e-4
 MAX_EXTENT_SIGMAS = 3.33
+MIN_DEPTH_ALPHA = 1e-10  # expected depth divides by max(alpha, this), as gsplat
 # Footprint boxes hold every pixel with sigma <= log(255 * opacity); the margin keeps them conservative so
-# the exact alpha test still decides borderline pixels.
+# the exact alpha test (on the stored float32 conic and opacity) still decides borderline pixels.
 _SIGMA_CUTOFF_MARGIN = 1e-5  # well above a float32 rounding of the cutoff (< 1e-6 for cutoffs < 16)
 
 # nogil: kernels run in parallel threads and the GUI keeps running. cache: see jit_cache.py.
@@ -86,32 +87,62 @@ def _sandwich(m, s00, s01, s02, s11, s12, s22):
 
 
 @njit(**_JIT)
-def _world_covariance(rot, scale):
-    """cov = R diag(s^2) R^T as its 6 unique entries. rot: 9-tuple; scale: [3] (metres)."""
-    return _sandwich(rot, scale[0] * scale[0], 0.0, 0.0, scale[1] * scale[1], 0.0, scale[2] * scale[2])
+def _world_covariance(rot, scales, n):
+    """cov = R diag(s^2) R^T as its 6 unique entries. rot: 9-tuple; scales: [N, 3] (metres), row n.
+
+    Arrays are indexed to scalars, never sliced, in the per-Gaussian kernels: a slice such as scales[n] is
+    a new array, and numba counts references to it with atomic operations (measured: a third of the
+    projection's time)."""
+    sx, sy, sz = scales[n, 0], scales[n, 1], scales[n, 2]
+    return _sandwich(rot, sx * sx, 0.0, 0.0, sy * sy, 0.0, sz * sz)
 
 
 @njit(**_JIT)
-def _view_rotation(view):
-    """The 3x3 rotation of a world-to-camera [4, 4] matrix as a row-major 9-tuple."""
-    return (view[0, 0], view[0, 1], view[0, 2], view[1, 0], view[1, 1], view[1, 2],
-            view[2, 0], view[2, 1], view[2, 2])
+def _view_rotation(viewmats, c):
+    """The 3x3 rotation of world-to-camera matrix viewmats[c] ([C, 4, 4]) as a row-major 9-tuple."""
+    return (viewmats[c, 0, 0], viewmats[c, 0, 1], viewmats[c, 0, 2], viewmats[c, 1, 0], viewmats[c, 1, 1],
+            viewmats[c, 1, 2], viewmats[c, 2, 0], viewmats[c, 2, 1], viewmats[c, 2, 2])
 
 
 @njit(**_JIT)
-def _projection_jacobian(x, y, z, fx, fy, cx, cy, width, height):
-    """Entries (j00, j02, j11, j12) of the 2x3 perspective Jacobian at camera point (x, y, z).
+def _camera_point(viewmats, c, means, n):
+    """Gaussian n's centre (means [N, 3]) in camera c's frame (viewmats [C, 4, 4]): (x, y, z) metres."""
+    px, py, pz = means[n, 0], means[n, 1], means[n, 2]
+    return (viewmats[c, 0, 0] * px + viewmats[c, 0, 1] * py + viewmats[c, 0, 2] * pz + viewmats[c, 0, 3],
+            viewmats[c, 1, 0] * px + viewmats[c, 1, 1] * py + viewmats[c, 1, 2] * pz + viewmats[c, 1, 3],
+            viewmats[c, 2, 0] * px + viewmats[c, 2, 1] * py + viewmats[c, 2, 2] * pz + viewmats[c, 2, 3])
 
-    As gsplat, x/z and y/z are clamped to 1.3x the field of view first, so Gaussians far off-screen do
-    not get huge screen-space covariances. Also returns the clamped ratios (u, v) and whether each was
-    left unclamped (the derivative w.r.t. x or y is zero when clamped).
-    """
+
+@njit(**_JIT)
+def _fov_limits(ks, c, width, height):
+    """Camera c's (fx, fy, lim_x_pos, lim_x_neg, lim_y_pos, lim_y_neg): focal lengths (ks [C, 3, 3], pixels)
+    and the bounds that _projection_jacobian clamps x/z and y/z to (1.3x the field of view, as gsplat)."""
+    fx, fy, cx, cy = ks[c, 0, 0], ks[c, 1, 1], ks[c, 0, 2], ks[c, 1, 2]
     tan_fovx = 0.5 * width / fx
     tan_fovy = 0.5 * height / fy
-    lim_x_pos = (width - cx) / fx + 0.3 * tan_fovx
-    lim_x_neg = cx / fx + 0.3 * tan_fovx
-    lim_y_pos = (height - cy) / fy + 0.3 * tan_fovy
-    lim_y_neg = cy / fy + 0.3 * tan_fovy
+    return (fx, fy, (width - cx) / fx + 0.3 * tan_fovx, cx / fx + 0.3 * tan_fovx,
+            (height - cy) / fy + 0.3 * tan_fovy, cy / fy + 0.3 * tan_fovy)
+
+
+@njit(**_JIT)
+def _all_fov_limits(ks, width, height):
+    """_fov_limits of every camera, [C, 6]: computed once per kernel call rather than per Gaussian."""
+    fovs = np.empty((ks.shape[0], 6))
+    for c in range(ks.shape[0]):
+        fovs[c, 0], fovs[c, 1], fovs[c, 2], fovs[c, 3], fovs[c, 4], fovs[c, 5] = _fov_limits(ks, c, width, height)
+    return fovs
+
+
+@njit(**_JIT)
+def _projection_jacobian(x, y, z, fovs, c):
+    """Entries (j00, j02, j11, j12) of the 2x3 perspective Jacobian at camera point (x, y, z).
+
+    fovs: _all_fov_limits, of which camera c's row is used. As gsplat, x/z and y/z are clamped to 1.3x the field of view first, so
+    Gaussians far off-screen do not get huge screen-space covariances. Also returns the clamped ratios
+    (u, v) and whether each was left unclamped (the derivative w.r.t. x or y is zero when clamped).
+    """
+    fx, fy, lim_x_pos, lim_x_neg = fovs[c, 0], fovs[c, 1], fovs[c, 2], fovs[c, 3]
+    lim_y_pos, lim_y_neg = fovs[c, 4], fovs[c, 5]
     rz = 1.0 / z
     u_raw = x * rz
     v_raw = y * rz
@@ -152,43 +183,27 @@ def _pixel_span(centre, radius, lo, hi):
     return first, stop
 
 
-@njit(**_JIT)
-def _footprint(mx, my, ca, cb, cc, opacity, radius_x, radius_y, x_lo, x_hi, y_lo, y_hi):
-    """Where one Gaussian can reach alpha >= 1/255, clipped to pixels [x_lo, x_hi) x [y_lo, y_hi).
-
-    Returns (sigma_cutoff, x0, x1, y0, y1): pixels with sigma > sigma_cutoff are below the alpha
-    threshold, and all others lie in [x0, x1) x [y0, y1): the tight box of that ellipse, intersected
-    with gsplat's radii box (which only differs when opacity > 1).
-    """
-    sigma_cutoff = math.log(opacity / ALPHA_THRESHOLD) + _SIGMA_CUTOFF_MARGIN
-    det = ca * cc - cb * cb
-    if not (det > 0.0 and sigma_cutoff >= 0.0):
-        return sigma_cutoff, x_lo, x_lo, y_lo, y_lo
-    # the ellipse 0.5 d^T Q d <= cutoff reaches sqrt(2 cutoff (Q^-1)_xx) along x, likewise along y
-    half_x = min(float(radius_x), math.sqrt(2.0 * sigma_cutoff * cc / det))
-    half_y = min(float(radius_y), math.sqrt(2.0 * sigma_cutoff * ca / det))
-    x0, x1 = _pixel_span(mx, half_x, x_lo, x_hi)
-    y0, y1 = _pixel_span(my, half_y, y_lo, y_hi)
-    return sigma_cutoff, x0, x1, y0, y1
-
-
 # ----------------------------------------------------------------------------------------------------
 # Projection
 # ----------------------------------------------------------------------------------------------------
 @njit(**_JIT)
 def project_forward(first, stop, means, quats, scales, opacities, viewmats, ks, width, height, eps2d,
-                    near_plane, far_plane, antialiased, means2d, depths, conics, compensations, radii):
+                    near_plane, far_plane, antialiased, means2d, depths, conics, view_opacities, radii, footprints):
     """Project Gaussians [first, stop) of N into C cameras (EWA splatting). Outputs are written in place.
 
     means [N, 3] m, quats [N, 4] wxyz, scales [N, 3] m, opacities [N], viewmats [C, 4, 4] world-to-camera,
     ks [C, 3, 3] pixels. Outputs: means2d [C, N, 2] px, depths [C, N] m, conics [C, N, 3] (inverse blurred
-    2D covariance a, b, c with sigma = a dx^2 / 2 + b dx dy + c dy^2 / 2), compensations [C, N],
-    radii [C, N, 2] int32 px (0 = culled; culled entries are zero everywhere).
+    2D covariance a, b, c with sigma = a dx^2 / 2 + b dx dy + c dy^2 / 2), view_opacities [C, N] (opacity,
+    times the compensation when antialiased), radii [C, N, 2] int32 px (0 = culled), footprints [C, N, 4]
+    int32 (x0, x1, y0, y1: a half-open pixel box clipped to the image, holding every pixel where the Gaussian
+    can reach alpha >= 1/255; empty when culled).
+    Culled entries are zero everywhere, except view_opacities in classic mode (the opacity, as gsplat's).
     """
     n_cams = viewmats.shape[0]
+    fovs = _all_fov_limits(ks, width, height)
     for n in range(first, stop):
         rot = _rotation_from_quat(quats[n, 0], quats[n, 1], quats[n, 2], quats[n, 3])[5:]
-        s00, s01, s02, s11, s12, s22 = _world_covariance(rot, scales[n])
+        s00, s01, s02, s11, s12, s22 = _world_covariance(rot, scales, n)
         for c in range(n_cams):
             means2d[c, n, 0] = 0.0
             means2d[c, n, 1] = 0.0
@@ -196,19 +211,16 @@ def project_forward(first, stop, means, quats, scales, opacities, viewmats, ks, 
             conics[c, n, 0] = 0.0
             conics[c, n, 1] = 0.0
             conics[c, n, 2] = 0.0
-            compensations[c, n] = 0.0
+            view_opacities[c, n] = 0.0 if antialiased else opacities[n]
             radii[c, n, 0] = 0
             radii[c, n, 1] = 0
-            view = viewmats[c]
-            px, py, pz = means[n, 0], means[n, 1], means[n, 2]
-            x = view[0, 0] * px + view[0, 1] * py + view[0, 2] * pz + view[0, 3]
-            y = view[1, 0] * px + view[1, 1] * py + view[1, 2] * pz + view[1, 3]
-            z = view[2, 0] * px + view[2, 1] * py + view[2, 2] * pz + view[2, 3]
+            for k in range(4):
+                footprints[c, n, k] = 0
+            x, y, z = _camera_point(viewmats, c, means, n)
             if not (near_plane <= z <= far_plane and z > 0.0):
                 continue
-            cov_c = _sandwich(_view_rotation(view), s00, s01, s02, s11, s12, s22)
-            fx, fy, cx, cy = ks[c, 0, 0], ks[c, 1, 1], ks[c, 0, 2], ks[c, 1, 2]
-            j00, j02, j11, j12, _, _, _, _ = _projection_jacobian(x, y, z, fx, fy, cx, cy, width, height)
+            cov_c = _sandwich(_view_rotation(viewmats, c), s00, s01, s02, s11, s12, s22)
+            j00, j02, j11, j12, _, _, _, _ = _projection_jacobian(x, y, z, fovs, c)
             c00, c01, c11, _, _, _, _, _, _ = _screen_covariance(j00, j02, j11, j12, cov_c)
             det_orig = c00 * c11 - c01 * c01
             b00 = c00 + eps2d
@@ -220,12 +232,16 @@ def project_forward(first, stop, means, quats, scales, opacities, viewmats, ks, 
             opacity = opacities[n] * compensation if antialiased else opacities[n]
             if opacity < ALPHA_THRESHOLD:
                 continue
-            extent = min(MAX_EXTENT_SIGMAS, math.sqrt(2.0 * math.log(opacity / ALPHA_THRESHOLD)))
+            # alpha >= 1/255 needs sigma <= log(255 opacity): within sqrt(2 log(255 opacity)) standard deviations
+            log_ratio = math.log(opacity / ALPHA_THRESHOLD)
+            extent = min(MAX_EXTENT_SIGMAS, math.sqrt(2.0 * log_ratio))
+            sd_x = math.sqrt(b00)
+            sd_y = math.sqrt(b11)
             # capped so the int32 radii cannot overflow; any radius this large covers the image anyway
-            radius_x = math.ceil(min(extent * math.sqrt(b00), 1e9))
-            radius_y = math.ceil(min(extent * math.sqrt(b11), 1e9))
-            mx = fx * x / z + cx
-            my = fy * y / z + cy
+            radius_x = math.ceil(min(extent * sd_x, 1e9))
+            radius_y = math.ceil(min(extent * sd_y, 1e9))
+            mx = ks[c, 0, 0] * x / z + ks[c, 0, 2]
+            my = ks[c, 1, 1] * y / z + ks[c, 1, 2]
             if not (mx + radius_x > 0 and mx - radius_x < width and my + radius_y > 0 and my - radius_y < height):
                 continue
             radii[c, n, 0] = radius_x
@@ -236,23 +252,42 @@ def project_forward(first, stop, means, quats, scales, opacities, viewmats, ks, 
             conics[c, n, 0] = b11 / det
             conics[c, n, 1] = -c01 / det
             conics[c, n, 2] = b00 / det
-            compensations[c, n] = compensation
+            view_opacities[c, n] = opacity
+            # The footprint: the box of the ellipse sigma <= cutoff, whose half-widths are sqrt(2 cutoff) times
+            # the standard deviations, within the radii box (smaller only when opacity > 1). Spans start from the
+            # stored centre, which compositing uses; the margin covers the rounding of the stored conic and opacity.
+            cutoff_sds = math.sqrt(2.0 * (log_ratio + _SIGMA_CUTOFF_MARGIN))
+            x0, x1 = _pixel_span(means2d[c, n, 0], min(float(radius_x), cutoff_sds * sd_x), 0, width)
+            y0, y1 = _pixel_span(means2d[c, n, 1], min(float(radius_y), cutoff_sds * sd_y), 0, height)
+            if x0 < x1 and y0 < y1:
+                footprints[c, n, 0] = x0
+                footprints[c, n, 1] = x1
+                footprints[c, n, 2] = y0
+                footprints[c, n, 3] = y1
 
 
 @njit(**_JIT)
-def project_backward(first, stop, means, quats, scales, viewmats, ks, width, height, eps2d, radii,
-                     v_means2d, v_depths, v_conics, v_compensations, v_means, v_quats, v_scales):
-    """Gradients of project_forward's outputs w.r.t. means [N, 3], quats [N, 4], scales [N, 3], for [first, stop).
+def project_backward(first, stop, means, quats, scales, opacities, viewmats, ks, width, height, eps2d, antialiased,
+                     radii, v_means2d, v_depths, v_conics, v_view_opacities, v_means, v_quats, v_scales, v_opacities):
+    """Gradients of project_forward's outputs w.r.t. means [N, 3], quats [N, 4], scales [N, 3] and
+    opacities [N], for [first, stop).
 
-    v_means2d [C, N, 2], v_depths [C, N], v_conics [C, N, 3], v_compensations [C, N] are the upstream
-    gradients; results are written to v_means, v_quats, v_scales (overwritten). Culled pairs get none.
+    v_means2d [C, N, 2], v_depths [C, N], v_conics [C, N, 3], v_view_opacities [C, N] are the upstream
+    gradients; results are written to v_means, v_quats, v_scales, v_opacities (overwritten). Culled pairs
+    give none, except through view_opacities in classic mode (there the opacity itself).
     """
     n_cams = viewmats.shape[0]
+    fovs = _all_fov_limits(ks, width, height)
     for n in range(first, stop):
+        v_opacity = 0.0
+        if not antialiased:
+            for c in range(n_cams):
+                v_opacity += v_view_opacities[c, n]
+        v_opacities[n] = v_opacity
         quat = _rotation_from_quat(quats[n, 0], quats[n, 1], quats[n, 2], quats[n, 3])
         inv_norm, w, qx, qy, qz = quat[:5]
         rot = quat[5:]
-        s00, s01, s02, s11, s12, s22 = _world_covariance(rot, scales[n])
+        s00, s01, s02, s11, s12, s22 = _world_covariance(rot, scales, n)
         v_px = 0.0
         v_py = 0.0
         v_pz = 0.0
@@ -266,15 +301,11 @@ def project_backward(first, stop, means, quats, scales, viewmats, ks, width, hei
         for c in range(n_cams):
             if radii[c, n, 0] <= 0 or radii[c, n, 1] <= 0:
                 continue
-            view = viewmats[c]
-            w_rot = _view_rotation(view)
-            px, py, pz = means[n, 0], means[n, 1], means[n, 2]
-            x = view[0, 0] * px + view[0, 1] * py + view[0, 2] * pz + view[0, 3]
-            y = view[1, 0] * px + view[1, 1] * py + view[1, 2] * pz + view[1, 3]
-            z = view[2, 0] * px + view[2, 1] * py + view[2, 2] * pz + view[2, 3]
+            w_rot = _view_rotation(viewmats, c)
+            x, y, z = _camera_point(viewmats, c, means, n)
             cov_c = _sandwich(w_rot, s00, s01, s02, s11, s12, s22)
-            fx, fy, cx, cy = ks[c, 0, 0], ks[c, 1, 1], ks[c, 0, 2], ks[c, 1, 2]
-            j00, j02, j11, j12, u, v, u_free, v_free = _projection_jacobian(x, y, z, fx, fy, cx, cy, width, height)
+            fx, fy = fovs[c, 0], fovs[c, 1]
+            j00, j02, j11, j12, u, v, u_free, v_free = _projection_jacobian(x, y, z, fovs, c)
             c00, c01, c11, js00, js01, js02, js10, js11, js12 = _screen_covariance(j00, j02, j11, j12, cov_c)
             b00 = c00 + eps2d
             b11 = c11 + eps2d
@@ -294,10 +325,13 @@ def project_backward(first, stop, means, quats, scales, viewmats, ks, width, hei
             d00 = -(q0 * t00 + q1 * t10)
             d01 = -(q0 * t01 + q1 * t11)
             d11 = -(q1 * t01 + q2 * t11)
-            # compensation = sqrt(det(cov2d) / det(B))
+            # compensation = sqrt(det(cov2d) / det(B)); view opacity = opacity * compensation
             det_orig = c00 * c11 - c01 * c01
             ratio = det_orig / det
-            v_comp = v_compensations[c, n]
+            v_comp = 0.0
+            if antialiased:
+                v_comp = v_view_opacities[c, n] * opacities[n]
+                v_opacities[n] += v_view_opacities[c, n] * math.sqrt(max(0.0, ratio))
             if ratio > 0.0 and v_comp != 0.0:
                 scale_r = v_comp * 0.5 / math.sqrt(ratio) / (det * det)
                 d00 += scale_r * (c11 * det - det_orig * b11)
@@ -395,37 +429,10 @@ PACKED_FIELDS = 10
 
 
 @njit(**_JIT)
-def gaussian_footprints(first, stop, means2d, conics, opacities, radii, width, height, footprints):
-    """Footprint box (see _footprint) of flat Gaussians c * N + n in [first, stop).
-
-    Writes footprints [C, N, 4] int32 (x0, x1, y0, y1: half-open pixel box clipped to the image, empty
-    for culled Gaussians).
-    """
-    n_gauss = radii.shape[1]
-    for flat in range(first, stop):
-        c = flat // n_gauss
-        n = flat - c * n_gauss
-        footprints[c, n, 0] = 0
-        footprints[c, n, 1] = 0
-        footprints[c, n, 2] = 0
-        footprints[c, n, 3] = 0
-        if radii[c, n, 0] <= 0 or radii[c, n, 1] <= 0:
-            continue
-        _, x0, x1, y0, y1 = _footprint(means2d[c, n, 0], means2d[c, n, 1], conics[c, n, 0], conics[c, n, 1],
-                                       conics[c, n, 2], opacities[c, n], radii[c, n, 0], radii[c, n, 1],
-                                       0, width, 0, height)
-        if x0 < x1 and y0 < y1:
-            footprints[c, n, 0] = x0
-            footprints[c, n, 1] = x1
-            footprints[c, n, 2] = y0
-            footprints[c, n, 3] = y1
-
-
-@njit(**_JIT)
 def bin_gaussians(footprints, depth_order, width, height):
     """List, for every 16x16 tile, the Gaussians whose footprint box touches it, front to back.
 
-    footprints [C, N, 4] from gaussian_footprints; depth_order [C, N] int: each camera's Gaussians
+    footprints [C, N, 4] from project_forward; depth_order [C, N] int: each camera's Gaussians
     sorted near to far (stable). Returns
       tile_offsets [C*T + 1] int64: tile t's entries are isect_ids[tile_offsets[t]:tile_offsets[t+1]];
       isect_ids [M] int32: depth rank of the Gaussian within its camera (its row in pack_gaussians);
@@ -481,15 +488,17 @@ def bin_gaussians(footprints, depth_order, width, height):
 
 
 @njit(**_JIT)
-def pack_gaussians(first, stop, depth_order, means2d, conics, opacities, colors, footprints, packed,
-                   packed_colors):
+def pack_gaussians(first, stop, depth_order, means2d, conics, opacities, colors, depths, with_depth, footprints,
+                   packed, packed_colors):
     """Copy what compositing reads into depth-ordered rows, for flat (c, rank) in [first, stop).
 
-    packed [C, N, PACKED_FIELDS] (fields P_*), packed_colors [C, N, D]; row (c, rank) describes
-    Gaussian depth_order[c, rank].
+    colors [1, N, D] (shared by every camera) or [C, N, D]; depths [C, N]. packed [C, N, PACKED_FIELDS]
+    (fields P_*), packed_colors [C, N, D + with_depth]: the colours, then the depth when with_depth; row
+    (c, rank) describes Gaussian depth_order[c, rank].
     """
     n_gauss = depth_order.shape[1]
     n_channels = colors.shape[2]
+    shared_colors = colors.shape[0] == 1
     for flat in range(first, stop):
         c = flat // n_gauss
         rank = flat - c * n_gauss
@@ -505,8 +514,11 @@ def pack_gaussians(first, stop, depth_order, means2d, conics, opacities, colors,
         row[P_X1] = footprints[c, n, 1]
         row[P_Y0] = footprints[c, n, 2]
         row[P_Y1] = footprints[c, n, 3]
+        colour_cam = 0 if shared_colors else c
         for ch in range(n_channels):
-            packed_colors[c, rank, ch] = colors[c, n, ch]
+            packed_colors[c, rank, ch] = colors[colour_cam, n, ch]
+        if with_depth:
+            packed_colors[c, rank, n_channels] = depths[c, n]
 
 
 @njit(**_JIT)
@@ -627,7 +639,7 @@ _row_alphas_16 = _make_row_alphas(TILE_SIZE)
 
 
 @njit(**_JIT)
-def composite_forward(task_first, task_stop, packed, colors, backgrounds, width, height, tile_offsets,
+def composite_forward(task_first, task_stop, packed, colors, backgrounds, expected_depth, width, height, tile_offsets,
                       isect_ids, worker_tiles, task_log_start, log_pixel, log_falloff, log_count, isect_log_count,
                       out_colors, out_transmittance, out_alphas):
     """Front-to-back alpha compositing of tiles worker_tiles[task_first:task_stop].
@@ -641,7 +653,9 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, width,
     transmittance too took 13 (writing the log was a quarter of this kernel's time, and the backward
     recovers T by division as gsplat's does).
     Writes out_colors [C, H, W, D], out_transmittance [C, H, W] (final T) and out_alphas [C, H, W, 1]
-    (1 - T; written here rather than by a torch op, which would wake torch's spinning thread pool).
+    (1 - T; written here rather than by a torch op, which would wake torch's spinning thread pool). With
+    expected_depth, the last channel is a depth and is written as the expected depth D / max(alpha, 1e-10)
+    (gsplat's "ED"; done here, a torch division and concatenation cost more than compositing a channel).
     Per-pixel arithmetic runs in the storage dtype (float32 as in gsplat's CUDA kernels, or float64).
     """
     n_channels = colors.shape[2]
@@ -655,6 +669,7 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, width,
     one = real(1.0)
     zero = real(0.0)
     min_transmittance = real(MIN_TRANSMITTANCE)
+    min_alpha = real(MIN_DEPTH_ALPHA)
     centres = np.arange(TILE_SIZE).astype(packed.dtype)
     # per tile row: falloffs, then alphas, of the current Gaussian's column window (see _make_row_alphas)
     rows_out = np.empty((TILE_SIZE, 2 * TILE_SIZE), packed.dtype)
@@ -736,21 +751,26 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, width,
                 p = (py - y_lo) * TILE_SIZE + (px - x_lo)
                 for ch in range(n_channels):
                     out_colors[c, py, px, ch] = accum[p, ch] + trans[p] * backgrounds[c, ch]
+                alpha = one - trans[p]
+                if expected_depth:
+                    out_colors[c, py, px, n_channels - 1] = accum[p, n_channels - 1] / max(alpha, min_alpha)
                 out_transmittance[c, py, px] = trans[p]
-                out_alphas[c, py, px, 0] = one - trans[p]
+                out_alphas[c, py, px, 0] = alpha
 
 
 @njit(**_JIT)
-def composite_backward(task_first, task_stop, packed, colors, backgrounds, width, height, tile_offsets, isect_ids,
-                       worker_tiles, task_log_start, log_pixel, log_falloff, log_count, isect_log_count,
-                       out_transmittance, v_out_colors, v_out_alphas, grad_rows, isect_grads):
+def composite_backward(task_first, task_stop, packed, colors, backgrounds, expected_depth, width, height,
+                       tile_offsets, isect_ids, worker_tiles, task_log_start, log_pixel, log_falloff, log_count,
+                       isect_log_count, out_colors, out_transmittance, v_out_colors, v_out_alphas, grad_rows,
+                       isect_grads):
     """Gradients of composite_forward for tiles worker_tiles[task_first:task_stop], replaying its log.
 
     Back to front, each pixel's transmittance before a Gaussian is recovered from the one after it,
     T_before = T_after / (1 - alpha), starting from the final T (out_transmittance [C, H, W]); alpha <= 0.999,
     so every step costs at most a rounding (relative error ~ contributions x ulp).
 
-    v_out_colors [C, H, W, D], v_out_alphas [C, H, W]. isect_grads [M, 6 + D] (zero on entry) receives, in
+    out_colors [C, H, W, D] is the forward's render (read for the expected depth only), v_out_colors
+    [C, H, W, D], v_out_alphas [C, H, W]. isect_grads [M, 6 + D] (zero on entry) receives, in
     row grad_rows[k] for entry k of isect_ids (see bin_gaussians): d/d(mean x, mean y, conic a, conic b,
     conic c, opacity, colours...) of that Gaussian; entries without contributions keep their zeros. Each
     entry has its own row, so threads never write the same memory; reduce_isect_grads then sums each
@@ -771,6 +791,7 @@ def composite_backward(task_first, task_stop, packed, colors, backgrounds, width
     half = real(0.5)
     one = real(1.0)
     max_alpha = real(MAX_ALPHA)
+    min_alpha = real(MIN_DEPTH_ALPHA)
     centres = np.arange(TILE_SIZE).astype(packed.dtype)
     for task in range(task_first, task_stop):
         tile = worker_tiles[task]
@@ -784,7 +805,16 @@ def composite_backward(task_first, task_stop, packed, colors, backgrounds, width
                     v_pix[p, ch] = v_out_colors[c, py, px, ch]
                     bg_dot += backgrounds[c, ch] * v_pix[p, ch]
                 trans[p] = out_transmittance[c, py, px]
-                tail[p] = trans[p] * (bg_dot - v_out_alphas[c, py, px])
+                v_alpha = v_out_alphas[c, py, px]
+                if expected_depth:
+                    # ED = D / max(alpha, min): dED/dD = 1 / max(..); dED/dalpha = -ED / alpha above the clamp
+                    alpha = one - trans[p]
+                    safe_alpha = max(alpha, min_alpha)
+                    v_depth = v_pix[p, n_channels - 1]
+                    v_pix[p, n_channels - 1] = v_depth / safe_alpha
+                    if alpha >= min_alpha:
+                        v_alpha -= v_depth * out_colors[c, py, px, n_channels - 1] / safe_alpha
+                tail[p] = trans[p] * (bg_dot - v_alpha)
         j = task_log_start[task] + log_count[task] - 1
         # entries of one Gaussian are contiguous in the log: accumulate them, then store once
         for k in range(tile_offsets[tile + 1] - 1, tile_offsets[tile] - 1, -1):
