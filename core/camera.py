@@ -39,3 +39,11 @@ def orbit_camera(center: torch.Tensor, distance: float, azimuth: float, elevatio
         distance * math.cos(elevation) * math.cos(azimuth),
     ], dtype=center.dtype)
     return look_at(center + offset, center)
+
+
+def facing_camera(points: torch.Tensor, normals: torch.Tensor, viewmat: torch.Tensor) -> torch.Tensor:
+    """Which surface points ``[N, 3]`` with unit ``normals [N, 3]`` (world space) face the camera of
+    ``viewmat [4, 4]`` (world-to-camera) -> bool ``[N]``."""
+    rotation, translation = viewmat[:3, :3], viewmat[:3, 3]
+    center = -(rotation.T @ translation)
+    return ((center - points) * normals).sum(-1) > 0

@@ -22,6 +22,7 @@ from core import losses
 from core.avatar.avatar import Avatar
 from core.avatar.render import AvatarRender, render_posed
 from core.body import BodyModel
+from core.camera import facing_camera
 from core.config import Config, FrameLossWeights, LossConfig
 from core.errors import UserError
 from core.frames.frameset import FrameSet
@@ -85,6 +86,19 @@ def training_background(mode: str, seed: int, step: int) -> torch.Tensor:
     return torch.rand(3, generator=torch.Generator().manual_seed(seed * 1_000_003 + step))
 
 
+def photo_facing(avatar: Avatar, body: BodyModel, photo: TrainFrame) -> torch.Tensor:
+    """Which Gaussians sit on the side of the body that faces the photo's camera -> bool ``[N]``.
+
+    Decided on the bare fitted body in the photo's pose, never on the learned surface: on the small
+    triangles of hands and face a millimetre of learned offset can flip a normal, and a resumed run
+    must decide exactly as an uninterrupted one.
+    """
+    with torch.no_grad():
+        out = body(**photo.params)
+        posed = avatar.pose(out.shaped[0], out.joint_transforms[0], None, learned_offsets=False)
+    return facing_camera(posed.means, posed.normals, photo.viewmat)
+
+
 def frame_loss(render: AvatarRender, frame: TrainFrame, w: FrameLossWeights, image_weight: float,
                loss_cfg: LossConfig, background: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of one render's data terms; ``image_weight`` is ``w.image`` or ``w.image_refined``.
@@ -146,6 +160,7 @@ class Trainer:
             name: torch.nn.Parameter(torch.zeros(self.num_generated, size)) for name, (size, _) in REFINED_PARAMS.items()
         })
         self.adjacency = losses.mesh_adjacency(avatar.faces, avatar.num_gaussians)
+        self.photo_facing = photo_facing(avatar, body, subject_frame)
         self.face_hand_weight = torch.where(avatar.rigid, config.loss.laplacian_offsets_face_hands /
                                             config.loss.laplacian_offsets, 1.0)
         self.optimizer = self._make_optimizer()
@@ -243,6 +258,11 @@ class Trainer:
         loss = loss + sum(regularisers.values())
         metrics.update({k: float(v.detach()) for k, v in regularisers.items()})
         loss.backward()
+        if frame.kind == "photo" and self.avatar.colors.grad is not None:
+            # Gaussians facing away from the photo show only through gaps in the front, where the
+            # photo would paint them with whatever fills the gap (the back became coloured noise in
+            # every other view): they keep their colours, changed only by frames that see them.
+            self.avatar.colors.grad[~self.photo_facing] = 0.0
         self.optimizer.step()
         self.step_index += 1
         shown = refined_render if refined_render is not None else base_render

@@ -137,3 +137,25 @@ def test_random_backgrounds_keep_edges_from_learning_black(setup):
         target = frame.rgb + (1.0 - frame.mask)  # the photo over white
         scores[mode] = float(-10 * torch.log10(((out.rgb[None] - target) ** 2).mean()))
     assert scores["random"] > scores["black"] + 1.0, scores
+
+
+def test_photo_steps_leave_the_back_colours_alone(setup):
+    """Gaussians facing away from the photo's camera keep their colours through photo steps (they
+    show only through gaps in the front, and painting them there made the back noisy), while the
+    front learns the photo."""
+    trainer = make_trainer(setup, **{"frames.num_generated": 0})
+    trainer.frames, trainer.num_generated = None, 0
+    trainer.sampler = type(trainer.sampler)(0, 0.5, balanced=True, seed=0)
+    with torch.no_grad():  # the avatar is fresh: its learned offsets are still zero
+        out = trainer.body(**trainer.photo.params)
+        posed = trainer.avatar.pose(out.shaped[0], out.joint_transforms[0], None)
+        center = -(trainer.photo.viewmat[:3, :3].T @ trainer.photo.viewmat[:3, 3])
+        score = (torch.nn.functional.normalize(center - posed.means, dim=-1) * posed.normals).sum(-1)
+    before = trainer.avatar.colors.detach().clone()
+    for _ in range(4):
+        assert trainer.step()["frame"] == 0
+    after = trainer.avatar.colors.detach()
+    back, front = ~trainer.photo_facing, trainer.photo_facing
+    assert torch.equal(trainer.photo_facing, score > 0)
+    assert back.sum() > 1000 and torch.equal(after[back], before[back])
+    assert (after[front] - before[front]).abs().amax(-1).gt(1e-3).float().mean() > 0.5

@@ -92,19 +92,22 @@ class Avatar(nn.Module):
     def num_gaussians(self) -> int:
         return self.template.shape[0]
 
-    def canonical_means(self, body_pose: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def canonical_means(self, body_pose: torch.Tensor | None = None,
+                        learned_offsets: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Canonical star-pose means ``[N, 3]`` and the pose offsets used ``[N, 3]``.
 
         ``body_pose [63]`` given -> refined (with pose-dependent offsets); None -> base.
+        ``learned_offsets=False`` leaves out the per-Gaussian offsets: the bare body surface.
         """
         if body_pose is None:
             pose_offsets = torch.zeros_like(self.template)
         else:
             pose_offsets = self.pose_offsets(body_pose)
-        return self.template + self.offsets + pose_offsets, pose_offsets
+        means = self.template + self.offsets if learned_offsets else self.template
+        return means + pose_offsets, pose_offsets
 
     def pose(self, shaped: torch.Tensor, transforms: torch.Tensor, body_pose: torch.Tensor | None,
-             normals: bool = True) -> PosedGaussians:
+             normals: bool = True, learned_offsets: bool = True) -> PosedGaussians:
         """Pose the Gaussians.
 
         ``shaped [V, 3]``: the body model's zero-pose vertices for this frame (shape + expression);
@@ -112,8 +115,9 @@ class Avatar(nn.Module):
         ``body_pose [63]`` drives the pose offsets (None = base render). ``normals=False`` skips the
         normals (``PosedGaussians.normals`` is then None): a viewer that draws colours only does not need
         them, and they are about a third of a base posing; the geometry renders and exports do.
+        ``learned_offsets=False`` poses the bare body surface (see ``canonical_means``).
         """
-        canonical, used = self.canonical_means(body_pose)
+        canonical, used = self.canonical_means(body_pose, learned_offsets)
         zero = apply_transforms(self.star_inverse, canonical)
         zero = zero + self.upsample @ (shaped - self.shaped_zero)  # expression / shape change
         blended = blend_transforms(self.weights, transforms)
