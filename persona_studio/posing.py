@@ -9,7 +9,7 @@ Posing with pose-dependent offsets (``refined=True``) runs the avatar's MLP over
 changed joint: after new avatar parameters (a training snapshot) that is every Gaussian (~0.2 s for 55k
 on a 2-core CPU), after a one-joint slider change only the few near it (the MLP keeps the rest), which
 costs little more than skinning. So while a slider moves, the poser first shows the base pose (skinning
-only) only when the last refined posing took more than ``PREVIEW_RATIO`` times the base posing, and
+only) only when the last refined posing took ``PREVIEW_GAIN`` seconds longer than the base posing, and
 then the refined one once the pose has rested for ``REFINE_DELAY`` and the preview is on screen (so the
 two do not compete for the CPU; the offsets are at most centimetres). Otherwise the refined pose goes
 straight to the screen. The scenes of an interactive change are handed over as ``moving``: the viewport
@@ -42,7 +42,10 @@ EYE_KEYS = ("leye_pose", "reye_pose")
 HAND_KEYS = {"left": "left_hand_pose", "right": "right_hand_pose"}
 REFINE_DELAY = 0.1  # seconds a pose must rest after a quick preview before the pose offsets are computed
 PREVIEW_WAIT = 1.0  # seconds at most the offsets wait for the preview to reach the screen
-PREVIEW_RATIO = 3.0  # quick previews while refined posing takes longer than this many base posings
+# Quick previews while refined posing takes this many seconds longer than base posing: a preview costs a
+# render and a UI frame of its own before the refined pose (~0.1 s on a 2-core CPU), so it only pays when
+# the pose MLP has much to do (every Gaussian after a training snapshot), not for a one-joint slider change.
+PREVIEW_GAIN = 0.1
 THUMB_CURL_AXIS = np.array([1.0, 0.0, -1.0]) / np.sqrt(2.0)  # left thumb; joint_limits documents the axis
 
 
@@ -221,13 +224,13 @@ class AvatarPoser:
 
     def __init__(self, publish: Callable[[PosedGaussians, str, bool, bool], int], quick_preview: bool = True,
                  refine_delay: float = REFINE_DELAY, preview_shown: Callable[[int], bool] | None = None,
-                 preview_ratio: float = PREVIEW_RATIO):
+                 preview_gain: float = PREVIEW_GAIN):
         """``preview_shown(version)``: whether the viewport shows scene ``version`` (or a newer one) yet.
         ``quick_preview``: allow base-pose previews at all; they are shown while the last refined posing
-        took more than ``preview_ratio`` times the last base posing (or either is not yet timed)."""
+        took more than ``preview_gain`` seconds longer than the last base posing (or either is not yet timed)."""
         self._publish = publish
         self.quick_preview = quick_preview
-        self.preview_ratio = float(preview_ratio)
+        self.preview_gain = float(preview_gain)
         self.pose_seconds: dict[bool, float | None] = {False: None, True: None}  # last base / refined posing
         self.refine_delay = float(refine_delay)
         self._preview_shown = preview_shown
@@ -357,7 +360,7 @@ class AvatarPoser:
     def _wants_preview(self) -> bool:
         """Whether an interactive change shows the base pose before the refined one."""
         base, refined = self.pose_seconds[False], self.pose_seconds[True]
-        return self.quick_preview and (base is None or refined is None or refined > self.preview_ratio * base)
+        return self.quick_preview and (base is None or refined is None or refined - base > self.preview_gain)
 
     def _pose_and_publish(self, pose: Pose, refined: bool, job: _Job, stamps: list[tuple[str, float]],
                           moving: bool = False) -> int:

@@ -118,7 +118,7 @@ def drain(scenes) -> list[PosedScene]:
 
 def test_poser_skips_the_quick_preview_when_refined_posing_is_fast_enough(avatar, body):
     publish = Recorder()
-    poser = AvatarPoser(publish, refine_delay=0.0, preview_ratio=math.inf)  # refined is never "too slow"
+    poser = AvatarPoser(publish, refine_delay=0.0, preview_gain=math.inf)  # refined is never "too slow"
     try:
         poser.set_avatar(avatar, body, np.zeros(body.num_betas, np.float32), "test avatar")
         assert poser.wait_idle(60)
@@ -132,7 +132,7 @@ def test_poser_skips_the_quick_preview_when_refined_posing_is_fast_enough(avatar
         assert poser.wait_idle(60)
         assert [scene.refined for scene in drain(poser.published)] == [True]  # straight to the refined pose
         poser.quick_preview = False
-        poser.preview_ratio = 0.0
+        poser.preview_gain = -math.inf
         poser.set_pose(Pose.rest().with_joint("left_elbow", [0.0, -0.2, 0.0]), interactive=True)
         assert poser.wait_idle(60)
         assert [scene.refined for scene in drain(poser.published)] == [True]  # previews switched off
@@ -207,7 +207,7 @@ def dominant_points(avatar, means: torch.Tensor, joint: str) -> torch.Tensor:
 
 def test_poser_shows_the_avatar_in_the_requested_pose(avatar, body):
     publish = Recorder()
-    poser = AvatarPoser(publish, refine_delay=0.0, preview_ratio=0.0)  # a quick preview every time
+    poser = AvatarPoser(publish, refine_delay=0.0, preview_gain=-math.inf)  # a quick preview every time
     try:
         betas = np.zeros(body.num_betas, np.float32)
         poser.set_avatar(avatar, body, betas, "test avatar")
