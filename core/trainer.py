@@ -28,7 +28,7 @@ from core.errors import UserError
 from core.frames.frameset import FrameSet
 from core.io.atomic import atomic_path
 from core.sampling import BalancedSampler
-from core.training_frames import TrainFrame, crop_frame, generated_frame, hand_region, photo_frame
+from core.training_frames import TrainFrame, crop_frame, generated_frame, hand_region
 
 CHECKPOINT_FORMAT = "persona-checkpoint/1"
 # Per-frame SMPL-X correction: which parameters, and whether they use the (slower) hand rate.

@@ -69,10 +69,10 @@ def test_pose_offsets_zero_start_disabled_and_gradients():
     assert model.triplane.planes.grad is not None and model.triplane.planes.grad.abs().sum() > 0
 
 
-def test_inference_path_matches_autograd_and_follows_weight_updates():
-    torch.manual_seed(1)
-    g = torch.Generator().manual_seed(1)
-    n = 300
+def random_pose_offsets(seed: int, n: int) -> tuple[PoseOffsets, torch.Tensor, torch.Tensor, torch.Generator]:
+    """A small PoseOffsets over ``n`` random points with random dominant joints and non-zero outputs:
+    (model, joint_mask [n, J], enabled [n], the generator for further draws)."""
+    g = torch.Generator().manual_seed(seed)
     template = torch.rand(n, 3, generator=g) - 0.5
     dominant = torch.randint(0, 22, (n,), generator=g).numpy()
     parents = np.array([-1] + [max(0, j - 2) for j in range(1, 55)])
@@ -83,6 +83,12 @@ def test_inference_path_matches_autograd_and_follows_weight_updates():
     model = PoseOffsets(template, joint_mask, enabled, channels=4, resolution=8, extent=2.0, width=64, layers=3,
                         offset_scale=0.01)
     torch.nn.init.normal_(model.mlp.out.weight, std=0.5)  # non-zero offsets to compare
+    return model, joint_mask, enabled, g
+
+
+def test_inference_path_matches_autograd_and_follows_weight_updates():
+    torch.manual_seed(1)
+    model, joint_mask, enabled, g = random_pose_offsets(1, 300)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     for step in range(3):
         pose = 0.4 * torch.randn(63, generator=g)
@@ -111,3 +117,26 @@ def test_point_group_norm_equals_group_norm():
             m.weight.copy_(torch.arange(16.0))
             m.bias.copy_(-torch.arange(16.0) / 2)
     assert torch.allclose(ours(x), ref(x), atol=1e-5)
+
+
+def test_pose_offsets_reevaluate_only_gaussians_near_a_moved_joint():
+    """What makes a slider change fast: the pose MLP's inference path keeps the last offsets."""
+    model, joint_mask, enabled, g = random_pose_offsets(2, 400)
+    pose = 0.4 * torch.randn(63, generator=g)
+    calls = []
+    model.mlp.out.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    with torch.no_grad():
+        model(pose)
+        for joint in (3, 17):  # body joints 4 and 18, one slider each, as the studio's pose panel moves them
+            pose = pose.clone()
+            pose[joint * 3:joint * 3 + 3] += torch.tensor([0.3, -0.2, 0.1])
+            incremental = model(pose)
+            near = joint_mask[:, joint] & enabled  # Gaussians whose MLP input holds that joint
+            assert calls[-1] == int(near.sum()) < int(enabled.sum())
+            with torch.enable_grad():
+                full = model(pose).detach()  # the training path, evaluated from scratch
+            assert (incremental - full).abs().max() < 1e-5 * full.abs().max()
+        calls.clear()
+        assert torch.equal(model(pose), incremental) and calls == []  # the same pose again: nothing to evaluate
+        model.mlp.out.bias.add_(0.01)  # an in-place weight change re-evaluates everything
+        assert calls == [] and model(pose) is not None and calls == [int(enabled.sum())]
