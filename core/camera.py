@@ -41,9 +41,12 @@ def orbit_camera(center: torch.Tensor, distance: float, azimuth: float, elevatio
     return look_at(center + offset, center)
 
 
+def camera_center(viewmat):
+    """The camera's position ``[3]`` (world space) from a world-to-camera ``viewmat [4, 4]`` (torch or numpy)."""
+    return -(viewmat[:3, :3].T @ viewmat[:3, 3])
+
+
 def facing_camera(points: torch.Tensor, normals: torch.Tensor, viewmat: torch.Tensor) -> torch.Tensor:
     """Which surface points ``[N, 3]`` with unit ``normals [N, 3]`` (world space) face the camera of
     ``viewmat [4, 4]`` (world-to-camera) -> bool ``[N]``."""
-    rotation, translation = viewmat[:3, :3], viewmat[:3, 3]
-    center = -(rotation.T @ translation)
-    return ((center - points) * normals).sum(-1) > 0
+    return ((camera_center(viewmat) - points) * normals).sum(-1) > 0

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from core.body import PART_NAMES, PART_PALETTE, BodyModel, star_pose
-from core.camera import orbit_camera
+from core.camera import camera_center, orbit_camera
 from core.frames.generated import front_camera
 from core.motion import BODY_JOINT_NAMES, JOINT_LIMITS, POSE_FIELD_JOINTS, load_builtin, random_plausible_pose
 from core.render.mesh import MeshRenderer, lambert, vertex_normals
@@ -376,7 +376,7 @@ def heldout_views(body: BodyModel, person: SyntheticPerson, size: int, motions: 
     for i in range(num_random):
         pose = {k: v.reshape(-1) for k, v in random_plausible_pose(rng, spread=0.35, max_yaw=0.6).items()}
         views.append(HeldoutView("random", f"random:{i}", {**shape_only, **pose}, view, K))
-    centre = -view[:3, :3].T @ view[:3, 3]  # camera position
+    centre = camera_center(view)
     distance = float(np.linalg.norm(centre[[0, 2]]))
     target = torch.tensor([0.0, float(centre[1]), 0.0])
     for azimuth in view_azimuths_deg:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from core.camera import intrinsics, look_at, orbit_camera
@@ -41,3 +42,15 @@ def test_orbit_keeps_distance_and_side_view():
 def test_look_at_straight_down_is_finite():
     view = look_at(torch.tensor([0.0, 5.0, 0.0]), torch.zeros(3))
     assert torch.isfinite(view).all()
+
+
+def test_camera_center_and_facing_points():
+    from core.camera import camera_center, facing_camera
+
+    eye = torch.tensor([0.3, 1.2, 2.5])
+    view = look_at(eye, torch.tensor([0.0, 1.0, 0.0]))
+    assert torch.allclose(camera_center(view), eye, atol=1e-5)
+    assert np.allclose(camera_center(view.numpy()), eye.numpy(), atol=1e-5)
+    points = torch.tensor([[0.0, 1.0, 0.1], [0.0, 1.0, -0.1]])
+    normals = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, -1.0]])  # front and back of a body at the origin
+    assert facing_camera(points, normals, view).tolist() == [True, False]

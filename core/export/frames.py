@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from core.avatar.avatar import PosedGaussians
+from core.camera import camera_center
 from core.config import RenderConfig
 from core.errors import UserError
 from core.io.images import to_uint8
@@ -63,8 +64,7 @@ def shaded_mesh_rgb8(renderer, vertices: np.ndarray, faces: np.ndarray, viewmat:
     ``renderer`` is a ``core.render.mesh.MeshRenderer`` owned by the calling thread.
     """
     view = viewmat.double().numpy()
-    eye = -view[:3, :3].T @ view[:3, 3]
-    towards_camera = eye - vertices.mean(axis=0)
+    towards_camera = camera_center(view) - vertices.mean(axis=0)
     up = np.array([0.0, 1.0, 0.0])
     direction = towards_camera / np.linalg.norm(towards_camera) + 0.5 * up
     out = renderer.render(vertices, faces, view, K.double().numpy(), width, height,
