@@ -29,9 +29,8 @@ configure_numba_cache()
 
 from numba import njit  # noqa: E402  (numba's cache directory must be set before it decorates anything)
 
-MAX_ALPHA = 0.999
-ALPHA_THRESHOLD = 1.0 / 255.0
-MIN_TRANSMITTANCE = 1e-4
+# The engine's image rules (gsplat's conventions), not copies of them.
+from core.render.kernels import ALPHA_THRESHOLD, MAX_ALPHA, MIN_TRANSMITTANCE  # noqa: E402
 MAX_EXTENT_SIGMAS = 3.33
 # Per projected splat (``project_splats`` output, float32): centre x, y (pixels), conic (inverse 2D
 # covariance) a, b, c, opacity (compensated when antialiased), sigma cut-off (beyond it alpha < 1/255), RGB.
