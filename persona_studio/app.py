@@ -8,11 +8,6 @@ for rendering or training.
 from __future__ import annotations
 
 import copy
-import ctypes
-import inspect
-import os
-import queue
-import sys
 import threading
 import time
 import traceback
@@ -26,16 +21,16 @@ import torch
 
 from core.config import LossConfig, load_preset
 from core.errors import UserError
-from core.frames.frameset import FrameSet
-from core.io.images import save_png
 from core.reconstruct import load_imported_frames
+from persona_studio.bundles import BundleLoader
 from persona_studio.camera import VIEW_PRESETS, Camera
 from persona_studio.exports import ExportSource, manifest_for
 from persona_studio.latency import ScreenLatency
 from persona_studio.panels.export import ExportPanel
 from persona_studio.panels.inspector import InspectorPanel
 from persona_studio.panels.pose import PosePanel
-from persona_studio.panels.project import PERSONA_SUFFIX, PHOTO_SUFFIXES, ProjectPanel
+from persona_studio.panels.project import ProjectPanel
+from persona_studio.panels.status import ErrorDialog, StatusBar
 from persona_studio.panels.training import TrainingPanel
 from persona_studio.panels.view import ViewPanel
 from persona_studio.panels.weights import WeightsPanel
@@ -47,6 +42,7 @@ from persona_studio.viewport.demo_figure import DEMO_LABEL, demo_figure
 from persona_studio.viewport.gl_renderer import SplatRenderer
 from persona_studio.viewport.render_thread import RenderThread
 from persona_studio.viewport.widget import ViewportWidget
+from persona_studio.window import call_with_needed_args, check_display, install_file_drop, save_window_png
 
 WINDOW_TITLE = "persona-studio"
 SIDE_PANEL_WIDTH = 340   # pixels
@@ -56,7 +52,6 @@ DEMO_SPLATS = 20000
 SCREENSHOT_TIMEOUT = 60.0  # seconds a headless run waits for the viewport's first image
 TRAIN_TIMEOUT = 900.0  # seconds a headless run waits for ``train_steps``
 CLOSE_TIMEOUT = 60.0  # seconds closing waits for a stopped run to save its bundle
-FRAMES_SUFFIX = ".npz"  # imported training frames (``persona-studio frames import``)
 # UI frames are capped (without vsync, e.g. under Xvfb, DPG would spin a core and re-upload the viewport
 # texture hundreds of times a second, taking CPU from the render thread and training).
 MAX_UI_FPS = 60.0
@@ -68,99 +63,6 @@ IDLE_AFTER = 2.0  # seconds
 # redrawing the old one, down to MIN_UI_FPS: on a software GL each UI frame costs tens of ms of CPU that
 # posing and compositing the new pose need more.
 MIN_UI_FPS = 10.0
-ERROR_COLOR = (255, 110, 100)
-INFO_COLOR = (200, 200, 200)
-
-
-class StatusBar:
-    """One line at the bottom of the window; errors show here (in red) instead of crashing the app."""
-
-    def __init__(self, parent: int | str):
-        self._text = dpg.add_text("Ready", parent=parent, color=INFO_COLOR)
-        self.last_error: str | None = None
-
-    @property
-    def message(self) -> str:
-        """The line shown now."""
-        return dpg.get_value(self._text)
-
-    def info(self, message: str) -> None:
-        dpg.configure_item(self._text, color=INFO_COLOR)
-        dpg.set_value(self._text, message)
-
-    def error(self, message: str) -> None:
-        self.last_error = message
-        dpg.configure_item(self._text, color=ERROR_COLOR)
-        dpg.set_value(self._text, f"Error: {message}")
-        print(f"error: {message}", file=sys.stderr)
-
-
-def _call_with_needed_args(fn: Callable, args: tuple):
-    """Call ``fn`` with as many of DPG's (sender, app_data, user_data) as it accepts."""
-    params = inspect.signature(fn).parameters.values()
-    if any(p.kind == p.VAR_POSITIONAL for p in params):
-        return fn(*args)
-    return fn(*args[:len(params)])
-
-
-def install_file_drop(on_drop: Callable[[list[str]], None]):
-    """Route OS file drops on DPG's window to ``on_drop(paths)`` (GLFW's drop callback; DPG has no API).
-
-    Must run in the UI thread after ``show_viewport`` (DPG's GLFW window is then the current context).
-    Returns the ctypes callback, which the caller must keep alive, or None where it is unavailable.
-    """
-    import dearpygui._dearpygui as dpg_native
-
-    try:
-        lib = ctypes.CDLL(dpg_native.__file__)
-        get_window, set_drop = lib.glfwGetCurrentContext, lib.glfwSetDropCallback
-    except (OSError, AttributeError):
-        return None
-    get_window.restype = ctypes.c_void_p
-    window = get_window()
-    if not window:
-        return None
-    drop_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_char_p))
-    set_drop.restype = ctypes.c_void_p
-    set_drop.argtypes = [ctypes.c_void_p, drop_type]
-    callback = drop_type(lambda _window, count, paths: on_drop([os.fsdecode(paths[i]) for i in range(count)]))
-    set_drop(ctypes.c_void_p(window), callback)
-    return callback
-
-
-def load_avatar_file(path: Path, body):
-    """(avatar, body, manifest) from a bundle folder, or from a .persona file where this build's
-    ``core.export`` reads them."""
-    if path.suffix.lower() != PERSONA_SUFFIX:
-        from core.avatar.bundle import load_bundle
-
-        return load_bundle(path, body)
-    try:
-        from core.export.persona_file import load_avatar
-    except ImportError:
-        raise UserError(f"this build cannot read {PERSONA_SUFFIX} files; open the avatar's bundle folder", path) from None
-    return load_avatar(path, body)
-
-
-def check_display() -> None:
-    """Raise a UserError where a window cannot open (Linux without a reachable X or Wayland display),
-    instead of letting GLFW abort the process."""
-    if not sys.platform.startswith("linux"):
-        return
-    hint = "on a headless machine start a virtual one: `Xvfb :99 &` then `DISPLAY=:99 persona-studio ...`"
-    x_display = os.environ.get("DISPLAY")
-    if not x_display and not os.environ.get("WAYLAND_DISPLAY"):
-        raise UserError(f"no display to open the studio window on ($DISPLAY is not set); {hint}")
-    if x_display:
-        try:
-            xlib = ctypes.CDLL("libX11.so.6")
-        except OSError:
-            return  # no Xlib to ask; GLFW will try
-        xlib.XOpenDisplay.restype = ctypes.c_void_p
-        connection = xlib.XOpenDisplay(x_display.encode())
-        if not connection:
-            raise UserError(f"cannot connect to the X display {x_display!r}; {hint}")
-        xlib.XCloseDisplay(ctypes.c_void_p(connection))
 
 
 class Studio:
@@ -186,9 +88,6 @@ class Studio:
         check_display()
         self.photo = photo
         self.avatar_path = avatar  # a bundle folder or .persona file to open at start
-        self.imported_frames: list[Path] = []  # `frames import` files that new runs train on
-        for path in imported_frames:
-            self.add_imported_frames(path)
         self.output_dir = Path(output_dir)
         self.window_size = (int(width), int(height))
         camera = Camera()
@@ -211,11 +110,12 @@ class Studio:
         self._seen = {"avatar": 0, "snapshot": 0}
         self._reported_state: tuple | None = None
         self._reported_poser_error: str | None = None
-        self._bundles: queue.SimpleQueue[tuple] = queue.SimpleQueue()  # results of bundle loads, in order
-        self._bundles_loading = 0  # bundle loads started and not yet shown
+        self.bundles = BundleLoader(self.body_model)
         self._body = None
         self._body_lock = threading.Lock()
         self.project = ProjectPanel(self)
+        for path in imported_frames:
+            self.project.add_imported_frames(path)
         self.view_panel = ViewPanel(self)
         self.training = TrainingPanel(self)
         self.weights = WeightsPanel(self)
@@ -227,6 +127,7 @@ class Studio:
         self.panels = [panel for panels in self.tabs.values() for panel in panels] + [self.inspector]
         self._tab_bar = None
         self._tab_ids: dict[str, int] = {}
+        self.error_dialog = ErrorDialog()
         self.status: StatusBar | None = None
         self.widget: ViewportWidget | None = None
         self._dropped_paths: list[str] = []
@@ -252,7 +153,7 @@ class Studio:
                 side = dpg.add_child_window(width=SIDE_PANEL_WIDTH, height=-STATUS_BAR_HEIGHT)
                 view_area = dpg.add_child_window(width=-1, height=-STATUS_BAR_HEIGHT, no_scrollbar=True, border=False)
                 dpg.bind_item_theme(view_area, no_padding)
-            self.status = StatusBar(main)
+            self.status = StatusBar(main, self.error_dialog)
         self.widget = ViewportWidget(self.viewport, view_area)
         self._overlay = dpg.add_text("", parent=view_area, pos=(10, 8), color=(200, 60, 40))
         with dpg.tab_bar(parent=side) as self._tab_bar:
@@ -262,6 +163,7 @@ class Studio:
                     for panel in panels:
                         panel.build(tab)
         self.inspector.build(main)
+        self.error_dialog.build()
         dpg.set_primary_window(main, True)
         dpg.setup_dearpygui()
         dpg.show_viewport()
@@ -297,7 +199,7 @@ class Studio:
         """Wrap a DPG callback so a user error (or a bug) lands in the status bar instead of the console."""
         def callback(sender, app_data, user_data):
             self.note_input()
-            self._run_guarded(_call_with_needed_args, fn, (sender, app_data, user_data))
+            self._run_guarded(call_with_needed_args, fn, (sender, app_data, user_data))
         return callback
 
     def _run_guarded(self, fn: Callable, *args) -> None:
@@ -312,44 +214,17 @@ class Studio:
     def _run_callbacks(self) -> None:
         for job in dpg.get_callback_queue() or []:
             if job[0] is not None:
-                self._run_guarded(_call_with_needed_args, job[0], tuple(job[1:4]))
+                self._run_guarded(call_with_needed_args, job[0], tuple(job[1:4]))
 
     # -- opening things -----------------------------------------------------------------------------------
     def queue_dropped_files(self, paths: list[str]) -> None:
         """Hand files to ``on_files_dropped`` at the start of the next UI frame (safe from any thread)."""
         self._dropped_paths.extend(paths)  # one list.extend: atomic under the GIL
 
-    def on_files_dropped(self, paths: list[str]) -> None:
-        """Files dropped on the window (or passed in by a script): a photo is reconstructed, an avatar
-        bundle folder is opened, imported frames (.npz from ``frames import``) join the next run."""
-        for path in map(Path, paths):
-            if path.suffix.lower() in PHOTO_SUFFIXES:
-                self.open_photo(path)
-            elif path.is_dir() or path.suffix.lower() == PERSONA_SUFFIX:
-                self.open_bundle(path)
-            elif path.suffix.lower() == FRAMES_SUFFIX:
-                self.use_imported_frames(path)
-            else:
-                raise UserError(f"cannot open this here; drop a photo ({', '.join(PHOTO_SUFFIXES)}), "
-                                f"an avatar bundle folder, a {PERSONA_SUFFIX} file or imported frames "
-                                f"({FRAMES_SUFFIX})", path)
-
-    def add_imported_frames(self, path: str | Path) -> int:
-        """Train the next runs on ``path`` (``persona-studio frames import`` output) besides the generated
-        frames; returns its frame count. Raises UserError for a file that is not a frame set."""
-        path = Path(path)
-        count = len(FrameSet.load(path))  # one-line errors for anything else
-        if path not in self.imported_frames:
-            self.imported_frames.append(path)
-        return count
-
-    def use_imported_frames(self, path: str | Path) -> None:
-        """``add_imported_frames`` from the window (a drop or the Project tab's dialog), said in the status bar."""
-        count = self.add_imported_frames(path)
-        self.status.info(f"{count} imported frames from {Path(path).name} join the next run (press Start)")
-
-    def clear_imported_frames(self) -> None:
-        self.imported_frames.clear()
+    @property
+    def imported_frames(self) -> list[Path]:
+        """``frames import`` files that new runs train on (the Project panel keeps the list)."""
+        return self.project.imported_frames
 
     def open_photo(self, path: str | Path) -> None:
         """Show ``path`` as the project's photo and reconstruct it. Raises UserError for a bad file."""
@@ -364,7 +239,7 @@ class Studio:
         out_dir = self.project.output_dir / photo.stem
         if previous is not None and previous.out_dir != out_dir:
             previous = None  # another folder: no need to wait for its bundle
-        imported = load_imported_frames(self.imported_frames, self.config.frames.resolution)
+        imported = load_imported_frames(self.project.imported_frames, self.config.frames.resolution)
         self.session = ReconstructionSession(photo, out_dir, self.config, prepare=self.prepare, body=self._body,
                                              previous=previous, imported=imported)
         self._seen["avatar"] = self._seen["snapshot"] = 0
@@ -397,28 +272,8 @@ class Studio:
     def open_bundle(self, folder: str | Path) -> None:
         """Load an avatar bundle folder (or a .persona file) in the background and show it; a UserError
         at once if it is neither."""
-        from core.avatar.bundle import read_manifest
-
-        folder = Path(folder)
-        if folder.suffix.lower() == PERSONA_SUFFIX:
-            if not folder.is_file():
-                raise UserError("file not found", folder)
-        else:
-            read_manifest(folder)
+        folder = self.bundles.start(folder)
         self.status.info(f"Opening {folder} ...")
-        self._bundles_loading += 1
-        threading.Thread(target=self._load_bundle, args=(folder,), name="bundle-loader", daemon=True).start()
-
-    def _load_bundle(self, folder: Path) -> None:
-        try:
-            avatar, body, manifest = load_avatar_file(folder, self.body_model())
-            params = {k: np.asarray(v, np.float32) for k, v in (manifest.get("subject") or {}).items()}
-            self._bundles.put(("ok", SessionAvatar(avatar, body, params, folder.name), folder, manifest))
-        except UserError as err:
-            self._bundles.put(("error", str(err)))
-        except Exception as err:  # noqa: BLE001
-            traceback.print_exc()
-            self._bundles.put(("error", f"internal error opening {folder}: {type(err).__name__}: {err}"))
 
     def body_model(self):
         """The body model (loaded once, shared read-only by every worker)."""
@@ -517,16 +372,13 @@ class Studio:
             if self.display_source == "session":
                 self._poll_session_avatar(session)
             self._report_session(session)
-        while not self._bundles.empty():
-            result = self._bundles.get_nowait()
-            self._bundles_loading -= 1
-            if result[0] == "ok":
-                _, shown, folder, manifest = result
-                self.show_avatar(shown, "bundle", manifest)
-                self.recent.add("bundle", folder)
-                self.status.info(f"Avatar {folder} ({shown.avatar.num_gaussians:,} Gaussians)")
+        for loaded in self.bundles.take():
+            if loaded.error is None:
+                self.show_avatar(loaded.shown, "bundle", loaded.manifest)
+                self.recent.add("bundle", loaded.path)
+                self.status.info(f"Avatar {loaded.path} ({loaded.shown.avatar.num_gaussians:,} Gaussians)")
             else:
-                self.status.error(result[1])
+                self.status.error(loaded.error)
         if self.poser.error and self.poser.error != self._reported_poser_error:
             self._reported_poser_error = self.poser.error
             self.status.error(self.poser.error)
@@ -572,15 +424,8 @@ class Studio:
 
     def request_window_screenshot(self, path: str | Path) -> None:
         """Save the whole window as PNG after the next rendered frame (``window_screenshot_done`` tells when)."""
-        target = Path(path)
-        self._window_shot = (target, False)
-
-        def save(sender, buffer):
-            image = np.frombuffer(buffer, dtype=np.float32).reshape(buffer.get_height(), buffer.get_width(), 4)
-            save_png(target, image[..., :3])
-            self._window_shot = (target, True)
-
-        dpg.output_frame_buffer(callback=save)
+        self._window_shot = (Path(path), False)
+        save_window_png(path, lambda saved: setattr(self, "_window_shot", (saved, True)))
 
     @property
     def window_screenshot_done(self) -> bool:
@@ -600,7 +445,7 @@ class Studio:
         if self._dropped_paths:
             count = len(self._dropped_paths)
             paths, self._dropped_paths[:count] = self._dropped_paths[:count], []
-            self._run_guarded(self.on_files_dropped, paths)
+            self._run_guarded(self.project.open_dropped, paths)
         self._run_guarded(self._poll_workers)
         self._run_guarded(self.widget.update)
         if self.render_thread.error and self.status.last_error != self.render_thread.error:
@@ -609,6 +454,7 @@ class Studio:
         dpg.set_value(self._overlay, "DEMO PLACEHOLDER - no avatar loaded" if scene and scene.label == DEMO_LABEL else "")
         for panel in self.panels:
             self._run_guarded(panel.refresh)
+        self.error_dialog.show_pending()
         dpg.render_dearpygui_frame()
         # After the draw: a pose change counts as on screen once the frame holding it has been drawn.
         self.latency.update(self.viewport.shown_scene_version, frame_stamps=self.widget.frame_stamps,
@@ -634,12 +480,12 @@ class Studio:
 
         ok = self.step_until(reached, timeout)
         if not ok:
-            self.status.error(f"training did not reach {steps} steps within {timeout:.0f} s")
+            self.status.error(f"training did not reach {steps} steps within {timeout:.0f} s", dialog=False)
         return ok and self.session is not None and self.session.status().state != "failed"
 
     def settle(self, timeout: float = SCREENSHOT_TIMEOUT) -> bool:
         """Run UI frames until the newest avatar pose is on screen at full resolution."""
-        return self.step_until(lambda: not self._bundles_loading and self.poser.idle and self.poser.published.empty()
+        return self.step_until(lambda: not self.bundles.loading and self.poser.idle and self.poser.published.empty()
                                and self.viewport.up_to_date and self.render_thread.error is None, timeout)
 
     def run(self, frames: int = 0, screenshot: str | Path | None = None, train_steps: int = 0) -> int:
@@ -658,7 +504,7 @@ class Studio:
         if screenshot is None:
             return 0 if self.render_thread.error is None and trained else 1
         if not self.settle() and self.render_thread.error is None:
-            self.status.error(f"the viewport did not finish its image within {SCREENSHOT_TIMEOUT:.0f} s")
+            self.status.error(f"the viewport did not finish its image within {SCREENSHOT_TIMEOUT:.0f} s", dialog=False)
         for _ in range(2):  # the new texture is drawn on the next frame
             self.step()
         self.request_window_screenshot(screenshot)
@@ -667,7 +513,7 @@ class Studio:
             if self.window_screenshot_done:
                 break
         if not self.window_screenshot_done:
-            self.status.error(f"could not save the window screenshot to {screenshot}")
+            self.status.error(f"could not save the window screenshot to {screenshot}", dialog=False)
             return 1
         return 0 if self.render_thread.error is None and self.viewport.up_to_date and trained else 1
 

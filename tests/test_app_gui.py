@@ -196,6 +196,70 @@ def test_actions_and_errors_in_a_live_window(display, tmp_path):
     assert near_colour(pixels, SHIRT, 0.1).sum() > 500
 
 
+def test_a_bad_dropped_photo_opens_an_error_dialog_that_ok_closes(display, tmp_path):
+    xdotool = shutil.which("xdotool")
+    if xdotool is None:
+        pytest.skip("xdotool is not installed (apt-get install -y xdotool)")
+    bad = tmp_path / "broken photo.png"
+    bad.write_text("this is not a PNG")
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((300, 200, 3), 180, np.uint8)).save(good)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "studio_error_dialog.png"
+    result = run_python(f"""
+        import json, subprocess, threading
+        import dearpygui.dearpygui as dpg
+        from persona_studio.app import Studio
+        studio = Studio(width=900, height=600, output_dir={str(tmp_path)!r})
+        released = threading.Event()
+        studio.prepare = lambda *args: released.wait(60)  # no photo prep: this test is about the window
+        studio.build()
+        studio.run(frames=3)
+        before = studio.error_dialog.visible
+        studio.queue_dropped_files([{str(bad)!r}])
+        studio.run(frames=3)
+        dialog = dict(visible=studio.error_dialog.visible, text=dpg.get_value(studio.error_dialog._text),
+                      status=studio.status.message)
+        studio.run(frames=1, screenshot={str(shot)!r})
+        # Click OK with the real mouse (the dialog is modal: DPG only lets that click through to it).
+        x, y = dpg.get_item_rect_min(studio.error_dialog.ok_button)
+        w, h = dpg.get_item_rect_size(studio.error_dialog.ok_button)
+        window = subprocess.run(["xdotool", "search", "--name", "persona-studio"], capture_output=True,
+                                text=True, check=True).stdout.split()[0]
+        subprocess.run(["xdotool", "mousemove", "--window", window, str(x + w // 2), str(y + h // 2)], check=True)
+        studio.run(frames=3)
+        subprocess.run(["xdotool", "click", "1"], check=True)
+        closed = studio.step_until(lambda: not studio.error_dialog.visible, 10)
+        studio.run(frames=2)
+        after_ok = dict(closed=closed, status=studio.status.message)
+        studio.queue_dropped_files([{str(good)!r}])
+        studio.run(frames=3)
+        print(json.dumps(dict(before=before, dialog=dialog, after_ok=after_ok, photo=str(studio.project.photo),
+                              visible_after_good=studio.error_dialog.visible, last_error=studio.status.last_error,
+                              status=studio.status.message)))
+        studio.session.stop()
+        released.set()
+        studio.close()
+    """, display)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["before"] is False
+    # The dialog shows the one-line error naming the file; the status bar says the same.
+    assert report["dialog"]["visible"]
+    assert report["dialog"]["text"].startswith(f"{bad}: cannot read the image")
+    assert "\n" not in report["dialog"]["text"]
+    assert report["dialog"]["status"] == "Error: " + report["dialog"]["text"]
+    # OK closes it; the message stays in the status bar.
+    assert report["after_ok"]["closed"]
+    assert report["after_ok"]["status"] == report["dialog"]["status"]
+    # The app kept running: the good photo loads and no new dialog opens.
+    assert report["photo"] == str(good)
+    assert not report["visible_after_good"]
+    assert report["status"].startswith("Reconstructing good.png")
+    with Image.open(shot) as image:  # the dialog is drawn in the window, over the viewport
+        assert image.size == (900, 600)
+
+
 def test_an_avatar_bundle_opened_at_start_replaces_the_demo_figure(display, tmp_path):
     from core.avatar.build import build_avatar
     from core.avatar.bundle import save_bundle

@@ -1,5 +1,6 @@
 """Project panel: the photo (drop, dialog or ``--photo``) and its reconstruction's stages, opening an
-avatar bundle, recent projects, the output folder, and what the viewport shows."""
+avatar bundle, imported frames for the next runs, recent projects, the output folder, and what the
+viewport shows. Files dropped on the window are routed from here."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,11 +9,13 @@ import dearpygui.dearpygui as dpg
 import numpy as np
 
 from core.errors import UserError
+from core.frames.frameset import FrameSet
 from persona_studio.session import STAGE_TITLES, STAGES
 
 THUMBNAIL_SIDE = 220  # pixels, the longer side of the photo preview
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 PERSONA_SUFFIX = ".persona"  # the one-file avatar format of core.export
+FRAMES_SUFFIX = ".npz"  # imported training frames (``persona-studio frames import``)
 WRAP = 300  # pixels, text wrap width in the side panel
 
 
@@ -34,8 +37,10 @@ def load_thumbnail(path: Path, side: int = THUMBNAIL_SIDE) -> np.ndarray:
             return np.asarray(image, dtype=np.float32) / 255.0
     except FileNotFoundError:
         raise UserError("file not found", path) from None
-    except (UnidentifiedImageError, OSError) as err:
-        raise UserError(f"cannot read the image ({err})", path) from None
+    except UnidentifiedImageError:
+        raise UserError("cannot read the image: not an image file, or a damaged one", path) from None
+    except OSError as err:
+        raise UserError(f"cannot read the image ({err.strerror or err})", path) from None
 
 
 def dialog_path(app_data: dict) -> Path:
@@ -73,6 +78,7 @@ class ProjectPanel:
     def __init__(self, studio):
         self.studio = studio
         self.photo: Path | None = None
+        self.imported_frames: list[Path] = []  # `frames import` files that new runs train on
         self._scene_text = self._photo_text = self._photo_group = self._output = self._run_text = None
         self._preset_text = self._recent_group = None
         self._stage_bars: dict[str, int] = {}
@@ -112,7 +118,7 @@ class ProjectPanel:
             self._photo_group = dpg.add_group()
             with dpg.group(horizontal=True):
                 dpg.add_button(label="Add imported frames...", callback=guard(lambda: dpg.show_item(self.frames_dialog)))
-                dpg.add_button(label="Clear", callback=guard(self.studio.clear_imported_frames))
+                dpg.add_button(label="Clear", callback=guard(self.clear_imported_frames))
             self._frames_text = dpg.add_text("", wrap=WRAP)
             for stage in STAGES:
                 self._stage_bars[stage] = dpg.add_progress_bar(default_value=0.0, width=-1,
@@ -137,7 +143,41 @@ class ProjectPanel:
 
     def on_frames_dialog(self, sender, app_data) -> None:
         """The frames dialog's callback: the next runs also train on the chosen imported frames."""
-        self.studio.use_imported_frames(dialog_path(app_data))
+        self.use_imported_frames(dialog_path(app_data))
+
+    def open_dropped(self, paths: list[str]) -> None:
+        """Files dropped on the window (or passed in by a script): a photo is reconstructed, an avatar
+        bundle folder or .persona file is opened, imported frames (.npz from ``frames import``) join the
+        next run. Raises UserError, naming the file, for anything else."""
+        for path in map(Path, paths):
+            if path.suffix.lower() in PHOTO_SUFFIXES:
+                self.studio.open_photo(path)
+            elif path.is_dir() or path.suffix.lower() == PERSONA_SUFFIX:
+                self.studio.open_bundle(path)
+            elif path.suffix.lower() == FRAMES_SUFFIX:
+                self.use_imported_frames(path)
+            else:
+                raise UserError(f"cannot open this here; drop a photo ({', '.join(PHOTO_SUFFIXES)}), "
+                                f"an avatar bundle folder, a {PERSONA_SUFFIX} file or imported frames "
+                                f"({FRAMES_SUFFIX})", path)
+
+    def add_imported_frames(self, path: str | Path) -> int:
+        """Train the next runs on ``path`` (``persona-studio frames import`` output) besides the generated
+        frames; returns its frame count. Raises UserError for a file that is not a frame set. Needs no
+        window (the command line's files are added before it opens)."""
+        path = Path(path)
+        count = len(FrameSet.load(path))  # one-line errors for anything else
+        if path not in self.imported_frames:
+            self.imported_frames.append(path)
+        return count
+
+    def use_imported_frames(self, path: str | Path) -> None:
+        """``add_imported_frames`` from the window (a drop or the dialog), said in the status bar."""
+        count = self.add_imported_frames(path)
+        self.studio.status.info(f"{count} imported frames from {Path(path).name} join the next run (press Start)")
+
+    def clear_imported_frames(self) -> None:
+        self.imported_frames.clear()
 
     def set_photo(self, path: str | Path) -> None:
         """Show ``path`` as the project's photo (validated, previewed). Raises UserError for a bad file."""
@@ -164,7 +204,7 @@ class ProjectPanel:
         text = "Scene: none" if scene is None else f"Scene: {scene.label or 'splats'}\n{scene.count:,} splats"
         dpg.set_value(self._scene_text, text)
         dpg.set_value(self._preset_text, f"Preset: {self.studio.config.name}")
-        dpg.set_value(self._frames_text, imported_frames_text(self.studio.imported_frames))
+        dpg.set_value(self._frames_text, imported_frames_text(self.imported_frames))
         session = self.studio.session
         if session is not None:
             status = session.status()
