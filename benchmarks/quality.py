@@ -3,14 +3,17 @@
     python benchmarks/quality.py --preset preview              # 6 people, the preset's schedule
     python benchmarks/quality.py --quick                       # 2 people, short schedule
     python benchmarks/quality.py --subjects 3 --set train.iterations=300 --fit known
+    python benchmarks/quality.py --quick --align fit scale none   # train once, one table per alignment
 
 Each person (core.synthetic_people, deterministic from its seed) is rendered once from the front as
 the input photo. ``--fit prep`` (default) sends that photo through our real prep (mediapipe mask +
 keypoints, SMPL-X fit, albedo), like a user's photo; ``--fit known`` skips prep and uses the GT body's
 parameters, exact mask and geometry. Held-out renders: built-in motion frames (not the training
 frames' phases), unseen random plausible poses (both from the photo's camera) and novel views of the
-photo pose (orbiting cameras). As the paper evaluates, each method is driven by the GT pose with the
-*fitted* shape; the mask IoU shows how far the fitted shape and the GT body disagree.
+photo pose (orbiting cameras). As the paper evaluates, each method is driven by the *fitted* shape in
+the GT pose, aligned per held-out frame to the GT body (``--align``, core/quality/alignment.py; decided
+from the bare bodies only and shared by all methods); the mask IoU shows how far the fitted shape and
+the GT body still disagree.
 
 Methods, all in this run on the same subjects: (a) mesh = the fitted body mesh with the photo's
 colours projected on it; (b) no balanced sampling; (c) no geometry weighting; (d) no pose offsets;
@@ -18,8 +21,8 @@ colours projected on it; (b) no balanced sampling; (c) no geometry weighting; (d
 
 Metrics on a white background with the GT mask, over the box around both silhouettes (see
 core/quality/metrics.py). LPIPS is not reported: its pretrained weights are not available offline.
-Writes ``quality_<preset>.md`` / ``.json`` (table, updated after every subject) and
-``quality_<preset>.png`` (contact sheet: GT | (a) .. (e), three held-out renders per subject) into --out.
+Writes ``quality_<preset>[_quick][_<tag>][_<align>].md`` / ``.json`` (table, updated after every subject)
+and ``.png`` (contact sheet: GT | (a) .. (e), three held-out renders per subject) into --out.
 """
 from __future__ import annotations
 
@@ -41,6 +44,10 @@ GROUPS = {"novel poses": ("motion", "random"), "motion poses": ("motion",), "ran
           "novel views": ("view",), "input view": ("input",)}
 QUICK_SETS = ["train.iterations=150", "frames.warmup_iterations=60", "frames.num_generated=24"]
 SHEET_LABELS = ("motion", "random", "view")  # one held-out render of each group per subject on the sheet
+ALIGN_TEXT = {"fit": "GT hands/face + fitted shape, global orientation, body pose, scale and shift fitted per frame "
+                     "to the GT body's vertices (area-weighted L2; same for all methods)",
+              "scale": "GT pose + fitted shape, scale+shift aligned to the GT joints",
+              "none": "GT pose + fitted shape, unaligned"}
 
 
 def log(message: str) -> None:
@@ -63,14 +70,10 @@ def make_subject(body, person, config, fit: str, workdir: Path, renderer):
     return prepare_subject(photo, workdir / f"subject{person.seed}", config, model=body)
 
 
-def evaluate_subject(body, person, config, fit: str, align: str, workdir: Path, renderer) -> dict:
-    """Train all variants on one person and score every method on its held-out renders."""
-    from core.quality.methods import (
-        VARIANTS, ScaleAlignment, eval_params, render_avatar, render_mesh_baseline, scale_alignment, shared_start,
-        train_variant, variant_config,
-    )
-    from core.quality.metrics import composite_white, image_metrics
-    from core.synthetic_people import HeldoutView, heldout_views, photo_camera, render_person
+def evaluate_subject(body, person, config, fit: str, aligns: list[str], workdir: Path, renderer) -> dict[str, dict]:
+    """Train all variants on one person once and score every method on its held-out renders under each
+    alignment mode in ``aligns``; returns ``{mode: result}``."""
+    from core.quality.methods import VARIANTS, shared_start, train_variant
 
     timings = {}
     clock = time.perf_counter()
@@ -94,36 +97,50 @@ def evaluate_subject(body, person, config, fit: str, align: str, workdir: Path, 
         clock = time.perf_counter()
         avatars[variant] = train_variant(start, body, config, variant, report)
         timings[f"train_{variant}_s"] = time.perf_counter() - clock
+    results = {}
+    for align in aligns:
+        clock = time.perf_counter()
+        result = score_heldout(body, person, config, start, avatars, align, renderer)
+        results[align] = {**result, "timings": {**timings, "eval_s": time.perf_counter() - clock}}
+    return results
+
+
+def score_heldout(body, person, config, start, avatars: dict, align: str, renderer) -> dict:
+    """Every method's metrics on the person's held-out renders, each frame posed by alignment ``align``."""
+    from core.quality.alignment import alignment_error, eval_pose
+    from core.quality.methods import eval_params, render_avatar, render_mesh_baseline, variant_config
+    from core.quality.metrics import composite_white, image_metrics
+    from core.synthetic_people import HeldoutView, heldout_views, photo_camera, render_person
 
     size = config.train.render_size
     view, K = photo_camera(body, person, size)
     views = [HeldoutView("input", "input", {"betas": person.betas, **person.photo_pose}, view, K)]
     views += heldout_views(body, person, size, config.frames.motions)
     scores: dict[str, list[dict]] = {m: [] for m in METHODS}
-    scales = []
+    scales, body_errors = [], []
     sheet: dict[str, list[np.ndarray]] = {}
     for held in views:
         gt = render_person(body, person, held.pose, held.viewmat, held.K, size, renderer)
         gt_white = composite_white(gt.rgb, gt.mask)
-        params = eval_params(held.pose, start.betas)
-        alignment = (scale_alignment(body, params, eval_params(held.pose, person.betas)) if align == "scale"
-                     else ScaleAlignment())
-        scales.append(alignment.scale)
-        renders = {"mesh": render_mesh_baseline(start.initial, body, params, held.viewmat, held.K, size, renderer,
-                                                alignment)}
+        truth = eval_params(held.pose, person.betas)
+        # decided from the two bare bodies only, before any method renders; the same for all methods
+        pose = eval_pose(body, eval_params(held.pose, start.betas), truth, align)
+        scales.append(pose.alignment.scale)
+        body_errors.append(alignment_error(body, pose, truth))
+        renders = {"mesh": render_mesh_baseline(start.initial, body, pose, held.viewmat, held.K, size, renderer)}
         for variant, avatar in avatars.items():
             refined = variant_config(config, variant).ablation.pose_offsets  # the render it was trained for
-            renders[variant] = render_avatar(avatar, body, params, held.viewmat, held.K, size, config, refined,
-                                             alignment)
+            renders[variant] = render_avatar(avatar, body, pose, held.viewmat, held.K, size, config, refined)
         for method, (rgb, alpha) in renders.items():
             scores[method].append({"group": held.group, "label": held.label,
                                    **image_metrics(rgb, gt_white, gt.mask, alpha)})
         if held.group in SHEET_LABELS and held.group not in sheet:
             sheet[held.group] = [gt_white] + [renders[m][0] for m in METHODS]
-    log(f"person {person.seed}: alignment scale {np.mean(scales):.3f} (1 = fitted body as big as the GT)")
+    log(f"person {person.seed}: alignment {align}: scale {np.mean(scales):.3f} (1 = fitted body as big as the GT), "
+        f"bare fitted body to GT body {100 * np.mean(body_errors):.2f} cm RMS")
     return {"seed": person.seed, "betas_gt": person.betas.tolist(), "betas_fit": start.betas.tolist(),
-            "alignment_scale": float(np.mean(scales)),
-            "scores": scores, "timings": timings, "sheet": sheet}
+            "alignment_scale": float(np.mean(scales)), "alignment_rms_m": float(np.mean(body_errors)),
+            "scores": scores, "sheet": sheet}
 
 
 def group_mean(rows: list[dict], kinds: tuple[str, ...], key: str) -> float:
@@ -196,6 +213,8 @@ def contact_sheet(results: list[dict], crop: float = 0.6) -> np.ndarray:
 
 
 def main() -> int:
+    from core.quality.alignment import ALIGN_MODES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="preview")
     parser.add_argument("--subjects", type=int, default=None, help="number of people (default 6, --quick 2)")
@@ -204,10 +223,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help=f"2 people and {' '.join(QUICK_SETS)}")
     parser.add_argument("--fit", choices=("prep", "known"), default="prep",
                         help="prep: the photo goes through mediapipe + fit; known: use the GT body's fit")
-    parser.add_argument("--align", choices=("scale", "none"), default="scale",
-                        help="scale: move the fitted body onto the GT one by a least-squares scale + shift of the "
-                             "joints (removes prep's size/depth ambiguity); none: GT pose + fitted shape as is")
+    parser.add_argument("--align", choices=ALIGN_MODES, nargs="+", default=["fit"],
+                        help="fit: per held-out frame, fit the fitted-shape body's global orientation, body pose, "
+                             "scale and shift to the GT body's vertices (hands/face stay GT); scale: only a "
+                             "least-squares scale + shift of the joints (prep's size/depth ambiguity); none: GT pose "
+                             "+ fitted shape as is. The same alignment poses every method. Several modes: trained "
+                             "once, one table per mode (file name ends in _<mode>)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--tag", default="", help="appended to the output files' name (quality_<preset>[_quick]_<tag>)")
     args = parser.parse_args()
 
     from core.body import BodyModel
@@ -228,34 +251,41 @@ def main() -> int:
     body = BodyModel.load(config.body.model or None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"quality_{config.name}{'_quick' if args.quick else ''}"
+    stem = f"quality_{config.name}{'_quick' if args.quick else ''}{'_' + args.tag if args.tag else ''}"
+    aligns = list(dict.fromkeys(args.align))
+    names = {a: stem + (f"_{a}" if len(aligns) > 1 else "") for a in aligns}
     fit_text = ("photo through our prep (mediapipe + SMPL-X fit)" if args.fit == "prep"
                 else "KNOWN fit (GT body parameters, exact mask and geometry; prep skipped)")
-    header = (f"Quality on {count} synthetic people (seeds {args.first_seed}..{args.first_seed + count - 1}) — "
-              f"preset {config.name}, overrides {sets or 'none'}; input: {fit_text}; "
-              f"{config.train.iterations} steps, warm-up {config.frames.warmup_iterations}, "
-              f"{config.frames.num_generated} generated frames, {config.avatar.num_gaussians} Gaussians (requested); "
-              f"eval {config.train.render_size}² on white with the GT mask, box around both silhouettes; "
-              f"GT pose + fitted shape{', scale+shift aligned to the GT joints' if args.align == 'scale' else ''}; "
-              f"LPIPS not computed (no weights offline).")
-    log(header)
-    results, started = [], time.perf_counter()
+    headers = {a: (f"Quality on {count} synthetic people (seeds {args.first_seed}..{args.first_seed + count - 1}) — "
+                   f"preset {config.name}, overrides {sets or 'none'}; input: {fit_text}; "
+                   f"{config.train.iterations} steps, warm-up {config.frames.warmup_iterations}, "
+                   f"{config.frames.num_generated} generated frames, {config.avatar.num_gaussians} Gaussians "
+                   f"(requested); eval {config.train.render_size}² on white with the GT mask, box around both "
+                   f"silhouettes; alignment '{a}': {ALIGN_TEXT[a]}; LPIPS not computed (no weights offline).")
+               for a in aligns}
+    log(headers[aligns[0]])
+    results: dict[str, list[dict]] = {a: [] for a in aligns}
+    started = time.perf_counter()
     renderer = MeshRenderer()
     with tempfile.TemporaryDirectory(prefix="persona-quality-") as tmp:
         for seed in range(args.first_seed, args.first_seed + count):
             person = make_person(seed, body.num_betas)
-            results.append(evaluate_subject(body, person, config, args.fit, args.align, Path(tmp), renderer))
-            table = format_table(results, header + f" ({len(results)}/{count} people done, "
-                                 f"{(time.perf_counter() - started) / 60:.1f} min)")
-            write_text_atomic(out / f"{name}.md", table)
-            write_text_atomic(out / f"{name}.json", json.dumps(
-                {"header": header, "config": config_to_dict(config), "fit": args.fit, "align": args.align,
-                 "results": [{k: v for k, v in r.items() if k != "sheet"} for r in results]}, indent=1))
-            save_png(out / f"{name}.png", contact_sheet(results))
-            log(f"person {seed} done; table in {out / f'{name}.md'}")
+            for align, result in evaluate_subject(body, person, config, args.fit, aligns, Path(tmp), renderer).items():
+                results[align].append(result)
+            for align in aligns:
+                name = names[align]
+                table = format_table(results[align], headers[align] + f" ({len(results[align])}/{count} people done, "
+                                     f"{(time.perf_counter() - started) / 60:.1f} min)")
+                write_text_atomic(out / f"{name}.md", table)
+                write_text_atomic(out / f"{name}.json", json.dumps(
+                    {"header": headers[align], "config": config_to_dict(config), "fit": args.fit, "align": align,
+                     "results": [{k: v for k, v in r.items() if k != "sheet"} for r in results[align]]}, indent=1))
+                save_png(out / f"{name}.png", contact_sheet(results[align]))
+            log(f"person {seed} done; tables in {', '.join(str(out / f'{n}.md') for n in names.values())}")
     renderer.close()
-    print(table)
-    print(f"contact sheet: {out / f'{name}.png'}")
+    for align in aligns:
+        print((out / f"{names[align]}.md").read_text())
+        print(f"contact sheet: {out / f'{names[align]}.png'}")
     return 0
 
 

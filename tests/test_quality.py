@@ -135,6 +135,7 @@ def test_metrics_on_known_inputs():
 def test_mesh_baseline_projects_the_photo(body, renderer):
     from core.avatar.build import build_avatar
     from core.config import AvatarConfig
+    from core.quality.alignment import EvalPose
     from core.quality.methods import eval_params, render_mesh_baseline
     from core.quality.metrics import composite_white
     from core.reconstruct import photo_colors
@@ -146,7 +147,7 @@ def test_mesh_baseline_projects_the_photo(body, renderer):
     with torch.no_grad():
         avatar.colors.copy_(torch.as_tensor(photo_colors(avatar, body, subject)))
     view, K = photo_camera(body, person, SIZE)
-    params = eval_params({**person.photo_pose}, subject.smplx["betas"])
+    params = EvalPose(eval_params({**person.photo_pose}, subject.smplx["betas"]))
     rgb, alpha = render_mesh_baseline(avatar, body, params, view, K, SIZE, renderer)
     gt = render_person(body, person, person.photo_pose, view, K, SIZE, renderer)
     gt_white = composite_white(gt.rgb, gt.mask)
@@ -164,7 +165,8 @@ def test_mesh_baseline_projects_the_photo(body, renderer):
 
 
 def test_alignment_recovers_a_known_scale_and_shift(body):
-    from core.quality.methods import eval_params, points_alignment, scale_alignment
+    from core.quality.alignment import points_alignment, scale_alignment
+    from core.quality.methods import eval_params
 
     source = torch.randn(55, 3, generator=torch.Generator().manual_seed(0))
     found = points_alignment(source, 1.08 * source + torch.tensor([0.1, -0.2, 0.05]))
@@ -175,3 +177,65 @@ def test_alignment_recovers_a_known_scale_and_shift(body):
     same = scale_alignment(body, eval_params(person.photo_pose, person.betas), eval_params(person.photo_pose,
                                                                                           person.betas))
     assert same.scale == pytest.approx(1.0, abs=1e-5) and np.allclose(same.shift, 0.0, atol=1e-5)
+
+
+def test_vertex_areas_split_each_face_in_thirds():
+    from core.quality.alignment import vertex_areas
+
+    # a 2 m x 1 m rectangle as two triangles sharing the diagonal 0-2: each triangle 1 m²
+    vertices = torch.tensor([[0.0, 0, 0], [2, 0, 0], [2, 1, 0], [0, 1, 0]])
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    assert torch.allclose(vertex_areas(vertices, faces), torch.tensor([2 / 3, 1 / 3, 2 / 3, 1 / 3]))
+
+
+def _fitted_and_truth(fitted_betas, truth_betas, pose):
+    from core.quality.methods import eval_params
+
+    return eval_params(pose, fitted_betas), eval_params(pose, truth_betas)
+
+
+def test_fit_alignment_recovers_a_known_pose_and_shift(body):
+    """Same shape: the GT frame is the start's pose turned and bent a little and moved; the fit finds it."""
+    from core.quality.alignment import EvalPose, alignment_error, fit_alignment
+
+    person = make_person(2)
+    start, truth = _fitted_and_truth(person.betas, person.betas, person.photo_pose)
+    truth = {**truth, "transl": torch.tensor([[0.05, -0.03, 0.04]])}
+    truth["global_orient"] = truth["global_orient"] + torch.tensor([[0.0, 0.15, 0.05]])
+    truth["body_pose"] = truth["body_pose"] + 0.05 * torch.randn(1, 63, generator=torch.Generator().manual_seed(1))
+    assert alignment_error(body, EvalPose(start), truth) > 0.05
+    pose = fit_alignment(body, start, truth)
+    assert alignment_error(body, pose, truth) < 1e-4  # from over 5 cm to under 0.1 mm
+    assert pose.alignment.scale == pytest.approx(1.0, abs=1e-4)
+    assert np.allclose(pose.alignment.shift, (0.05, -0.03, 0.04), atol=1e-4)
+    assert torch.allclose(pose.params["global_orient"], truth["global_orient"], atol=1e-3)
+
+
+def test_fit_alignment_beats_scale_alignment_across_shapes(body):
+    """Other shape, same GT pose: the fit lands the fitted body much closer to the GT body than GT pose
+    with only a scale + shift, and far closer than no alignment; hands and face keep the GT pose."""
+    from core.quality.alignment import alignment_error, eval_pose
+
+    truth_person, fitted_person = make_person(1), make_person(3)
+    views = heldout_views(body, truth_person, SIZE, ["wave"], num_random=1, view_azimuths_deg=())
+    fitted, truth = _fitted_and_truth(fitted_person.betas, truth_person.betas, views[-1].pose)
+    errors = {mode: alignment_error(body, eval_pose(body, fitted, truth, mode), truth)
+              for mode in ("none", "scale", "fit")}
+    assert errors["fit"] < 0.8 * errors["scale"] and errors["scale"] < 0.5 * errors["none"], errors
+    pose = eval_pose(body, fitted, truth, "fit")
+    for name in ("left_hand_pose", "right_hand_pose", "jaw_pose", "betas"):
+        assert torch.equal(pose.params[name], fitted[name])
+    again = eval_pose(body, fitted, truth, "fit")  # deterministic: the same frame gets the same pose
+    assert again.alignment == pose.alignment
+    assert all(torch.equal(again.params[k], pose.params[k]) for k in pose.params)
+
+
+def test_eval_pose_modes(body):
+    from core.quality.alignment import EvalPose, ScaleAlignment, eval_pose, scale_alignment
+
+    person = make_person(0)
+    fitted, truth = _fitted_and_truth(make_person(4).betas, person.betas, person.photo_pose)
+    assert eval_pose(body, fitted, truth, "none") == EvalPose(fitted, ScaleAlignment())
+    assert eval_pose(body, fitted, truth, "scale").alignment == scale_alignment(body, fitted, truth)
+    with pytest.raises(ValueError, match="unknown alignment"):
+        eval_pose(body, fitted, truth, "procrustes")

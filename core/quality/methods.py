@@ -23,6 +23,7 @@ from core.body import BodyModel
 from core.config import Config
 from core.frames.frameset import FrameSet
 from core.frames.generated import generate_frames
+from core.quality.alignment import EvalPose, ScaleAlignment
 from core.reconstruct import initial_avatar, photo_training_frame, subject_shape, warm_up
 from core.render.mesh import MeshRenderer
 from core.subject import Subject
@@ -89,59 +90,26 @@ def eval_params(pose: dict[str, np.ndarray], betas: np.ndarray) -> dict[str, tor
     return body_params({**{k: v for k, v in pose.items() if k not in ("betas", "expression")}, "betas": betas})
 
 
-@dataclass(frozen=True)
-class ScaleAlignment:
-    """``x -> scale * x + shift`` (metres) taking the fitted body onto the GT body."""
-
-    scale: float = 1.0
-    shift: tuple[float, float, float] = (0.0, 0.0, 0.0)
-
-    def apply(self, points: torch.Tensor) -> torch.Tensor:
-        return points * self.scale + torch.tensor(self.shift, dtype=points.dtype)
-
-
-def scale_alignment(body: BodyModel, fitted: dict[str, torch.Tensor], truth: dict[str, torch.Tensor]
-                    ) -> ScaleAlignment:
-    """Least-squares scale and shift of the fitted body's joints onto the GT body's, in the same pose.
-
-    One photo cannot tell a small near person from a big far one, so prep's shape may be uniformly
-    off in size; like Procrustes-aligned pose metrics, this removes only that global size and
-    position, leaving shape, pose and appearance errors (no rotation is fitted).
-    """
-    with torch.no_grad():
-        return points_alignment(body(**fitted).joints[0], body(**truth).joints[0])
-
-
-def points_alignment(source: torch.Tensor, target: torch.Tensor) -> ScaleAlignment:
-    """Least-squares ``scale`` and ``shift`` with ``scale * source + shift ≈ target`` (``[J, 3]`` each)."""
-    centred_s, centred_t = source - source.mean(0), target - target.mean(0)
-    scale = float((centred_s * centred_t).sum() / centred_s.pow(2).sum())
-    shift = target.mean(0) - scale * source.mean(0)
-    return ScaleAlignment(scale, tuple(float(v) for v in shift))
-
-
 def aligned(posed: PosedGaussians, alignment: ScaleAlignment) -> PosedGaussians:
     """Posed Gaussians moved by ``alignment`` (sizes scale with it)."""
     return dataclasses.replace(posed, means=alignment.apply(posed.means), scales=posed.scales * alignment.scale)
 
 
-def render_avatar(avatar: Avatar, body: BodyModel, params: dict[str, torch.Tensor], viewmat: np.ndarray,
-                  K: np.ndarray, size: int, config: Config, refined: bool,
-                  alignment: ScaleAlignment = ScaleAlignment()) -> tuple[np.ndarray, np.ndarray]:
-    """Our avatar over white: ``rgb [H, W, 3]``, ``alpha [H, W]``."""
+def render_avatar(avatar: Avatar, body: BodyModel, pose: EvalPose, viewmat: np.ndarray, K: np.ndarray, size: int,
+                  config: Config, refined: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Our avatar posed by ``pose`` over white: ``rgb [H, W, 3]``, ``alpha [H, W]``."""
     with torch.no_grad():
-        posed = aligned(pose_avatar(avatar, body, params, refined=refined), alignment)
+        posed = aligned(pose_avatar(avatar, body, pose.params, refined=refined), pose.alignment)
         out = render_posed(posed, torch.as_tensor(viewmat, dtype=torch.float32),
                            torch.as_tensor(K, dtype=torch.float32), size, size, config.render, torch.ones(3))
     return out.rgb.clamp(0, 1).numpy(), out.alpha[..., 0].numpy()
 
 
-def render_mesh_baseline(initial: Avatar, body: BodyModel, params: dict[str, torch.Tensor], viewmat: np.ndarray,
-                         K: np.ndarray, size: int, renderer: MeshRenderer,
-                         alignment: ScaleAlignment = ScaleAlignment()) -> tuple[np.ndarray, np.ndarray]:
-    """Baseline (a) over white: the posed body mesh with per-vertex photo colours, 2×2 supersampled."""
+def render_mesh_baseline(initial: Avatar, body: BodyModel, pose: EvalPose, viewmat: np.ndarray, K: np.ndarray,
+                         size: int, renderer: MeshRenderer) -> tuple[np.ndarray, np.ndarray]:
+    """Baseline (a) posed by ``pose`` over white: the body mesh with per-vertex photo colours, 2×2 supersampled."""
     with torch.no_grad():
-        posed = aligned(pose_avatar(initial, body, params, refined=False), alignment)
+        posed = aligned(pose_avatar(initial, body, pose.params, refined=False), pose.alignment)
     out = renderer.render(posed.means.numpy(), initial.faces.numpy(), viewmat, K, size, size,
                           vertex_attrs={"rgb": initial.colors.detach().clamp(0, 1).numpy()}, ssaa=2)
     return out["rgb"] + (1.0 - out["mask"][..., None]), out["mask"]
