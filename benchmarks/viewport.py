@@ -29,6 +29,7 @@ Studio rows (the real app in a window, 1280 x 800; medians):
                           ``persona_studio.latency``): poser wake-up, body model, pose offsets + skinning,
                           hand-off to the viewport, render wake-up, sort, composite, frame taken by the UI,
                           texture upload, UI frame drawn
+  UI frame                the wall and CPU time of one UI frame with nothing changing (Pose tab shown)
   UI frames/s             while a training run steps (synthetic subject, so no photo prep), with the
                           window in use (full rate) and left alone (idle throttle); baseline: the app idle
   training it/s           with the app open (in use / left alone); baseline: the same run without a window
@@ -211,6 +212,19 @@ def ui_rate(studio, seconds: float) -> float:
     return count / (time.perf_counter() - start)
 
 
+def ui_frame_cost(studio, frames: int = 30) -> tuple[float, float]:
+    """(median wall ms, mean CPU ms of the whole process) of one ``render_dearpygui_frame`` with nothing
+    changing: the fixed cost of a UI frame (widgets and the viewport texture; on a software GL, pixels)."""
+    import dearpygui.dearpygui as dpg
+
+    walls, cpu = [], time.process_time()
+    for _ in range(frames):
+        start = time.perf_counter()
+        dpg.render_dearpygui_frame()
+        walls.append(time.perf_counter() - start)
+    return 1000 * statistics.median(walls), 1000 * (time.process_time() - cpu) / frames
+
+
 def training_setup(tmp):
     """A preview-sized run on a synthetic subject: (config overrides, prepare function, photo path)."""
     from PIL import Image
@@ -270,6 +284,10 @@ def bench_studio(changes: int, seconds: float, pose_only: bool = False) -> list[
             if idle_ui is None:
                 studio.throttle_when_idle = False  # the pure cost of a frame
                 idle_ui = ui_rate(studio, seconds)
+            studio.show_tab("Pose")  # the tab a user poses from
+            wall, cpu = ui_frame_cost(studio)
+            rows.append((f"UI frame, Pose tab, avatar still ({avatar.num_gaussians:,} Gaussians)",
+                         f"{wall:.1f} ms ({cpu:.1f} ms CPU)", ""))
             latencies = pose_latencies(studio, changes)
             quick, plain = latencies[True], latencies[False]
             count = f"{avatar.num_gaussians:,} Gaussians"

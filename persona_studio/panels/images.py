@@ -1,4 +1,9 @@
-"""Fixed-size image views for panels: numpy images shown through Dear PyGui raw textures."""
+"""Fixed-size image views for panels: numpy images shown through Dear PyGui static textures.
+
+DPG re-uploads every raw (and dynamic) texture in every UI frame, shown or not, and on a software GL
+that upload is paid by every frame; a static texture is uploaded once. Panel images change seldom (a
+new inspection, a new photo), so each change makes a new static texture and deletes the old one.
+"""
 from __future__ import annotations
 
 import dearpygui.dearpygui as dpg
@@ -29,15 +34,22 @@ def fit_image(image: np.ndarray, width: int, height: int, fill: float = EMPTY_GR
     return out
 
 
+def static_texture(registry: int | str, pixels: np.ndarray) -> int:
+    """A static texture of ``pixels [h, w, 4]`` float32 RGBA in ``registry`` (DPG copies the pixels, so
+    the array need not be kept); returns its id."""
+    height, width = pixels.shape[:2]
+    return dpg.add_static_texture(width, height, np.ascontiguousarray(pixels, np.float32), parent=registry)
+
+
 class ImageView:
     """A ``width`` x ``height`` pixel image item; ``show(image)`` replaces what it shows (UI thread)."""
 
     def __init__(self, registry: int | str, parent: int | str, width: int, height: int, button: bool = False,
                  callback=None, user_data=None):
         self.width, self.height = int(width), int(height)
+        self.registry = registry
         self.pixels = fit_image(np.full((1, 1, 3), EMPTY_GREY, np.float32), self.width, self.height)
-        self.texture = dpg.add_raw_texture(self.width, self.height, self.pixels, format=dpg.mvFormat_Float_rgba,
-                                           parent=registry)
+        self.texture = static_texture(registry, self.pixels)
         if button:
             self.item = dpg.add_image_button(self.texture, parent=parent, width=self.width, height=self.height,
                                              callback=callback, user_data=user_data)
@@ -45,6 +57,7 @@ class ImageView:
             self.item = dpg.add_image(self.texture, parent=parent, width=self.width, height=self.height)
 
     def show(self, image: np.ndarray) -> None:
-        # DPG keeps reading the buffer it was given: keep a reference to the new one.
         self.pixels = fit_image(image, self.width, self.height)
-        dpg.set_value(self.texture, self.pixels)
+        old, self.texture = self.texture, static_texture(self.registry, self.pixels)
+        dpg.configure_item(self.item, texture_tag=self.texture)
+        dpg.delete_item(old)  # only once nothing points at it

@@ -10,6 +10,7 @@ import numpy as np
 
 from core.errors import UserError
 from core.frames.frameset import FrameSet
+from persona_studio.panels.images import static_texture
 from persona_studio.session import STAGE_TITLES, STAGES
 
 THUMBNAIL_SIDE = 220  # pixels, the longer side of the photo preview
@@ -83,7 +84,6 @@ class ProjectPanel:
         self._preset_text = self._recent_group = None
         self._stage_bars: dict[str, int] = {}
         self._registry = None
-        self._photo_pixels = None  # DPG reads texture buffers every frame: keep the preview alive
         self.photo_dialog = self.bundle_dialog = self.frames_dialog = None
         self._frames_text = None
         self._recent_shown: tuple = ()
@@ -186,9 +186,8 @@ class ProjectPanel:
         height, width = pixels.shape[:2]
         dpg.delete_item(self._photo_group, children_only=True)
         dpg.delete_item(self._registry, children_only=True)  # the previous preview's texture
-        texture = dpg.add_raw_texture(width, height, pixels, format=dpg.mvFormat_Float_rgba, parent=self._registry)
-        dpg.add_image(texture, parent=self._photo_group)
-        self._photo_pixels = pixels
+        texture = static_texture(self._registry, pixels)  # uploaded once, not every UI frame
+        dpg.add_image(texture, parent=self._photo_group, width=width, height=height)
         self.photo = path
         dpg.set_value(self._photo_text, f"Photo: {path}")
 
