@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.avatar.bundle import load_bundle, save_bundle
-from core.avatar.build import build_avatar, fill_unseen_colors, subdivision_level
+from core.avatar.build import build_avatar, fill_unseen_colors
 from core.avatar.render import pose_avatar, render_posed
 from core.body import BodyModel
 from core.config import AvatarConfig, RenderConfig
@@ -27,23 +27,17 @@ def _params(**kw):
     return {k: torch.as_tensor(np.asarray(v, np.float32)).reshape(1, -1) for k, v in kw.items()}
 
 
-def test_subdivision_level_picks_nearest_count(body):
-    faces = body.faces.numpy()
-    assert subdivision_level(faces, body.num_vertices, 14000) == 0
-    assert subdivision_level(faces, body.num_vertices, 50000) == 1
-    assert subdivision_level(faces, body.num_vertices, 200000) == 2
-
-
 def test_base_avatar_reproduces_the_body_in_any_pose(body, avatar):
-    # A fresh avatar has zero offsets: at level 0 its Gaussians are the body's vertices, so posing
-    # must agree with the body model's own skinning up to the diffused-weight smoothing.
+    # A fresh avatar has zero offsets: its Gaussians are points of the body's surface (the upsampling
+    # of its vertices), so posing must agree with the body model's own skinning, carried to the same
+    # points, up to the diffused-weight smoothing.
     pose = np.zeros(63, np.float32)
     pose[17 * 3 + 1] = 1.2  # right elbow
     pose[0 * 3 + 0] = -0.8  # left hip forward
     params = _params(body_pose=pose, transl=[0.1, 0.0, 0.2])
     with torch.no_grad():
         posed = pose_avatar(avatar, body, params, refined=False)
-        verts = body(**params).vertices[0]
+        verts = avatar.upsample @ body(**params).vertices[0]
     err = (posed.means - verts).norm(dim=1)
     assert torch.quantile(err, 0.99) < 0.03 and err.median() < 0.005
 

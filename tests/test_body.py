@@ -15,8 +15,8 @@ from scipy.spatial.transform import Rotation
 
 from core.body import (
     EMBEDDED_MODEL_PATH, FACE_PARTS, LANDMARK_NAMES, MODEL_ENV_VAR, PARENTS, PART_NAMES, PART_PALETTE, BodyModel,
-    build_weight_volume, diffused_weights, nearest_vertex_weights, skin_points, star_pose, subdivide,
-    subdivide_to_count, unique_edges,
+    build_weight_volume, diffused_weights, nearest_vertex_weights, skin_points, star_pose, refine_long_edges,
+    subdivide, subdivide_to_spacing, unique_edges,
 )
 from core.body.parts import JOINT_TO_PART, PART_INDEX
 from core.body.skeleton import JOINT_INDEX, SMPLX_LANDMARK_VERTEX_IDS, SMPLX_NUM_VERTICES
@@ -315,16 +315,57 @@ def test_subdivision_of_the_body_transfers_weights_and_labels(body):
     np.testing.assert_array_equal(labels[:len(vertices)], body.part_labels.numpy())
 
 
-def test_subdivide_to_count():
+def _directed_edges_are_unique(faces):
+    half = np.stack([faces, np.roll(faces, -1, axis=1)], axis=-1).reshape(-1, 2)
+    return len(np.unique(half, axis=0)) == len(half)  # consistent winding, no edge used twice one way
+
+
+def test_refining_long_edges_keeps_a_closed_surface_and_bounds_every_edge():
     vertices, faces = _tetrahedron()
-    full, full_faces, _ = subdivide_to_count(vertices, faces, target=20, subset="none")
-    assert len(full) == 34 and full_faces is not None
-    sub, sub_faces, upsample = subdivide_to_count(vertices, faces, target=20, subset="random", seed=1)
-    assert len(sub) == 20 and sub_faces is None and upsample.shape == (20, 4)
-    np.testing.assert_allclose(sub[:4], vertices)  # originals always kept
-    np.testing.assert_allclose(upsample @ vertices, sub)
-    again, _, _ = subdivide_to_count(vertices, faces, target=20, subset="random", seed=1)
-    np.testing.assert_array_equal(again, sub)
+    vertices = vertices * np.array([3.0, 1.0, 0.5])  # edges of very different lengths
+    edges, _ = unique_edges(faces)
+    lengths = np.linalg.norm(vertices[edges[:, 0]] - vertices[edges[:, 1]], axis=1)
+    limit = 0.3 * lengths.max()
+    new_vertices, new_faces, upsample = refine_long_edges(vertices, faces, limit)
+    new_edges, _ = unique_edges(new_faces)
+    assert np.linalg.norm(new_vertices[new_edges[:, 0]] - new_vertices[new_edges[:, 1]], axis=1).max() <= limit
+    assert len(new_edges) == 3 * len(new_faces) // 2 and _directed_edges_are_unique(new_faces)
+    assert abs(_signed_volume(new_vertices, new_faces) - _signed_volume(vertices, faces)) < 1e-12
+    np.testing.assert_allclose(upsample @ vertices, new_vertices)
+    np.testing.assert_allclose(upsample.sum(axis=1), 1.0)
+    np.testing.assert_allclose(new_vertices[:4], vertices)
+    same_vertices, same_faces, _ = refine_long_edges(vertices, faces, lengths.max())
+    np.testing.assert_array_equal(same_faces, faces)  # nothing longer than the limit: unchanged
+
+
+def test_spacing_subdivision_evens_out_the_body_density(body, rest):
+    vertices, faces = rest.vertices[0].numpy(), body.faces.numpy()
+    labels = body.part_labels.numpy()
+    area = _part_areas(vertices, faces, labels)
+    uniform, _, up_uniform = subdivide(vertices, faces, levels=1)
+    target = len(uniform)
+    spaced, spaced_faces, up_spaced = subdivide_to_spacing(vertices, faces, target)
+    assert abs(len(spaced) - target) <= 0.02 * target
+    assert _directed_edges_are_unique(spaced_faces)
+    one_hot = np.eye(len(PART_NAMES))[labels]
+
+    def density_spread(upsample):  # vertices per m² of the densest part / of the sparsest part
+        counts = np.bincount(np.asarray(upsample @ one_hot).argmax(1), minlength=len(PART_NAMES))
+        density = counts / np.maximum(area, 1e-9)
+        return density[area > 0].max() / density[area > 0].min()
+
+    assert density_spread(up_spaced) < 0.5 * density_spread(up_uniform)
+    thigh, head = PART_NAMES.index("left_thigh"), PART_NAMES.index("head")
+    spaced_labels = np.asarray(up_spaced @ one_hot).argmax(1)
+    assert (spaced_labels == thigh).sum() > 2 * (np.asarray(up_uniform @ one_hot).argmax(1) == thigh).sum()
+    assert (spaced_labels == head).sum() < (np.asarray(up_uniform @ one_hot).argmax(1) == head).sum()
+
+
+def _part_areas(vertices, faces, labels):
+    """Surface area per part [P] (m²), each face counted for its first vertex's part."""
+    a, b, c = (vertices[faces[:, k]] for k in range(3))
+    face_area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    return np.bincount(labels[faces[:, 0]], weights=face_area, minlength=len(PART_NAMES))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,20 +6,8 @@ import torch
 from scipy.spatial import cKDTree
 
 from core.avatar.avatar import RIGID_PARTS, Avatar, AvatarTopology
-from core.body import PART_NAMES, PART_PALETTE, BodyModel, build_weight_volume, star_pose, subdivide
-from core.body.subdivision import subdivided_vertex_count
+from core.body import PART_NAMES, PART_PALETTE, BodyModel, build_weight_volume, star_pose, subdivide_to_spacing
 from core.config import AvatarConfig
-
-
-def subdivision_level(faces: np.ndarray, num_vertices: int, target: int, max_levels: int = 3) -> int:
-    """The subdivision level whose vertex count is nearest ``target`` on a log scale.
-
-    Gaussians are exactly the vertices of the subdivided mesh (so its faces give normals and
-    Laplacians), hence the count is one of a few values per body model: for SMPL-X 10,475 /
-    ~42k / ~167k, for the embedded model 13,718 / ~55k / ~219k.
-    """
-    counts = [subdivided_vertex_count(faces, num_vertices, level) for level in range(max_levels + 1)]
-    return int(np.argmin([abs(np.log(c / target)) for c in counts]))
 
 
 def sparse_torch(matrix) -> torch.Tensor:
@@ -38,6 +26,11 @@ def body_params(params: dict[str, np.ndarray] | None) -> dict[str, torch.Tensor]
 def build_topology(body: BodyModel, betas: torch.Tensor, config: AvatarConfig) -> tuple[AvatarTopology, dict]:
     """Subdivide the shaped body and give every Gaussian skinning weights and a part.
 
+    Gaussians are the vertices of the body mesh refined where its edges are long (in the shaped star
+    pose) until there are about ``config.num_gaussians`` of them, so they spread evenly over the
+    surface instead of following the mesh's dense face and hands; the refined faces give normals and
+    Laplacians.
+
     Returns the topology and the canonical quantities the Avatar needs: ``shaped_zero [V, 3]``
     (zero pose, no expression) and ``star_transforms [J, 4, 4]``.
     """
@@ -45,8 +38,7 @@ def build_topology(body: BodyModel, betas: torch.Tensor, config: AvatarConfig) -
         star = body(betas=betas, **{k: torch.as_tensor(v)[None] for k, v in star_pose().items()})
     shaped = star.shaped[0]
     faces = body.faces.cpu().numpy()
-    level = subdivision_level(faces, body.num_vertices, config.num_gaussians)
-    vertices, sub_faces, upsample = subdivide(shaped.numpy(), faces, level)
+    vertices, sub_faces, upsample = subdivide_to_spacing(shaped.numpy(), faces, config.num_gaussians)
     body_weights = body.lbs_weights.detach().cpu().numpy()
     keep = _upsampled_labels(upsample, body.part_labels.cpu().numpy())
     rigid = np.isin(keep, [PART_NAMES.index(p) for p in RIGID_PARTS + ("jaw", "eyes")])

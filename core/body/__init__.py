@@ -10,7 +10,7 @@ from core.body.parts import FACE_PARTS, HAND_PARTS, PART_NAMES, PART_PALETTE, pa
 from core.body.poses import star_pose, zero_pose
 from core.body.skeleton import JOINT_NAMES, LANDMARK_NAMES, NUM_JOINTS, PARENTS
 from core.body.skinning_weights import WeightVolume, build_weight_volume, diffused_weights, nearest_vertex_weights
-from core.body.subdivision import subdivide, subdivide_to_count, unique_edges
+from core.body.subdivision import refine_long_edges, subdivide, subdivide_to_spacing, unique_edges
 
 __all__ = [
     "BodyModel", "BodyOutput", "EMBEDDED_MODEL_PATH", "MODEL_ENV_VAR", "resolve_model_path",
@@ -19,5 +19,5 @@ __all__ = [
     "star_pose", "zero_pose",
     "JOINT_NAMES", "LANDMARK_NAMES", "NUM_JOINTS", "PARENTS",
     "WeightVolume", "build_weight_volume", "diffused_weights", "nearest_vertex_weights",
-    "subdivide", "subdivide_to_count", "unique_edges",
+    "refine_long_edges", "subdivide", "subdivide_to_spacing", "unique_edges",
 ]
