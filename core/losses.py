@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from core.sparse import FixedSparse
+
 
 def box_filter(images: torch.Tensor, size: int) -> torch.Tensor:
     """Mean over a ``size``² window (edge-replicated) of ``[B, C, H, W]`` -> same shape.
@@ -109,11 +111,13 @@ def part_seg_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor |
 
 @dataclass(frozen=True)
 class MeshAdjacency:
-    """Directed edge lists of a triangle mesh: ``src [E]``, ``dst [E]``, ``inv_degree [V]``."""
+    """Directed edge lists of a triangle mesh: ``src [E]``, ``dst [E]``, ``inv_degree [V]``, and the
+    uniform Laplacian ``I - D⁻¹A`` as a constant sparse ``[V, V]`` matrix."""
 
     src: torch.Tensor
     dst: torch.Tensor
     inv_degree: torch.Tensor
+    laplacian: FixedSparse
 
 
 def mesh_adjacency(faces: torch.Tensor, num_vertices: int) -> MeshAdjacency:
@@ -121,14 +125,20 @@ def mesh_adjacency(faces: torch.Tensor, num_vertices: int) -> MeshAdjacency:
     f = faces.long()
     edges = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], dim=0)
     edges = torch.unique(torch.cat([edges, edges.flip(1)], dim=0), dim=0)
-    degree = torch.bincount(edges[:, 0], minlength=num_vertices).clamp_min(1).to(torch.float32)
-    return MeshAdjacency(src=edges[:, 0].contiguous(), dst=edges[:, 1].contiguous(), inv_degree=1.0 / degree)
+    src, dst = edges[:, 0].contiguous(), edges[:, 1].contiguous()
+    degree = torch.bincount(src, minlength=num_vertices).clamp_min(1).to(torch.float32)
+    inv_degree = 1.0 / degree
+    diagonal = torch.arange(num_vertices)
+    laplacian = FixedSparse(torch.cat([diagonal, src]), torch.cat([diagonal, dst]),
+                            torch.cat([torch.ones(num_vertices), -inv_degree[src]]), (num_vertices, num_vertices))
+    return MeshAdjacency(src=src, dst=dst, inv_degree=inv_degree, laplacian=laplacian)
 
 
 def uniform_laplacian(values: torch.Tensor, adjacency: MeshAdjacency) -> torch.Tensor:
-    """``x_i - mean of x over i's neighbours`` for ``values [N, C]`` -> ``[N, C]`` (isolated vertices: x_i)."""
-    sums = torch.zeros_like(values).index_add(0, adjacency.src, values[adjacency.dst])
-    return values - sums * adjacency.inv_degree.to(values.dtype)[:, None]
+    """``x_i - mean of x over i's neighbours`` for ``values [N, C]`` float32 -> ``[N, C]`` (isolated
+    vertices: x_i). One sparse product (its backward one more with the stored transpose): on CPU
+    several times faster than a gather + ``index_add``, whose backward scatters."""
+    return adjacency.laplacian @ values
 
 
 def laplacian_loss(values: torch.Tensor, adjacency: MeshAdjacency, weight: torch.Tensor | None = None) -> torch.Tensor:

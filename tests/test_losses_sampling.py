@@ -76,6 +76,31 @@ def test_laplacian_is_zero_for_constant_and_linear_on_a_grid_interior():
     assert losses.laplacian_loss(bump, adj) > 1.0 / 9
 
 
+def test_uniform_laplacian_and_its_gradient_match_a_loop_over_neighbours():
+    # Two squares sharing an edge plus an isolated vertex 6 (degree 0: its Laplacian is x itself).
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3], [1, 4, 5], [1, 5, 2]])
+    adj = losses.mesh_adjacency(faces, 7)
+    neighbours = {i: set() for i in range(7)}
+    for f in faces.tolist():
+        for a in f:
+            neighbours[a] |= set(f) - {a}
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    expected = torch.stack([x[i] - (x[sorted(nb)].mean(0) if nb else 0.0) for i, nb in neighbours.items()])
+    xf = x.float().requires_grad_()
+    out = losses.uniform_laplacian(xf, adj)
+    assert torch.allclose(out.double(), expected, atol=1e-6)
+    # gradient of <L x, w> is Lᵀ w: compare with the dense matrix built from the neighbour lists
+    dense = torch.eye(7, dtype=torch.float64)
+    for i, nb in neighbours.items():
+        for j in nb:
+            dense[i, j] = -1.0 / len(nb)
+    w = torch.randn(7, 3, generator=g)
+    (out * w).sum().backward()
+    assert torch.allclose(xf.grad.double(), dense.T @ w.double(), atol=1e-6)
+    assert torch.allclose(adj.laplacian.to_dense().double(), dense)
+
+
 def test_psnr_of_known_mse():
     a = torch.zeros(1, 4, 4, 3)
     assert abs(losses.psnr(a, a + 0.1) - 20.0) < 1e-4

@@ -41,6 +41,70 @@ def test_triplane_reads_the_right_planes():
     assert out.shape == (1, 3) and out.tolist() == [[1.0, 0.0, 0.0]]
 
 
+def test_triplane_sampling_matrix_equals_grid_sample_values_and_gradients():
+    tri = Triplane(channels=3, resolution=6, extent=2.0, center=(0.1, -0.2, 0.0))
+    g = torch.Generator().manual_seed(5)
+    points = (torch.rand(200, 3, generator=g) - 0.5) * 2.6  # some outside the cube: border padding
+    points[:3] = torch.tensor([[1.1, -0.2, 0.0], [-0.9, 0.8, -1.0], [0.1, -0.2, 1.0]])  # on faces and edges
+    sampling = tri.sampling_matrix(points)
+    ours = tri.features_at(sampling)
+    reference = tri(points)
+    assert torch.allclose(ours, reference, atol=1e-6)
+    weights = torch.randn(reference.shape, generator=g)
+    (grad_ref,) = torch.autograd.grad((reference * weights).sum(), tri.planes)
+    (grad_ours,) = torch.autograd.grad((ours * weights).sum(), tri.planes)
+    assert torch.allclose(grad_ours, grad_ref, atol=1e-5)
+
+
+def test_fused_group_norm_relu_equals_group_norm_then_relu():
+    from core.avatar.pose_offsets import PointGroupNorm
+
+    g = torch.Generator().manual_seed(6)
+    x = (torch.randn(300, 64, generator=g) * 3 + 1).requires_grad_()
+    ours, ref = PointGroupNorm(8, 64), torch.nn.GroupNorm(8, 64)
+    with torch.no_grad():
+        for m in (ours, ref):
+            m.weight.copy_(torch.linspace(-1.0, 2.0, 64))
+            m.bias.copy_(torch.linspace(0.5, -0.5, 64))
+    out, expected = ours.forward_relu(x), torch.relu(ref(x))
+    assert torch.allclose(out, expected, atol=1e-5) and (expected == 0).any() and (expected > 0).any()
+    upstream = torch.randn(out.shape, generator=g)
+    grads = torch.autograd.grad((out * upstream).sum(), [x, ours.weight, ours.bias])
+    grads_ref = torch.autograd.grad((expected * upstream).sum(), [x, ref.weight, ref.bias])
+    for a, b in zip(grads, grads_ref):
+        assert torch.allclose(a, b, atol=1e-4 * b.abs().max()), (a - b).abs().max()
+
+
+def test_training_path_equals_the_plain_network():
+    """PoseOffsets' autograd path (sparse triplane sampling, pose part per distinct joint mask, fused
+    norms) gives the plain network's offsets and gradients: triplane at the template, masked pose
+    concatenated, layer by layer through the modules."""
+    model, joint_mask, enabled, g = random_pose_offsets(7, 300)
+    pose = 0.4 * torch.randn(63, generator=g)
+    ours = model(pose)
+
+    def plain():
+        from core.avatar.pose_offsets import NUM_BODY_JOINTS, masked_pose
+
+        idx = torch.nonzero(enabled, as_tuple=True)[0]
+        mlp = model.mlp
+        x = torch.cat([model.triplane(model.template[idx]),
+                       masked_pose(axis_angle_to_6d(pose.reshape(NUM_BODY_JOINTS, 3)), joint_mask[idx], torch.float32)], 1)
+        for module in mlp.hidden:
+            x = module(x)
+        return torch.zeros(len(enabled), 3).index_copy(0, idx, mlp.out(x) * mlp.offset_scale)
+
+    expected = plain()
+    scale = expected.abs().max()
+    assert scale > 1e-4 and (ours - expected).abs().max() < 1e-5 * scale
+    upstream = torch.randn(ours.shape, generator=g)
+    params = list(model.parameters())
+    grads = torch.autograd.grad((ours * upstream).sum(), params)
+    grads_ref = torch.autograd.grad((expected * upstream).sum(), params)
+    for p, a, b in zip(params, grads, grads_ref):
+        assert torch.allclose(a, b, atol=1e-4 * b.abs().max() + 1e-12), (p.shape, (a - b).abs().max())
+
+
 def test_pose_offsets_zero_start_disabled_and_gradients():
     torch.manual_seed(0)  # the layers' initialisation
     g = torch.Generator().manual_seed(0)

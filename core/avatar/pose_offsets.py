@@ -12,6 +12,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from smplx.lbs import batch_rodrigues
 
+from core.render.jit_cache import configure_numba_cache
+from core.sparse import FixedSparse
+
+configure_numba_cache()
+
+from numba import njit  # noqa: E402  (the cache directory must be configured before numba decorates anything)
+
 NUM_BODY_JOINTS = 21  # SMPL-X body_pose joints (1..21), the root excluded
 
 
@@ -69,6 +76,123 @@ class Triplane(nn.Module):
                                 padding_mode="border", align_corners=False)  # [3, C, N, 1]
         return sampled[..., 0].permute(2, 0, 1).reshape(points.shape[0], -1)
 
+    def sampling_matrix(self, points: torch.Tensor) -> FixedSparse:
+        """``forward``'s bilinear interpolation at fixed ``points [N, 3]`` as a sparse ``[3N, 3R²]`` matrix.
+
+        Same weights as ``grid_sample`` (border padding, align_corners=False): for points that never
+        move (the template) ``features_at`` then costs two sparse products, forward and backward,
+        where ``grid_sample``'s backward is a slow scatter on CPU.
+        """
+        res = self.planes.shape[-1]
+        uvw = (points.detach().float() - self.center) / (self.extent / 2)
+        rows, cols, values = [], [], []
+        for plane, (a, b) in enumerate(((0, 1), (0, 2), (1, 2))):
+            # grid_sample's x indexes the plane's last (width) axis, y its rows
+            x = (((uvw[:, a] + 1) * res - 1) / 2).clamp(0, res - 1)
+            y = (((uvw[:, b] + 1) * res - 1) / 2).clamp(0, res - 1)
+            x0, y0 = x.floor(), y.floor()
+            fx, fy = x - x0, y - y0
+            x0, y0 = x0.long(), y0.long()
+            x1, y1 = (x0 + 1).clamp_max(res - 1), (y0 + 1).clamp_max(res - 1)  # weight 0 where clamped
+            for yy, xx, weight in ((y0, x0, (1 - fx) * (1 - fy)), (y0, x1, fx * (1 - fy)),
+                                   (y1, x0, (1 - fx) * fy), (y1, x1, fx * fy)):
+                rows.append(plane * len(points) + torch.arange(len(points)))
+                cols.append(plane * res * res + yy * res + xx)
+                values.append(weight)
+        return FixedSparse(torch.cat(rows), torch.cat(cols), torch.cat(values), (3 * len(points), 3 * res * res))
+
+    def features_at(self, sampling: FixedSparse) -> torch.Tensor:
+        """Features ``[N, 3C]`` at the points of ``sampling_matrix(points)`` (equal to ``forward(points)``)."""
+        planes, channels = self.planes.shape[0], self.planes.shape[1]
+        texels = self.planes.reshape(planes, channels, -1).transpose(1, 2).reshape(-1, channels)  # [3R², C]
+        sampled = sampling @ texels  # [3N, C]
+        return sampled.view(planes, -1, channels).transpose(0, 1).reshape(-1, planes * channels)
+
+
+_JIT = dict(cache=True, nogil=True, fastmath=True, error_model="numpy")
+
+
+@njit(**_JIT)
+def _group_norm_relu_forward(x, weight, bias, eps, out, normalised, inv_std):  # pragma: no cover (numba)
+    """``out = relu(normalised * weight + bias)`` for ``x [N, G, S]`` normalised over each group's S
+    channels (two passes: mean, then variance of the centred values, as layer norm)."""
+    n, groups, size = x.shape
+    inv_size = np.float32(1.0) / np.float32(size)
+    zero = np.float32(0.0)
+    for i in range(n):
+        for g in range(groups):
+            total = zero
+            for k in range(size):
+                total += x[i, g, k]
+            mean = total * inv_size
+            squares = zero
+            for k in range(size):
+                d = x[i, g, k] - mean
+                squares += d * d
+            r = np.float32(1.0) / np.sqrt(squares * inv_size + eps)
+            inv_std[i, g] = r
+            for k in range(size):
+                h = (x[i, g, k] - mean) * r
+                normalised[i, g, k] = h
+                y = h * weight[g, k] + bias[g, k]
+                out[i, g, k] = y if y > zero else zero
+
+
+@njit(**_JIT)
+def _group_norm_relu_backward(grad_out, out, normalised, inv_std, weight, grad_x, grad_weight, grad_bias):  # pragma: no cover
+    """Gradients of ``_group_norm_relu_forward``; ``grad_weight`` / ``grad_bias [G, S]`` are accumulated into."""
+    n, groups, size = out.shape
+    inv_size = np.float32(1.0) / np.float32(size)
+    zero = np.float32(0.0)
+    grad_h = np.empty(size, np.float32)
+    for i in range(n):
+        for g in range(groups):
+            mean_gh = zero
+            mean_gh_h = zero
+            for k in range(size):
+                gz = grad_out[i, g, k] if out[i, g, k] > zero else zero
+                grad_weight[g, k] += gz * normalised[i, g, k]
+                grad_bias[g, k] += gz
+                gh = gz * weight[g, k]
+                grad_h[k] = gh
+                mean_gh += gh
+                mean_gh_h += gh * normalised[i, g, k]
+            mean_gh *= inv_size
+            mean_gh_h *= inv_size
+            r = inv_std[i, g]
+            for k in range(size):
+                grad_x[i, g, k] = r * (grad_h[k] - mean_gh - normalised[i, g, k] * mean_gh_h)
+
+
+class _GroupNormReLU(torch.autograd.Function):
+    """``relu(group_norm(x))`` for float32 ``x [N, C]`` in one pass each way (numba)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float):
+        n, c = x.shape
+        shape = (n, groups, c // groups)
+        x = x.detach().contiguous()
+        out, normalised, inv_std = torch.empty_like(x), torch.empty_like(x), x.new_empty(n, groups)
+        _group_norm_relu_forward(x.view(shape).numpy(), weight.detach().reshape(shape[1:]).numpy(),
+                                 bias.detach().reshape(shape[1:]).numpy(), np.float32(eps),
+                                 out.view(shape).numpy(), normalised.view(shape).numpy(), inv_std.numpy())
+        ctx.save_for_backward(out, normalised, inv_std, weight)
+        ctx.groups = groups
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        out, normalised, inv_std, weight = ctx.saved_tensors
+        n, c = out.shape
+        shape = (n, ctx.groups, c // ctx.groups)
+        grad_x = torch.empty_like(out)
+        grad_weight, grad_bias = torch.zeros(c), torch.zeros(c)
+        _group_norm_relu_backward(grad_out.contiguous().view(shape).numpy(), out.view(shape).numpy(),
+                                  normalised.view(shape).numpy(), inv_std.numpy(),
+                                  weight.detach().reshape(shape[1:]).numpy(), grad_x.view(shape).numpy(),
+                                  grad_weight.view(shape[1:]).numpy(), grad_bias.view(shape[1:]).numpy())
+        return grad_x, grad_weight, grad_bias, None, None
+
 
 class PointGroupNorm(nn.GroupNorm):
     """GroupNorm for ``[N, C]`` per-point features, computed as a layer norm over each group.
@@ -82,6 +206,14 @@ class PointGroupNorm(nn.GroupNorm):
         grouped = F.layer_norm(x.view(n, self.num_groups, c // self.num_groups), (c // self.num_groups,),
                                eps=self.eps)
         return grouped.view(n, c) * self.weight + self.bias
+
+    def forward_relu(self, x: torch.Tensor) -> torch.Tensor:
+        """``relu(self(x))``: for float32 CPU tensors one fused pass forward and one backward (the
+        separate layer norm, affine and ReLU were most of the pose MLP's time: tiny 8-channel groups
+        are slow in torch's kernels)."""
+        if x.dtype != torch.float32 or x.device.type != "cpu" or self.weight.dtype != torch.float32:
+            return torch.relu(self(x))
+        return _GroupNormReLU.apply(x, self.weight, self.bias, self.num_groups, self.eps)
 
 
 class PoseOffsetMLP(nn.Module):
@@ -108,7 +240,7 @@ class PoseOffsetMLP(nn.Module):
     def forward(self, features: torch.Tensor, joint_rot6d: torch.Tensor, joint_mask: torch.Tensor) -> torch.Tensor:
         """``features [N, F]``, ``joint_rot6d [21, 6]``, ``joint_mask [N, 21]`` bool -> ``[N, 3]`` metres."""
         pose = masked_pose(joint_rot6d, joint_mask, features.dtype)
-        return self.out(self.hidden(torch.cat([features, pose], dim=1))) * self.offset_scale
+        return self.after_first_layer(self.hidden[0](torch.cat([features, pose], dim=1)))
 
     def feature_part(self, features: torch.Tensor) -> torch.Tensor:
         """The first layer's response to the features alone, bias included -> ``[N, width]``."""
@@ -121,8 +253,15 @@ class PoseOffsetMLP(nn.Module):
         return F.linear(masked_pose(joint_rot6d, joint_masks, first.weight.dtype), first.weight[:, feature_dim:])
 
     def after_first_layer(self, first: torch.Tensor) -> torch.Tensor:
-        """The rest of the network from the first layer's output ``[N, width]`` -> ``[N, 3]`` metres."""
-        return self.out(self.hidden[1:](first)) * self.offset_scale
+        """The rest of the network from the first layer's output ``[N, width]`` -> ``[N, 3]`` metres.
+
+        ``hidden`` holds (Linear, PointGroupNorm, ReLU) per layer; each norm and its ReLU run fused."""
+        x = first
+        for start in range(0, len(self.hidden), 3):
+            if start > 0:
+                x = self.hidden[start](x)
+            x = self.hidden[start + 1].forward_relu(x)
+        return self.out(x) * self.offset_scale
 
 
 def masked_pose(joint_rot6d: torch.Tensor, joint_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -152,6 +291,8 @@ class PoseOffsets(nn.Module):
         # into a per-Gaussian part that only changes with the weights and a per-mask part. The last
         # pose's offsets are kept too: a Gaussian's offset depends only on the joints in its mask, so
         # a pose that changes a few joints (a slider) re-evaluates only the Gaussians near them.
+        self._structure_key: tuple | None = None
+        self._structure_cache: tuple = ()
         self._cache_key: tuple | None = None
         self._cache: tuple[torch.Tensor, ...] = ()
         self._last_pose: tuple[torch.Tensor, torch.Tensor] | None = None  # rot6d [21, 6], offsets [M, 3]
@@ -159,31 +300,48 @@ class PoseOffsets(nn.Module):
     def forward(self, body_pose: torch.Tensor) -> torch.Tensor:
         """``body_pose [63]`` axis-angle (radians) -> offsets ``[N, 3]`` metres (zero where disabled).
 
-        Without autograd the first layer comes from a cache, and only the Gaussians whose joint mask
-        holds a joint that changed since the last call are re-evaluated (``_offsets_cached``: same
-        values; a one-joint slider change in the studio touches a fraction of the Gaussians)."""
-        idx = torch.nonzero(self.enabled, as_tuple=True)[0]
+        The first layer is split into its response to the triplane feature and to the masked pose
+        (``PoseOffsetMLP.feature_part`` + ``pose_part``): the joint masks take a few distinct values
+        (one per dominant joint), so the pose part is computed once per distinct mask. Without
+        autograd the feature part comes from a cache, and only the Gaussians whose joint mask holds a
+        joint that changed since the last call are re-evaluated (``_offsets_cached``: same values; a
+        one-joint slider change in the studio touches a fraction of the Gaussians)."""
+        idx, masks, which, sampling = self._structure()
         rot6d = axis_angle_to_6d(body_pose.reshape(NUM_BODY_JOINTS, 3))
         if torch.is_grad_enabled():
-            out = self.mlp(self.triplane(self.template[idx]), rot6d, self.joint_mask[idx])
+            feature_part = self.mlp.feature_part(self.triplane.features_at(sampling))
+            pose_part = self.mlp.pose_part(rot6d.to(feature_part.dtype), masks, self.triplane.feature_dim)
+            out = self.mlp.after_first_layer(feature_part + pose_part.index_select(0, which))
         else:
-            out = self._offsets_cached(idx, rot6d)
+            out = self._offsets_cached(rot6d)
         return torch.zeros_like(self.template).index_copy(0, idx, out.to(self.template.dtype))
+
+    def _structure(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, FixedSparse]:
+        """What depends on the buffers only: enabled Gaussians ``idx [M]``, distinct joint masks
+        ``masks [U, 21]`` with ``which [M]`` (each Gaussian's mask), the triplane sampling matrix at
+        their template positions. Cached until a buffer changes (``load_state_dict`` copies in place)."""
+        tensors = (self.template, self.joint_mask, self.enabled, self.triplane.center)
+        key = tuple((id(t), t.data_ptr(), t._version) for t in tensors) + (tuple(self.triplane.planes.shape),)
+        if key != self._structure_key:
+            idx = torch.nonzero(self.enabled, as_tuple=True)[0]
+            masks, which = torch.unique(self.joint_mask[idx], dim=0, return_inverse=True)
+            self._structure_cache = (idx, masks, which, self.triplane.sampling_matrix(self.template[idx]))
+            self._structure_key = key
+        return self._structure_cache
 
     def _weights_key(self) -> tuple:
         """Identity and version of everything the cached values depend on but the pose."""
         tensors = (*self.parameters(), *self.buffers())
         return tuple((id(t), t.data_ptr(), t._version, t.dtype) for t in tensors)
 
-    def _offsets_cached(self, idx: torch.Tensor, rot6d: torch.Tensor) -> torch.Tensor:
-        """Offsets ``[M, 3]`` of the enabled Gaussians ``idx [M]`` for ``rot6d [21, 6]`` (no autograd)."""
+    def _offsets_cached(self, rot6d: torch.Tensor) -> torch.Tensor:
+        """Offsets ``[M, 3]`` of the enabled Gaussians for ``rot6d [21, 6]`` (no autograd)."""
+        _, masks, which, sampling = self._structure()
         key = self._weights_key()
         if key != self._cache_key:
-            features = self.triplane(self.template[idx])
-            masks, which = torch.unique(self.joint_mask[idx], dim=0, return_inverse=True)
-            self._cache = (self.mlp.feature_part(features), masks, which)
+            self._cache = (self.mlp.feature_part(self.triplane.features_at(sampling)),)
             self._cache_key, self._last_pose = key, None
-        feature_part, masks, which = self._cache
+        (feature_part,) = self._cache
         pose_part = self.mlp.pose_part(rot6d.to(feature_part.dtype), masks, self.triplane.feature_dim)  # [U, width]
         if self._last_pose is None:
             out = self.mlp.after_first_layer(feature_part + pose_part[which])
