@@ -46,6 +46,8 @@ QUICK_SETS = ["train.iterations=150", "frames.warmup_iterations=60", "frames.num
 SHEET_LABELS = ("motion", "random", "view")  # one held-out render of each group per subject on the sheet
 ALIGN_TEXT = {"fit": "GT hands/face + fitted shape, global orientation, body pose, scale and shift fitted per frame "
                      "to the GT body's vertices (area-weighted L2; same for all methods)",
+              "fit-joints": "GT hands/face + fitted shape, global orientation, body pose, scale and shift fitted per "
+                            "frame to the GT body's 55 joints (weak pull to the GT pose; same for all methods)",
               "scale": "GT pose + fitted shape, scale+shift aligned to the GT joints",
               "none": "GT pose + fitted shape, unaligned"}
 
@@ -225,7 +227,8 @@ def main() -> int:
                         help="prep: the photo goes through mediapipe + fit; known: use the GT body's fit")
     parser.add_argument("--align", choices=ALIGN_MODES, nargs="+", default=["fit"],
                         help="fit: per held-out frame, fit the fitted-shape body's global orientation, body pose, "
-                             "scale and shift to the GT body's vertices (hands/face stay GT); scale: only a "
+                             "scale and shift to the GT body's vertices (hands/face stay GT); fit-joints: the same "
+                             "on the GT joints; scale: only a "
                              "least-squares scale + shift of the joints (prep's size/depth ambiguity); none: GT pose "
                              "+ fitted shape as is. The same alignment poses every method. Several modes: trained "
                              "once, one table per mode (file name ends in _<mode>)")

@@ -219,19 +219,27 @@ def test_fit_alignment_beats_scale_alignment_across_shapes(body):
     truth_person, fitted_person = make_person(1), make_person(3)
     views = heldout_views(body, truth_person, SIZE, ["wave"], num_random=1, view_azimuths_deg=())
     fitted, truth = _fitted_and_truth(fitted_person.betas, truth_person.betas, views[-1].pose)
-    errors = {mode: alignment_error(body, eval_pose(body, fitted, truth, mode), truth)
-              for mode in ("none", "scale", "fit")}
+    poses = {mode: eval_pose(body, fitted, truth, mode) for mode in ("none", "scale", "fit")}
+    errors = {mode: alignment_error(body, pose, truth) for mode, pose in poses.items()}
     assert errors["fit"] < 0.8 * errors["scale"] and errors["scale"] < 0.5 * errors["none"], errors
-    pose = eval_pose(body, fitted, truth, "fit")
+    pose = poses["fit"]
     for name in ("left_hand_pose", "right_hand_pose", "jaw_pose", "betas"):
         assert torch.equal(pose.params[name], fitted[name])
     again = eval_pose(body, fitted, truth, "fit")  # deterministic: the same frame gets the same pose
     assert again.alignment == pose.alignment
     assert all(torch.equal(again.params[k], pose.params[k]) for k in pose.params)
 
+    def joint_rms(mode):
+        placed = eval_pose(body, fitted, truth, mode)
+        with torch.no_grad():
+            joints = placed.alignment.apply(body(**placed.params).joints[0])
+            return float((joints - body(**truth).joints[0]).pow(2).sum(-1).mean().sqrt())
+
+    assert joint_rms("fit-joints") < 0.8 * joint_rms("scale")
+
 
 def test_eval_pose_modes(body):
-    from core.quality.alignment import EvalPose, ScaleAlignment, eval_pose, scale_alignment
+    from core.quality.alignment import EvalPose, ScaleAlignment, eval_pose, fit_alignment, scale_alignment
 
     person = make_person(0)
     fitted, truth = _fitted_and_truth(make_person(4).betas, person.betas, person.photo_pose)
@@ -239,3 +247,5 @@ def test_eval_pose_modes(body):
     assert eval_pose(body, fitted, truth, "scale").alignment == scale_alignment(body, fitted, truth)
     with pytest.raises(ValueError, match="unknown alignment"):
         eval_pose(body, fitted, truth, "procrustes")
+    with pytest.raises(ValueError, match="vertices"):
+        fit_alignment(body, fitted, truth, on="landmarks")

@@ -12,6 +12,8 @@ only, never from a method's render, and is shared by all methods.
 - ``fit``: from there, global orientation, body pose, scale and shift of the fitted-shape body fitted
   to the GT body's posed vertices (area-weighted L2, Levenberg-Marquardt); hands, jaw and eyes keep
   GT values.
+- ``fit-joints``: the same fit on the 55 joints (with a weak pull towards the GT pose), the analogue of
+  fitting SMPL-X to a test frame's keypoints.
 """
 from __future__ import annotations
 
@@ -22,8 +24,10 @@ import torch
 
 from core.body import BodyModel
 
-ALIGN_MODES = ("fit", "scale", "none")
+ALIGN_MODES = ("fit", "fit-joints", "scale", "none")
 FITTED_POSE_FIELDS = ("global_orient", "body_pose")  # what ``fit`` frees; hands / face stay GT
+# m² per rad²: a 0.1 rad change of the pose costs as much as 3 mm RMS joint distance
+JOINT_FIT_PRIOR = 1e-3
 FIT_STEPS = 10  # Levenberg-Marquardt iterations at most; 3-4 reach the tolerance on the benchmark's people
 
 
@@ -85,36 +89,45 @@ def weighted_rms(points: torch.Tensor, target: torch.Tensor, weights: torch.Tens
 
 
 def fit_alignment(body: BodyModel, fitted: dict[str, torch.Tensor], truth: dict[str, torch.Tensor],
-                  steps: int = FIT_STEPS) -> EvalPose:
-    """The fitted-shape body put onto the GT body of the same frame by a per-vertex least-squares fit.
+                  on: str = "vertices", steps: int = FIT_STEPS) -> EvalPose:
+    """The fitted-shape body put onto the GT body of the same frame by a least-squares fit.
 
     Args:
         fitted: GT pose with the fitted shape (``eval_params``), ``[1, k]`` tensors; the start.
-        truth: GT pose with the GT shape, same names; its posed vertices are the target.
+        truth: GT pose with the GT shape, same names; its posed points are the target.
+        on: ``"vertices"``: all vertices, area-weighted (both bodies share the topology), or
+            ``"joints"``: the 55 joints, equally weighted, plus ``JOINT_FIT_PRIOR`` on the pose's change
+            (joints do not see a bone's twist).
         steps: at most this many Levenberg-Marquardt iterations.
 
     Starting from ``scale_alignment``, global orientation, body pose, log-scale and shift (70 numbers)
-    minimise the area-weighted mean squared distance between ``scale * vertices + shift`` and the GT
-    vertices (both bodies share the topology). Hands, jaw and eyes keep their GT values. The problem
-    is a small dense least-squares one, so Levenberg-Marquardt on the forward-mode Jacobian
-    converges in a few iterations where first-order methods crawl along the limb chains.
+    minimise the weighted mean squared distance between ``scale * points + shift`` and the GT points.
+    Hands, jaw and eyes keep their GT values. The problem is a small dense least-squares one, so
+    Levenberg-Marquardt on the forward-mode Jacobian converges in a few iterations where
+    first-order methods crawl along the limb chains.
     """
+    if on not in ("vertices", "joints"):
+        raise ValueError(f"fit on 'vertices' or 'joints', not {on!r}")
     with torch.no_grad():
-        target = body(**truth).vertices[0]
-        areas = vertex_areas(target, body.faces.long())
-        root_weights = (areas / areas.sum()).sqrt()[:, None]  # [V, 1]
+        posed = body(**truth)
+        target = posed.vertices[0] if on == "vertices" else posed.joints[0]
+        weights = vertex_areas(target, body.faces.long()) if on == "vertices" else torch.ones(len(target))
+        root_weights = (weights / weights.sum()).sqrt()[:, None]  # [P, 1]
         start = scale_alignment(body, fitted, truth)
     fixed = {k: v.detach() for k, v in fitted.items() if k not in FITTED_POSE_FIELDS}
     widths = [fitted[k].shape[1] for k in FITTED_POSE_FIELDS]
+    x_start = torch.cat([*(fitted[k].detach()[0] for k in FITTED_POSE_FIELDS),
+                         torch.tensor([math.log(start.scale), *start.shift], dtype=target.dtype)])
+    prior = math.sqrt(JOINT_FIT_PRIOR) if on == "joints" else 0.0
 
-    def residuals(x: torch.Tensor) -> torch.Tensor:  # [70] -> [3V] weighted vertex differences (metres)
+    def residuals(x: torch.Tensor) -> torch.Tensor:  # [70] -> [3P (+66)] weighted differences (metres)
         pose = dict(zip(FITTED_POSE_FIELDS, x[:-4].split(widths)))
-        vertices = body(**fixed, **{k: v[None] for k, v in pose.items()}).vertices[0]
-        return ((vertices * x[-4].exp() + x[-3:] - target) * root_weights).reshape(-1)
+        out = body(**fixed, **{k: v[None] for k, v in pose.items()})
+        points = out.vertices[0] if on == "vertices" else out.joints[0]
+        distances = ((points * x[-4].exp() + x[-3:] - target) * root_weights).reshape(-1)
+        return torch.cat([distances, prior * (x[:-4] - x_start[:-4])]) if prior else distances
 
-    x = torch.cat([*(fitted[k].detach()[0] for k in FITTED_POSE_FIELDS),
-                   torch.tensor([math.log(start.scale), *start.shift], dtype=target.dtype)])
-    x = levenberg_marquardt(residuals, x, steps)
+    x = levenberg_marquardt(residuals, x_start, steps)
     pose = dict(zip(FITTED_POSE_FIELDS, x[:-4].split(widths)))
     params = {**fixed, **{k: v[None].clone() for k, v in pose.items()}}
     return EvalPose(params, ScaleAlignment(float(x[-4].exp()), tuple(float(v) for v in x[-3:])))
@@ -153,7 +166,9 @@ def eval_pose(body: BodyModel, fitted: dict[str, torch.Tensor], truth: dict[str,
               ) -> EvalPose:
     """The pose every method gets for one frame under alignment ``mode`` (one of ``ALIGN_MODES``)."""
     if mode == "fit":
-        return fit_alignment(body, fitted, truth)
+        return fit_alignment(body, fitted, truth, "vertices")
+    if mode == "fit-joints":
+        return fit_alignment(body, fitted, truth, "joints")
     if mode == "scale":
         return EvalPose(fitted, scale_alignment(body, fitted, truth))
     if mode == "none":
