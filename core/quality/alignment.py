@@ -134,12 +134,13 @@ def fit_alignment(body: BodyModel, fitted: dict[str, torch.Tensor], truth: dict[
 
 
 def levenberg_marquardt(residuals, x: torch.Tensor, steps: int, damping: float = 1e-4,
-                        tolerance: float = 1e-3) -> torch.Tensor:
+                        tolerance: float = 1e-3, floor: float = 1e-12) -> torch.Tensor:
     """``x [P]`` minimising ``|residuals(x)|²`` (``residuals``: ``[P] -> [R]``), from the given start.
 
     Each iteration solves the damped normal equations on the forward-mode Jacobian ``[R, P]``; a step
     that does not lower the cost is retried with ten times the damping. Stops after ``steps``
-    iterations or when a step lowers the cost by less than ``tolerance`` relative.
+    iterations, when a step lowers the cost by less than ``tolerance`` relative, or when the cost is
+    below ``floor`` (here m²: an exact fit, at float32 precision).
     """
     with torch.no_grad():
         cost = residuals(x).pow(2).sum()
@@ -157,7 +158,7 @@ def levenberg_marquardt(residuals, x: torch.Tensor, steps: int, damping: float =
                 return x  # no descent left: at the minimum to float precision
         x, decrease, cost = x + step, float((cost - new_cost) / cost), new_cost
         damping = max(damping / 10.0, 1e-9)
-        if decrease < tolerance:
+        if decrease < tolerance or cost < floor:
             break
     return x
 
