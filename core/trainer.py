@@ -242,13 +242,14 @@ class Trainer:
 
         body_out = self.body(**frame.params)
         shaped, transforms = body_out.shaped[0], body_out.joint_transforms[0]
-        base = self.avatar.pose(shaped, transforms, None)
+        skinning = self.avatar.skinning(shaped, transforms)  # shared by the base and refined posing
+        base = self.avatar.pose(shaped, transforms, None, skinning=skinning)
         base_render = render_posed(base, frame.viewmat, frame.K, wd, h, cfg.render, background)
         loss, terms = frame_loss(base_render, frame, w, w.image, cfg.loss, background)
         metrics = {f"base_{k}": v for k, v in terms.items()}
         refined_render = None
         if cfg.ablation.pose_offsets:
-            refined = self.avatar.pose(shaped, transforms, frame.params["body_pose"].reshape(-1))
+            refined = self.avatar.pose(shaped, transforms, frame.params["body_pose"].reshape(-1), skinning=skinning)
             refined_render = render_posed(refined, frame.viewmat, frame.K, wd, h, cfg.render, background)
             refined_loss, terms = frame_loss(refined_render, frame, w, w.image_refined, cfg.loss, background)
             loss = loss + refined_loss

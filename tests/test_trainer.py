@@ -159,3 +159,46 @@ def test_photo_steps_leave_the_back_colours_alone(setup):
     assert torch.equal(trainer.photo_facing, score > 0)
     assert back.sum() > 1000 and torch.equal(after[back], before[back])
     assert (after[front] - before[front]).abs().amax(-1).gt(1e-3).float().mean() > 0.5
+
+
+def test_shared_skinning_and_sparse_normals_equal_separate_posing(setup):
+    """The trainer skins a frame once for its base and refined posing; Avatar.surface_normals (sparse
+    products) replaces gaussians.vertex_normals: same positions, normals and gradients."""
+    from core.avatar.gaussians import vertex_normals
+
+    body, config, subject, _ = setup
+    avatar = build_avatar(body, np.zeros(body.num_betas), config.avatar)
+    g = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        avatar.offsets.copy_(0.005 * torch.randn(avatar.offsets.shape, generator=g))
+        avatar.pose_offsets.mlp.out.weight.normal_(0.0, 0.5, generator=g)  # non-zero pose offsets
+    params = {k: v.clone() for k, v in photo_frame(subject, 0.1, 0.02, 0.015).params.items()}
+    params["body_pose"] = params["body_pose"] + 0.3 * torch.randn(params["body_pose"].shape, generator=g)
+    out = body(**params)
+    shaped = out.shaped[0]
+    body_pose = params["body_pose"].reshape(-1)
+
+    def posed_pair(shared: bool):
+        transforms = out.joint_transforms[0].detach().clone().requires_grad_()
+        skinning = avatar.skinning(shaped, transforms) if shared else None
+        pair = [avatar.pose(shaped, transforms, pose, skinning=skinning) for pose in (None, body_pose)]
+        weights = torch.linspace(-1.0, 1.0, 3 * avatar.num_gaussians).view(-1, 3)
+        loss = sum(((p.means + p.normals) * weights).sum() for p in pair)
+        grads = torch.autograd.grad(loss, [transforms, avatar.offsets])
+        return pair, grads
+
+    shared, shared_grads = posed_pair(True)
+    separate, separate_grads = posed_pair(False)
+    for a, b in zip(shared, separate):
+        assert torch.equal(a.means, b.means) and torch.equal(a.normals, b.normals)
+    assert (shared[1].means - shared[0].means).abs().max() > 1e-4  # the refined posing really moved
+    for a, b in zip(shared_grads, separate_grads):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * b.abs().max())
+
+    points = (avatar.template + 0.01 * torch.randn(avatar.template.shape, generator=g)).requires_grad_()
+    ours, reference = avatar.surface_normals(points), vertex_normals(points, avatar.faces)
+    assert torch.allclose(ours, reference, atol=1e-5)
+    weights = torch.randn(ours.shape, generator=g)
+    (grad_ours,) = torch.autograd.grad((ours * weights).sum(), points)
+    (grad_ref,) = torch.autograd.grad((reference * weights).sum(), points)
+    assert torch.allclose(grad_ours, grad_ref, atol=1e-4 * grad_ref.abs().max())
