@@ -51,6 +51,11 @@ class FixedSparse:
             return self.matrix @ dense
         return _FixedSparseProduct.apply(dense, self.matrix, self.transpose)
 
+    def __deepcopy__(self, memo: dict) -> FixedSparse:
+        # constant, so copies may share it (torch cannot deep-copy CSR tensors: modules that cache a
+        # FixedSparse must stay copyable, e.g. copy.deepcopy(avatar))
+        return self
+
     def to_dense(self) -> torch.Tensor:
         """The dense ``[R, C]`` matrix (for tests)."""
         return self.matrix.to_dense()

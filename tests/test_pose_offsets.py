@@ -95,6 +95,9 @@ def test_training_path_equals_the_plain_network():
         return torch.zeros(len(enabled), 3).index_copy(0, idx, mlp.out(x) * mlp.offset_scale)
 
     expected = plain()
+    import copy  # a model holding its cached sparse sampling must stay copyable (quality benchmark)
+
+    assert torch.equal(copy.deepcopy(model)(pose), ours)
     scale = expected.abs().max()
     assert scale > 1e-4 and (ours - expected).abs().max() < 1e-5 * scale
     upstream = torch.randn(ours.shape, generator=g)

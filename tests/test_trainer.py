@@ -198,6 +198,9 @@ def test_shared_skinning_and_sparse_normals_equal_separate_posing(setup):
     points = (avatar.template + 0.01 * torch.randn(avatar.template.shape, generator=g)).requires_grad_()
     ours, reference = avatar.surface_normals(points), vertex_normals(points, avatar.faces)
     assert torch.allclose(ours, reference, atol=1e-5)
+    import copy  # the avatar holds cached sparse operators now: it must stay copyable (quality benchmark)
+
+    assert torch.equal(copy.deepcopy(avatar).surface_normals(points), ours)
     weights = torch.randn(ours.shape, generator=g)
     (grad_ours,) = torch.autograd.grad((ours * weights).sum(), points)
     (grad_ref,) = torch.autograd.grad((reference * weights).sum(), points)
