@@ -2,7 +2,7 @@
 
 The benchmark drives every method with the GT pose and the *fitted* shape. The fitted skeleton has
 other bone lengths than the GT one, so in the GT pose its limbs land centimetres off the GT
-silhouette, and PSNR would mostly measure that. Papers fit SMPL-X to each test frame first; with
+silhouette, and PSNR partly measures that rather than the method. Papers fit SMPL-X to each test frame first; with
 synthetic people the GT body is known and shares the mesh topology with the fitted one, so the fit
 is a per-vertex least-squares problem. Every alignment here is computed from the two bare bodies
 only, never from a method's render, and is shared by all methods.
