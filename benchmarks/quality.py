@@ -4,6 +4,7 @@
     python benchmarks/quality.py --quick                       # 2 people, short schedule
     python benchmarks/quality.py --subjects 3 --set train.iterations=300 --fit known
     python benchmarks/quality.py --quick --align fit scale none   # train once, one table per alignment
+    python benchmarks/quality.py --quick --frames oracle          # train on GT renders instead of generated frames
 
 Each person (core.synthetic_people, deterministic from its seed) is rendered once from the front as
 the input photo. ``--fit prep`` (default) sends that photo through our real prep (mediapipe mask +
@@ -15,13 +16,20 @@ the GT pose, aligned per held-out frame to the GT body (``--align``, core/qualit
 from the bare bodies only and shared by all methods); the mask IoU shows how far the fitted shape and
 the GT body still disagree.
 
+Training frames (``--frames``): ``offline`` (default) = our generator, the warmed avatar re-rendered
+along the built-in motions; ``oracle`` = the GT person rendered in the generator's motion poses, a
+stand-in for a pose-guided video model (core/quality/oracle.py; held-out motion frames left out);
+``oracle-noisy`` = the same with a seeded per-frame colour shift and blur of the RGB, as a video model is
+not pixel-consistent.
+
 Methods, all in this run on the same subjects: (a) mesh = the fitted body mesh with the photo's
 colours projected on it; (b) no balanced sampling; (c) no geometry weighting; (d) no pose offsets;
 (e) the full method. (b)-(e) share prep, warm-up and generated frames per subject.
 
 Metrics on a white background with the GT mask, over the box around both silhouettes (see
 core/quality/metrics.py). LPIPS is not reported: its pretrained weights are not available offline.
-Writes ``quality_<preset>[_quick][_<tag>][_<align>].md`` / ``.json`` (table, updated after every subject)
+Writes ``quality_<preset>[_quick][_<frames>][_<tag>][_<align>].md`` (``_<frames>`` unless offline) /
+``.json`` (table, updated after every subject)
 and ``.png`` (contact sheet: GT | (a) .. (e), three held-out renders per subject) into --out.
 """
 from __future__ import annotations
@@ -51,6 +59,12 @@ ALIGN_TEXT = {"fit": "GT hands/face + fitted shape, global orientation, body pos
               "scale": "GT pose + fitted shape, scale+shift aligned to the GT joints",
               "none": "GT pose + fitted shape, unaligned"}
 
+FRAME_SOURCES = ("offline", "oracle", "oracle-noisy")
+FRAME_TEXT = {"offline": "offline generator (warmed avatar re-rendered)",
+              "oracle": "ORACLE (GT person rendered in the generator's motion poses, held-out frames left out)",
+              "oracle-noisy": "ORACLE-NOISY (GT person in the generator's poses, RGB with per-frame colour shift "
+                              "±8 % gain ±0.03 offset and 0.6 px blur)"}
+
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -72,7 +86,21 @@ def make_subject(body, person, config, fit: str, workdir: Path, renderer):
     return prepare_subject(photo, workdir / f"subject{person.seed}", config, model=body)
 
 
-def evaluate_subject(body, person, config, fit: str, aligns: list[str], workdir: Path, renderer) -> dict[str, dict]:
+def frame_source(body, person, subject, config, frames: str, renderer):
+    """The training frames' source for ``--frames``: None (the offline generator) or an oracle source."""
+    from core.quality.oracle import degrade_frames, oracle_frames
+
+    if frames == "offline":
+        return None
+
+    def source(avatar, progress):
+        made = oracle_frames(avatar, body, person, subject.smplx, config.frames, renderer, progress)
+        return degrade_frames(made, person.seed) if frames == "oracle-noisy" else made
+    return source
+
+
+def evaluate_subject(body, person, config, fit: str, aligns: list[str], workdir: Path, renderer,
+                     frames: str = "offline") -> dict[str, dict]:
     """Train all variants on one person once and score every method on its held-out renders under each
     alignment mode in ``aligns``; returns ``{mode: result}``."""
     from core.quality.methods import VARIANTS, shared_start, train_variant
@@ -92,7 +120,8 @@ def evaluate_subject(body, person, config, fit: str, aligns: list[str], workdir:
             log(f"person {person.seed}: {stage} {100 * fraction:.0f}%")
 
     clock = time.perf_counter()
-    start = shared_start(body, subject, config, report)
+    start = shared_start(body, subject, config, report, frame_source(body, person, subject, config, frames, renderer))
+    log(f"person {person.seed}: {len(start.frames)} training frames ({start.frames.source})")
     timings["shared_s"] = time.perf_counter() - clock
     avatars = {}
     for variant in VARIANTS:
@@ -232,6 +261,10 @@ def main() -> int:
                              "least-squares scale + shift of the joints (prep's size/depth ambiguity); none: GT pose "
                              "+ fitted shape as is. The same alignment poses every method. Several modes: trained "
                              "once, one table per mode (file name ends in _<mode>)")
+    parser.add_argument("--frames", choices=FRAME_SOURCES, default="offline",
+                        help="training frames: offline = our generator (warmed avatar re-rendered); oracle = the GT "
+                             "person in the generator's motion poses (a stand-in for a video model); oracle-noisy = "
+                             "oracle with a seeded per-frame colour shift and blur of the RGB")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--tag", default="", help="appended to the output files' name (quality_<preset>[_quick]_<tag>)")
     args = parser.parse_args()
@@ -254,7 +287,8 @@ def main() -> int:
     body = BodyModel.load(config.body.model or None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"quality_{config.name}{'_quick' if args.quick else ''}{'_' + args.tag if args.tag else ''}"
+    stem = (f"quality_{config.name}{'_quick' if args.quick else ''}"
+            f"{'_' + args.frames if args.frames != 'offline' else ''}{'_' + args.tag if args.tag else ''}")
     aligns = list(dict.fromkeys(args.align))
     names = {a: stem + (f"_{a}" if len(aligns) > 1 else "") for a in aligns}
     fit_text = ("photo through our prep (mediapipe + SMPL-X fit)" if args.fit == "prep"
@@ -262,7 +296,8 @@ def main() -> int:
     headers = {a: (f"Quality on {count} synthetic people (seeds {args.first_seed}..{args.first_seed + count - 1}) — "
                    f"preset {config.name}, overrides {sets or 'none'}; input: {fit_text}; "
                    f"{config.train.iterations} steps, warm-up {config.frames.warmup_iterations}, "
-                   f"{config.frames.num_generated} generated frames, {config.avatar.num_gaussians} Gaussians "
+                   f"{config.frames.num_generated} generated frames, training frames: {FRAME_TEXT[args.frames]}; "
+                   f"{config.avatar.num_gaussians} Gaussians "
                    f"(requested); eval {config.train.render_size}² on white with the GT mask, box around both "
                    f"silhouettes; alignment '{a}': {ALIGN_TEXT[a]}; LPIPS not computed (no weights offline).")
                for a in aligns}
@@ -273,7 +308,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="persona-quality-") as tmp:
         for seed in range(args.first_seed, args.first_seed + count):
             person = make_person(seed, body.num_betas)
-            for align, result in evaluate_subject(body, person, config, args.fit, aligns, Path(tmp), renderer).items():
+            for align, result in evaluate_subject(body, person, config, args.fit, aligns, Path(tmp), renderer,
+                                                     args.frames).items():
                 results[align].append(result)
             for align in aligns:
                 name = names[align]
@@ -282,6 +318,7 @@ def main() -> int:
                 write_text_atomic(out / f"{name}.md", table)
                 write_text_atomic(out / f"{name}.json", json.dumps(
                     {"header": headers[align], "config": config_to_dict(config), "fit": args.fit, "align": align,
+                     "frames": args.frames,
                      "results": [{k: v for k, v in r.items() if k != "sheet"} for r in results[align]]}, indent=1))
                 save_png(out / f"{name}.png", contact_sheet(results[align]))
             log(f"person {seed} done; tables in {', '.join(str(out / f'{n}.md') for n in names.values())}")

@@ -249,3 +249,108 @@ def test_eval_pose_modes(body):
         eval_pose(body, fitted, truth, "procrustes")
     with pytest.raises(ValueError, match="vertices"):
         fit_alignment(body, fitted, truth, on="landmarks")
+
+
+# -- oracle training frames (core/quality/oracle.py) ------------------------------------------------
+
+ORACLE_MOTIONS = ["walk_in_place", "wave"]  # both loop every 30 frames: the evenly spread picks repeat poses
+
+
+@pytest.fixture(scope="module")
+def oracle_setup(body, renderer):
+    """Person 2, a fitted shape that differs from its GT one, and oracle frames at 64² pixels."""
+    import types
+
+    from core.config import FramesConfig
+    from core.quality.oracle import oracle_frames
+
+    person = make_person(2)
+    fitted = {"betas": person.betas * 0.8 + 0.1, "expression": np.zeros(body.num_expression, np.float32)}
+    # body_extent reads only the canonical shaped body; the oracle does not render the avatar
+    avatar = types.SimpleNamespace(shaped_zero=torch.as_tensor(posed_vertices(body, fitted["betas"], {})))
+    config = FramesConfig(motions=ORACLE_MOTIONS, num_generated=8, resolution=64, camera_distance=3.0)
+    return person, fitted, avatar, config, oracle_frames(avatar, body, person, fitted, config, renderer)
+
+
+def _pose_vector(params: dict[str, np.ndarray]) -> np.ndarray:
+    from core.subject import SMPLX_POSE_SIZES
+
+    return np.concatenate([np.asarray(params[k], np.float32).reshape(-1) for k in (*SMPLX_POSE_SIZES, "transl")
+                           if k in params])
+
+
+def test_oracle_frames_have_the_generated_layout(body, oracle_setup):
+    from core.frames.generated import front_camera
+
+    person, fitted, avatar, config, frames = oracle_setup
+    n = len(frames)
+    assert n == 8 and len(frames.labels) == n
+    assert frames.rgb.shape == (n, 64, 64, 3) and frames.rgb.dtype == np.uint8
+    assert frames.mask.shape == (n, 64, 64) and frames.mask.dtype == np.uint8
+    assert frames.depth.shape == (n, 64, 64) and frames.depth.dtype == np.float16
+    assert frames.normal.shape == (n, 64, 64, 3) and frames.normal.dtype == np.float16
+    assert frames.part_seg.shape == (n, 64, 64, 3) and frames.part_seg.dtype == np.uint8
+    # The generator's camera: front_camera framing the (fitted) avatar's rest body.
+    y = avatar.shaped_zero[:, 1].numpy()
+    view, K = front_camera(64, 3.0, float(y.min() + y.max()) / 2, float(y.max() - y.min()))
+    assert np.allclose(frames.viewmat, view, atol=1e-5) and np.allclose(frames.K, K, atol=1e-4)
+    # Parameters: the fitted shape (not the GT one) in every frame, the motion's pose and root.
+    assert np.allclose(frames.params["betas"], fitted["betas"])
+    assert not np.allclose(frames.params["betas"], person.betas)
+    assert {"global_orient", "body_pose", "transl", "expression"} <= set(frames.params)
+    first = frames.frame(0)
+    assert np.all(first["rgb"] <= first["mask"] + 1.5 / 255)  # premultiplied, like generated frames
+    # Geometry of the fitted body in the frame's pose sits where the GT person is (similar shapes).
+    body_seen, person_seen = frames.depth > 0, frames.mask > 127
+    assert (body_seen & person_seen).sum() / (body_seen | person_seen).sum() > 0.7
+    normals = frames.normal[body_seen].astype(np.float32)
+    assert np.allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=0.01)
+
+
+def test_oracle_mask_is_the_gt_render(body, renderer, oracle_setup):
+    from core.frames.driving import driving_camera
+    from core.io.images import to_uint8
+
+    person, _, _, config, frames = oracle_setup
+    view, K = driving_camera(body, person.betas, 64, 3.0)
+    for i in (0, len(frames) - 1):
+        params = frames.frame(i)["params"]
+        pose = {k: v for k, v in params.items() if k not in ("betas", "expression")}
+        truth = render_person(body, person, pose, view, K, 64, renderer)
+        assert np.array_equal(frames.mask[i], to_uint8(truth.mask))
+        assert np.abs(frames.rgb[i].astype(int) - to_uint8(truth.rgb).astype(int)).max() <= 1
+
+
+def test_oracle_poses_are_distinct_and_not_held_out(body, oracle_setup):
+    from core.frames.generated import motion_schedule
+
+    person, _, _, config, frames = oracle_setup
+    poses = np.stack([_pose_vector(frames.frame(i)["params"]) for i in range(len(frames))])
+    gaps = np.abs(poses[:, None] - poses[None]).max(axis=-1) + np.eye(len(poses))
+    assert gaps.min() > 1e-3
+    # The generator's own schedule repeats poses here, so the oracle had to move picks.
+    assert len(set(frames.labels)) == len(frames) and frames.labels != [f"{m}:{i}" for m, i in
+                                                                         motion_schedule(ORACLE_MOTIONS, 8)]
+    held = [_pose_vector(v.pose) for v in heldout_views(body, person, 64, ORACLE_MOTIONS, num_random=0,
+                                                         view_azimuths_deg=())]
+    assert len(held) == 4
+    assert min(np.abs(p - h).max() for p in poses for h in held) > 1e-3
+
+
+def test_oracle_degradation_is_seeded_and_rgb_only(oracle_setup):
+    from core.quality.oracle import degrade_frames
+
+    frames = oracle_setup[-1]
+    a, again, other = degrade_frames(frames, 5), degrade_frames(frames, 5), degrade_frames(frames, 6)
+    assert np.array_equal(a.rgb, again.rgb) and not np.array_equal(a.rgb, other.rgb)
+    for key in ("mask", "depth", "normal", "part_seg", "K", "viewmat"):
+        assert np.array_equal(getattr(a, key), getattr(frames, key))
+    assert all(np.array_equal(a.params[k], frames.params[k]) for k in frames.params)
+    inside = frames.mask == 255
+    change = np.abs(a.rgb.astype(int) - frames.rgb.astype(int))[inside].mean()
+    assert 1.0 < change < 0.15 * 255  # visible but mild (gain ±8 %, offset ±0.03, 0.6 px blur)
+    assert np.all(a.rgb[frames.mask == 0] <= 3)  # the black around the person stays (nearly) black
+    assert np.all(a.rgb <= frames.mask[..., None].astype(int) + 1)  # still premultiplied
+    # Frames differ in their shift: the mean colour ratio per frame is not one shared gain.
+    ratios = [a.rgb[i][inside[i]].mean(0) / np.maximum(frames.rgb[i][inside[i]].mean(0), 1) for i in range(len(a))]
+    assert np.ptp(np.array(ratios), axis=0).max() > 0.02

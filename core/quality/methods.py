@@ -55,15 +55,24 @@ class SharedStart:
     frames: FrameSet
 
 
-def shared_start(body: BodyModel, subject: Subject, config: Config, report: Progress) -> SharedStart:
-    """Avatar from the Subject's fit with photo colours, warm-up on the photo, generated frames."""
+# Makes the training frames from the warmed avatar (e.g. the oracle source of core/quality/oracle.py).
+FrameSource = Callable[[Avatar, Callable[[float], None]], FrameSet]
+
+
+def shared_start(body: BodyModel, subject: Subject, config: Config, report: Progress,
+                 frame_source: FrameSource | None = None) -> SharedStart:
+    """Avatar from the Subject's fit with photo colours, warm-up on the photo, then the training frames:
+    ``frame_source(warmed avatar, progress)``, by default our offline generator (``generate_frames``)."""
     betas, expression = subject_shape(subject, body)
     avatar = initial_avatar(body, subject, config)
     initial = copy.deepcopy(avatar)
     photo = photo_training_frame(subject, config)
     warm_up(avatar, body, photo, config, betas, expression, report, None)
-    frames = generate_frames(avatar, body, subject.smplx, config.frames,
-                             progress=lambda f: report("generated frames", f, {}))
+    progress = lambda f: report("training frames", f, {})  # noqa: E731
+    if frame_source is None:
+        frames = generate_frames(avatar, body, subject.smplx, config.frames, progress=progress)
+    else:
+        frames = frame_source(avatar, progress)
     return SharedStart(subject, betas, expression, initial, avatar, photo, frames)
 
 
