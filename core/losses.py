@@ -6,6 +6,7 @@ Every loss is a scalar; masked means divide by the mask's sum (never by zero).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -132,6 +133,13 @@ def mesh_adjacency(faces: torch.Tensor, num_vertices: int) -> MeshAdjacency:
     laplacian = FixedSparse(torch.cat([diagonal, src]), torch.cat([diagonal, dst]),
                             torch.cat([torch.ones(num_vertices), -inv_degree[src]]), (num_vertices, num_vertices))
     return MeshAdjacency(src=src, dst=dst, inv_degree=inv_degree, laplacian=laplacian)
+
+
+def scale_floor_loss(log_scales: torch.Tensor, init_scales: torch.Tensor, floor: float) -> torch.Tensor:
+    """Mean over Gaussians of ``relu(log(floor) - log(scale / start))²``: zero while every scale is at
+    least ``floor`` times its start. ``log_scales [N]``, ``init_scales [N]`` (metres)."""
+    shortfall = torch.relu(math.log(floor) - (log_scales - init_scales.log()))
+    return shortfall.pow(2).mean()
 
 
 def uniform_laplacian(values: torch.Tensor, adjacency: MeshAdjacency) -> torch.Tensor:

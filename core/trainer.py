@@ -285,6 +285,8 @@ class Trainer:
             "reg_offsets": l.laplacian_offsets * losses.laplacian_loss(a.offsets, adj, self.face_hand_weight),
             "reg_scales": l.laplacian_scales * losses.laplacian_loss((a.log_scales.exp() - a.init_scales)[:, None], adj),
             "reg_colors": l.laplacian_colors * losses.laplacian_loss(a.colors, adj),
+            "reg_scale_floor": l.scale_floor_weight * losses.scale_floor_loss(a.log_scales, a.init_scales,
+                                                                              l.scale_floor),
         }
 
     @property

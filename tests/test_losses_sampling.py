@@ -1,6 +1,8 @@
 """Loss terms and balanced sampling: checks against independent expectations."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -145,3 +147,13 @@ def test_seam_boundary_finds_depth_jump_not_smooth_surface():
 def test_sobel_magnitude_of_ramp():
     ramp = np.tile(np.arange(10, dtype=np.float32) * 0.5, (10, 1))
     assert np.allclose(sobel_magnitude(ramp)[2:-2, 2:-2], 0.5)
+
+
+def test_scale_floor_pulls_up_only_scales_below_the_floor():
+    start = torch.tensor([0.01, 0.01, 0.02, 0.02])
+    log_scales = torch.log(start * torch.tensor([1.3, 0.6, 0.25, 0.5])).requires_grad_()
+    loss = losses.scale_floor_loss(log_scales, start, floor=0.5)
+    assert abs(loss.item() - (math.log(0.5) - math.log(0.25)) ** 2 / 4) < 1e-6  # only the 0.25x one counts
+    loss.backward()
+    assert log_scales.grad[2] < 0 and torch.all(log_scales.grad[[0, 1, 3]] == 0)  # descent grows it
+    assert float(losses.scale_floor_loss(torch.log(start), start, floor=0.5)) == 0.0
