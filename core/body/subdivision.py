@@ -70,8 +70,8 @@ def _split_step(faces: np.ndarray, num_vertices: int, edges: np.ndarray, face_ed
                 split: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
     """Split the edges flagged in ``split [E]`` at their midpoints, keeping the mesh conforming.
 
-    A face with 1 split edge becomes 2 triangles, with 2 split edges 3 (the remaining quad is cut
-    along its shorter diagonal, by ``lengths [E]`` of the parent edges as a proxy), with 3 the usual 4.
+    A face with 1 split edge becomes 2 triangles, with 2 split edges 3 (the remaining quad's diagonal
+    is chosen from the parent edges' ``lengths [E]``), with 3 the usual 4.
     Children keep the parent's winding. Returns (``faces' [F', 3]``, ``step [V', V]`` CSR).
     """
     split_ids = np.flatnonzero(split)
@@ -99,8 +99,8 @@ def _split_step(faces: np.ndarray, num_vertices: int, edges: np.ndarray, face_ed
     children += [np.stack([a, ab, c], 1)[one], np.stack([ab, b, c], 1)[one]]
     two = count == 2
     corner = np.stack([ab, b, bc], 1)[two]
-    # Quad (a, ab, bc, c): diagonal a-bc or ab-c, whichever is shorter (half the far edge plus ...
-    # approximated by comparing the lengths of the edges they run beside).
+    # Quad (a, ab, bc, c) is cut along a-bc or ab-c; a cheap rule instead of measuring both diagonals:
+    # a-bc when the parent's a-b edge is at least as long as its b-c edge.
     e = np.take_along_axis(face_edges, order, axis=1)[two]
     use_a_bc = lengths[e[:, 0]] >= lengths[e[:, 1]]
     quad = np.where(use_a_bc[:, None, None],
