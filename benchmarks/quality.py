@@ -266,7 +266,9 @@ def main() -> int:
                              "person in the generator's motion poses (a stand-in for a video model); oracle-noisy = "
                              "oracle with a seeded per-frame colour shift and blur of the RGB")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    parser.add_argument("--tag", default="", help="appended to the output files' name (quality_<preset>[_quick]_<tag>)")
+    parser.add_argument("--tag", default="", help="appended to the output files' name "
+                        "(quality_<preset>[_quick][_<frames>]_<tag>[_<align>], frames unless offline, "
+                        "align when several)")
     args = parser.parse_args()
 
     from core.body import BodyModel
