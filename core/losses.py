@@ -112,12 +112,8 @@ def part_seg_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor |
 
 @dataclass(frozen=True)
 class MeshAdjacency:
-    """Directed edge lists of a triangle mesh: ``src [E]``, ``dst [E]``, ``inv_degree [V]``, and the
-    uniform Laplacian ``I - D⁻¹A`` as a constant sparse ``[V, V]`` matrix."""
+    """The uniform Laplacian ``I - D⁻¹A`` of a triangle mesh as a constant sparse ``[V, V]`` matrix."""
 
-    src: torch.Tensor
-    dst: torch.Tensor
-    inv_degree: torch.Tensor
     laplacian: FixedSparse
 
 
@@ -128,11 +124,10 @@ def mesh_adjacency(faces: torch.Tensor, num_vertices: int) -> MeshAdjacency:
     edges = torch.unique(torch.cat([edges, edges.flip(1)], dim=0), dim=0)
     src, dst = edges[:, 0].contiguous(), edges[:, 1].contiguous()
     degree = torch.bincount(src, minlength=num_vertices).clamp_min(1).to(torch.float32)
-    inv_degree = 1.0 / degree
     diagonal = torch.arange(num_vertices)
     laplacian = FixedSparse(torch.cat([diagonal, src]), torch.cat([diagonal, dst]),
-                            torch.cat([torch.ones(num_vertices), -inv_degree[src]]), (num_vertices, num_vertices))
-    return MeshAdjacency(src=src, dst=dst, inv_degree=inv_degree, laplacian=laplacian)
+                            torch.cat([torch.ones(num_vertices), -1.0 / degree[src]]), (num_vertices, num_vertices))
+    return MeshAdjacency(laplacian=laplacian)
 
 
 def scale_floor_loss(log_scales: torch.Tensor, init_scales: torch.Tensor, floor: float) -> torch.Tensor:
