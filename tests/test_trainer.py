@@ -161,11 +161,19 @@ def test_photo_steps_leave_the_back_colours_alone(setup):
     assert (after[front] - before[front]).abs().amax(-1).gt(1e-3).float().mean() > 0.5
 
 
+def _gathered_vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Area-weighted unit vertex normals ``[V, 3]`` by gathers and ``index_add`` (the plain reference)."""
+    v0, v1, v2 = (vertices[faces[:, i]] for i in range(3))
+    face_n = torch.cross(v1 - v0, v2 - v0, dim=-1)
+    normals = torch.zeros_like(vertices)
+    for i in range(3):
+        normals = normals.index_add(0, faces[:, i], face_n)
+    return normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
 def test_shared_skinning_and_sparse_normals_equal_separate_posing(setup):
     """The trainer skins a frame once for its base and refined posing; Avatar.surface_normals (sparse
-    products) replaces gaussians.vertex_normals: same positions, normals and gradients."""
-    from core.avatar.gaussians import vertex_normals
-
+    products) equals the plain gather/scatter normals: same positions, normals and gradients."""
     body, config, subject, _ = setup
     avatar = build_avatar(body, np.zeros(body.num_betas), config.avatar)
     g = torch.Generator().manual_seed(8)
@@ -196,7 +204,7 @@ def test_shared_skinning_and_sparse_normals_equal_separate_posing(setup):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * b.abs().max())
 
     points = (avatar.template + 0.01 * torch.randn(avatar.template.shape, generator=g)).requires_grad_()
-    ours, reference = avatar.surface_normals(points), vertex_normals(points, avatar.faces)
+    ours, reference = avatar.surface_normals(points), _gathered_vertex_normals(points, avatar.faces)
     assert torch.allclose(ours, reference, atol=1e-5)
     import copy  # the avatar holds cached sparse operators now: it must stay copyable (quality benchmark)
 

@@ -125,7 +125,7 @@ class Avatar(nn.Module):
     def surface_normals(self, points: torch.Tensor) -> torch.Tensor:
         """Area-weighted unit vertex normals ``[N, 3]`` of the Gaussians' mesh at ``points [N, 3]``.
 
-        ``gaussians.vertex_normals`` as three constant sparse products (edges, cross, face-to-vertex
+        The per-face cross products summed onto vertices, as three constant sparse products (edges, cross, face-to-vertex
         sums): the same sums, about a third cheaper forward and backward on CPU than its gathers
         and scatters."""
         key = (id(self.faces), self.faces.data_ptr(), self.faces._version, len(points))

@@ -24,16 +24,6 @@ def rotate_vectors(transforms: torch.Tensor, vectors: torch.Tensor) -> torch.Ten
     return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
 
-def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Area-weighted unit vertex normals ``[V, 3]`` of a triangle mesh (differentiable)."""
-    v0, v1, v2 = (vertices[faces[:, i]] for i in range(3))
-    face_n = torch.cross(v1 - v0, v2 - v0, dim=-1)
-    normals = torch.zeros_like(vertices)
-    for i in range(3):
-        normals = normals.index_add(0, faces[:, i], face_n)
-    return normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
 def mean_edge_length(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Mean length of the edges meeting at each vertex ``[V]`` (metres): the local Gaussian spacing.
 
