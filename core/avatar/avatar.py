@@ -125,9 +125,9 @@ class Avatar(nn.Module):
     def surface_normals(self, points: torch.Tensor) -> torch.Tensor:
         """Area-weighted unit vertex normals ``[N, 3]`` of the Gaussians' mesh at ``points [N, 3]``.
 
-        The per-face cross products summed onto vertices, as three constant sparse products (edges, cross, face-to-vertex
-        sums): the same sums, about a third cheaper forward and backward on CPU than its gathers
-        and scatters."""
+        Per-face cross products summed onto their vertices, through constant sparse products (edge
+        vectors, face-to-vertex sums): about a third cheaper forward and backward on CPU than
+        gathers and ``index_add`` scatters."""
         key = (id(self.faces), self.faces.data_ptr(), self.faces._version, len(points))
         if key != self._normal_operators_key:
             faces, n = self.faces, len(points)
