@@ -28,8 +28,9 @@ def star_pose_vertices(model, params: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def render_geometry(model, params: dict[str, np.ndarray], K: np.ndarray, width: int, height: int,
-                    renderer=None) -> dict[str, np.ndarray]:
-    """Render the fitted body through the photo camera (``PHOTO_VIEWMAT``, ``K [3, 3]`` pixels).
+                    renderer=None, viewmat: np.ndarray = PHOTO_VIEWMAT) -> dict[str, np.ndarray]:
+    """Render the body posed by ``params`` through ``viewmat [4, 4]`` (the photo camera unless given)
+    and ``K [3, 3]`` pixels.
 
     ``renderer``: a ``MeshRenderer`` of the calling thread to reuse; None makes (and frees) one.
 
@@ -47,7 +48,7 @@ def render_geometry(model, params: dict[str, np.ndarray], K: np.ndarray, width: 
         "position": star_pose_vertices(model, params),
     }
     try:
-        out = renderer.render(posed_vertices(model, params), model.faces.cpu().numpy(), PHOTO_VIEWMAT, K, width,
+        out = renderer.render(posed_vertices(model, params), model.faces.cpu().numpy(), viewmat, K, width,
                               height, vertex_attrs=attrs, flat_attrs=("part_seg",))
     finally:
         if own_renderer:

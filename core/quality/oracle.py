@@ -29,14 +29,15 @@ import cv2
 import numpy as np
 
 from core.avatar.avatar import Avatar
-from core.body import PART_PALETTE, BodyModel
+from core.body import BodyModel
 from core.config import FramesConfig
 from core.frames.driving import driving_camera
 from core.frames.frameset import FrameSet
 from core.frames.generated import body_extent, front_camera, motion_schedule
 from core.motion import load_builtin
+from core.prep.geometry import render_geometry
 from core.render.mesh import MeshRenderer
-from core.synthetic_people import MOTION_PHASES, SyntheticPerson, posed_vertices, render_person
+from core.synthetic_people import MOTION_PHASES, SyntheticPerson, render_person
 
 ORACLE_SOURCE = "oracle"
 # Degradation defaults: per-channel gain within ±8 %, offset within ±0.03 (of full scale), Gaussian
@@ -90,17 +91,6 @@ def motion_params(name: str, index: int, shape: dict[str, np.ndarray]) -> dict[s
     return {**frame, **{k: np.asarray(shape[k], np.float32).reshape(-1) for k in ("betas", "expression") if k in shape}}
 
 
-def fitted_geometry(body: BodyModel, params: dict[str, np.ndarray], viewmat: np.ndarray, K: np.ndarray, size: int,
-                    renderer: MeshRenderer) -> dict[str, np.ndarray]:
-    """The body of ``params`` seen by ``viewmat [4, 4]``, ``K [3, 3]``: ``depth [S, S]`` metres, unit camera-space
-    ``normal [S, S, 3]`` and ``part_seg [S, S, 3]`` palette colours, all 0 where the body is not seen."""
-    pose = {k: v for k, v in params.items() if k not in ("betas", "expression")}
-    out = renderer.render(posed_vertices(body, params["betas"], pose), body.faces.numpy(), viewmat, K, size, size,
-                          vertex_attrs={"part": PART_PALETTE[body.part_labels.numpy()]}, flat_attrs=("part",))
-    covered = out["mask"][..., None] > 0
-    return {"depth": out["depth"], "normal": out["normal"], "part_seg": np.where(covered, out["part"], 0.0)}
-
-
 def oracle_frames(avatar: Avatar, body: BodyModel, person: SyntheticPerson, subject_params: dict[str, np.ndarray],
                   config: FramesConfig, renderer: MeshRenderer,
                   progress: Callable[[float], None] | None = None) -> FrameSet:
@@ -119,7 +109,8 @@ def oracle_frames(avatar: Avatar, body: BodyModel, person: SyntheticPerson, subj
         params = motion_params(name, index, subject_params)
         gt_pose = {key: v for key, v in params.items() if key not in ("betas", "expression")}
         gt = render_person(body, person, gt_pose, gt_viewmat, gt_K, size, renderer)
-        geometry = fitted_geometry(body, params, viewmat, K, size, renderer)
+        fitted = render_geometry(body, params, K, size, size, renderer, viewmat=viewmat)
+        geometry = {key: fitted[key] for key in ("depth", "normal", "part_seg")}
         frames.append({"rgb": gt.rgb, "mask": gt.mask[..., None], **geometry, "K": K, "viewmat": viewmat,
                        "params": params})
         labels.append(f"{name}:{index}")
