@@ -3,6 +3,8 @@
     python benchmarks/raster.py            # N in {5k, 20k, 50k} x {256^2, 512^2}
     python benchmarks/raster.py --quick    # 20k Gaussians at 256^2 only
     python benchmarks/raster.py --repeats 30 --no-baseline
+    python benchmarks/raster.py --gsplat   # also gsplat's CUDA kernels (needs an NVIDIA GPU)
+    python benchmarks/raster.py --gsplat --no-baseline --cases 200000,1024 1000000,1024
 
 Scenes: Gaussians on a body-like surface (head, torso, hips, arms, legs as ellipsoids, 1.7 m tall,
 seen from 2.5 m, filling 85 % of the image height), isotropic scales around 1 cm, opacities 0.6-1,
@@ -22,6 +24,11 @@ the calling thread's serial CPU time plus, per parallel kernel launch, its slowe
 first render to the end (VmHWM, reset through /proc/self/clear_refs; Linux only) minus the resident
 memory then: JIT-compiled code and the inputs are excluded, everything a render allocates is included.
 The speedup compares medians of fwd+bwd wall time.
+
+With --gsplat (an NVIDIA GPU and the gsplat package), each case also runs ``rasterize(backend="gsplat")``
+on CUDA copies of the same scene: fwd / bwd ms are synchronised wall times (median of the repeats), "GPU
+MiB" the peak CUDA memory allocated during the calls beyond what the inputs hold, and max|diff| the
+largest difference between gsplat's image and ours.
 
 Cases run with OMP_WAIT_POLICY=PASSIVE unless --omp-spin (or the variable is already set): by default
 torch's OpenMP workers spin for ~10 ms after every parallel torch op, which on a 2-core machine takes
@@ -289,8 +296,51 @@ def _time_case(render, scene: dict, repeats: int, critical: _CriticalPath | None
             "idle_est": statistics.median(idle) if idle else float("nan"), "extra_mib": (peak - rss_before) / 1024.0}
 
 
-def run_case(n: int, size: int, repeats: int, baseline: bool) -> dict:
-    """Measure one scene with our CPU backend and (optionally) the baseline; returns a JSON-able dict."""
+def _time_cuda_case(render, scene: dict, repeats: int) -> dict:
+    """Synchronised wall ms of forward / backward on the GPU (median, best) and the peak extra CUDA MiB."""
+    inputs = {k: (v.cuda().requires_grad_(k in DIFFERENTIABLE) if torch.is_tensor(v) else v)
+              for k, v in scene.items()}
+    for _ in range(3):  # warm-up: kernel loading, allocator growth
+        render(inputs).sum().backward()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    held = torch.cuda.memory_allocated()
+    forward, backward = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        image = render(inputs)
+        torch.cuda.synchronize()
+        middle = time.perf_counter()
+        image.sum().backward()
+        torch.cuda.synchronize()
+        forward.append((middle - start) * 1e3)
+        backward.append((time.perf_counter() - middle) * 1e3)
+        del image
+    total = [f + b for f, b in zip(forward, backward)]
+    return {"fwd_med": statistics.median(forward), "bwd_med": statistics.median(backward),
+            "total_med": statistics.median(total), "total_best": min(total),
+            "extra_mib": (torch.cuda.max_memory_allocated() - held) / 2**20}
+
+
+def run_gsplat(scene: dict, repeats: int, ours_image: torch.Tensor) -> dict:
+    """gsplat's CUDA kernels on the same scene through our ``rasterize``; timings and the image difference."""
+    from core.render import rasterize
+
+    def theirs(inputs):
+        return rasterize(**inputs, backend="gsplat")[0]
+
+    result = _time_cuda_case(theirs, scene, repeats)
+    with torch.no_grad():
+        cuda_scene = {k: (v.cuda() if torch.is_tensor(v) else v) for k, v in scene.items()}
+        image = rasterize(**cuda_scene, backend="gsplat")[0].cpu()
+    result["max_abs_diff"] = float((image - ours_image).abs().max())
+    result["device"] = torch.cuda.get_device_name()
+    return result
+
+
+def run_case(n: int, size: int, repeats: int, baseline: bool, gsplat: bool = False) -> dict:
+    """Measure one scene with our CPU backend and (optionally) the baseline and gsplat on CUDA; returns a
+    JSON-able dict."""
     from core.render import rasterize, warmup
 
     warm = warmup()
@@ -312,6 +362,10 @@ def run_case(n: int, size: int, repeats: int, baseline: bool) -> dict:
             ref_image = gsplat_torch_rasterize(torch_impl, **scene)[0]
         result["max_abs_diff"] = float((ours_image - ref_image).abs().max())
         result["baseline"] = _time_case(reference, scene, max(3, repeats // 4))
+    if gsplat:
+        with torch.no_grad():
+            ours_image = rasterize(**scene, backend="cpu")[0]
+        result["gsplat"] = run_gsplat(scene, repeats, ours_image)
     return result
 
 
@@ -324,11 +378,26 @@ def _row(result: dict) -> str:
         base = result["baseline"]
         cells += [f"{base['total_med']:9.1f}", f"{base['extra_mib']:7.0f}", f"{base['total_med'] / ours['total_med']:6.1f}x",
                   f"{result['max_abs_diff']:.1e}"]
+    if "gsplat" in result:
+        cuda = result["gsplat"]
+        cells += [f"{cuda['fwd_med']:6.2f}", f"{cuda['bwd_med']:6.2f}", f"{cuda['extra_mib']:7.0f}",
+                  f"{ours['total_med'] / cuda['total_med']:6.0f}x", f"{cuda['max_abs_diff']:.1e}"]
     return " | ".join(cells)
 
 
 HEADER = ("   N |  image |  fwd ms |  bwd ms | fwd+bwd | best ms |  CPU ms | idle ms | RAM MiB | base ms   | b. MiB | speedup | max|diff|\n"
           "     |        |  (med)  |  (med)  |  (med)  |         |  (med)  |  (est.) | (extra) | (fwd+bwd) |        |         | vs base")
+GSPLAT_HEADER = (" | gsplat fwd | gsplat bwd | GPU MiB | ours/gsplat | max|diff|", " |  ms (med)  |  ms (med)  | (extra) |  fwd+bwd    | vs ours")
+
+
+def _header(baseline: bool, gsplat: bool) -> str:
+    top, bottom = HEADER.split("\n")
+    if not baseline:
+        cut = top.index(" | base ms")
+        top, bottom = top[:cut], bottom[:cut]
+    if gsplat:
+        top, bottom = top + GSPLAT_HEADER[0], bottom + GSPLAT_HEADER[1]
+    return top + "\n" + bottom
 
 
 def main(argv=None) -> int:
@@ -337,21 +406,36 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per case (default 20)")
     parser.add_argument("--no-baseline", action="store_true", help="skip gsplat's reference path")
     parser.add_argument("--omp-spin", action="store_true", help="leave OpenMP's default busy-waiting on")
+    parser.add_argument("--gsplat", action="store_true", help="also time gsplat's CUDA kernels (NVIDIA GPU)")
+    parser.add_argument("--cases", nargs="+", metavar="N,SIZE", help="these cases instead of the default grid")
+    parser.add_argument("--json", type=Path, help="also write every case's measurements to this JSON file")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: "N,SIZE" run in this process
     args = parser.parse_args(argv)
     if args.case:
         n, size = (int(v) for v in args.case.split(","))
-        print(json.dumps(run_case(n, size, args.repeats, not args.no_baseline)))
+        print(json.dumps(run_case(n, size, args.repeats, not args.no_baseline, args.gsplat)))
         return 0
-    cases = [(20_000, 256)] if args.quick else [(n, s) for n in (5_000, 20_000, 50_000) for s in (256, 512)]
+    if args.gsplat:
+        from core.render import available_backends
+
+        if "gsplat" not in available_backends():
+            parser.error("--gsplat needs an NVIDIA GPU (torch.cuda) and the gsplat package")
+    if args.cases:
+        cases = [tuple(int(v) for v in case.split(",")) for case in args.cases]
+    elif args.quick:
+        cases = [(20_000, 256)]
+    else:
+        cases = [(n, s) for n in (5_000, 20_000, 50_000) for s in (256, 512)]
     policy = os.environ.get("OMP_WAIT_POLICY") or ("default (spinning)" if args.omp_spin else "PASSIVE")
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, OMP_WAIT_POLICY {policy}, "
           f"load average {os.getloadavg()[0]:.1f} at start")
-    print(HEADER)
+    if args.gsplat:
+        print(f"GPU: {torch.cuda.get_device_name()}, CUDA {torch.version.cuda}")
+    print(_header(not args.no_baseline, args.gsplat))
+    results = []
     for n, size in cases:
         command = [sys.executable, __file__, "--case", f"{n},{size}", "--repeats", str(args.repeats)]
-        if args.no_baseline:
-            command.append("--no-baseline")
+        command += ["--no-baseline"] * args.no_baseline + ["--gsplat"] * args.gsplat
         env = dict(os.environ)
         if not args.omp_spin:
             env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -359,8 +443,11 @@ def main(argv=None) -> int:
         if done.returncode != 0:
             print(f"{n} x {size}^2 failed:\n{done.stderr[-2000:]}")
             continue
-        print(_row(json.loads(done.stdout.strip().splitlines()[-1])), flush=True)
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(_row(results[-1]), flush=True)
     print(f"load average {os.getloadavg()[0]:.1f} at end")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
     return 0
 
 

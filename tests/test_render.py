@@ -30,8 +30,8 @@ def _cast(scene: dict, dtype: torch.dtype, requires_grad: bool = False) -> dict:
 def _weighted_loss(render: Tensor, alpha: Tensor, seed: int = 7) -> Tensor:
     """A loss whose gradient reaches every pixel and channel with different weights."""
     gen = torch.Generator().manual_seed(seed)
-    w_render = torch.randn(render.shape, generator=gen, dtype=torch.float64).to(render.dtype)
-    w_alpha = torch.randn(alpha.shape, generator=gen, dtype=torch.float64).to(alpha.dtype)
+    w_render = torch.randn(render.shape, generator=gen, dtype=torch.float64).to(render.device, render.dtype)
+    w_alpha = torch.randn(alpha.shape, generator=gen, dtype=torch.float64).to(alpha.device, alpha.dtype)
     return (render * w_render).sum() + (alpha * w_alpha).sum()
 
 
