@@ -14,7 +14,7 @@ PSNR 26.7 -> 23.8 dB with mesh-drawn frames, 26.7 dB kept with Gaussian-drawn on
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,10 +26,11 @@ from core.body import PART_PALETTE, BodyModel
 from core.camera import intrinsics, look_at
 from core.config import FramesConfig, RenderConfig
 from core.frames.frameset import FrameSet
-from core.motion import load_builtin
+from core.motion import Motion, load_builtin
+from core.motion.rotations import axis_angle_to_quat
 
 # Bump when what generate_frames draws changes: cached frames of another version are redrawn.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 
 def body_extent(avatar: Avatar) -> tuple[float, float]:
@@ -49,15 +50,70 @@ def front_camera(resolution: int, distance: float, center_y: float, height: floa
     return view.numpy(), intrinsics(focal, resolution, resolution).numpy()
 
 
-def motion_schedule(names: list[str], count: int) -> list[tuple[str, int]]:
-    """``count`` (motion, frame) pairs spread evenly over the named built-in motions."""
-    motions = {name: load_builtin(name) for name in names}
-    per = np.array_split(np.arange(count), len(names))
+# Two motion frames are one pose when every joint (root included) is within this rotation of its
+# counterpart and the root within ROOT_TOLERANCE_M of its place. At the preview's 256² frames one
+# pixel is about 9 mm of a 2.3 m tall view, and a 1 degree turn moves a point 0.5 m from the joint
+# (a whole arm) about 9 mm: closer poses render within about a pixel of each other.
+POSE_TOLERANCE_RAD = float(np.radians(1.0))
+ROOT_TOLERANCE_M = 0.01
+
+
+def motion_poses(motion: Motion) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame's pose as ``(rotations [T, 55, 4]`` unit quaternions (w, x, y, z) of all joints,
+    root first, ``root [T, 3]`` translation in metres``)``, the form ``same_pose`` compares."""
+    rotations = axis_angle_to_quat(motion.full_pose().reshape(motion.num_frames, -1, 3))
+    return rotations, motion.transl.astype(np.float64)
+
+
+def same_pose(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``[N, M]`` bool: pose n of ``a`` and pose m of ``b`` (both as ``motion_poses`` gives them, with
+    N and M frames) are one pose: every joint within ``POSE_TOLERANCE_RAD``, the root within
+    ``ROOT_TOLERANCE_M`` on each axis."""
+    (rot_a, root_a), (rot_b, root_b) = a, b
+    # Unit quaternions q, p are within angle t of each other when |<q, p>| >= cos(t / 2) (q and -q agree).
+    closest = np.abs(np.einsum("njc,mjc->nmj", rot_a, rot_b)).min(axis=-1)
+    root_gap = np.abs(root_a[:, None] - root_b[None]).max(axis=-1)
+    return (closest >= np.cos(POSE_TOLERANCE_RAD / 2)) & (root_gap <= ROOT_TOLERANCE_M)
+
+
+def new_pose_frames(poses: tuple[np.ndarray, np.ndarray], taken: tuple[np.ndarray, np.ndarray]) -> list[int]:
+    """Indices of the frames of ``poses`` (``motion_poses`` form, T frames) that show a new pose, in
+    order: not ``same_pose`` as any of ``taken`` (K poses, K may be 0) nor as an earlier index kept."""
+    rotations, root = poses
+    kept_rotations, kept_root = list(taken[0]), list(taken[1])
+    kept = []
+    for t in range(len(root)):
+        frame = (rotations[t:t + 1], root[t:t + 1])
+        if kept_root and same_pose(frame, (np.stack(kept_rotations), np.stack(kept_root))).any():
+            continue
+        kept.append(t)
+        kept_rotations.append(rotations[t])
+        kept_root.append(root[t])
+    return kept
+
+
+def motion_schedule(names: list[str], count: int, exclude: Sequence[tuple[str, int]] = ()
+                    ) -> list[tuple[str, int]]:
+    """Up to ``count`` (motion, frame) pairs of distinct poses, spread evenly over the named built-in motions.
+
+    Each motion gets an even share of ``count`` (the first ones one more), spread evenly over its
+    frames that show a new pose (``new_pose_frames``): not the same pose as an ``exclude`` pair, a
+    pick of an earlier motion or an earlier frame of the clip. Clips repeat their cycle (walk_in_place,
+    wave and dance every 30 frames), so evenly spread frame numbers alone would repeat poses. A motion with fewer
+    new poses than its share gives all of them: the schedule can be shorter than ``count``.
+    Deterministic; with no repeated poses it is the plain even spread ``i * frames // share``.
+    """
+    motions = {name: load_builtin(name) for name in {*names, *(name for name, _ in exclude)}}
+    taken = [motion_poses(motions[name].slice(index, index + 1)) for name, index in exclude]
+    shares = np.array_split(np.arange(count), len(names))
     schedule = []
-    for name, part in zip(names, per):
-        frames = motions[name].num_frames
-        # Clips loop, so spread picks over [0, frames) without repeating the first frame at the end.
-        schedule += [(name, int(i * frames // len(part))) for i in range(len(part))]
+    for name, share in zip(names, shares):
+        poses = motion_poses(motions[name])
+        taken_poses = tuple(np.concatenate([p[i] for p in taken] or [poses[i][:0]]) for i in range(2))
+        new = new_pose_frames(poses, taken_poses)
+        picks = [new[i * len(new) // len(share)] for i in range(len(share))] if len(share) < len(new) else new
+        schedule += [(name, index) for index in picks]
+        taken += [(poses[0][picks], poses[1][picks])]
     return schedule
 
 

@@ -15,8 +15,8 @@ What each frame holds (as ``generate_frames``):
   camera (a real pipeline estimates geometry of the person it knows, as ``core.frames.imported`` does).
 - ``params``: the motion frame's pose with the fitted shape (the driving pose, what a real pipeline
   knows), so the trainer's per-frame SMPL-X correction still has work to do.
-The schedule is the generator's, except that poses the held-out set evaluates (``MOTION_PHASES`` of
-each clip) or that repeat an earlier frame's are moved to a new pose (``oracle_schedule``).
+The schedule is the generator's (distinct poses spread evenly over the clips), except that it also
+skips the poses the held-out set evaluates (``MOTION_PHASES`` of each clip; ``oracle_schedule``).
 
 ``degrade_frames`` mimics a video model's frame-to-frame inconsistency on the RGB only: per frame a
 seeded colour gain and offset and a mild blur; geometry targets stay clean.
@@ -45,42 +45,15 @@ ORACLE_SOURCE = "oracle"
 GAIN_SPREAD, OFFSET_SPREAD, BLUR_SIGMA_PX = 0.08, 0.03, 0.6
 
 
-POSE_TOLERANCE = 1e-4  # radians / metres: motion frames closer than this in every parameter are one pose
-
-
-def motion_pose_vector(name: str, index: int) -> np.ndarray:
-    """``[P]`` all pose parameters (and root translation) of frame ``index`` of built-in motion ``name``."""
-    frame = load_builtin(name).frame(index)
-    return np.concatenate([np.asarray(frame[k], np.float32).reshape(-1) for k in sorted(frame) if k != "expression"])
-
-
 def heldout_frames(motions: list[str]) -> list[tuple[str, int]]:
     """The (motion, frame index) pairs ``heldout_views`` evaluates."""
     return [(name, int(phase * load_builtin(name).num_frames)) for name in motions for phase in MOTION_PHASES]
 
 
 def oracle_schedule(motions: list[str], count: int) -> list[tuple[str, int]]:
-    """The generator's ``motion_schedule`` made of distinct, non-held-out poses.
-
-    Looping clips repeat their cycle, so evenly spread picks can land on one pose (walk_in_place,
-    wave and dance repeat every 30 frames: 24 quick-run picks are 15 poses). A video model's frames
-    are all different, so a pick whose pose equals a held-out pose or an earlier pick moves forward by
-    ``frames // n²`` (n picks in that clip) until it is new; one that finds none is dropped.
-    """
-    schedule = motion_schedule(motions, count)
-    taken = [motion_pose_vector(*pair) for pair in heldout_frames(motions)]
-    picks_per_motion = {name: sum(1 for m, _ in schedule if m == name) for name in motions}
-    chosen = []
-    for name, index in schedule:
-        frames = load_builtin(name).num_frames
-        step = max(1, frames // picks_per_motion[name] ** 2)
-        for candidate in range(index, index + frames, step):
-            pose = motion_pose_vector(name, candidate % frames)
-            if all(np.abs(pose - other).max() > POSE_TOLERANCE for other in taken):
-                taken.append(pose)
-                chosen.append((name, candidate % frames))
-                break
-    return chosen
+    """The generator's ``motion_schedule`` with the held-out poses excluded as well: distinct poses,
+    none the same pose (``core.frames.generated.same_pose``) as one ``heldout_views`` evaluates."""
+    return motion_schedule(motions, count, exclude=heldout_frames(motions))
 
 
 def motion_params(name: str, index: int, shape: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
