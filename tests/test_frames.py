@@ -10,7 +10,15 @@ from core.body import BodyModel
 from core.config import AvatarConfig, FramesConfig
 from core.frames.driving import OPENPOSE_18, OPENPOSE_COLORS, draw_skeleton, openpose_keypoints, project
 from core.frames.frameset import FrameSet
-from core.frames.generated import front_camera, generate_frames, motion_schedule
+from core.frames.generated import (
+    POSE_TOLERANCE_RAD,
+    ROOT_TOLERANCE_M,
+    front_camera,
+    generate_frames,
+    motion_poses,
+    motion_schedule,
+    same_pose,
+)
 from core.motion import load_builtin
 
 
@@ -19,12 +27,102 @@ def body():
     return BodyModel.load()
 
 
+def pose_gap(a: dict, b: dict) -> tuple[float, float]:
+    """(largest joint rotation between, radians; largest root offset, metres) of two motion frames
+    (``Motion.frame`` dicts), measured with scipy as a reference independent of ``same_pose``."""
+    from scipy.spatial.transform import Rotation
+
+    from core.motion import POSE_FIELDS
+
+    def joints(frame):
+        return Rotation.from_rotvec(np.concatenate([frame[k].reshape(-1, 3) for k in POSE_FIELDS]))
+
+    angle = (joints(a).inv() * joints(b)).magnitude().max()
+    return float(angle), float(np.abs(a["transl"] - b["transl"]).max())
+
+
 def test_motion_schedule_spreads_frames_without_repeats():
     schedule = motion_schedule(["wave", "dance"], 7)
     assert len(schedule) == 7 and len(set(schedule)) == 7
     assert [m for m, _ in schedule].count("wave") == 4
     frames = [i for m, i in schedule if m == "wave"]
     assert frames[0] == 0 and frames == sorted(frames) and frames[-1] < load_builtin("wave").num_frames
+
+
+@pytest.mark.parametrize("count", [24, 48])  # the quality benchmark's quick runs; the preview preset
+def test_motion_schedule_picks_distinct_poses_on_every_motion(count):
+    from core.config import load_preset
+
+    frames = load_preset("preview", [f"frames.num_generated={count}"]).frames
+    schedule = motion_schedule(frames.motions, frames.num_generated)
+    assert schedule == motion_schedule(frames.motions, frames.num_generated)  # deterministic
+    # Every motion keeps its even share (the preview's counts divide evenly over its six clips).
+    share = count // len(frames.motions)
+    assert [name for name, _ in schedule] == [name for name in frames.motions for _ in range(share)]
+    poses = [load_builtin(name).frame(index) for name, index in schedule]
+    gaps = [pose_gap(poses[i], poses[j]) for i in range(len(poses)) for j in range(i)]
+    assert all(angle > POSE_TOLERANCE_RAD or root > ROOT_TOLERANCE_M for angle, root in gaps)
+    # The looping clips made evenly spread frame numbers repeat poses: this is what changed.
+    old = [(name, i * load_builtin(name).num_frames // share) for name in frames.motions for i in range(share)]
+    old_poses = [load_builtin(name).frame(index) for name, index in old]
+    repeats = sum(max(pose_gap(old_poses[i], old_poses[j])) < 1e-5 for i in range(len(old)) for j in range(i))
+    assert repeats > 0
+
+
+def test_same_pose_within_a_degree_and_a_centimetre():
+    from core.motion import Motion
+
+    def one_frame(elbow_deg=0.0, root_m=0.0, flip=False):
+        motion = Motion.zeros(1, 30.0)
+        body = motion.body_pose.copy()
+        body[0, 51:54] = np.radians(elbow_deg) * np.array([0.0, 0.0, 1.0])  # right elbow (joint 18) about z
+        if flip:  # the same rotation written with the axis reversed and the angle 2 pi - a
+            body[0, 51:54] = (np.radians(elbow_deg) - 2 * np.pi) * np.array([0.0, 0.0, 1.0])
+        transl = np.array([[root_m, 0.0, 0.0]], np.float32)
+        return motion_poses(Motion(**{**motion.pose_dict(), "body_pose": body, "transl": transl}, fps=30.0))
+
+    rest = one_frame()
+    assert same_pose(rest, one_frame(elbow_deg=0.9))[0, 0]
+    assert not same_pose(rest, one_frame(elbow_deg=1.1))[0, 0]
+    assert same_pose(rest, one_frame(root_m=0.009))[0, 0]
+    assert not same_pose(rest, one_frame(root_m=0.011))[0, 0]
+    assert same_pose(one_frame(elbow_deg=30.0), one_frame(elbow_deg=30.0, flip=True))[0, 0]
+    both = tuple(np.concatenate(pair) for pair in zip(rest, one_frame(elbow_deg=5.0)))
+    assert same_pose(both, rest)[:, 0].tolist() == [True, False]
+
+
+@pytest.fixture
+def synthetic_clips(monkeypatch):
+    """Built-in motions replaced by two made-up clips, 40 frames each, right elbow about z:
+    ``ramp`` turns 3 degrees per frame (every frame a new pose); ``loop`` repeats a 10-frame cycle
+    of 5-degree steps, so only frames 0-9 are new; its frame 0 is the rest pose, like ramp's."""
+    from core.frames import generated
+    from core.motion import Motion
+
+    def clip(angles_deg):
+        motion = Motion.zeros(len(angles_deg), 30.0)
+        body = motion.body_pose.copy()
+        body[:, 53] = np.radians(angles_deg)
+        return Motion(**{**motion.pose_dict(), "body_pose": body}, fps=30.0)
+
+    clips = {"ramp": clip(3.0 * np.arange(40)), "loop": clip(5.0 * (np.arange(40) % 10))}
+    monkeypatch.setattr(generated, "load_builtin", lambda name: clips[name])
+    return clips
+
+
+def test_motion_schedule_spreads_over_the_new_poses(synthetic_clips):
+    # No repeats: the plain even spread of frame numbers.
+    assert motion_schedule(["ramp"], 5) == [("ramp", i) for i in (0, 8, 16, 24, 32)]
+    # A loop: spread over its cycle (frames 0-9), not over frame numbers (0, 10, 20, 30: one pose).
+    assert motion_schedule(["loop"], 4) == [("loop", i) for i in (0, 2, 5, 7)]
+    # Asked for more than the clip holds: each new pose once, a shorter schedule.
+    assert motion_schedule(["loop"], 12) == [("loop", i) for i in range(10)]
+    # Excluded poses are skipped wherever they occur (frame 12's pose is frame 2's): new frames are
+    # 0, 1, 3, ..., 9 and the picks are the 1st, 4th and 7th of them.
+    assert motion_schedule(["loop"], 3, exclude=[("loop", 12)]) == [("loop", i) for i in (0, 4, 7)]
+    # A pose an earlier motion took is not taken again: loop's frame 0 is ramp's rest pose.
+    schedule = motion_schedule(["ramp", "loop"], 4)
+    assert schedule == [("ramp", 0), ("ramp", 20), ("loop", 1), ("loop", 5)]
 
 
 def test_generated_frames_round_trip_and_agree_with_body(body, tmp_path):
@@ -86,7 +184,7 @@ def test_driving_skeleton_draws_joints_where_the_body_is(body):
     assert uv[shoulder, 0] < uv[[n for n, _ in OPENPOSE_18].index("left_shoulder"), 0]
 
 
-def test_frames_cache_key_follows_what_the_warm_up_depends_on(body):
+def test_frames_cache_key_follows_what_the_warm_up_depends_on(body, monkeypatch):
     from core.config import load_preset
     from core.reconstruct import frames_key
     from core.synthetic import synthetic_subject
@@ -101,3 +199,8 @@ def test_frames_cache_key_follows_what_the_warm_up_depends_on(body):
     # ... while the generated frames' own loss weights and the training length do not.
     for change in ("loss.generated.normal=2.0", "train.iterations=9"):
         assert frames_key(subject, load_preset("preview", [change])) == key, change
+    # A new generator version (what generate_frames draws changed) makes new frames too.
+    import core.reconstruct
+
+    monkeypatch.setattr(core.reconstruct, "GENERATOR_VERSION", core.reconstruct.GENERATOR_VERSION + 1)
+    assert frames_key(subject, load_preset("preview")) != key

@@ -272,13 +272,6 @@ def oracle_setup(body, renderer):
     return person, fitted, avatar, config, oracle_frames(avatar, body, person, fitted, config, renderer)
 
 
-def _pose_vector(params: dict[str, np.ndarray]) -> np.ndarray:
-    from core.subject import SMPLX_POSE_SIZES
-
-    return np.concatenate([np.asarray(params[k], np.float32).reshape(-1) for k in (*SMPLX_POSE_SIZES, "transl")
-                           if k in params])
-
-
 def test_oracle_frames_have_the_generated_layout(body, oracle_setup):
     from core.frames.generated import front_camera
 
@@ -322,19 +315,36 @@ def test_oracle_mask_is_the_gt_render(body, renderer, oracle_setup):
 
 
 def test_oracle_poses_are_distinct_and_not_held_out(body, oracle_setup):
-    from core.frames.generated import motion_schedule
+    from scipy.spatial.transform import Rotation
+
+    from core.frames.generated import POSE_TOLERANCE_RAD, ROOT_TOLERANCE_M, motion_schedule
+    from core.motion import POSE_FIELDS, load_builtin
+    from core.quality.oracle import oracle_schedule
+
+    def same(a, b):
+        """Whether two pose dicts are one pose: every joint within the tolerance (scipy's angle of the
+        relative rotation), the root translation within its own."""
+        joints = [Rotation.from_rotvec(np.concatenate([np.reshape(p[k], (-1, 3)) for k in POSE_FIELDS]))
+                  for p in (a, b)]
+        angle = (joints[0].inv() * joints[1]).magnitude().max()
+        root = np.abs(np.reshape(a["transl"], -1) - np.reshape(b["transl"], -1)).max()
+        return angle <= POSE_TOLERANCE_RAD and root <= ROOT_TOLERANCE_M
 
     person, _, _, config, frames = oracle_setup
-    poses = np.stack([_pose_vector(frames.frame(i)["params"]) for i in range(len(frames))])
-    gaps = np.abs(poses[:, None] - poses[None]).max(axis=-1) + np.eye(len(poses))
-    assert gaps.min() > 1e-3
-    # The generator's own schedule repeats poses here, so the oracle had to move picks.
-    assert len(set(frames.labels)) == len(frames) and frames.labels != [f"{m}:{i}" for m, i in
-                                                                         motion_schedule(ORACLE_MOTIONS, 8)]
-    held = [_pose_vector(v.pose) for v in heldout_views(body, person, 64, ORACLE_MOTIONS, num_random=0,
+    poses = [frames.frame(i)["params"] for i in range(len(frames))]
+    assert not any(same(poses[i], poses[j]) for i in range(len(poses)) for j in range(i))
+    held = [v.pose for v in heldout_views(body, person, 64, ORACLE_MOTIONS, num_random=0,
                                                          view_azimuths_deg=())]
     assert len(held) == 4
-    assert min(np.abs(p - h).max() for p in poses for h in held) > 1e-3
+    assert not any(same(p, h) for p in poses for h in held)
+    assert frames.labels == [f"{m}:{i}" for m, i in oracle_schedule(ORACLE_MOTIONS, 8)]
+    # 30 picks take every walk_in_place pose (15): the generator's schedule then holds a held-out
+    # pose, the oracle's does not and stays distinct.
+    generator = [load_builtin(m).frame(i) for m, i in motion_schedule(ORACLE_MOTIONS, 30)]
+    assert any(same(g, h) for g in generator for h in held)
+    oracle = [load_builtin(m).frame(i) for m, i in oracle_schedule(ORACLE_MOTIONS, 30)]
+    assert not any(same(o, h) for o in oracle for h in held)
+    assert not any(same(oracle[i], oracle[j]) for i in range(len(oracle)) for j in range(i))
 
 
 def test_oracle_degradation_is_seeded_and_rgb_only(oracle_setup):
