@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The CUDA checks in one go, for an NVIDIA machine with torch (CUDA build), nvcc and gsplat 1.5.3 installed:
 # builds gsplat's extension (once; timed), runs the rasterizer tests (the gsplat-vs-CPU comparison
-# included) and benchmarks/raster.py with gsplat beside our CPU backend. Logs and JSON go to OUTDIR.
+# included) and the CUDA training tests, benchmarks/raster.py with gsplat beside our CPU backend, and
+# benchmarks/training.py (training steps on the CPU and on CUDA). Logs and JSON go to OUTDIR.
 #
-#     bash benchmarks/gpu_check.sh OUTDIR
+#     bash benchmarks/gpu_check.sh OUTDIR            # everything
+#     SKIP_RASTER=1 bash benchmarks/gpu_check.sh OUTDIR
 set -uo pipefail
 out=${1:?usage: gpu_check.sh OUTDIR}
 mkdir -p "$out"
@@ -24,8 +26,14 @@ start = time.time()
 from gsplat.cuda._backend import _C
 print("gsplat extension:", "ready" if _C is not None else "NOT BUILT", f"in {time.time() - start:.0f} s")
 PY
-echo "== rasterizer tests"
-python3 -m pytest -q -ra -p no:cacheprovider tests/test_render.py 2>&1 | tail -20 | tee "$out/test_render.log"
+echo "== rasterizer and CUDA training tests"
+python3 -m pytest -q -ra -p no:cacheprovider tests/test_render.py tests/test_cuda_training.py 2>&1 | tail -30 \
+  | tee "$out/tests.log"
+echo "== training steps, CPU and CUDA"
+python3 benchmarks/training.py --json "$out/training_preview.json" 2>&1 | tee "$out/training.txt"
+python3 benchmarks/training.py --preset standard --steps 10 --json "$out/training_standard.json" 2>&1 \
+  | tee -a "$out/training.txt"
+[ -n "${SKIP_RASTER:-}" ] && exit 0
 echo "== raster benchmark, default grid, with gsplat"
 python3 benchmarks/raster.py --gsplat --json "$out/raster_grid.json" 2>&1 | tee "$out/raster.txt"
 echo "== raster benchmark, large scenes, gsplat and our CPU backend"

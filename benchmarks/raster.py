@@ -50,6 +50,8 @@ from pathlib import Path
 
 import torch
 
+from timing import memory_kib, reset_peak_rss
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
@@ -210,21 +212,6 @@ def gsplat_torch_rasterize(torch_impl, means, quats, scales, opacities, colors, 
 # ----------------------------------------------------------------------------------------------------
 # Measurement (one case per subprocess)
 # ----------------------------------------------------------------------------------------------------
-def _memory_kib() -> dict:
-    values = {}
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, value = line.split(":")
-                values[key] = int(value.split()[0])
-    return values
-
-
-def _reset_peak_rss() -> None:
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
-
-
 class _CriticalPath:
     """Estimates the wall time an idle machine would need: serial CPU time of the calling thread plus,
     for every parallel kernel launch, the CPU time of its slowest slice. CPU time is what a shared
@@ -270,8 +257,8 @@ def _time_case(render, scene: dict, repeats: int, critical: _CriticalPath | None
     """
     inputs = {k: (v.clone().requires_grad_(k in DIFFERENTIABLE) if torch.is_tensor(v) else v)
               for k, v in scene.items()}
-    _reset_peak_rss()
-    rss_before = _memory_kib()["VmRSS"]
+    reset_peak_rss()
+    rss_before = memory_kib()["VmRSS"]
     for _ in range(2):  # warm-up: page faults, allocator growth
         render(inputs).sum().backward()
     forward, backward, cpu, idle = [], [], [], []
@@ -289,7 +276,7 @@ def _time_case(render, scene: dict, repeats: int, critical: _CriticalPath | None
         if critical is not None:
             idle.append(critical.stop_ms())
         del image
-    peak = _memory_kib()["VmHWM"]
+    peak = memory_kib()["VmHWM"]
     total = [f + b for f, b in zip(forward, backward)]
     return {"fwd_med": statistics.median(forward), "bwd_med": statistics.median(backward),
             "total_med": statistics.median(total), "total_best": min(total), "cpu_med": statistics.median(cpu),

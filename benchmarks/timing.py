@@ -15,3 +15,20 @@ def call_times(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[
         fn()
         times.append(time.perf_counter() - start)
     return times
+
+
+def memory_kib() -> dict[str, int]:
+    """This process's resident memory now (``VmRSS``) and at its peak (``VmHWM``), KiB (Linux only)."""
+    values = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":")
+                values[key] = int(value.split()[0])
+    return values
+
+
+def reset_peak_rss() -> None:
+    """Start ``VmHWM`` again from the current resident size (Linux only)."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")

@@ -152,6 +152,9 @@ class TrainConfig:
     # targets composited over it) keeps semi-transparent edge Gaussians from learning the backdrop;
     # on a fixed black one they darken and show as dark rims on any other background.
     background: str = "random"  # random | black | white
+    # Where training runs: "auto" picks CUDA when a GPU and gsplat (its rasterizer) are there and
+    # render.backend allows it, else the CPU; "cuda" insists (an error without a GPU or gsplat).
+    device: str = "auto"  # auto | cpu | cuda
 
 
 @dataclass
@@ -242,6 +245,7 @@ CHOICES = {
     "render.backend": ("auto", "cpu", "gsplat"),
     "render.rasterize_mode": ("classic", "antialiased"),
     "train.background": ("random", "black", "white"),
+    "train.device": ("auto", "cpu", "cuda"),
 }
 
 

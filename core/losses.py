@@ -119,7 +119,7 @@ class MeshAdjacency:
 
 def mesh_adjacency(faces: torch.Tensor, num_vertices: int) -> MeshAdjacency:
     """Vertex adjacency of a triangle mesh ``faces [F, 3]`` (both directions of every edge once)."""
-    f = faces.long()
+    f = faces.long().cpu()  # FixedSparse is built on the CPU (and follows the tensors it multiplies)
     edges = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], dim=0)
     edges = torch.unique(torch.cat([edges, edges.flip(1)], dim=0), dim=0)
     src, dst = edges[:, 0].contiguous(), edges[:, 1].contiguous()

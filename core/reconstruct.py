@@ -39,7 +39,7 @@ from core.io.images import save_png
 from core.render.mesh import visible_vertices
 from core.subject import Subject
 from core.threads import single_torch_thread
-from core.trainer import Trainer
+from core.trainer import Trainer, config_device
 from core.training_frames import photo_frame
 
 # progress(stage, fraction, info) — info carries step metrics during training.
@@ -113,11 +113,14 @@ def warm_up(avatar: Avatar, body: BodyModel, frame0, config: Config, betas: np.n
     warm_config = copy.deepcopy(config)
     warm_config.train.iterations = steps
     warm_config.ablation.pose_offsets = False
-    trainer = Trainer(avatar, body, frame0, None, warm_config, betas, expression)
-    with single_torch_thread():
-        while not trainer.done and not (stop is not None and stop.is_set()):
-            metrics = trainer.step()
-            report("warm-up on the photo", trainer.step_index / steps, metrics)
+    trainer = Trainer(avatar, body, frame0, None, warm_config, betas, expression, device=config_device(config))
+    try:
+        with single_torch_thread():
+            while not trainer.done and not (stop is not None and stop.is_set()):
+                metrics = trainer.step()
+                report("warm-up on the photo", trainer.step_index / steps, metrics)
+    finally:
+        avatar.cpu()  # frames are generated on the CPU
 
 
 def load_or_generate_frames(path: Path, key: str, avatar: Avatar, body: BodyModel, subject: Subject,
@@ -212,13 +215,14 @@ def finish_run(out_dir: Path, trainer: Trainer, body: BodyModel, subject: Subjec
     report("save", 0.0, {"detail": "saving the checkpoint"})
     trainer.save(work / "checkpoint.pt")
     report("save", 0.3, {"detail": "rendering preview.png"})
-    psnr_value = save_preview(out_dir / "preview.png", trainer.avatar, body, subject, trainer.config)
+    avatar = trainer.avatar if trainer.device.type == "cpu" else copy.deepcopy(trainer.avatar).cpu()
+    psnr_value = save_preview(out_dir / "preview.png", avatar, body, subject, trainer.config)
     summary = {"steps": trainer.step_index, "iterations": trainer.total, "interrupted": interrupted,
                "photo_psnr": psnr_value, "preset": trainer.config.name, "photo": str(Path(photo)),
                "draw_counts": trainer.sampler.counts.tolist(), "fit": subject.info.get("fit", {}),
                "warnings": subject.info.get("warnings", []), **extra}
     report("save", 0.6, {"detail": "writing the bundle"})
-    save_bundle(out_dir, trainer.avatar, body, subject.smplx, summary)
+    save_bundle(out_dir, avatar, body, subject.smplx, summary)
     write_text_atomic(work / "metrics.json", json.dumps(trainer.history))
     return summary
 
@@ -244,6 +248,7 @@ def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: 
     out_dir = Path(out_dir)
     work = out_dir / "work"
     checkpoint = work / "checkpoint.pt"
+    device = config_device(config)  # a setting that cannot run here fails before any work
     if resume and not checkpoint.exists():
         raise UserError("nothing to resume (no work/checkpoint.pt); run without --resume", out_dir)
     imported_sets = load_imported_frames(list(imported), config.frames.resolution)  # bad files fail first
@@ -255,7 +260,7 @@ def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: 
     avatar = initial_avatar(body, subject, config)
     frame0 = photo_training_frame(subject, config)
     frames = training_frameset(avatar, body, subject, frame0, config, work, report, stop, resume, imported_sets)
-    trainer = Trainer(avatar, body, frame0, frames, config, betas, expression)
+    trainer = Trainer(avatar, body, frame0, frames, config, betas, expression, device=device)
     if resume:
         trainer.load(checkpoint)
     interrupted = False
@@ -266,7 +271,8 @@ def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: 
         interrupted = not trainer.done
     except KeyboardInterrupt:
         interrupted = True
-    extra = {"train_seconds": time.perf_counter() - started, "imported_frames": sum(len(s) for s in imported_sets)}
+    extra = {"train_seconds": time.perf_counter() - started, "imported_frames": sum(len(s) for s in imported_sets),
+             "device": str(device)}
     summary = finish_run(out_dir, trainer, body, subject, photo, interrupted, extra, report)
     psnr_value = summary["photo_psnr"]
     report("done", 1.0, summary)

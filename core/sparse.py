@@ -4,6 +4,9 @@ Training multiplies the same sparse matrices every step (mesh Laplacians, the tr
 sampling at fixed points). Gathers with ``index_add`` do the same work, but their backward on CPU is
 a slow scatter; a CSR product is fast, and keeping the transpose as a second CSR makes the backward
 (``Sᵀ @ grad``) a CSR product too instead of a conversion every step.
+
+A ``FixedSparse`` is built on the CPU and follows the dense operand: multiplying a CUDA tensor
+uses (and keeps) a CUDA copy of both matrices.
 """
 from __future__ import annotations
 
@@ -13,11 +16,11 @@ import torch
 
 
 def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """A CSR matrix from COO triplets (duplicates summed)."""
+    """A CPU CSR matrix from COO triplets (duplicates summed)."""
     with warnings.catch_warnings():  # torch calls sparse CSR "beta" on every construction
         warnings.simplefilter("ignore", UserWarning)
-        coo = torch.sparse_coo_tensor(torch.stack([rows.long(), cols.long()]), values, shape,
-                                      check_invariants=True).coalesce()
+        indices = torch.stack([rows.long(), cols.long()]).cpu()
+        coo = torch.sparse_coo_tensor(indices, values.cpu(), shape, check_invariants=True).coalesce()
         return coo.to_sparse_csr()
 
 
@@ -43,13 +46,23 @@ class FixedSparse:
         values = values.detach().float()
         self.matrix = _csr(rows, cols, values, self.shape)
         self.transpose = _csr(cols, rows, values, (self.shape[1], self.shape[0]))
+        self._copies: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The matrix and its transpose on ``device`` (copied there once, then kept)."""
+        if device == self.matrix.device:
+            return self.matrix, self.transpose
+        if device not in self._copies:
+            self._copies[device] = (self.matrix.to(device), self.transpose.to(device))
+        return self._copies[device]
 
     def __matmul__(self, dense: torch.Tensor) -> torch.Tensor:
         if dense.dtype != self.matrix.dtype:
             raise TypeError(f"FixedSparse holds {self.matrix.dtype}, got {dense.dtype}")
+        matrix, transpose = self.on(dense.device)
         if not dense.requires_grad:
-            return self.matrix @ dense
-        return _FixedSparseProduct.apply(dense, self.matrix, self.transpose)
+            return matrix @ dense
+        return _FixedSparseProduct.apply(dense, matrix, transpose)
 
     def __deepcopy__(self, memo: dict) -> FixedSparse:
         # constant, so copies may share it (torch cannot deep-copy CSR tensors: modules that cache a

@@ -1,14 +1,22 @@
 """Synthetic subjects with known answers: the body model in a known pose, coloured procedurally,
-rendered as a "photo" with exact mask and geometry. Used by tests and benchmarks."""
+rendered as a "photo" with exact mask and geometry; and training sets rendered from an avatar itself
+(no OpenGL, no prep: they run on a bare GPU machine). Used by tests and benchmarks."""
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
 
+from core.avatar.avatar import Avatar
+from core.avatar.build import build_avatar
 from core.body import PART_PALETTE, BodyModel, star_pose
 from core.camera import intrinsics, look_at
-from core.render.mesh import MeshRenderer
+from core.config import Config
+from core.frames.frameset import IMAGE_KEYS, FrameSet
+from core.frames.generated import generate_frames
 from core.subject import Subject
+from core.training_frames import TrainFrame, generated_frame
 
 
 def striped_colors(vertices: np.ndarray, part_labels: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -40,6 +48,8 @@ def synthetic_subject(body: BodyModel, size: int = 256, pose: dict[str, np.ndarr
     K = intrinsics(size * distance / (1.2 * float(y.max() - y.min())), size, size).numpy()
     labels = body.part_labels.numpy()
     colors = striped_colors(body.v_template.numpy(), labels, seed)
+    from core.render.mesh import MeshRenderer  # OpenGL: imported only where a mesh is drawn
+
     renderer = MeshRenderer()
     try:
         r = renderer.render(vertices, body.faces.numpy(), view, K, size, size,
@@ -55,3 +65,36 @@ def synthetic_subject(body: BodyModel, size: int = 256, pose: dict[str, np.ndarr
                   "position": r["position"]},
         info={"camera": {"viewmat": view.tolist()}, "synthetic": True, "vertex_colors_seed": seed},
     )
+
+
+@dataclasses.dataclass
+class SelfRenderedSet:
+    """A training set rendered from an avatar with known colours: ``photo`` is its first frame."""
+
+    avatar: Avatar  # fresh (untrained) avatar of the same body, grey, to train on these frames
+    photo: TrainFrame
+    frames: FrameSet  # the other frames
+    betas: np.ndarray  # [B] zeros
+
+
+def self_rendered_set(body: BodyModel, config: Config, seed: int = 0) -> SelfRenderedSet:
+    """``config.frames.num_generated + 1`` frames of a striped avatar along ``config.frames.motions``
+    (the offline generator at ``config.frames.resolution``); the first one is used as the photo (seam
+    weights all 1, its colours as albedo). The avatar to train is the same body, grey."""
+    betas = np.zeros(body.num_betas, np.float32)
+    textured = build_avatar(body, betas, config.avatar, seed=seed)
+    template = (textured.upsample @ body.v_template).numpy()
+    labels = textured.part_labels.numpy()
+    with torch.no_grad():
+        textured.colors.copy_(torch.as_tensor(striped_colors(template, labels, seed)))
+    frames_config = dataclasses.replace(config.frames, num_generated=config.frames.num_generated + 1)
+    rendered = generate_frames(textured, body, {"betas": betas}, frames_config, config.render)
+    first = generated_frame(rendered, 0, betas, None)
+    photo = dataclasses.replace(first, kind="photo", albedo=first.rgb, image_weight=torch.ones_like(first.mask),
+                                hand_region=None)
+    rest = dataclasses.replace(rendered, **{k: getattr(rendered, k)[1:] for k in (*IMAGE_KEYS, "K", "viewmat")},
+                               params={k: v[1:] for k, v in rendered.params.items()}, labels=rendered.labels[1:])
+    avatar = build_avatar(body, betas, config.avatar, seed=seed)
+    with torch.no_grad():
+        avatar.colors.fill_(0.5)
+    return SelfRenderedSet(avatar=avatar, photo=photo, frames=rest, betas=betas)

@@ -5,6 +5,9 @@ frame's SMPL-X parameters (plus a learned per-frame correction for generated fra
 "base" image (no pose offsets) and a "refined" image (with them), and applies the frame type's
 loss weights. Settings (loss weights, pause) may be changed from another thread at any time;
 they take effect at the next step boundary. ``snapshot()`` returns what a viewer needs.
+
+A trainer runs on one device (``config_device``: CUDA when a GPU and gsplat are there): it moves
+the avatar there in place, so renders go through gsplat on CUDA and through our rasterizer on CPU.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from core.config import Config, FrameLossWeights, LossConfig
 from core.errors import UserError
 from core.frames.frameset import FrameSet
 from core.io.atomic import atomic_path
+from core.render.backends import training_device
 from core.sampling import BalancedSampler
 from core.training_frames import TrainFrame, crop_frame, generated_frame, hand_region
 
@@ -45,6 +49,15 @@ class TrainingSnapshot:
     metrics: dict[str, float]
     avatar_state: dict[str, torch.Tensor]
     draw_counts: np.ndarray
+
+
+def config_device(config: Config) -> torch.device:
+    """Where ``config`` trains on this machine (``train.device`` with ``render.backend``); a setting
+    that cannot run here is a one-line UserError."""
+    try:
+        return training_device(config.train.device, config.render.backend)
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 def frame_weights(config: Config, kind: str) -> FrameLossWeights:
@@ -111,7 +124,7 @@ def frame_loss(render: AvatarRender, frame: TrainFrame, w: FrameLossWeights, ima
     rgb = render.rgb[None]
     alpha = render.alpha[None]
     mask = frame.mask
-    background = torch.zeros(3) if background is None else background
+    background = rgb.new_zeros(3) if background is None else background
     terms: dict[str, torch.Tensor] = {}
     target = over_background(frame.rgb, mask, background)
     terms["image"] = image_weight * losses.image_loss(rgb, target, frame.image_weight, loss_cfg.ssim_weight)
@@ -138,15 +151,19 @@ class Trainer:
     """Steppable, resumable training of one avatar.
 
     ``subject_frame``: the photo's TrainFrame; ``frames``: generated/imported FrameSet (may be
-    empty); ``betas`` / ``expression``: the subject's shape.
+    empty); ``betas`` / ``expression``: the subject's shape. ``device``: where to train (None: where
+    the avatar is); the avatar moves there in place, the body model is copied there when it is
+    elsewhere (the caller's stays where it is: a viewer may be posing with it).
     """
 
     def __init__(self, avatar: Avatar, body: BodyModel, subject_frame: TrainFrame, frames: FrameSet | None,
-                 config: Config, betas: np.ndarray, expression: np.ndarray | None = None):
-        self.avatar = avatar
-        self.body = body
+                 config: Config, betas: np.ndarray, expression: np.ndarray | None = None,
+                 device: torch.device | None = None):
+        self.avatar = avatar.to(avatar.template.device if device is None else device)
+        self.device = self.avatar.template.device  # with its index ("cuda:0"), for comparisons
+        self.body = body if body.v_template.device == self.device else copy.deepcopy(body).to(self.device)
         self.config = copy.deepcopy(config)
-        self.photo = subject_frame
+        self.photo = subject_frame.to(self.device)
         self.frames = frames
         self.betas = np.asarray(betas, np.float32)
         self.expression = None if expression is None else np.asarray(expression, np.float32)
@@ -157,10 +174,11 @@ class Trainer:
         self.sampler = BalancedSampler(self.num_generated, config.sampling.photo_share,
                                        balanced=config.ablation.balanced_sampling, seed=config.train.seed)
         self.frame_deltas = torch.nn.ParameterDict({
-            name: torch.nn.Parameter(torch.zeros(self.num_generated, size)) for name, (size, _) in REFINED_PARAMS.items()
+            name: torch.nn.Parameter(torch.zeros(self.num_generated, size, device=self.device))
+            for name, (size, _) in REFINED_PARAMS.items()
         })
         self.adjacency = losses.mesh_adjacency(avatar.faces, avatar.num_gaussians)
-        self.photo_facing = photo_facing(avatar, body, subject_frame)
+        self.photo_facing = photo_facing(avatar, body, self.photo)
         self.face_hand_weight = torch.where(avatar.rigid, config.loss.laplacian_offsets_face_hands /
                                             config.loss.laplacian_offsets, 1.0)
         self.optimizer = self._make_optimizer()
@@ -214,6 +232,7 @@ class Trainer:
         if index not in self._hands:  # computed once per frame: it never changes
             self._hands[index] = hand_region(self.frames.part_seg[index - 1].astype(np.float32) / 255.0)
         frame = generated_frame(self.frames, index - 1, self.betas, self.expression, self._hands[index])
+        frame = frame.to(self.device)
         params = dict(frame.params)
         for name, delta in self.frame_deltas.items():
             if name in params:
@@ -237,7 +256,7 @@ class Trainer:
         w = frame_weights(self.config, frame.kind)
         cfg = self.config
         h, wd = frame.rgb.shape[1:3]
-        background = training_background(cfg.train.background, cfg.train.seed, self.step_index)
+        background = training_background(cfg.train.background, cfg.train.seed, self.step_index).to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
 
         body_out = self.body(**frame.params)
@@ -296,8 +315,8 @@ class Trainer:
     # -- outputs ---------------------------------------------------------------------------------
 
     def snapshot(self) -> TrainingSnapshot:
-        """Detached copies of the avatar's tensors and the latest metrics (safe to hand to another thread)."""
-        state = {k: v.detach().clone() for k, v in self.avatar.state_dict().items()}
+        """Detached CPU copies of the avatar's tensors and the latest metrics (safe to hand to another thread)."""
+        state = {k: v.detach().to("cpu", copy=True) for k, v in self.avatar.state_dict().items()}
         last = self.history[-1] if self.history else {}
         return TrainingSnapshot(step=self.step_index, total=self.total, metrics=dict(last), avatar_state=state,
                                 draw_counts=self.sampler.counts.copy())

@@ -40,6 +40,14 @@ class TrainFrame:
     viewmat: torch.Tensor  # [4, 4]
     params: dict[str, torch.Tensor]
 
+    def to(self, device: torch.device) -> "TrainFrame":
+        """The frame with every tensor on ``device`` (itself when they are there already)."""
+        if self.rgb.device == torch.device(device):
+            return self
+        moved = {name: None if getattr(self, name) is None else getattr(self, name).to(device)
+                 for name in IMAGE_FIELDS + ("K", "viewmat")}
+        return dataclasses.replace(self, **moved, params={k: v.to(device) for k, v in self.params.items()})
+
 
 IMAGE_FIELDS = ("rgb", "mask", "depth", "normal", "part_seg", "albedo", "image_weight", "hand_region")
 

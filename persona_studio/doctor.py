@@ -39,9 +39,11 @@ def check_cuda_gsplat() -> Check:
         return Check("gsplat (CUDA rasterizer)", False, f"not importable ({type(err).__name__})", required=False,
                      fix="pip install gsplat==1.5.3 on a machine with an NVIDIA GPU")
     if not torch.cuda.is_available():
-        return Check("gsplat (CUDA rasterizer)", False, f"gsplat {version} installed, no CUDA device: CPU rasterizer is used",
-                     required=False)
-    return Check("gsplat (CUDA rasterizer)", True, f"gsplat {version} on {torch.cuda.get_device_name(0)}", required=False)
+        return Check("gsplat (CUDA rasterizer)", False,
+                     f"gsplat {version} installed, no CUDA device: training runs on the CPU rasterizer", required=False)
+    return Check("gsplat (CUDA rasterizer)", True,
+                 f"gsplat {version} on {torch.cuda.get_device_name(0)}: training and renders of it run on the GPU "
+                 "(train.device = auto)", required=False)
 
 
 def check_rasterizer() -> Check:

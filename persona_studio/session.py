@@ -31,7 +31,7 @@ from core.frames.frameset import FrameSet
 from core.reconstruct import finish_run, initial_avatar, photo_training_frame, subject_shape, training_frameset
 from core.subject import Subject
 from core.threads import single_torch_thread
-from core.trainer import Trainer, TrainingSnapshot
+from core.trainer import Trainer, TrainingSnapshot, config_device
 from persona_studio.inspection import Inspection, frame_label, frame_thumbnails, inspect_frame
 from persona_studio.latest import Latest
 
@@ -341,7 +341,7 @@ class ReconstructionSession:
         self._report("frames", 1.0, f"{0 if frames is None else len(frames)} training frames besides the photo")
         with self._cond:  # the weights may have been changed while the earlier stages ran
             config = copy.deepcopy(self.config)
-        trainer = Trainer(avatar, body, frame0, frames, config, betas, expression)
+        trainer = Trainer(avatar, body, frame0, frames, config, betas, expression, device=config_device(config))
         self.frame_labels = [frame_label(trainer, i) for i in range(trainer.num_generated + 1)]
         self.thumbnails = frame_thumbnails(trainer)
         with self._cond:

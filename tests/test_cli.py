@@ -4,6 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from core.paths import REPO_ROOT
 
 
@@ -44,6 +46,22 @@ def test_user_error_is_one_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "train.what" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_training_device_that_cannot_run_here_fails_first_in_one_line(tmp_path):
+    import torch
+
+    from core.render import available_backends
+
+    if "gsplat" in available_backends():
+        pytest.skip("this machine can train on CUDA: tests/test_cuda_training.py covers that path")
+    result = run_cli("reconstruct", str(tmp_path / "not-even-read.png"), "-o", str(tmp_path / "out"),
+                     "--set", "train.device=cuda")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train.device 'cuda' needs" in lines[0], result.stderr
+    assert ("NVIDIA GPU" in lines[0]) != torch.cuda.is_available()
+    assert not (tmp_path / "out").exists()  # nothing was started
 
 
 def test_frames_import_needs_a_motion_and_driving_video_writes(capsys, tmp_path):

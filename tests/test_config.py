@@ -69,6 +69,8 @@ def test_bad_toml_and_bad_choice(tmp_path):
         load_preset(_write(tmp_path, "[train\n"))
     with pytest.raises(UserError, match="render.backend' must be one of"):
         load_preset(_write(tmp_path, '[render]\nbackend = "vulkan"\n'))
+    with pytest.raises(UserError, match="train.device' must be one of auto, cpu, cuda"):
+        load_preset("preview", ["train.device=gpu"])
     with pytest.raises(UserError, match="unknown preset"):
         load_preset("no-such-preset")
 

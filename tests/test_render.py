@@ -15,7 +15,7 @@ from torch import Tensor
 
 import render_reference as ref
 from core.render import available_backends, backend_info, jit_cache_warm, rasterize, warmup
-from core.render.backends import resolve_backend
+from core.render.backends import resolve_backend, training_device
 from core.render.jit_cache import configure_numba_cache, default_numba_cache_dir, numba_cache_dir
 
 DIFFERENTIABLE = ("means", "quats", "scales", "opacities", "colors")
@@ -367,6 +367,24 @@ def test_backend_selection_and_info():
     assert set(info) >= {"available", "auto", "cuda", "numba_cache_dir", "jit_cache_warm", "gsplat_version"}
     assert info["auto"] in info["available"]
     assert info["cuda"] == torch.cuda.is_available()
+
+
+def test_training_device_follows_the_machine_and_rejects_impossible_settings():
+    gpu_ready = "gsplat" in available_backends()
+    assert training_device("auto", "auto").type == ("cuda" if gpu_ready else "cpu")
+    assert training_device("auto", "cpu") == torch.device("cpu")
+    assert training_device("cpu", "auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="CPU rasterizer renders CPU tensors only"):
+        training_device("cuda", "cpu")
+    with pytest.raises(ValueError, match="render.backend 'gsplat' needs train.device"):
+        training_device("cpu", "gsplat")
+    if gpu_ready:
+        assert training_device("cuda", "gsplat") == torch.device("cuda", torch.cuda.current_device())
+    else:  # what a user without a GPU (or without gsplat) is told
+        for device, backend in (("cuda", "auto"), ("auto", "gsplat")):
+            with pytest.raises(ValueError, match="needs an NVIDIA GPU|needs gsplat") as err:
+                training_device(device, backend)
+            assert "\n" not in str(err.value)
 
 
 def test_warmup_marks_the_jit_cache_warm(tmp_path, monkeypatch):

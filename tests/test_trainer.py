@@ -1,6 +1,8 @@
 """Trainer: learning works (loss down, PSNR up), live weight changes apply, resume is exact."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -213,3 +215,36 @@ def test_shared_skinning_and_sparse_normals_equal_separate_posing(setup):
     (grad_ours,) = torch.autograd.grad((ours * weights).sum(), points)
     (grad_ref,) = torch.autograd.grad((reference * weights).sum(), points)
     assert torch.allclose(grad_ours, grad_ref, atol=1e-4 * grad_ref.abs().max())
+
+
+def test_train_frames_move_between_devices(setup):
+    body, config, subject, frames = setup
+    photo = photo_frame(subject, 0.1, config.sampling.seam_threshold, config.sampling.seam_dilate)
+    assert photo.to("cpu") is photo  # already there: no copy
+    moved = photo.to("meta")  # a device without data: every tensor must have gone
+    tensors = [getattr(moved, f.name) for f in dataclasses.fields(moved)]
+    tensors = [t for t in tensors if torch.is_tensor(t)] + list(moved.params.values())
+    assert len(tensors) >= 10 and all(t.device.type == "meta" for t in tensors)
+    assert photo.rgb.device.type == "cpu"  # the original stays
+
+
+def test_trainer_on_the_cpu_uses_the_callers_body_and_cpu_snapshots(setup):
+    trainer = make_trainer(setup)
+    assert trainer.device == torch.device("cpu") and trainer.body is setup[0]
+    trainer.step()
+    state = trainer.snapshot().avatar_state
+    assert all(t.device.type == "cpu" for t in state.values())
+    assert state["offsets"].data_ptr() != trainer.avatar.offsets.data_ptr()  # a copy, not the live tensor
+
+
+def test_a_training_device_that_cannot_run_is_a_user_error():
+    from core.render import available_backends
+    from core.trainer import config_device
+
+    config = load_preset("preview", ["train.device=cuda", "render.backend=cpu"])
+    with pytest.raises(UserError, match="train.device 'cuda' needs render.backend"):
+        config_device(config)
+    if "gsplat" not in available_backends():
+        with pytest.raises(UserError, match="train.device 'cuda' needs"):
+            config_device(load_preset("preview", ["train.device=cuda"]))
+    assert config_device(load_preset("preview", ["train.device=cpu"])) == torch.device("cpu")

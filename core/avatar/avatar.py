@@ -130,7 +130,7 @@ class Avatar(nn.Module):
         gathers and ``index_add`` scatters."""
         key = (id(self.faces), self.faces.data_ptr(), self.faces._version, len(points))
         if key != self._normal_operators_key:
-            faces, n = self.faces, len(points)
+            faces, n = self.faces.cpu(), len(points)  # FixedSparse is built on the CPU and follows ``points``
             count = len(faces)
             face_ids = torch.arange(count)
             rows = torch.cat([face_ids, face_ids, face_ids + count, face_ids + count])
@@ -166,8 +166,8 @@ class Avatar(nn.Module):
         world_normals = rotate_vectors(blended, self.surface_normals(zero)) if normals else None
         n = self.num_gaussians
         scales = self.log_scales.exp()[:, None].expand(n, 3)
-        quats = torch.zeros(n, 4, dtype=means.dtype)
+        quats = means.new_zeros(n, 4)
         quats[:, 0] = 1.0
-        return PosedGaussians(means=means, scales=scales, quats=quats, opacities=torch.ones(n, dtype=means.dtype),
+        return PosedGaussians(means=means, scales=scales, quats=quats, opacities=means.new_ones(n),
                               colors=self.colors.clamp(0, 1), part_colors=self.part_colors.clamp(0, 1),
                               normals=world_normals, offsets=used)

@@ -32,7 +32,7 @@ def mean_edge_length(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tenso
     """
     edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).long()
     lengths = (vertices[edges[:, 0]] - vertices[edges[:, 1]]).norm(dim=1)
-    total = torch.zeros(len(vertices)).index_add(0, edges[:, 0], lengths).index_add(0, edges[:, 1], lengths)
-    count = torch.zeros(len(vertices)).index_add(0, edges[:, 0], torch.ones_like(lengths))
+    total = vertices.new_zeros(len(vertices)).index_add(0, edges[:, 0], lengths).index_add(0, edges[:, 1], lengths)
+    count = vertices.new_zeros(len(vertices)).index_add(0, edges[:, 0], torch.ones_like(lengths))
     count = count.index_add(0, edges[:, 1], torch.ones_like(lengths))
     return total / count.clamp_min(1)

@@ -84,7 +84,7 @@ class Triplane(nn.Module):
         where ``grid_sample``'s backward is a slow scatter on CPU.
         """
         res = self.planes.shape[-1]
-        uvw = (points.detach().float() - self.center) / (self.extent / 2)
+        uvw = (points.detach().float().cpu() - self.center.cpu()) / (self.extent / 2)  # FixedSparse builds on CPU
         rows, cols, values = [], [], []
         for plane, (a, b) in enumerate(((0, 1), (0, 2), (1, 2))):
             # grid_sample's x indexes the plane's last (width) axis, y its rows

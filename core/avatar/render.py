@@ -42,7 +42,7 @@ def render_posed(posed: PosedGaussians, viewmat: torch.Tensor, K: torch.Tensor, 
     features = torch.cat([posed.colors, posed.part_colors, normals_cam], dim=1)  # [N, 9]
     bg = None
     if background is not None:
-        bg = torch.cat([background.to(features.dtype), torch.zeros(6, dtype=features.dtype)])[None]
+        bg = torch.cat([background.to(features), features.new_zeros(6)])[None]
     image, alpha, _ = rasterize(
         posed.means, posed.quats, posed.scales, posed.opacities, features, viewmat[None], K[None], width, height,
         eps2d=config.eps2d, backgrounds=bg, render_mode="RGB+ED", rasterize_mode=config.rasterize_mode,

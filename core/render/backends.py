@@ -51,6 +51,34 @@ def available_backends() -> list[str]:
     return usable
 
 
+def training_device(device: str, backend: str) -> torch.device:
+    """The torch device that training (and any renders of its tensors) should use.
+
+    ``device`` is ``train.device`` ("auto" | "cpu" | "cuda"), ``backend`` is ``render.backend``.
+    "auto" means CUDA when gsplat can rasterize there and the backend is not pinned to "cpu".
+    Raises ValueError (a one-line reason) for a combination that cannot run here.
+    """
+    gpu_ready = "gsplat" in available_backends()
+    if device == "auto":
+        wants_gpu = backend == "gsplat" or (gpu_ready and backend != "cpu")
+        return training_device("cuda" if wants_gpu else "cpu", backend)
+    if device == "cuda":
+        if backend == "cpu":
+            raise ValueError("train.device 'cuda' needs render.backend 'auto' or 'gsplat' (the CPU rasterizer "
+                             "renders CPU tensors only)")
+        if not torch.cuda.is_available():
+            raise ValueError("train.device 'cuda' needs an NVIDIA GPU, and torch sees none")
+        if not gsplat_installed():
+            raise ValueError("train.device 'cuda' needs gsplat to rasterize on the GPU: "
+                             "pip install 'persona-studio[cuda]'")
+        return torch.device("cuda", torch.cuda.current_device())
+    if device == "cpu":
+        if backend == "gsplat":
+            raise ValueError("render.backend 'gsplat' needs train.device 'cuda' or 'auto'")
+        return torch.device("cpu")
+    raise ValueError(f"unknown training device {device!r}; choose auto, cpu or cuda")
+
+
 def _kernel_fingerprint(dtype_names: list[str]) -> str:
     """Identifies one compiled set of kernels: our source, numba, Python, the CPU, the dtypes."""
     import numba
