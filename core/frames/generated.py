@@ -4,7 +4,8 @@ PERSONA trains on frames from a pose-guided video diffusion model. Offline we re
 (warmed up on the photo) along driving motions and render RGB + mask + depth + normal + part
 segmentation with a fixed camera while the motion's root moves, like the paper's cameras. These
 frames add little new appearance but consistent geometry in many poses, which is why the trainer
-gives them low RGB weight and high geometry weight.
+gives them low RGB weight and high geometry weight. Each frame shows a pose no other frame shows
+(``motion_schedule``): a repeated pose would only weigh that pose more.
 
 The frames are drawn with the Gaussian rasterizer itself, exactly as training renders the avatar.
 Drawn as a triangle mesh through the Gaussians' centres they had a silhouette about one splat
@@ -99,9 +100,11 @@ def motion_schedule(names: list[str], count: int, exclude: Sequence[tuple[str, i
     Each motion gets an even share of ``count`` (the first ones one more), spread evenly over its
     frames that show a new pose (``new_pose_frames``): not the same pose as an ``exclude`` pair, a
     pick of an earlier motion or an earlier frame of the clip. Clips repeat their cycle (walk_in_place,
-    wave and dance every 30 frames), so evenly spread frame numbers alone would repeat poses. A motion with fewer
-    new poses than its share gives all of them: the schedule can be shorter than ``count``.
-    Deterministic; with no repeated poses it is the plain even spread ``i * frames // share``.
+    wave and dance every 30 frames), so evenly spread frame numbers alone repeat poses (24 picks over
+    the six built-ins were 16 poses). A motion with fewer new poses than its share gives all of them,
+    so the schedule can be shorter than ``count`` (the built-ins hold 349 poses; walk_in_place and
+    dance 15 each). Deterministic; with no repeated poses it is the plain even spread
+    ``i * frames // share``.
     """
     motions = {name: load_builtin(name) for name in {*names, *(name for name, _ in exclude)}}
     taken = [motion_poses(motions[name].slice(index, index + 1)) for name, index in exclude]
