@@ -78,15 +78,23 @@ class SelfRenderedSet:
 
 
 def self_rendered_set(body: BodyModel, config: Config, seed: int = 0) -> SelfRenderedSet:
-    """``config.frames.num_generated + 1`` frames of a striped avatar along ``config.frames.motions``
-    (the offline generator at ``config.frames.resolution``); the first one is used as the photo (seam
-    weights all 1, its colours as albedo). The avatar to train is the same body, grey."""
+    """``config.frames.num_generated + 1`` frames of a striped, "clothed" avatar along
+    ``config.frames.motions`` (the offline generator at ``config.frames.resolution``); the first one is
+    used as the photo (seam weights all 1, its colours as albedo). The avatar to train is the bare
+    body, grey.
+
+    The clothes are a wavy 0.5-2.5 cm displacement along the surface normals: the trained avatar's
+    depth and normals then differ from the targets everywhere (an L1 loss at zero residual has no
+    defined gradient, and its subgradient there flips with rounding)."""
     betas = np.zeros(body.num_betas, np.float32)
     textured = build_avatar(body, betas, config.avatar, seed=seed)
     template = (textured.upsample @ body.v_template).numpy()
     labels = textured.part_labels.numpy()
     with torch.no_grad():
         textured.colors.copy_(torch.as_tensor(striped_colors(template, labels, seed)))
+        canonical = textured.template
+        wave = 0.015 + 0.01 * torch.sin(25.0 * canonical[:, 1:2]) * torch.cos(17.0 * canonical[:, 0:1])
+        textured.offsets.copy_(wave * textured.surface_normals(canonical))
     frames_config = dataclasses.replace(config.frames, num_generated=config.frames.num_generated + 1)
     rendered = generate_frames(textured, body, {"betas": betas}, frames_config, config.render)
     first = generated_frame(rendered, 0, betas, None)

@@ -178,7 +178,7 @@ class Trainer:
             for name, (size, _) in REFINED_PARAMS.items()
         })
         self.adjacency = losses.mesh_adjacency(avatar.faces, avatar.num_gaussians)
-        self.photo_facing = photo_facing(avatar, body, self.photo)
+        self.photo_facing = photo_facing(self.avatar, self.body, self.photo)
         self.face_hand_weight = torch.where(avatar.rigid, config.loss.laplacian_offsets_face_hands /
                                             config.loss.laplacian_offsets, 1.0)
         self.optimizer = self._make_optimizer()
