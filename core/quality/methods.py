@@ -28,7 +28,7 @@ from core.reconstruct import initial_avatar, photo_training_frame, subject_shape
 from core.render.mesh import MeshRenderer
 from core.subject import Subject
 from core.threads import single_torch_thread
-from core.trainer import Trainer
+from core.trainer import Trainer, config_device
 from core.training_frames import TrainFrame
 
 # Variant name -> the ablation switches it turns off (the full method turns none off).
@@ -83,15 +83,16 @@ def variant_config(config: Config, variant: str) -> Config:
 
 
 def train_variant(start: SharedStart, body: BodyModel, config: Config, variant: str, report: Progress) -> Avatar:
-    """A copy of the warmed avatar trained with the variant's config; returns it."""
+    """A copy of the warmed avatar trained with the variant's config (on ``train.device``); returns it
+    on the CPU."""
     avatar = copy.deepcopy(start.warmed)
     trainer = Trainer(avatar, body, start.photo, start.frames, variant_config(config, variant), start.betas,
-                      start.expression)
+                      start.expression, device=config_device(config))
     with single_torch_thread():
         while not trainer.done:
             metrics = trainer.step()
             report(f"train {variant}", trainer.step_index / trainer.total, metrics)
-    return avatar
+    return avatar.cpu()
 
 
 def eval_params(pose: dict[str, np.ndarray], betas: np.ndarray) -> dict[str, torch.Tensor]:
