@@ -387,6 +387,24 @@ def test_training_device_follows_the_machine_and_rejects_impossible_settings():
             assert "\n" not in str(err.value)
 
 
+def test_a_gpu_whose_gsplat_cannot_build_trains_on_the_cpu_or_says_why(monkeypatch):
+    # A CUDA machine with gsplat installed but no CUDA toolkit: pip's torch wheels bring no nvcc, so
+    # gsplat imports and has no kernels. Simulated: the checks that would find CUDA and gsplat pass.
+    from core.render import backends
+
+    monkeypatch.setattr(backends, "available_backends", lambda: ["cpu", "gsplat"])
+    monkeypatch.setattr(backends, "gsplat_installed", lambda: True)
+    monkeypatch.setattr(backends.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(backends, "gsplat_extension_problem", lambda: "gsplat found no CUDA toolkit (nvcc)")
+    with pytest.warns(RuntimeWarning, match="training on the CPU: gsplat found no CUDA toolkit"):
+        assert training_device("auto", "auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="train.device 'cuda': gsplat found no CUDA toolkit"):
+        training_device("cuda", "auto")
+    monkeypatch.setattr(backends, "gsplat_extension_problem", lambda: None)
+    monkeypatch.setattr(backends.torch.cuda, "current_device", lambda: 0)
+    assert training_device("auto", "auto") == torch.device("cuda", 0)  # with a working extension: the GPU
+
+
 def test_warmup_marks_the_jit_cache_warm(tmp_path, monkeypatch):
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))  # the marker goes here; kernels stay where they are
     assert not jit_cache_warm()

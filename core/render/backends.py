@@ -8,6 +8,7 @@ import importlib.util
 import json
 import platform
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -51,15 +52,35 @@ def available_backends() -> list[str]:
     return usable
 
 
+@functools.lru_cache(maxsize=1)
+def gsplat_extension_problem() -> str | None:
+    """None when gsplat's CUDA extension loads, else why it does not (one line).
+
+    gsplat 1.5.3 compiles its extension with the CUDA toolkit (nvcc) the first time it is imported on a
+    machine (about a minute; cached afterwards). pip's torch wheels bring no nvcc: without one gsplat
+    imports but has no kernels, and its first render fails."""
+    try:
+        from gsplat.cuda._backend import _C
+    except Exception as err:  # noqa: BLE001 - a failed build raises whatever the compiler run raised
+        return f"gsplat's CUDA extension did not build ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+    if _C is None:
+        return "gsplat found no CUDA toolkit (nvcc) to build its CUDA extension; install one, or train with train.device=cpu"
+    return None
+
+
 def training_device(device: str, backend: str) -> torch.device:
     """The torch device that training (and any renders of its tensors) should use.
 
     ``device`` is ``train.device`` ("auto" | "cpu" | "cuda"), ``backend`` is ``render.backend``.
-    "auto" means CUDA when gsplat can rasterize there and the backend is not pinned to "cpu".
-    Raises ValueError (a one-line reason) for a combination that cannot run here.
+    "auto" means CUDA when gsplat can rasterize there and the backend is not pinned to "cpu"; when
+    gsplat's CUDA extension cannot be built it falls back to the CPU with a warning. Raises ValueError
+    (a one-line reason) for a combination that cannot run here.
     """
     gpu_ready = "gsplat" in available_backends()
     if device == "auto":
+        if backend == "auto" and gpu_ready and gsplat_extension_problem() is not None:
+            warnings.warn(f"training on the CPU: {gsplat_extension_problem()}", RuntimeWarning, stacklevel=2)
+            return torch.device("cpu")
         wants_gpu = backend == "gsplat" or (gpu_ready and backend != "cpu")
         return training_device("cuda" if wants_gpu else "cpu", backend)
     if device == "cuda":
@@ -71,6 +92,8 @@ def training_device(device: str, backend: str) -> torch.device:
         if not gsplat_installed():
             raise ValueError("train.device 'cuda' needs gsplat to rasterize on the GPU: "
                              "pip install 'persona-studio[cuda]'")
+        if gsplat_extension_problem() is not None:
+            raise ValueError(f"train.device 'cuda': {gsplat_extension_problem()}")
         return torch.device("cuda", torch.cuda.current_device())
     if device == "cpu":
         if backend == "gsplat":
