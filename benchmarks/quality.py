@@ -20,7 +20,10 @@ Training frames (``--frames``): ``offline`` (default) = our generator, the warme
 along the built-in motions; ``oracle`` = the GT person rendered in the generator's motion poses, a
 stand-in for a pose-guided video model (core/quality/oracle.py; held-out motion frames left out);
 ``oracle-noisy`` = the same with a seeded per-frame colour shift and blur of the RGB, as a video model is
-not pixel-consistent.
+not pixel-consistent; ``oracle-drift`` = the GT person re-rendered per frame with its outfit's look
+drifted (garment colours / patterns wander, on about a quarter of the frames one garment is clearly
+off; core.synthetic_people.drift_outfit), as a video model does not hold the person's identity, with
+the same masks and geometry targets as ``oracle``.
 
 Methods, all in this run on the same subjects: (a) mesh = the fitted body mesh with the photo's
 colours projected on it; (b) no balanced sampling; (c) no geometry weighting; (d) no pose offsets;
@@ -59,11 +62,15 @@ ALIGN_TEXT = {"fit": "GT hands/face + fitted shape, global orientation, body pos
               "scale": "GT pose + fitted shape, scale+shift aligned to the GT joints",
               "none": "GT pose + fitted shape, unaligned"}
 
-FRAME_SOURCES = ("offline", "oracle", "oracle-noisy")
+FRAME_SOURCES = ("offline", "oracle", "oracle-noisy", "oracle-drift")
 FRAME_TEXT = {"offline": "offline generator (warmed avatar re-rendered)",
               "oracle": "ORACLE (GT person rendered in the generator's motion poses, held-out frames left out)",
               "oracle-noisy": "ORACLE-NOISY (GT person in the generator's poses, RGB with per-frame colour shift "
-                              "±8 % gain ±0.03 offset and 0.6 px blur)"}
+                              "±8 % gain ±0.03 offset and 0.6 px blur)",
+              "oracle-drift": "ORACLE-DRIFT (GT person in the generator's poses re-rendered with per-frame outfit "
+                              "drift: garment hue ±0.03 turn, saturation ±15 %, value ±10 %, pattern slid ±0.2 "
+                              "period; 25 % of frames one garment off: hue ±0.08-0.2 turn, pattern swapped or "
+                              "rescaled; masks and geometry targets as oracle)"}
 
 
 def log(message: str) -> None:
@@ -94,7 +101,8 @@ def frame_source(body, person, subject, config, frames: str, renderer):
         return None
 
     def source(avatar, progress):
-        made = oracle_frames(avatar, body, person, subject.smplx, config.frames, renderer, progress)
+        made = oracle_frames(avatar, body, person, subject.smplx, config.frames, renderer, progress,
+                             drift=frames == "oracle-drift")
         return degrade_frames(made, person.seed) if frames == "oracle-noisy" else made
     return source
 
@@ -264,7 +272,8 @@ def main() -> int:
     parser.add_argument("--frames", choices=FRAME_SOURCES, default="offline",
                         help="training frames: offline = our generator (warmed avatar re-rendered); oracle = the GT "
                              "person in the generator's motion poses (a stand-in for a video model); oracle-noisy = "
-                             "oracle with a seeded per-frame colour shift and blur of the RGB")
+                             "oracle with a seeded per-frame colour shift and blur of the RGB; oracle-drift = the "
+                             "GT person re-rendered per frame with its outfit's colours / patterns drifted")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--tag", default="", help="appended to the output files' name "
                         "(quality_<preset>[_quick][_<frames>]_<tag>[_<align>], frames unless offline, "

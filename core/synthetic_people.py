@@ -12,6 +12,8 @@ Everything is a pure function of the seed: ``make_person(seed)`` then ``render_p
 """
 from __future__ import annotations
 
+import colorsys
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -50,6 +52,7 @@ class Garment:
     accent: tuple[float, float, float]
     pattern: str  # one of PATTERNS
     period: float
+    shift: tuple[float, float] = (0.0, 0.0)  # the pattern's origin in canonical x, y (metres); moved by drift only
 
 
 @dataclass(frozen=True)
@@ -144,13 +147,15 @@ def make_person(seed: int, num_betas: int = 10) -> SyntheticPerson:
 # -- appearance ----------------------------------------------------------------------------------
 
 
-def pattern_mask(pattern: str, position: np.ndarray, period: float) -> np.ndarray:
-    """Where a pattern shows its accent colour, ``bool [N]``, for canonical points ``[N, 3]`` (metres).
+def pattern_mask(pattern: str, position: np.ndarray, period: float,
+                 shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Where a pattern shows its accent colour, ``bool [N]``, for canonical points ``[N, 3]`` (metres),
+    the pattern's origin moved to ``shift`` (x, y metres).
 
     stripes: horizontal bands of half a period; checks: squares in the x-y plane; dots: one dot
     of radius 0.3 periods per period-sized cell.
     """
-    x, y = position[:, 0] / period, position[:, 1] / period
+    x, y = (position[:, 0] - shift[0]) / period, (position[:, 1] - shift[1]) / period
     if pattern == "plain":
         return np.zeros(len(position), bool)
     if pattern == "stripes":
@@ -163,7 +168,7 @@ def pattern_mask(pattern: str, position: np.ndarray, period: float) -> np.ndarra
 
 
 def _garment_colors(garment: Garment, position: np.ndarray) -> np.ndarray:
-    accent = pattern_mask(garment.pattern, position, garment.period)[:, None]
+    accent = pattern_mask(garment.pattern, position, garment.period, garment.shift)[:, None]
     return np.where(accent, np.array(garment.accent, np.float32), np.array(garment.color, np.float32))
 
 
@@ -244,6 +249,74 @@ def outfit_standoff(outfit: Outfit, marks: BodyLandmarks, position: np.ndarray, 
     standoff[regions["shoes"]] = 0.5 * outfit.cloth_thickness
     standoff[regions["hair"]] = outfit.hair_volume
     return standoff
+
+
+# -- appearance drift -----------------------------------------------------------------------------
+# A pose-guided video model keeps a person's outfit only roughly: colours wander a little from frame to
+# frame, patterns slide over the cloth, and now and then a garment comes out clearly wrong (another
+# colour, another pattern). Drift changes the look only; what covers which surface point, and so the
+# silhouette, stays the person's. Mild drift, every frame: hue ± DRIFT_HUE turns, saturation and value
+# × (1 ± DRIFT_SATURATION / DRIFT_VALUE) per garment, pattern slid by up to ± DRIFT_SLIDE periods;
+# skin and hair a few per cent. With probability OFF_FRAME_PROBABILITY a frame is "off": one garment's
+# hue turns by OFF_HUE turns and its pattern is swapped for another or rescaled by OFF_PERIOD_SCALE.
+DRIFT_HUE, DRIFT_SATURATION, DRIFT_VALUE, DRIFT_SLIDE = 0.03, 0.15, 0.10, 0.2
+DRIFT_SKIN_HUE, DRIFT_SKIN_VALUE, DRIFT_HAIR_VALUE = 0.01, 0.05, 0.10
+OFF_FRAME_PROBABILITY, OFF_HUE, OFF_PERIOD_SCALE = 0.25, (0.08, 0.2), (0.6, 1.6)
+_DRIFT_STREAM = 13  # keeps drift draws apart from make_person's ([7, seed]) and the held-out poses' ([11, seed])
+
+
+def shift_hsv(color: tuple[float, float, float], hue: float, saturation: float, value: float
+              ) -> tuple[float, float, float]:
+    """``color`` (sRGB in [0, 1]) with its hue turned by ``hue`` (turns) and its saturation and value
+    scaled by ``saturation`` / ``value``, clipped to [0, 1]."""
+    h, s, v = colorsys.rgb_to_hsv(*color)
+    return colorsys.hsv_to_rgb((h + hue) % 1.0, min(s * saturation, 1.0), min(v * value, 1.0))
+
+
+def _mild_tone(rng: np.random.Generator, hue: float, saturation: float, value: float
+               ) -> tuple[float, float, float]:
+    """A random (hue turn, saturation factor, value factor) within ± the given spreads."""
+    return (float(rng.uniform(-hue, hue)), 1.0 + float(rng.uniform(-saturation, saturation)),
+            1.0 + float(rng.uniform(-value, value)))
+
+
+def drift_garment(garment: Garment, rng: np.random.Generator, off: bool = False) -> Garment:
+    """``garment`` as one video frame might draw it: both colours toned alike (mildly, or by a large hue
+    turn when ``off``), the pattern slid by up to ± DRIFT_SLIDE periods; ``off`` also swaps the pattern
+    for another one or rescales its period and places it anywhere."""
+    hue, saturation, value = _mild_tone(rng, DRIFT_HUE, DRIFT_SATURATION, DRIFT_VALUE)
+    pattern, period = garment.pattern, garment.period
+    slide = rng.uniform(-DRIFT_SLIDE, DRIFT_SLIDE, 2) * period
+    if off:
+        hue += float(rng.choice([-1.0, 1.0]) * rng.uniform(*OFF_HUE))
+        if rng.random() < 0.5:
+            pattern = str(rng.choice([p for p in PATTERNS if p != garment.pattern]))
+        else:
+            period *= float(rng.uniform(*OFF_PERIOD_SCALE))
+        slide = rng.uniform(0.0, period, 2)
+    return dataclasses.replace(garment, color=shift_hsv(garment.color, hue, saturation, value),
+                               accent=shift_hsv(garment.accent, hue, saturation, value), pattern=pattern,
+                               period=period, shift=tuple(float(a + b) for a, b in zip(garment.shift, slide)))
+
+
+def drift_outfit(outfit: Outfit, rng: np.random.Generator) -> Outfit:
+    """``outfit``'s look as one video frame might draw it (see DRIFT_*): colours and patterns only, so
+    ``outfit_regions`` / ``outfit_standoff`` (what is covered, how thick) are unchanged."""
+    off_garment = rng.choice(["shirt", "bottom"]) if rng.random() < OFF_FRAME_PROBABILITY else None
+    skin_hue, _, skin_value = _mild_tone(rng, DRIFT_SKIN_HUE, 0.0, DRIFT_SKIN_VALUE)
+    hair_value = 1.0 + float(rng.uniform(-DRIFT_HAIR_VALUE, DRIFT_HAIR_VALUE))
+    shoes = shift_hsv(outfit.shoes, *_mild_tone(rng, DRIFT_HUE, DRIFT_SATURATION, DRIFT_VALUE))
+    return dataclasses.replace(
+        outfit, skin=shift_hsv(outfit.skin, skin_hue, 1.0, skin_value),
+        hair=shift_hsv(outfit.hair, 0.0, 1.0, hair_value), shoes=shoes, shirt=drift_garment(outfit.shirt, rng, off_garment == "shirt"),
+        bottom=drift_garment(outfit.bottom, rng, off_garment == "bottom"))
+
+
+def drifted_person(person: SyntheticPerson, frame: int) -> SyntheticPerson:
+    """``person`` with the outfit as video frame ``frame`` draws it (``drift_outfit``), deterministic in
+    (``person.seed``, ``frame``); shape and photo pose unchanged."""
+    rng = np.random.default_rng([_DRIFT_STREAM, person.seed, frame])
+    return dataclasses.replace(person, outfit=drift_outfit(person.outfit, rng))
 
 
 # -- rendering ------------------------------------------------------------------------------------

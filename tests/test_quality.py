@@ -364,3 +364,96 @@ def test_oracle_degradation_is_seeded_and_rgb_only(oracle_setup):
     # Frames differ in their shift: the mean colour ratio per frame is not one shared gain.
     ratios = [a.rgb[i][inside[i]].mean(0) / np.maximum(frames.rgb[i][inside[i]].mean(0), 1) for i in range(len(a))]
     assert np.ptp(np.array(ratios), axis=0).max() > 0.02
+
+
+# -- identity drift of oracle frames (core.synthetic_people.drift_outfit, oracle_frames(drift=True)) -------
+
+
+def test_shift_hsv_on_known_colours():
+    from core.synthetic_people import shift_hsv
+
+    assert np.allclose(shift_hsv((1.0, 0.0, 0.0), 1 / 3, 1.0, 1.0), (0.0, 1.0, 0.0))  # red turned a third: green
+    assert np.allclose(shift_hsv((1.0, 0.0, 0.0), -1 / 3, 1.0, 1.0), (0.0, 0.0, 1.0))  # the other way: blue
+    assert np.allclose(shift_hsv((1.0, 0.5, 0.5), 0.0, 0.0, 1.0), (1.0, 1.0, 1.0))  # no saturation: grey of its value
+    assert np.allclose(shift_hsv((0.8, 0.4, 0.2), 0.0, 1.0, 0.5), (0.4, 0.2, 0.1))  # value halves every channel
+    assert np.allclose(shift_hsv((0.8, 0.4, 0.2), 0.0, 1.0, 2.0), (1.0, 0.5, 0.25))  # clipped at a value of 1
+
+
+def test_pattern_shift_moves_the_pattern():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-0.5, 0.5, (500, 3))
+    for pattern in ("stripes", "checks", "dots"):
+        base = pattern_mask(pattern, points, 0.1)
+        # a pattern shifted by (dx, dy) shows at p what the unshifted one shows at p - (dx, dy)
+        moved = pattern_mask(pattern, points, 0.1, (0.03, -0.02))
+        assert np.array_equal(moved, pattern_mask(pattern, points - np.array([0.03, -0.02, 0.0]), 0.1))
+        assert not np.array_equal(moved, base)
+    # half a period down, stripes swap exactly (points off the band edges)
+    stripes = pattern_mask("stripes", points, 0.1)
+    assert np.array_equal(pattern_mask("stripes", points, 0.1, (0.0, 0.05)), ~stripes)
+
+
+def test_drift_changes_the_look_not_the_layout(body):
+    from core.synthetic_people import OFF_FRAME_PROBABILITY, drifted_person
+
+    person = make_person(1)
+    canonical = posed_vertices(body, person.betas, {})
+    labels = body.part_labels.numpy()
+    marks = body_landmarks(body, person.betas)
+    drifted = [drifted_person(person, k).outfit for k in range(400)]
+    layout = ("bottom_kind", "sleeve", "hair_length", "cloth_thickness", "hair_volume", "skirt_flare")
+    for outfit in drifted[:5]:
+        assert all(getattr(outfit, f) == getattr(person.outfit, f) for f in layout)
+        assert np.array_equal(outfit_standoff(outfit, marks, canonical, labels),
+                              outfit_standoff(person.outfit, marks, canonical, labels))
+        assert outfit.shirt.color != person.outfit.shirt.color and outfit.skin != person.outfit.skin
+    # "off" frames (a garment's pattern swapped or rescaled) come at about OFF_FRAME_PROBABILITY
+    off = [any(getattr(o, g).pattern != getattr(person.outfit, g).pattern
+               or getattr(o, g).period != getattr(person.outfit, g).period for g in ("shirt", "bottom"))
+           for o in drifted]
+    assert abs(np.mean(off) - OFF_FRAME_PROBABILITY) < 0.07
+    # the other frames keep each garment's pattern and its colours near the person's (plausible drift)
+    for outfit, is_off in zip(drifted, off):
+        if not is_off:
+            for g in ("shirt", "bottom"):
+                assert np.abs(np.subtract(getattr(outfit, g).color, getattr(person.outfit, g).color)).max() < 0.3
+    # seeded by (person seed, frame): the same pair gives the same look, another seed another one
+    assert drifted_person(person, 7) == drifted_person(person, 7)
+    assert drifted_person(person, 7).outfit != drifted_person(dataclasses.replace(person, seed=2), 7).outfit
+
+
+@pytest.fixture(scope="module")
+def drift_frames(body, renderer, oracle_setup):
+    from core.quality.oracle import oracle_frames
+
+    person, fitted, avatar, config, _ = oracle_setup
+    return oracle_frames(avatar, body, person, fitted, config, renderer, drift=True)
+
+
+def test_drifted_oracle_frames_differ_in_colour_only(oracle_setup, drift_frames):
+    clean, drifted = oracle_setup[-1], drift_frames
+    assert drifted.source == "oracle-drift" and drifted.labels == clean.labels
+    for key in ("mask", "depth", "normal", "part_seg", "K", "viewmat"):
+        assert np.array_equal(getattr(drifted, key), getattr(clean, key)), key
+    assert all(np.array_equal(drifted.params[k], clean.params[k]) for k in clean.params)
+    assert np.all(drifted.rgb[clean.mask == 0] == 0) and np.all(drifted.rgb <= drifted.mask[..., None].astype(int) + 1)
+    inside = clean.mask == 255
+    change = [np.abs(drifted.rgb[i].astype(int) - clean.rgb[i].astype(int))[inside[i]].mean()
+              for i in range(len(clean))]
+    assert min(change) > 2.0  # every frame drifts
+    assert np.median(change) < 0.2 * 255  # most frames stay near the person's colours
+
+
+def test_drifted_oracle_frames_are_seeded(body, renderer, oracle_setup, drift_frames):
+    from core.quality.oracle import oracle_frames
+
+    person, fitted, avatar, config, _ = oracle_setup
+    again = oracle_frames(avatar, body, person, fitted, config, renderer, drift=True)
+    assert np.array_equal(again.rgb, drift_frames.rgb)
+    other = oracle_frames(avatar, body, dataclasses.replace(person, seed=9), fitted, config, renderer, drift=True)
+    assert np.array_equal(other.mask, drift_frames.mask) and not np.array_equal(other.rgb, drift_frames.rgb)
+    # frames draw their own drift: the colour change is not one shared shift
+    clean = oracle_setup[-1]
+    shifts = [(drift_frames.rgb[i].astype(int) - clean.rgb[i].astype(int))[clean.mask[i] == 255].mean(0)
+              for i in range(len(clean))]
+    assert np.ptp(np.array(shifts), axis=0).max() > 3.0

@@ -20,6 +20,11 @@ skips the poses the held-out set evaluates (``MOTION_PHASES`` of each clip; ``or
 
 ``degrade_frames`` mimics a video model's frame-to-frame inconsistency on the RGB only: per frame a
 seeded colour gain and offset and a mild blur; geometry targets stay clean.
+
+``oracle_frames(..., drift=True)`` mimics a video model's identity drift instead: frame ``k`` renders
+the person with its outfit's look drifted (``core.synthetic_people.drifted_person(person, k)``:
+garment colours and patterns wander, some frames get a garment clearly wrong), so masks and geometry
+targets are exactly the clean oracle's and only the appearance departs from the person.
 """
 from __future__ import annotations
 
@@ -37,9 +42,10 @@ from core.frames.generated import body_extent, front_camera, motion_schedule
 from core.motion import load_builtin
 from core.prep.geometry import render_geometry
 from core.render.mesh import MeshRenderer
-from core.synthetic_people import MOTION_PHASES, SyntheticPerson, render_person
+from core.synthetic_people import MOTION_PHASES, SyntheticPerson, drifted_person, render_person
 
 ORACLE_SOURCE = "oracle"
+DRIFT_SOURCE = "oracle-drift"
 # Degradation defaults: per-channel gain within ±8 %, offset within ±0.03 (of full scale), Gaussian
 # blur of sigma 0.6 px: a visible but mild softening at the training resolution.
 GAIN_SPREAD, OFFSET_SPREAD, BLUR_SIGMA_PX = 0.08, 0.03, 0.6
@@ -66,11 +72,13 @@ def motion_params(name: str, index: int, shape: dict[str, np.ndarray]) -> dict[s
 
 def oracle_frames(avatar: Avatar, body: BodyModel, person: SyntheticPerson, subject_params: dict[str, np.ndarray],
                   config: FramesConfig, renderer: MeshRenderer,
-                  progress: Callable[[float], None] | None = None) -> FrameSet:
+                  progress: Callable[[float], None] | None = None, drift: bool = False) -> FrameSet:
     """Frames of the GT ``person`` along ``oracle_schedule`` at ``config.resolution``² pixels.
 
     ``avatar`` (the warmed one) places the stored camera exactly as ``generate_frames`` would;
     ``subject_params`` supplies the fitted betas / expression. Labels are ``"motion:index"``.
+    ``drift``: frame ``k`` shows ``drifted_person(person, k)`` (same silhouette and geometry targets,
+    drifted outfit colours / patterns; source ``DRIFT_SOURCE``).
     """
     size = config.resolution
     center_y, height = body_extent(avatar)
@@ -81,7 +89,8 @@ def oracle_frames(avatar: Avatar, body: BodyModel, person: SyntheticPerson, subj
     for k, (name, index) in enumerate(schedule):
         params = motion_params(name, index, subject_params)
         gt_pose = {key: v for key, v in params.items() if key not in ("betas", "expression")}
-        gt = render_person(body, person, gt_pose, gt_viewmat, gt_K, size, renderer)
+        shown = drifted_person(person, k) if drift else person
+        gt = render_person(body, shown, gt_pose, gt_viewmat, gt_K, size, renderer)
         fitted = render_geometry(body, params, K, size, size, renderer, viewmat=viewmat)
         geometry = {key: fitted[key] for key in ("depth", "normal", "part_seg")}
         frames.append({"rgb": gt.rgb, "mask": gt.mask[..., None], **geometry, "K": K, "viewmat": viewmat,
@@ -89,7 +98,7 @@ def oracle_frames(avatar: Avatar, body: BodyModel, person: SyntheticPerson, subj
         labels.append(f"{name}:{index}")
         if progress is not None:
             progress((k + 1) / len(schedule))
-    return FrameSet.from_frames(frames, source=ORACLE_SOURCE, labels=labels)
+    return FrameSet.from_frames(frames, source=DRIFT_SOURCE if drift else ORACLE_SOURCE, labels=labels)
 
 
 def degrade_rgb(rgb: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
