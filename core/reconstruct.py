@@ -54,6 +54,7 @@ class ReconstructResult:
     steps: int
     interrupted: bool
     metrics: dict[str, float]
+    device: str = "cpu"  # where it trained ("cuda:0" on a GPU)
 
 
 def photo_colors(avatar: Avatar, body: BodyModel, subject: Subject) -> np.ndarray:
@@ -276,5 +277,5 @@ def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: 
     summary = finish_run(out_dir, trainer, body, subject, photo, interrupted, extra, report)
     psnr_value = summary["photo_psnr"]
     report("done", 1.0, summary)
-    return ReconstructResult(folder=out_dir, steps=trainer.step_index, interrupted=interrupted,
+    return ReconstructResult(folder=out_dir, steps=trainer.step_index, interrupted=interrupted, device=str(device),
                              metrics={"photo_psnr": psnr_value})

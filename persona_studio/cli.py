@@ -198,7 +198,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         show.close()
         signal.signal(signal.SIGINT, previous)
     state = "stopped early" if result.interrupted else "done"
-    print(f"{state}: {result.steps} steps; avatar bundle in {result.folder} "
+    print(f"{state}: {result.steps} steps on {result.device}; avatar bundle in {result.folder} "
           f"(input-view PSNR {result.metrics['photo_psnr']:.2f} dB, preview.png)")
     if result.interrupted:
         print(f"resume with: persona-studio reconstruct {args.photo} -o {args.output} --resume --preset {args.preset}")

@@ -15,6 +15,7 @@ from core.avatar.bundle import load_bundle
 from core.config import load_preset
 from core.paths import REPO_ROOT
 from core.reconstruct import reconstruct
+from core.trainer import config_device
 
 PHOTO = Path("/usr/share/doc/opencv-doc/examples/data/messi5.jpg")
 TINY = ["render.backend=cpu", "train.iterations=8", "train.checkpoint_every=4", "train.render_size=96",
@@ -42,6 +43,7 @@ def test_reconstruct_stop_and_resume(tmp_path):
     assert {"warm-up on the photo", "generated frames", "train"} <= set(stages)
     avatar, body, manifest = load_bundle(out)
     assert manifest["summary"]["steps"] == 5 and (out / "preview.png").exists()
+    assert manifest["summary"]["device"] == first.device == str(config_device(config))  # cpu, or cuda:0 on a GPU
     resumed = reconstruct(PHOTO, out, config, resume=True)
     assert not resumed.interrupted and resumed.steps == 8
     avatar2, _, manifest2 = load_bundle(out)
@@ -59,6 +61,7 @@ def test_cli_reconstruct_and_bad_photo(tmp_path):
                         timeout=900)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "avatar bundle in" in ok.stdout and (tmp_path / "a" / "manifest.json").exists()
+    assert "8 steps on " in ok.stdout  # says where it trained
     bad = tmp_path / "not_a_photo.jpg"
     bad.write_text("hello")
     fail = subprocess.run([*cmd, str(bad), "-o", str(tmp_path / "b"), *sets], capture_output=True, text=True,
