@@ -356,7 +356,7 @@ class ReconstructionSession:
         """Step until done or stopped; True when stopped early."""
         checkpoint = self.out_dir / "work" / "checkpoint.pt"
         config = trainer.config
-        self._report("train", 0.0, "training")
+        self._report("train", 0.0, f"training on {trainer.device}")
         self._rate.reset()
         while not trainer.done:
             self._serve_inspection(trainer)
