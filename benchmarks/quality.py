@@ -93,8 +93,9 @@ def make_subject(body, person, config, fit: str, workdir: Path, renderer):
     return prepare_subject(photo, workdir / f"subject{person.seed}", config, model=body)
 
 
-def frame_source(body, person, subject, config, frames: str, renderer):
-    """The training frames' source for ``--frames``: None (the offline generator) or an oracle source."""
+def frame_source(body, person, subject, config, frames: str, renderer, geometry: str = "fitted"):
+    """The training frames' source for ``--frames``: None (the offline generator) or an oracle source
+    (``geometry``: ``--oracle-geometry``)."""
     from core.quality.oracle import degrade_frames, oracle_frames
 
     if frames == "offline":
@@ -102,13 +103,13 @@ def frame_source(body, person, subject, config, frames: str, renderer):
 
     def source(avatar, progress):
         made = oracle_frames(avatar, body, person, subject.smplx, config.frames, renderer, progress,
-                             drift=frames == "oracle-drift")
+                             drift=frames == "oracle-drift", geometry=geometry)
         return degrade_frames(made, person.seed) if frames == "oracle-noisy" else made
     return source
 
 
 def evaluate_subject(body, person, config, fit: str, aligns: list[str], workdir: Path, renderer,
-                     frames: str = "offline") -> dict[str, dict]:
+                     frames: str = "offline", oracle_geometry: str = "fitted") -> dict[str, dict]:
     """Train all variants on one person once and score every method on its held-out renders under each
     alignment mode in ``aligns``; returns ``{mode: result}``."""
     from core.quality.methods import VARIANTS, shared_start, train_variant
@@ -128,7 +129,8 @@ def evaluate_subject(body, person, config, fit: str, aligns: list[str], workdir:
             log(f"person {person.seed}: {stage} {100 * fraction:.0f}%")
 
     clock = time.perf_counter()
-    start = shared_start(body, subject, config, report, frame_source(body, person, subject, config, frames, renderer))
+    start = shared_start(body, subject, config, report, frame_source(body, person, subject, config, frames, renderer,
+                                                                              oracle_geometry))
     log(f"person {person.seed}: {len(start.frames)} training frames ({start.frames.source})")
     timings["shared_s"] = time.perf_counter() - clock
     avatars = {}
@@ -274,6 +276,10 @@ def main() -> int:
                              "person in the generator's motion poses (a stand-in for a video model); oracle-noisy = "
                              "oracle with a seeded per-frame colour shift and blur of the RGB; oracle-drift = the "
                              "GT person re-rendered per frame with its outfit's colours / patterns drifted")
+    parser.add_argument("--oracle-geometry", choices=("fitted", "person"), default="fitted",
+                        help="oracle frames' depth / normal / part targets: fitted = the bare fitted body (as "
+                             "imported videos get); person = the dressed GT person (as geometry estimators on "
+                             "video frames would give)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--tag", default="", help="appended to the output files' name "
                         "(quality_<preset>[_quick][_<frames>]_<tag>[_<align>], frames unless offline, "
@@ -307,7 +313,8 @@ def main() -> int:
     headers = {a: (f"Quality on {count} synthetic people (seeds {args.first_seed}..{args.first_seed + count - 1}) — "
                    f"preset {config.name}, overrides {sets or 'none'}; input: {fit_text}; "
                    f"{config.train.iterations} steps, warm-up {config.frames.warmup_iterations}, "
-                   f"{config.frames.num_generated} generated frames, training frames: {FRAME_TEXT[args.frames]}; "
+                   f"{config.frames.num_generated} generated frames, training frames: {FRAME_TEXT[args.frames]}"
+                   f"{'; oracle geometry targets from the DRESSED GT person' if args.oracle_geometry == 'person' else ''}; "
                    f"{config.avatar.num_gaussians} Gaussians "
                    f"(requested); eval {config.train.render_size}² on white with the GT mask, box around both "
                    f"silhouettes; alignment '{a}': {ALIGN_TEXT[a]}; LPIPS not computed (no weights offline).")
@@ -320,7 +327,7 @@ def main() -> int:
         for seed in range(args.first_seed, args.first_seed + count):
             person = make_person(seed, body.num_betas)
             for align, result in evaluate_subject(body, person, config, args.fit, aligns, Path(tmp), renderer,
-                                                     args.frames).items():
+                                                     args.frames, args.oracle_geometry).items():
                 results[align].append(result)
             for align in aligns:
                 name = names[align]

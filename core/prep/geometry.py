@@ -28,11 +28,14 @@ def star_pose_vertices(model, params: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def render_geometry(model, params: dict[str, np.ndarray], K: np.ndarray, width: int, height: int,
-                    renderer=None, viewmat: np.ndarray = PHOTO_VIEWMAT) -> dict[str, np.ndarray]:
+                    renderer=None, viewmat: np.ndarray = PHOTO_VIEWMAT,
+                    vertices: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Render the body posed by ``params`` through ``viewmat [4, 4]`` (the photo camera unless given)
     and ``K [3, 3]`` pixels.
 
     ``renderer``: a ``MeshRenderer`` of the calling thread to reuse; None makes (and frees) one.
+    ``vertices [V, 3]``: draw these instead of the posed body (a mesh of the body's topology, e.g. a
+    dressed person displaced from it); part labels and star-pose positions still come from the body.
 
     Returns float32 images (0 where the body is not seen):
         mask ``[H, W]`` body coverage (0/1); depth ``[H, W]`` camera z, metres; normal ``[H, W, 3]`` unit
@@ -48,7 +51,8 @@ def render_geometry(model, params: dict[str, np.ndarray], K: np.ndarray, width: 
         "position": star_pose_vertices(model, params),
     }
     try:
-        out = renderer.render(posed_vertices(model, params), model.faces.cpu().numpy(), viewmat, K, width,
+        drawn = posed_vertices(model, params) if vertices is None else vertices
+        out = renderer.render(drawn, model.faces.cpu().numpy(), viewmat, K, width,
                               height, vertex_attrs=attrs, flat_attrs=("part_seg",))
     finally:
         if own_renderer:

@@ -42,7 +42,7 @@ from core.frames.generated import body_extent, front_camera, motion_schedule
 from core.motion import load_builtin
 from core.prep.geometry import render_geometry
 from core.render.mesh import MeshRenderer
-from core.synthetic_people import MOTION_PHASES, SyntheticPerson, drifted_person, render_person
+from core.synthetic_people import MOTION_PHASES, SyntheticPerson, dressed_vertices, drifted_person, render_person
 
 ORACLE_SOURCE = "oracle"
 DRIFT_SOURCE = "oracle-drift"
@@ -54,6 +54,9 @@ GAIN_SPREAD, OFFSET_SPREAD, BLUR_SIGMA_PX = 0.08, 0.03, 0.6
 def heldout_frames(motions: list[str]) -> list[tuple[str, int]]:
     """The (motion, frame index) pairs ``heldout_views`` evaluates."""
     return [(name, int(phase * load_builtin(name).num_frames)) for name in motions for phase in MOTION_PHASES]
+
+
+ORACLE_GEOMETRY = ("fitted", "person")  # where oracle frames' geometry targets come from
 
 
 def oracle_schedule(motions: list[str], count: int) -> list[tuple[str, int]]:
@@ -72,14 +75,20 @@ def motion_params(name: str, index: int, shape: dict[str, np.ndarray]) -> dict[s
 
 def oracle_frames(avatar: Avatar, body: BodyModel, person: SyntheticPerson, subject_params: dict[str, np.ndarray],
                   config: FramesConfig, renderer: MeshRenderer,
-                  progress: Callable[[float], None] | None = None, drift: bool = False) -> FrameSet:
+                  progress: Callable[[float], None] | None = None, drift: bool = False,
+                  geometry: str = "fitted") -> FrameSet:
     """Frames of the GT ``person`` along ``oracle_schedule`` at ``config.resolution``² pixels.
 
     ``avatar`` (the warmed one) places the stored camera exactly as ``generate_frames`` would;
     ``subject_params`` supplies the fitted betas / expression. Labels are ``"motion:index"``.
     ``drift``: frame ``k`` shows ``drifted_person(person, k)`` (same silhouette and geometry targets,
     drifted outfit colours / patterns; source ``DRIFT_SOURCE``).
+    ``geometry``: where the depth / normal / part targets come from: "fitted", the bare fitted body (what
+    ``frames import`` gives an imported video); "person", the dressed GT person in the frame's camera
+    (what geometry estimators run on the video frames give PERSONA: clothes and hair included).
     """
+    if geometry not in ORACLE_GEOMETRY:
+        raise ValueError(f"geometry must be one of {ORACLE_GEOMETRY}, got {geometry!r}")
     size = config.resolution
     center_y, height = body_extent(avatar)
     viewmat, K = front_camera(size, config.camera_distance, center_y, height)
@@ -91,9 +100,13 @@ def oracle_frames(avatar: Avatar, body: BodyModel, person: SyntheticPerson, subj
         gt_pose = {key: v for key, v in params.items() if key not in ("betas", "expression")}
         shown = drifted_person(person, k) if drift else person
         gt = render_person(body, shown, gt_pose, gt_viewmat, gt_K, size, renderer)
-        fitted = render_geometry(body, params, K, size, size, renderer, viewmat=viewmat)
-        geometry = {key: fitted[key] for key in ("depth", "normal", "part_seg")}
-        frames.append({"rgb": gt.rgb, "mask": gt.mask[..., None], **geometry, "K": K, "viewmat": viewmat,
+        if geometry == "person":
+            drawn = render_geometry(body, {**gt_pose, "betas": person.betas}, gt_K, size, size, renderer,
+                                    viewmat=gt_viewmat, vertices=dressed_vertices(body, shown, gt_pose))
+        else:
+            drawn = render_geometry(body, params, K, size, size, renderer, viewmat=viewmat)
+        targets = {key: drawn[key] for key in ("depth", "normal", "part_seg")}
+        frames.append({"rgb": gt.rgb, "mask": gt.mask[..., None], **targets, "K": K, "viewmat": viewmat,
                        "params": params})
         labels.append(f"{name}:{index}")
         if progress is not None:
