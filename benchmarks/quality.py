@@ -255,6 +255,7 @@ def contact_sheet(results: list[dict], crop: float = 0.6) -> np.ndarray:
 
 def main() -> int:
     from core.quality.alignment import ALIGN_MODES
+    from core.quality.oracle import ORACLE_GEOMETRY
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="preview")
@@ -276,7 +277,7 @@ def main() -> int:
                              "person in the generator's motion poses (a stand-in for a video model); oracle-noisy = "
                              "oracle with a seeded per-frame colour shift and blur of the RGB; oracle-drift = the "
                              "GT person re-rendered per frame with its outfit's colours / patterns drifted")
-    parser.add_argument("--oracle-geometry", choices=("fitted", "person"), default="fitted",
+    parser.add_argument("--oracle-geometry", choices=ORACLE_GEOMETRY, default="fitted",
                         help="oracle frames' depth / normal / part targets: fitted = the bare fitted body (as "
                              "imported videos get); person = the dressed GT person (as geometry estimators on "
                              "video frames would give)")

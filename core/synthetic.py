@@ -3,6 +3,7 @@ rendered as a "photo" with exact mask and geometry; and training sets rendered f
 (no OpenGL, no prep: they run on a bare GPU machine). Used by tests and benchmarks."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -88,6 +89,7 @@ def self_rendered_set(body: BodyModel, config: Config, seed: int = 0) -> SelfRen
     defined gradient, and its subgradient there flips with rounding)."""
     betas = np.zeros(body.num_betas, np.float32)
     textured = build_avatar(body, betas, config.avatar, seed=seed)
+    avatar = copy.deepcopy(textured)  # the one to train: still bare (built once: subdivision takes seconds)
     template = (textured.upsample @ body.v_template).numpy()
     labels = textured.part_labels.numpy()
     with torch.no_grad():
@@ -102,7 +104,6 @@ def self_rendered_set(body: BodyModel, config: Config, seed: int = 0) -> SelfRen
                                 hand_region=None)
     rest = dataclasses.replace(rendered, **{k: getattr(rendered, k)[1:] for k in (*IMAGE_KEYS, "K", "viewmat")},
                                params={k: v[1:] for k, v in rendered.params.items()}, labels=rendered.labels[1:])
-    avatar = build_avatar(body, betas, config.avatar, seed=seed)
     with torch.no_grad():
         avatar.colors.fill_(0.5)
     return SelfRenderedSet(avatar=avatar, photo=photo, frames=rest, betas=betas)
