@@ -31,7 +31,7 @@ from core.prep.crop import (
     uncrop_points,
 )
 from core.prep.image_io import apply_exif_orientation, load_photo
-from core.prep.landmarks import FITTING_NAMES, KEYPOINT_TABLE, keypoints_for_fitting
+from core.prep.landmarks import BONE_PAIRS, FITTING_NAMES, KEYPOINT_TABLE, bone_directions, keypoints_for_fitting
 from core.prep.perception import (
     FALLBACK_HAND_CONFIDENCE,
     Perception,
@@ -434,14 +434,35 @@ def test_keypoints_for_fitting(messi, basketball):
     assert keypoints_for_fitting(moved)[2][index["left_ankle"]] == 0.0
 
 
+def test_bone_directions_from_the_metric_points(messi):
+    """BlazePose's 3D points give unit bone directions in the camera's axes (x right, y down, z away); on
+    messi5.jpg he faces the camera, upright, kicking with his left leg towards the ball on the image's right."""
+    bones = bone_directions(messi)
+    assert bones.pairs == BONE_PAIRS
+    seen = bones.conf > 0
+    assert seen.sum() >= 8
+    np.testing.assert_allclose(np.linalg.norm(bones.directions[seen], axis=1), 1.0, atol=1e-5)
+    direction = dict(zip(BONE_PAIRS, bones.directions))
+    assert direction[("left_hip", "left_shoulder")][1] < -0.9  # the torso points up
+    assert direction[("right_shoulder", "left_shoulder")][0] > 0.9  # facing the camera: his left on the right
+    assert direction[("left_knee", "left_ankle")][0] > 0.8  # the kicking shin reaches for the ball
+    none = bone_directions(Perception(**{**messi.__dict__, "body_world": np.zeros_like(messi.body_world)}))
+    assert not none.conf.any()
+
+
 def test_perception_file_round_trip(messi, tmp_path):
     path = tmp_path / "perception.npz"
     save_perception(path, messi)
     loaded = load_perception(path)
-    for key in ("mask", "body", "left_hand", "right_hand", "face"):
+    for key in ("mask", "body", "body_world", "left_hand", "right_hand", "face"):
         np.testing.assert_array_equal(getattr(loaded, key), getattr(messi, key))
     assert loaded.bbox == pytest.approx(messi.bbox) and loaded.warnings == messi.warnings
     assert loaded.hand_sources == messi.hand_sources and loaded.people == messi.people
+    # A file from before the 3D points existed reads as "no 3D points".
+    older = tmp_path / "older.npz"
+    with np.load(path) as data:
+        np.savez(older, **{key: data[key] for key in data.files if key != "body_world"})
+    assert not load_perception(older).body_world.any()
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"garbage")
     with pytest.raises(UserError):

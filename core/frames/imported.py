@@ -243,7 +243,8 @@ class VideoPerception:
         if bbox is None:
             return None
         return Perception(mask=found["mask"], body=found["body"], left_hand=found["left_hand"],
-                          right_hand=found["right_hand"], face=found["face"], bbox=bbox)
+                          right_hand=found["right_hand"], face=found["face"], body_world=found["body_world"],
+                          bbox=bbox)
 
 
 # --- pose refinement ------------------------------------------------------------------------------------

@@ -12,14 +12,19 @@ depend on the image size):
   drawn as isotropic Gaussians with ``core.render.rasterize`` at low resolution (160 px); squared
   difference of its alpha to the person mask, inside the photo only (crop padding is unknown, not
   background). Its alpha > 0.5 matches the mesh's own mask to IoU ~0.94.
+- bone directions: ``1 - cos`` between the model's limb and torso bones and BlazePose's metric 3D
+  points (``core.prep.landmarks.bone_directions``), which see what 2D keypoints cannot: whether a limb
+  points towards or away from the camera, and how the torso is turned.
 - priors: joint-limit hinge (``core.motion.joint_limits``), pose magnitude, betas and expression L2.
 
 Stages (Adam; torch runs single-threaded meanwhile), iteration counts from ``PrepConfig.fit_iterations``:
 1. camera: translation + global orientation from the torso keypoints, depth initialised from the
    focal length and the torso's length;
-2. + body pose + betas; the silhouette fades in over the second half (a limb that starts far from
+2. limbs: the body pose alone, with the limbs' bone directions weighted up (a quarter of the body
+   stage's steps), so each limb swings to the side of the camera it is on before the keypoints settle it;
+3. + body pose + betas; the silhouette fades in over the second half (a limb that starts far from
    its keypoints would otherwise be held in the wrong part of the mask);
-3. + hand poses (and jaw + expression when the model has face landmarks).
+4. + hand poses (and jaw + expression when the model has face landmarks).
 
 Camera convention: the world is the SMPL-X frame (metres, y up). The photo camera is an OpenCV
 camera at the world origin looking along -z with y up: ``viewmat = PHOTO_VIEWMAT = diag(1, -1, -1, 1)``
@@ -63,13 +68,20 @@ class FitWeights:
     keypoints: float = 1.0
     robust_sigma: float = 0.2  # Geman-McClure scale, fraction of the person's height
     hand_keypoints_stage2: float = 0.2  # hands count less before the hand pose is free
-    silhouette: float = 0.015
+    silhouette: float = 0.0075  # measured on dressed synthetic people: stronger pulls the bare body into the clothes
     silhouette_start: float = 0.5  # fraction of the body stage before the silhouette term starts
     joint_limits: float = 10.0
     body_pose: float = 1e-6
     hand_pose: float = 1e-6
     betas: float = 1e-5
     expression: float = 1e-5
+    bone_directions: float = 0.01  # 1 - cos to BlazePose's 3D bone directions (unitless; 10 degrees ~ 0.015)
+    # The limbs stage (before the body stage, body pose only, ``limbs_fraction`` x the body stage's steps)
+    # counts the limbs' directions ``1 + boost`` times: a limb that starts bent the wrong way (towards vs
+    # away from the camera) must swing through poses whose keypoints fit worse, which the keypoints alone
+    # would never do. The body stage then starts from there with its full budget.
+    bone_directions_boost: float = 30.0
+    limbs_fraction: float = 0.25
     upright: float = 1e-2  # camera stage: torso keypoints alone barely see a forward tilt; prefer upright
     depth: float = 1e-3  # keeps the camera distance near its torso-based initial value (metres^-2)
     silhouette_size: int = 160  # pixels, longer side of the silhouette render
@@ -78,7 +90,7 @@ class FitWeights:
     silhouette_sigma: float = 0.01  # metres
     silhouette_inset: float = 0.02  # metres
     silhouette_opacity: float = 0.75
-    learning_rates: tuple[float, float, float] = (0.05, 0.05, 0.02)  # Adam, per stage
+    learning_rates: tuple[float, float, float] = (0.05, 0.05, 0.02)  # Adam: camera, limbs and body, hands
 
 
 @dataclass
@@ -379,6 +391,23 @@ class KeypointTargets:
 
 
 @dataclass
+class DirectionTargets:
+    """Observed 3D bone directions the model can explain (B' rows).
+
+    Attributes:
+        start, end: ``[B']`` rows in ``[joints (55), surface points]``.
+        directions: ``[B', 3]`` unit vectors in the photo camera's axes (OpenCV); conf ``[B']`` > 0.
+        is_torso: ``[B']`` bones between two joints of the shoulders and hips (used from the camera stage on).
+    """
+
+    start: torch.Tensor
+    end: torch.Tensor
+    directions: torch.Tensor
+    conf: torch.Tensor
+    is_torso: torch.Tensor
+
+
+@dataclass
 class SilhouetteTarget:
     """The person mask at the silhouette render's resolution.
 
@@ -411,6 +440,23 @@ def keypoint_targets(names, keypoints: np.ndarray, conf: np.ndarray, surface: Su
         point=torch.as_tensor(index[used]),
         is_hand=torch.as_tensor(hands[used]),
         is_torso=torch.as_tensor(torso[used]),
+    )
+
+
+def direction_targets(bones, surface: SurfacePoints) -> DirectionTargets:
+    """Keep the ``core.prep.landmarks.BoneDirections`` (or None: none) that were seen and that the model has."""
+    if bones is None:
+        empty = torch.zeros(0, dtype=torch.int64)
+        return DirectionTargets(empty, empty, torch.zeros(0, 3), torch.zeros(0), torch.zeros(0, dtype=torch.bool))
+    starts = keypoint_index([a for a, _ in bones.pairs], surface)
+    ends = keypoint_index([b for _, b in bones.pairs], surface)
+    conf = np.asarray(bones.conf, np.float32)
+    used = (starts >= 0) & (ends >= 0) & (conf > 0)
+    torso = np.array([a in _TORSO and b in _TORSO for a, b in bones.pairs], bool)
+    return DirectionTargets(
+        start=torch.as_tensor(starts[used]), end=torch.as_tensor(ends[used]),
+        directions=torch.as_tensor(np.asarray(bones.directions, np.float32)[used]),
+        conf=torch.as_tensor(conf[used]), is_torso=torch.as_tensor(torso[used]),
     )
 
 
@@ -448,7 +494,7 @@ class FitObjective:
     """
 
     def __init__(self, model, surface: SurfacePoints, keypoints: KeypointTargets, silhouette: SilhouetteTarget,
-                 K: np.ndarray, height_px: float, weights: FitWeights):
+                 K: np.ndarray, height_px: float, weights: FitWeights, directions: DirectionTargets | None = None):
         self.surface = surface
         silhouette_ids = silhouette_vertex_ids(model.v_template.detach().cpu().numpy())
         self.num_silhouette = len(silhouette_ids)
@@ -458,6 +504,7 @@ class FitObjective:
         self.body = BodyPoints(model, np.concatenate([silhouette_ids, corner_ids]), inset)
         self.surface_weights = torch.as_tensor(self.surface.weights)[..., None]  # [P, 3, 1]
         self.keypoints = keypoints
+        self.directions = directions or direction_targets(None, surface)
         self.silhouette = silhouette
         self.K = torch.as_tensor(np.asarray(K, np.float32))
         self.height_px = height_px
@@ -471,6 +518,21 @@ class FitObjective:
         residual = (project(points, self.K) - self.keypoints.pixels) / self.height_px
         robust = geman_mcclure(residual.square().sum(-1), self.weights.robust_sigma)
         return (conf * robust).sum() / conf.sum().clamp_min(1e-6)
+
+    def direction_term(self, points: torch.Tensor, torso_only: bool = False, limbs_only: bool = False
+                       ) -> torch.Tensor:
+        """Confidence-weighted mean ``1 - cos`` between the model's bones (``points [R, 3]`` world, rows as
+        ``DirectionTargets``) and the observed directions, compared in the camera's axes; over the torso's
+        or the limbs' bones alone when asked."""
+        targets = self.directions
+        conf = targets.conf
+        if torso_only or limbs_only:
+            conf = conf * (targets.is_torso if torso_only else ~targets.is_torso)
+        if not bool((conf > 0).any()):
+            return points.new_zeros(())
+        vector = (points[targets.end] - points[targets.start]) * _CAMERA_FLIP.to(points)
+        cos = (vector * targets.directions).sum(-1) / vector.norm(dim=-1).clamp_min(1e-6)
+        return (conf * (1.0 - cos)).sum() / conf.sum()
 
     def silhouette_term(self, vertices: torch.Tensor) -> torch.Tensor:
         """Squared alpha-vs-mask difference over the photo's pixels, per mask pixel."""
@@ -488,25 +550,32 @@ class FitObjective:
         limits = sum(limit_penalty(params[name], *bounds) for name, bounds in self.limits.items())
         return magnitude + w.joint_limits * limits
 
-    def __call__(self, params: dict[str, torch.Tensor], stage: int, progress: float = 1.0) -> torch.Tensor:
-        """Loss for ``stage`` 0 (camera: torso keypoints + depth prior), 1 (body) or 2 (hands/face),
-        ``progress`` in [0, 1] through the stage (the silhouette fades in during the body stage)."""
+    def __call__(self, params: dict[str, torch.Tensor], stage: str, progress: float = 1.0) -> torch.Tensor:
+        """Loss for ``stage`` (``STAGES``: camera = torso keypoints + depth prior + torso directions; limbs =
+        keypoints + priors + boosted limb directions; body and hands = keypoints + priors + directions +
+        silhouette), ``progress`` in [0, 1] through the stage (the silhouette fades in during the body stage)."""
         w, targets = self.weights, self.keypoints
-        if stage == 0:
+        if stage == "camera":
             joints, _ = self.body(params, with_vertices=False)
             torso = targets.is_torso
             residual = (project(joints[targets.point[torso]], self.K) - targets.pixels[torso]) / self.height_px
             conf = targets.conf[torso]
             fit = (conf * residual.square().sum(-1)).sum() / conf.sum().clamp_min(1e-6)
             return (w.keypoints * fit + w.depth * (params["transl"][0, 2] - self.initial_depth).square()
-                    + w.upright * tilt(params["global_orient"]))
+                    + w.upright * tilt(params["global_orient"])
+                    + w.bone_directions * self.direction_term(joints, torso_only=True))
         joints, vertices = self.body(params)
         corners = vertices[self.num_silhouette:].reshape(-1, 3, 3)
-        points = torch.cat([joints, (corners * self.surface_weights).sum(1)])[targets.point]
+        every_point = torch.cat([joints, (corners * self.surface_weights).sum(1)])
+        points = every_point[targets.point]
         conf = targets.conf
-        if stage == 1:
+        if stage in ("limbs", "body"):
             conf = torch.where(targets.is_hand, conf * w.hand_keypoints_stage2, conf)
-        loss = w.keypoints * self.keypoint_term(points, conf) + self.prior_term(params)
+        loss = (w.keypoints * self.keypoint_term(points, conf) + self.prior_term(params)
+                + w.bone_directions * self.direction_term(every_point))
+        if stage == "limbs":  # limbs only: the torso's bones run between BlazePose's hips, lower than the model's
+            return loss + w.bone_directions_boost * w.bone_directions * self.direction_term(every_point,
+                                                                                             limbs_only=True)
         silhouette = w.silhouette * silhouette_ramp(stage, progress, w.silhouette_start)
         if silhouette > 0:
             loss = loss + silhouette * self.silhouette_term(vertices[: self.num_silhouette])
@@ -520,13 +589,16 @@ def tilt(global_orient: torch.Tensor) -> torch.Tensor:
     return 1.0 - batch_rodrigues(global_orient)[0, 1, 1]
 
 
-def silhouette_ramp(stage: int, progress: float, start: float) -> float:
+STAGES = ("camera", "limbs", "body", "hands")
+
+
+def silhouette_ramp(stage: str, progress: float, start: float) -> float:
     """Silhouette weight factor: 0 in the camera stage and the first ``start`` of the body stage (the
     keypoints place the limbs first; a silhouette pulls a limb that starts far off into the wrong part
     of the mask), then rising linearly to 1 at the body stage's end, 1 after."""
-    if stage == 0:
+    if stage in ("camera", "limbs"):
         return 0.0
-    if stage == 1:
+    if stage == "body":
         return float(np.clip((progress - start) / max(1.0 - start, 1e-6), 0.0, 1.0))
     return 1.0
 
@@ -542,6 +614,7 @@ def fit_smplx(
     valid: np.ndarray | None = None,
     weights: FitWeights | None = None,
     progress: Callable[[str, float], None] | None = None,
+    bones=None,
 ) -> FitResult:
     """Fit the body model to one image's keypoints and person mask.
 
@@ -551,9 +624,11 @@ def fit_smplx(
         keypoints: ``[K, 2]`` pixel coordinates (corner-origin convention); conf: ``[K]`` >= 0, 0 = missing.
         mask: ``[H, W]`` soft person mask in [0, 1] of the same image.
         K: ``[3, 3]`` intrinsics of that image (pixels); the camera is ``PHOTO_VIEWMAT``.
-        iterations: Adam steps of the three stages (camera, body, hands/face).
+        iterations: Adam steps of the three configured stages (camera, body, hands/face); the limbs stage
+            between camera and body takes ``weights.limbs_fraction`` x the body's.
         valid: ``[H, W]`` bool, pixels that show the photo (False on crop padding); None = all.
         weights: objective weights; progress: optional ``callable(stage, fraction)``.
+        bones: ``core.prep.landmarks.BoneDirections`` observed in 3D (BlazePose's metric points), or None.
     Returns:
         ``FitResult`` with ``params``, ``projected`` keypoints and ``metrics`` (see ``fit_metrics``).
 
@@ -568,10 +643,14 @@ def fit_smplx(
         objective = FitObjective(
             model, surface, keypoint_targets(names, keypoints, conf, surface),
             silhouette_target(mask, K, valid, weights.silhouette_size), K, height_px, weights,
+            direction_targets(bones, surface),
         )
         params = initial_params(model, objective, names, keypoints, conf, mask.shape)
         objective.initial_depth = float(params["transl"][0, 2])
-        optimise(params, objective, iterations, weights.learning_rates, fit_stages(surface), progress)
+        camera, body, hands = (int(n) for n in iterations)
+        steps = (camera, round(weights.limbs_fraction * body), body, hands)
+        rates = (weights.learning_rates[0], weights.learning_rates[1], *weights.learning_rates[1:])
+        optimise(params, objective, steps, rates, fit_stages(surface), progress)
     result = {name: value.detach()[0].numpy().astype(np.float32) for name, value in params.items()}
     projected = project_keypoints(model, result, names, K)
     metrics = fit_metrics(projected, keypoints, conf, height_px, names)
@@ -606,11 +685,12 @@ def initial_params(model, objective: FitObjective, names, keypoints, conf, shape
 
 
 def fit_stages(surface: SurfacePoints) -> list[tuple[str, list[str]]]:
-    """(stage name, parameters it optimises) for the three stages; jaw and expression only with face landmarks."""
+    """(stage name, parameters it optimises) for ``STAGES``; jaw and expression only with face landmarks."""
     face = ["jaw_pose", "expression"] if any(n in surface.names for n in _STATIC_FACE_NAMES) else []
     camera = ["global_orient", "transl"]
     body = camera + ["body_pose", "betas"]
-    return [("camera", camera), ("body", body), ("hands", body + ["left_hand_pose", "right_hand_pose"] + face)]
+    return [("camera", camera), ("limbs", ["body_pose"]), ("body", body),
+            ("hands", body + ["left_hand_pose", "right_hand_pose"] + face)]
 
 
 def optimise(params: dict[str, torch.Tensor], objective: FitObjective, iterations, learning_rates,
@@ -619,14 +699,14 @@ def optimise(params: dict[str, torch.Tensor], objective: FitObjective, iteration
 
     ``stages``: (name, parameter names) per stage; ``iterations`` and ``learning_rates``: one per stage.
     """
-    for stage, ((name, free), steps, lr) in enumerate(zip(stages, iterations, learning_rates)):
+    for (name, free), steps, lr in zip(stages, iterations, learning_rates, strict=True):
         steps = int(steps)
         for key in params:
             params[key] = params[key].detach().requires_grad_(key in free)
         optimiser = torch.optim.Adam([params[key] for key in free], lr=lr)
         for step in range(steps):
             optimiser.zero_grad(set_to_none=True)
-            objective(params, stage, step / max(steps - 1, 1)).backward()
+            objective(params, name, step / max(steps - 1, 1)).backward()
             optimiser.step()
             if progress is not None and (step % 10 == 9 or step == steps - 1):
                 progress(f"fit {name}", (step + 1) / steps)

@@ -163,3 +163,45 @@ def keypoints_for_fitting(perception) -> tuple[list[str], np.ndarray, np.ndarray
                 conf[k] = c * source.weight if inside else 0.0
                 break
     return names, xy, conf
+
+
+# --- 3D bone directions from BlazePose's metric points ------------------------------------------------
+# (fitting name, fitting name) pairs whose direction BlazePose's world landmarks observe. One photo's 2D
+# keypoints cannot tell whether a limb points towards or away from the camera; these directions can
+# (measured on the synthetic people of benchmarks/fit_truth.py: about 10 degrees off the truth per limb
+# bone). Hips are BlazePose's (lower and wider than SMPL-X's), which bends the thigh and torso directions a
+# little; the fitter weights this term low against the keypoints.
+BONE_PAIRS: tuple[tuple[str, str], ...] = tuple(
+    (f"{side}_{a}", f"{side}_{b}") for side in ("left", "right")
+    for a, b in (("shoulder", "elbow"), ("elbow", "wrist"), ("hip", "knee"), ("knee", "ankle"), ("hip", "shoulder"))
+) + (("right_shoulder", "left_shoulder"), ("right_hip", "left_hip"))
+
+
+@dataclass(frozen=True)
+class BoneDirections:
+    """Observed 3D directions of ``BONE_PAIRS`` in the photo camera's axes (OpenCV: x right, y down, z away).
+
+    Attributes:
+        pairs: B (start name, end name) pairs of fitting names.
+        directions: ``[B, 3]`` float32 unit vectors from start to end.
+        conf: ``[B]`` float32, the smaller visibility of the two ends; 0 when unobserved.
+    """
+
+    pairs: tuple[tuple[str, str], ...]
+    directions: np.ndarray
+    conf: np.ndarray
+
+
+def bone_directions(perception) -> BoneDirections:
+    """``BONE_PAIRS`` directions from ``perception.body_world`` ([33, 4] metres + visibility; zeros = none)."""
+    world = np.asarray(perception.body_world, np.float32)
+    directions = np.zeros((len(BONE_PAIRS), 3), np.float32)
+    conf = np.zeros(len(BONE_PAIRS), np.float32)
+    for k, (start, end) in enumerate(BONE_PAIRS):
+        a, b = (world[BODY_LANDMARK_NAMES.index(name)] for name in (start, end))
+        vector = b[:3] - a[:3]
+        length = float(np.linalg.norm(vector))
+        if length > 1e-3:
+            directions[k] = vector / length
+            conf[k] = min(a[3], b[3])
+    return BoneDirections(BONE_PAIRS, directions, conf)

@@ -53,6 +53,8 @@ class Perception:
     Attributes:
         mask: [H, W] float32 soft person mask in [0, 1].
         body: [33, 3] BlazePose points (x, y, visibility).
+        body_world: [33, 4] BlazePose's metric 3D points (x, y, z metres around the hips' centre, in the
+            camera's axes: x right, y down, z away; visibility); zeros when the detector gave none.
         left_hand, right_hand: [21, 3] hand points (x, y, confidence; 0 when missing).
         face: [478, 3] face-mesh points incl. 10 iris points (x, y, confidence).
         bbox: (x0, y0, x1, y1) of the person, clipped to the image.
@@ -70,6 +72,7 @@ class Perception:
     warnings: list[str] = field(default_factory=list)
     people: int = 1
     hand_sources: dict[str, str] = field(default_factory=dict)
+    body_world: np.ndarray = field(default_factory=lambda: np.zeros((NUM_BODY, 4), np.float32))
 
 
 def perceive_photo(photo, refine: str | None = "grabcut", person: int | None = None) -> Perception:
@@ -127,6 +130,7 @@ def perceive(
         left_hand=found["left_hand"],
         right_hand=found["right_hand"],
         face=found["face"],
+        body_world=found["body_world"],
         bbox=bbox,
         warnings=warnings,
         people=max(1, len(regions)),
@@ -189,8 +193,9 @@ def _run_holistic(image: np.ndarray) -> dict[str, np.ndarray] | None:
 
 
 def holistic_arrays(result, width: int, height: int) -> dict[str, np.ndarray] | None:
-    """A Holistic result -> body [33, 3], hands [21, 3], face [478, 3] (pixels, confidence) and mask [H, W]
-    (zeros when Holistic gave none); None when no body was found."""
+    """A Holistic result -> body [33, 3], hands [21, 3], face [478, 3] (pixels, confidence), body_world
+    [33, 4] (metres, visibility; see ``Perception``) and mask [H, W] (zeros when Holistic gave none); None
+    when no body was found."""
     if result.pose_landmarks is None:
         return None
     mask = result.segmentation_mask
@@ -199,6 +204,7 @@ def holistic_arrays(result, width: int, height: int) -> dict[str, np.ndarray] | 
         "left_hand": _landmarks_to_array(result.left_hand_landmarks, NUM_HAND, width, height),
         "right_hand": _landmarks_to_array(result.right_hand_landmarks, NUM_HAND, width, height),
         "face": _landmarks_to_array(result.face_landmarks, NUM_FACE, width, height),
+        "body_world": _world_landmarks(getattr(result, "pose_world_landmarks", None), result.pose_landmarks),
         "mask": np.zeros((height, width), np.float32) if mask is None else np.clip(mask, 0, 1).astype(np.float32),
     }
 
@@ -221,6 +227,16 @@ def _landmarks_to_array(landmarks, count: int, width: int, height: int, use_visi
         raise RuntimeError(f"mediapipe returned {len(points)} landmarks, expected {count}")
     for i, point in enumerate(points):
         out[i] = (point.x * width, point.y * height, point.visibility if use_visibility else 1.0)
+    return out
+
+
+def _world_landmarks(world, image_landmarks) -> np.ndarray:
+    """mediapipe LandmarkList (metres) -> [33, 4] (x, y, z, visibility of the image landmark); zeros if None."""
+    out = np.zeros((NUM_BODY, 4), np.float32)
+    if world is None or len(world.landmark) != NUM_BODY:
+        return out
+    for i, (point, seen) in enumerate(zip(world.landmark, image_landmarks.landmark)):
+        out[i] = (point.x, point.y, point.z, seen.visibility)
     return out
 
 
@@ -502,6 +518,7 @@ def save_perception(path: str | Path, perception: Perception) -> None:
         "version": np.array(PERCEPTION_FORMAT_VERSION),
         "mask": perception.mask.astype(np.float32),
         "body": perception.body,
+        "body_world": perception.body_world,
         "left_hand": perception.left_hand,
         "right_hand": perception.right_hand,
         "face": perception.face,
@@ -528,6 +545,8 @@ def load_perception(path: str | Path) -> Perception:
             warnings = [str(w) for w in data["warnings"]]
             people = int(data["people"])
             sources = [str(s) for s in data["hand_sources"]]
+            # files written before the 3D points existed read as "none detected"
+            world = data["body_world"].astype(np.float32) if "body_world" in data.files else None
     except (OSError, KeyError, ValueError) as err:
         raise UserError(f"not a readable perception file ({err})", path) from None
     for key, shape in expected.items():
@@ -535,7 +554,11 @@ def load_perception(path: str | Path) -> Perception:
             raise UserError(f"perception file has {key} of shape {arrays[key].shape}, expected {shape}", path)
     if mask.ndim != 2 or len(bbox) != 4:
         raise UserError("perception file has a malformed mask or bbox", path)
+    if world is None:
+        world = np.zeros((NUM_BODY, 4), np.float32)
+    if world.shape != (NUM_BODY, 4):
+        raise UserError(f"perception file has body_world of shape {world.shape}, expected {(NUM_BODY, 4)}", path)
     return Perception(
-        mask=mask, bbox=bbox, warnings=warnings, people=people,
+        mask=mask, bbox=bbox, warnings=warnings, people=people, body_world=world,
         hand_sources=dict(zip(("left", "right"), sources)), **arrays,
     )  # fmt: skip

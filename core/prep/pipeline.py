@@ -17,11 +17,11 @@ import numpy as np
 from core.errors import UserError
 from core.prep.crop import crop_image, crop_intrinsics, crop_points, default_intrinsics, person_crop
 from core.prep.image_io import load_photo
-from core.prep.landmarks import keypoints_for_fitting
+from core.prep.landmarks import bone_directions, keypoints_for_fitting
 from core.prep.perception import perceive_photo
 from core.subject import SUBJECT_FORMAT, Subject, file_hash
 
-PREP_VERSION = 1  # bump when prep's outputs change, so older cached Subjects are recomputed
+PREP_VERSION = 2  # bump when prep's outputs change, so older cached Subjects are recomputed
 CUT_OFF_WEIGHT = 0.2  # confidence multiplier for limb points mediapipe guessed at a cut-off border
 CUT_OFF_BAND = 0.1  # a limb "reaches" a cut-off border within this fraction of the person's height
 DEBUG_PNG = "debug.png"
@@ -120,7 +120,7 @@ def build_subject(photo, perception, model, prep, report: Progress) -> tuple[Sub
     inputs = crop_inputs(photo, perception, prep)
     keypoints, mask, K = inputs["keypoints"], inputs["mask"], inputs["K"]
     fit = fit_smplx(model, inputs["names"], keypoints[:, :2], keypoints[:, 2], mask, K, prep.fit_iterations,
-                    valid=inputs["valid"], progress=report)
+                    valid=inputs["valid"], progress=report, bones=inputs["bones"])
     timings = {"fit_s": fit.metrics["time_s"]}
     report("albedo", 0.0)
     clock = time.perf_counter()
@@ -212,7 +212,7 @@ def crop_inputs(photo, perception, prep) -> dict:
 
     Returns dict: crop (``core.prep.crop.Crop``), image ``[S, S, 3]``, mask ``[S, S]``, valid ``[S, S]`` bool
     (False on padding outside the photo), K ``[3, 3]`` float64, names [K], keypoints ``[K, 3]`` float32
-    (x px, y px, confidence after cut-off down-weighting).
+    (x px, y px, confidence after cut-off down-weighting), bones (``core.prep.landmarks.BoneDirections``).
     """
     width, height = photo.size
     names, xy, conf = keypoints_for_fitting(perception)
@@ -229,6 +229,7 @@ def crop_inputs(photo, perception, prep) -> dict:
         "K": K,
         "names": list(names),
         "keypoints": keypoints,
+        "bones": bone_directions(perception),
     }
 
 
