@@ -5,6 +5,7 @@
     python benchmarks/quality.py --subjects 3 --set train.iterations=300 --fit known
     python benchmarks/quality.py --quick --align fit scale none   # train once, one table per alignment
     python benchmarks/quality.py --quick --frames oracle          # train on GT renders instead of generated frames
+    python benchmarks/quality.py --quick --methods full --set loss.generated.normal=0.1   # one variant only
 
 Each person (core.synthetic_people, deterministic from its seed) is rendered once from the front as
 the input photo. ``--fit prep`` (default) sends that photo through our real prep (mediapipe mask +
@@ -109,9 +110,10 @@ def frame_source(body, person, subject, config, frames: str, renderer, geometry:
 
 
 def evaluate_subject(body, person, config, fit: str, aligns: list[str], workdir: Path, renderer,
-                     frames: str = "offline", oracle_geometry: str = "fitted") -> dict[str, dict]:
-    """Train all variants on one person once and score every method on its held-out renders under each
-    alignment mode in ``aligns``; returns ``{mode: result}``."""
+                     frames: str = "offline", oracle_geometry: str = "fitted",
+                     methods: tuple[str, ...] = METHODS) -> dict[str, dict]:
+    """Train the variants among ``methods`` on one person once and score them (and the mesh) on its
+    held-out renders under each alignment mode in ``aligns``; returns ``{mode: result}``."""
     from core.quality.methods import VARIANTS, shared_start, train_variant
 
     timings = {}
@@ -134,7 +136,7 @@ def evaluate_subject(body, person, config, fit: str, aligns: list[str], workdir:
     log(f"person {person.seed}: {len(start.frames)} training frames ({start.frames.source})")
     timings["shared_s"] = time.perf_counter() - clock
     avatars = {}
-    for variant in VARIANTS:
+    for variant in (v for v in VARIANTS if v in methods):
         clock = time.perf_counter()
         avatars[variant] = train_variant(start, body, config, variant, report)
         timings[f"train_{variant}_s"] = time.perf_counter() - clock
@@ -157,7 +159,8 @@ def score_heldout(body, person, config, start, avatars: dict, align: str, render
     view, K = photo_camera(body, person, size)
     views = [HeldoutView("input", "input", {"betas": person.betas, **person.photo_pose}, view, K)]
     views += heldout_views(body, person, size, config.frames.motions)
-    scores: dict[str, list[dict]] = {m: [] for m in METHODS}
+    methods = ("mesh", *avatars)
+    scores: dict[str, list[dict]] = {m: [] for m in methods}
     scales, body_errors = [], []
     sheet: dict[str, list[np.ndarray]] = {}
     for held in views:
@@ -176,7 +179,7 @@ def score_heldout(body, person, config, start, avatars: dict, align: str, render
             scores[method].append({"group": held.group, "label": held.label,
                                    **image_metrics(rgb, gt_white, gt.mask, alpha)})
         if held.group in SHEET_LABELS and held.group not in sheet:
-            sheet[held.group] = [gt_white] + [renders[m][0] for m in METHODS]
+            sheet[held.group] = [gt_white] + [renders[m][0] for m in methods]
     log(f"person {person.seed}: alignment {align}: scale {np.mean(scales):.3f} (1 = fitted body as big as the GT), "
         f"bare fitted body to GT body {100 * np.mean(body_errors):.2f} cm RMS")
     return {"seed": person.seed, "betas_gt": person.betas.tolist(), "betas_fit": start.betas.tolist(),
@@ -189,19 +192,25 @@ def group_mean(rows: list[dict], kinds: tuple[str, ...], key: str) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def scored_methods(results: list[dict]) -> tuple[str, ...]:
+    """The methods the results score (all of ``METHODS`` unless ``--methods`` chose fewer), in table order."""
+    return tuple(m for m in METHODS if m in results[0]["scores"])
+
+
 def format_table(results: list[dict], header: str) -> str:
     """Markdown: per group, PSNR / SSIM / IoU per subject and the mean, then the targets."""
     lines = [header, ""]
+    methods = scored_methods(results)
     for group, kinds in GROUPS.items():
         lines += [f"**{group}** — PSNR dB / SSIM / mask IoU", "",
-                  "| subject | " + " | ".join(METHOD_TITLES[m] for m in METHODS) + " |",
-                  "|---|" + "---|" * len(METHODS)]
+                  "| subject | " + " | ".join(METHOD_TITLES[m] for m in methods) + " |",
+                  "|---|" + "---|" * len(methods)]
         for result in results:
             cells = [" / ".join(f"{group_mean(result['scores'][m], kinds, k):{f}}"
-                                for k, f in (("psnr", ".2f"), ("ssim", ".3f"), ("iou", ".3f"))) for m in METHODS]
+                                for k, f in (("psnr", ".2f"), ("ssim", ".3f"), ("iou", ".3f"))) for m in methods]
             lines.append(f"| person {result['seed']} | " + " | ".join(cells) + " |")
         means = [" / ".join(f"{mean_over(results, m, kinds, k):{f}}"
-                            for k, f in (("psnr", ".2f"), ("ssim", ".3f"), ("iou", ".3f"))) for m in METHODS]
+                            for k, f in (("psnr", ".2f"), ("ssim", ".3f"), ("iou", ".3f"))) for m in methods]
         lines += ["| **mean** | " + " | ".join(f"**{c}**" for c in means) + " |", ""]
     lines += target_lines(results)
     return "\n".join(lines) + "\n"
@@ -217,7 +226,7 @@ def target_lines(results: list[dict]) -> list[str]:
     full = mean_over(results, "full", kinds, "psnr")
     gain = full - mean_over(results, "mesh", kinds, "psnr")
     lines = [f"- full vs (a) on novel poses: {gain:+.2f} dB PSNR (target ≥ +2 dB): {'met' if gain >= 2 else 'NOT met'}"]
-    for method in ("no_balanced", "no_geometry", "no_pose_offsets"):
+    for method in (m for m in ("no_balanced", "no_geometry", "no_pose_offsets") if m in scored_methods(results)):
         drop = {k: mean_over(results, "full", kinds, k) - mean_over(results, method, kinds, k)
                 for k in ("psnr", "ssim", "iou")}
         verdict = "worse than full" if drop["psnr"] > 0 else "NOT worse than full"
@@ -246,9 +255,9 @@ def contact_sheet(results: list[dict], crop: float = 0.6) -> np.ndarray:
                         cv2.LINE_AA)
             rows.append(row)
     sheet = np.concatenate(rows, axis=0)
-    tile_w = sheet.shape[1] // (1 + len(METHODS))
+    tile_w = sheet.shape[1] // (1 + len(scored_methods(results)))
     title = np.full((22, sheet.shape[1], 3), 255, np.uint8)
-    for i, name in enumerate(("ground truth",) + tuple(METHOD_TITLES[m] for m in METHODS)):
+    for i, name in enumerate(("ground truth",) + tuple(METHOD_TITLES[m] for m in scored_methods(results))):
         cv2.putText(title, name, (i * tile_w + 4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([title, sheet], axis=0)
 
@@ -281,6 +290,9 @@ def main() -> int:
                         help="oracle frames' depth / normal / part targets: fitted = the bare fitted body (as "
                              "imported videos get); person = the dressed GT person (as geometry estimators on "
                              "video frames would give)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS[1:], default=list(METHODS[1:]),
+                        help="which of the avatar variants to train (the mesh baseline is always scored; full is "
+                             "always trained: the targets compare with it)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--tag", default="", help="appended to the output files' name "
                         "(quality_<preset>[_quick][_<frames>]_<tag>[_<align>], frames unless offline, "
@@ -296,6 +308,7 @@ def main() -> int:
     from core.synthetic_people import make_person
 
     sets = (QUICK_SETS if args.quick else []) + args.set
+    methods = tuple(m for m in METHODS if m in ("mesh", "full", *args.methods))
     try:
         config = load_preset(args.preset, sets)
     except UserError as err:
@@ -328,7 +341,7 @@ def main() -> int:
         for seed in range(args.first_seed, args.first_seed + count):
             person = make_person(seed, body.num_betas)
             for align, result in evaluate_subject(body, person, config, args.fit, aligns, Path(tmp), renderer,
-                                                     args.frames, args.oracle_geometry).items():
+                                                     args.frames, args.oracle_geometry, methods).items():
                 results[align].append(result)
             for align in aligns:
                 name = names[align]

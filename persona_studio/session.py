@@ -41,8 +41,8 @@ STAGE_TITLES = {"prep": "Photo prep", "avatar": "Avatar", "warmup": "Warm-up on 
 ACTIVE_STATES = ("starting", "running", "paused", "stopping")
 # Where each of prepare_subject's sub-stages sits inside the prep bar (start, end): the sub-stages
 # report their own 0..1 progress; unknown ones keep the bar where it is.
-PREP_SPANS = {"load photo": (0.0, 0.02), "perceive": (0.02, 0.3), "fit camera": (0.3, 0.4),
-              "fit body": (0.4, 0.7), "fit hands": (0.7, 0.88), "albedo": (0.88, 0.92), "geometry": (0.92, 0.97),
+PREP_SPANS = {"load photo": (0.0, 0.02), "perceive": (0.02, 0.3), "fit camera": (0.3, 0.37),
+              "fit limbs": (0.37, 0.43), "fit body": (0.43, 0.7), "fit hands": (0.7, 0.88), "albedo": (0.88, 0.92), "geometry": (0.92, 0.97),
               "save": (0.97, 1.0), "done": (1.0, 1.0)}
 RATE_WINDOW = 20  # steps over which it/s is measured
 PAUSE_POLL = 0.2  # seconds a paused or finished worker waits between looks at its requests

@@ -19,7 +19,7 @@ from core.errors import UserError
 from core.frames.frameset import FrameSet
 from core.synthetic import synthetic_subject
 from persona_studio.inspection import depth_image, seam_overlay
-from persona_studio.session import STAGES, ReconstructionSession, StepRate, prep_fraction
+from persona_studio.session import PREP_SPANS, STAGES, ReconstructionSession, StepRate, prep_fraction
 
 SIZE = 64
 OVERRIDES = ["render.backend=cpu", "avatar.skinning_grid=32", "avatar.num_gaussians=14000", "frames.num_generated=3", f"frames.resolution={SIZE}",
@@ -71,7 +71,10 @@ def settled(value, quiet: float = 1.0, timeout: float = 60.0):
 
 def test_prep_fraction_maps_sub_stages_onto_one_bar_that_never_goes_back():
     assert prep_fraction("load photo", 0.0, 0.0) == 0.0
-    assert prep_fraction("fit body", 0.5, 0.0) == pytest.approx(0.55)
+    assert prep_fraction("fit body", 0.5, 0.0) == pytest.approx(0.565)
+    assert prep_fraction("fit limbs", 1.0, 0.0) == pytest.approx(prep_fraction("fit body", 0.0, 0.0))
+    from core.prep.fit import STAGES as FIT_STAGES
+    assert all(f"fit {stage}" in PREP_SPANS for stage in FIT_STAGES)  # every stage the fitter reports moves the bar
     assert prep_fraction("fit camera", 1.0, 0.55) == 0.55  # an earlier sub-stage cannot move it back
     assert prep_fraction("something new", 0.9, 0.3) == 0.3
     assert prep_fraction("cached: same photo, body model and settings", 1.0, 0.0) == 1.0
