@@ -155,7 +155,13 @@ def laplacian_loss(values: torch.Tensor, adjacency: MeshAdjacency, weight: torch
     return per_vertex.mean()
 
 
-def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
-    """PSNR in dB of images in [0, 1] ``[B, H, W, C]``, over ``mask [B, H, W, 1]`` if given."""
+def psnr_tensor(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """PSNR in dB (a 0-d tensor on the images' device, no read-back) of images in [0, 1] ``[B, H, W, C]``,
+    over ``mask [B, H, W, 1]`` if given."""
     mse = weighted_mean((pred.detach() - target).pow(2), mask).clamp_min(1e-12)
-    return float(-10.0 * torch.log10(mse))
+    return -10.0 * torch.log10(mse)
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """``psnr_tensor`` as a float."""
+    return float(psnr_tensor(pred, target, mask))

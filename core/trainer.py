@@ -75,11 +75,11 @@ def loss_window(mask: torch.Tensor, alpha: torch.Tensor, margin: int = 8) -> tup
     cropping makes the image losses several times cheaper.
     """
     covered = (mask[..., 0] > 0) | (alpha.detach()[..., 0] > 1.0 / 255.0)
-    rows = torch.nonzero(covered.any(dim=1)).flatten()
-    cols = torch.nonzero(covered.any(dim=0)).flatten()
+    h, w = covered.shape
+    lines = torch.cat([covered.any(dim=1), covered.any(dim=0)]).cpu().numpy()  # one read-back (a GPU stall)
+    rows, cols = np.flatnonzero(lines[:h]), np.flatnonzero(lines[h:])
     if len(rows) == 0:
         return slice(None), slice(None)
-    h, w = covered.shape
     return (slice(max(0, int(rows[0]) - margin), min(h, int(rows[-1]) + margin + 1)),
             slice(max(0, int(cols[0]) - margin), min(w, int(cols[-1]) + margin + 1)))
 
@@ -113,8 +113,10 @@ def photo_facing(avatar: Avatar, body: BodyModel, photo: TrainFrame) -> torch.Te
 
 
 def frame_loss(render: AvatarRender, frame: TrainFrame, w: FrameLossWeights, image_weight: float,
-               loss_cfg: LossConfig, background: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of one render's data terms; ``image_weight`` is ``w.image`` or ``w.image_refined``.
+               loss_cfg: LossConfig, background: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted sum of one render's data terms, over ``loss_window``, and the terms themselves (detached 0-d
+    tensors: the caller reads them back all at once); ``image_weight`` is ``w.image`` or ``w.image_refined``.
 
     ``background [3]`` is what ``render`` was drawn over (None = black); the frame's premultiplied
     colour targets are composited over the same colour."""
@@ -129,7 +131,7 @@ def frame_loss(render: AvatarRender, frame: TrainFrame, w: FrameLossWeights, ima
     target = over_background(frame.rgb, mask, background)
     terms["image"] = image_weight * losses.image_loss(rgb, target, frame.image_weight, loss_cfg.ssim_weight)
     terms["mask"] = w.mask * losses.mask_loss(alpha, mask)
-    if w.hand_mask > 0 and frame.hand_region is not None and frame.hand_region.sum() > 0:
+    if w.hand_mask > 0 and frame.hand_region is not None and frame.has_hands:
         # A mean over the whole image (like the mask term) counting only hand pixels, as the paper's
         # weight of 50 assumes: hands are small, so their silhouette needs the boost.
         terms["hand_mask"] = w.hand_mask * ((alpha - mask).abs() * frame.hand_region).mean()
@@ -144,7 +146,7 @@ def frame_loss(render: AvatarRender, frame: TrainFrame, w: FrameLossWeights, ima
         albedo = over_background(frame.albedo, mask, background)
         terms["albedo"] = w.albedo * losses.image_loss(rgb, albedo, None, loss_cfg.ssim_weight)
     total = sum(terms.values())
-    return total, {k: float(v.detach()) for k, v in terms.items()}
+    return total, {k: v.detach() for k, v in terms.items()}
 
 
 class Trainer:
@@ -265,18 +267,18 @@ class Trainer:
         base = self.avatar.pose(shaped, transforms, None, skinning=skinning)
         base_render = render_posed(base, frame.viewmat, frame.K, wd, h, cfg.render, background)
         loss, terms = frame_loss(base_render, frame, w, w.image, cfg.loss, background)
-        metrics = {f"base_{k}": v for k, v in terms.items()}
+        readouts = {f"base_{k}": v for k, v in terms.items()}
         refined_render = None
         if cfg.ablation.pose_offsets:
             refined = self.avatar.pose(shaped, transforms, frame.params["body_pose"].reshape(-1), skinning=skinning)
             refined_render = render_posed(refined, frame.viewmat, frame.K, wd, h, cfg.render, background)
             refined_loss, terms = frame_loss(refined_render, frame, w, w.image_refined, cfg.loss, background)
             loss = loss + refined_loss
-            metrics.update({f"refined_{k}": v for k, v in terms.items()})
+            readouts.update({f"refined_{k}": v for k, v in terms.items()})
             loss = loss + cfg.loss.laplacian_refined_offsets * losses.laplacian_loss(refined.offsets, self.adjacency)
         regularisers = self._regularisers()
         loss = loss + sum(regularisers.values())
-        metrics.update({k: float(v.detach()) for k, v in regularisers.items()})
+        readouts.update({k: v.detach() for k, v in regularisers.items()})
         loss.backward()
         if frame.kind == "photo" and self.avatar.colors.grad is not None:
             # Gaussians facing away from the photo show only through gaps in the front, where the
@@ -286,11 +288,12 @@ class Trainer:
         self.optimizer.step()
         self.step_index += 1
         shown = refined_render if refined_render is not None else base_render
-        metrics.update({
-            "step": self.step_index, "frame": index, "loss": float(loss.detach()),
-            "psnr": losses.psnr(shown.rgb[None], over_background(frame.rgb, frame.mask, background), frame.mask),
-            "seconds": time.perf_counter() - start,
-        })
+        readouts["loss"] = loss.detach()
+        readouts["psnr"] = losses.psnr_tensor(shown.rgb[None], over_background(frame.rgb, frame.mask, background),
+                                              frame.mask)
+        # One read-back for every number of the step (each float() would stall a GPU on its own).
+        metrics = dict(zip(readouts, torch.stack(list(readouts.values())).tolist()))
+        metrics.update({"step": self.step_index, "frame": index, "seconds": time.perf_counter() - start})
         self.history.append({"step": self.step_index, "frame": index, "loss": metrics["loss"],
                              "psnr": metrics["psnr"], "kind": 0.0 if index == 0 else 1.0})
         return metrics

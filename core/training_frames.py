@@ -39,6 +39,7 @@ class TrainFrame:
     K: torch.Tensor  # [3, 3]
     viewmat: torch.Tensor  # [4, 4]
     params: dict[str, torch.Tensor]
+    has_hands: bool = False  # hand_region has pixels (known on the CPU, so the loss never asks the device)
 
     def to(self, device: torch.device) -> "TrainFrame":
         """The frame with every tensor on ``device`` (itself when they are there already)."""
@@ -137,10 +138,10 @@ def generated_frame(frames: FrameSet, i: int, betas: np.ndarray, expression: np.
     params["betas"] = np.asarray(betas, np.float32)
     if expression is not None and "expression" not in params:
         params["expression"] = np.asarray(expression, np.float32)
+    region = hand_region(f["part_seg"]) if hands is None else hands
     return TrainFrame(
         kind="generated", rgb=_t(f["rgb"]), mask=_t(f["mask"]), depth=_t(f["depth"]), normal=_t(f["normal"]),
-        part_seg=_t(f["part_seg"]), albedo=None, image_weight=None,
-        hand_region=_t(hand_region(f["part_seg"]) if hands is None else hands),
+        part_seg=_t(f["part_seg"]), albedo=None, image_weight=None, hand_region=_t(region),
         K=torch.as_tensor(f["K"]), viewmat=torch.as_tensor(f["viewmat"]),
-        params=complete_params(params),
+        params=complete_params(params), has_hands=bool(np.asarray(region).any()),
     )

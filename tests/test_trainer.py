@@ -248,3 +248,32 @@ def test_a_training_device_that_cannot_run_is_a_user_error():
         with pytest.raises(UserError, match="train.device 'cuda' needs"):
             config_device(load_preset("preview", ["train.device=cuda"]))
     assert config_device(load_preset("preview", ["train.device=cpu"])) == torch.device("cpu")
+
+
+def test_generated_frames_know_whether_they_show_hands(setup):
+    """The hand-mask term is decided on the CPU when the frame is built (``has_hands``), never by reading
+    the device's hand region back during a step."""
+    body, config, subject, frames = setup
+    from core.training_frames import generated_frame, hand_region
+
+    frame = generated_frame(frames, 0, np.zeros(body.num_betas), None)
+    assert frame.has_hands == bool(hand_region(frames.frame(0)["part_seg"]).any())
+    assert frame.has_hands  # the motions' frames show the hands
+    empty = generated_frame(frames, 0, np.zeros(body.num_betas), None,
+                            hands=np.zeros(frames.frame(0)["part_seg"].shape[:2], np.float32))
+    assert not empty.has_hands
+    assert frame.to("meta").has_hands  # survives a move
+
+
+def test_step_metrics_are_the_loss_terms_read_back_once(setup):
+    """A step's metrics hold the loss terms and regularisers as floats; ``loss`` is their sum plus the
+    refined offsets' smoothness (not reported on its own)."""
+    trainer = make_trainer(setup)
+    for _ in range(4):
+        metrics = trainer.step()
+        assert all(isinstance(v, (int, float)) for v in metrics.values())
+        terms = [v for k, v in metrics.items() if k.startswith(("base_", "refined_", "reg_"))]
+        assert {"base_image", "base_mask", "refined_image", "reg_offsets"} <= set(metrics)
+        assert all(v >= 0.0 for v in terms)
+        assert sum(terms) <= metrics["loss"] <= sum(terms) * 1.5 + 1e-6
+        assert np.isfinite(metrics["psnr"])
