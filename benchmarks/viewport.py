@@ -171,23 +171,24 @@ def start_display() -> tuple[str, object]:
         return f":{pipe.readline().strip()}", server
 
 
-def pose_latencies(studio, changes: int) -> dict[bool, tuple[list[float], list[float], list[float], list[dict]]]:
-    """For quick previews on (True) and off (False), alternating change by change so both see the same
-    machine load: (first image, first image with pose offsets, full-resolution image) seconds of
-    left-shoulder slider moves, one at a time, and the stage durations of the images with pose offsets
-    (``ScreenLatency.refined_stages``)."""
+def pose_latencies(studio, changes: int, switch) -> dict[bool, tuple[list[float], list[float], list[float], list[dict]]]:
+    """For ``switch(True)`` and ``switch(False)`` (e.g. quick previews on / off), alternating change by change
+    so both see the same machine load: (first image, first image with pose offsets, full-resolution image)
+    seconds of left-shoulder slider moves, one at a time, and the stage durations of the images with pose
+    offsets (``ScreenLatency.refined_stages``)."""
     results = {True: ([], [], [], []), False: ([], [], [], [])}
     for k in range(2 * changes):
-        quick = k % 2 == 0
-        studio.poser.quick_preview = quick
+        on = k % 2 == 0
+        switch(on)
         studio.latency.clear()
         studio.pose_panel.set_joint("left_shoulder", 2, -0.15 * (k % 8 + 1))
         studio.settle()
         studio.step_until(lambda: False, 0.3)  # the final frame is counted on the frame it is shown
-        results[quick][0].extend(studio.latency.first)
-        results[quick][1].extend(studio.latency.refined)
-        results[quick][2].extend(studio.latency.full)
-        results[quick][3].extend(studio.latency.refined_stages)
+        results[on][0].extend(studio.latency.first)
+        results[on][1].extend(studio.latency.refined)
+        results[on][2].extend(studio.latency.full)
+        results[on][3].extend(studio.latency.refined_stages)
+    switch(True)
     return results
 
 
@@ -260,6 +261,7 @@ def bench_studio(changes: int, seconds: float, pose_only: bool = False) -> list[
     from core.config import load_preset
     from persona_studio.app import Studio
     from persona_studio.session import ReconstructionSession
+    from persona_studio.viewport.controller import MOVING_SPLATS
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -288,13 +290,20 @@ def bench_studio(changes: int, seconds: float, pose_only: bool = False) -> list[
             wall, cpu = ui_frame_cost(studio)
             rows.append((f"UI frame, Pose tab, avatar still ({avatar.num_gaussians:,} Gaussians)",
                          f"{wall:.1f} ms ({cpu:.1f} ms CPU)", ""))
-            latencies = pose_latencies(studio, changes)
+            latencies = pose_latencies(studio, changes, lambda on: setattr(studio.poser, "quick_preview", on))
             quick, plain = latencies[True], latencies[False]
             count = f"{avatar.num_gaussians:,} Gaussians"
             for k, image in enumerate(("first image", "with pose offsets", "full resolution")):
                 rows.append((f"pose slider -> screen, {image} ({count})", ms(quick[k]),
                              f"{ms(plain[k])} without quick preview"))
             rows += stage_rows(quick[3], plain[3], count)
+            if avatar.num_gaussians > MOVING_SPLATS:
+                latencies = pose_latencies(studio, changes, lambda on: setattr(
+                    studio.viewport, "moving_splats", MOVING_SPLATS if on else 10**9))
+                thin, whole = latencies[True], latencies[False]
+                rows.append((f"pose slider -> screen, with pose offsets, thinned while posing ({count})",
+                             ms(thin[1]), f"{ms(whole[1])} with every splat"))
+                rows += stage_rows(thin[3], whole[3], count + ", thinned vs every splat")
         rows.append(("load average during these rows", f"{os.getloadavg()[0]:.1f}", ""))
         if pose_only:
             studio.close()

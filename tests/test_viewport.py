@@ -14,7 +14,7 @@ from persona_studio.camera import MAX_ELEVATION, Camera
 from persona_studio.viewport.controller import RateMeter, ViewportController
 from persona_studio.viewport.navigation import MouseButtons, MouseNavigator
 from persona_studio.viewport.render_thread import InlineRenderer, RenderRequest, RenderThread
-from persona_studio.viewport.scene import SceneSource, make_scene
+from persona_studio.viewport.scene import SceneSource, make_scene, thinned_scene
 
 BLACK = (0.0, 0.0, 0.0)
 
@@ -392,6 +392,43 @@ def test_interactive_scenes_render_reduced_then_one_full_frame_when_they_rest(re
     # A non-interactive scene (a training update) is drawn at full size straight away.
     controller.set_scene(scene.means, scene.colors, scene.scales)
     assert controller.tick().image.shape == (120, 160, 4) and controller.up_to_date
+
+
+def test_moving_frames_draw_a_thinned_scene_that_covers_the_same_figure(renderer):
+    """While something moves, a large scene is drawn from half its splats (or ``moving_splats``), larger,
+    covering what the whole figure covers; the resting frame draws every splat."""
+    from persona_studio.viewport.demo_figure import demo_figure
+
+    figure = demo_figure(6000)
+    thin = thinned_scene(figure, 3000)
+    assert thin.count == 3000 and thinned_scene(figure, 3000).means.tobytes() == thin.means.tobytes()
+    assert np.allclose(np.median(thin.scales), np.sqrt(2.0) * np.median(figure.scales), rtol=0.1)
+    assert thinned_scene(figure, 10_000) is figure
+    camera = Camera(width=160, height=160)
+    camera.frame(*figure.bounds())
+    coverage = []
+    for scene in (figure, thin):
+        renderer.resize(160, 160)
+        renderer.set_background((0.0, 0.0, 0.0))
+        renderer.set_scene(scene)
+        image = renderer.render(camera.viewmat(), camera.K(), opaque=True)
+        coverage.append(image[..., :3].max(axis=-1) > 0.05)
+    iou = (coverage[0] & coverage[1]).sum() / (coverage[0] | coverage[1]).sum()
+    assert iou > 0.9, iou
+
+    backend = RecordingBackend()
+    now = [0.0]
+    controller = ViewportController(backend, Camera(width=160, height=120), moving_scale=0.5, settle_seconds=0.3,
+                                    clock=lambda: now[0], moving_splats=2000)
+    controller.set_scene(figure.means, figure.colors, figure.scales)
+    controller.tick()
+    controller.set_scene(figure.means + 0.01, figure.colors, figure.scales, moving=True)
+    controller.tick()
+    controller.tick()
+    now[0] += 1.0
+    controller.tick()
+    counts = [r.scene.count for r in backend.requests]
+    assert counts == [figure.count, figure.count // 2, figure.count], counts
 
 
 class RecordingBackend:

@@ -16,7 +16,12 @@ import numpy as np
 
 from persona_studio.camera import Camera
 from persona_studio.viewport.render_thread import RenderedFrame, RenderRequest
-from persona_studio.viewport.scene import SceneSource, SplatScene, make_scene
+from persona_studio.viewport.scene import SceneSource, SplatScene, make_scene, thinned_scene
+
+# While the camera moves or a pose is dragged, scenes above MOVING_SPLATS splats are drawn from that many
+# or half of theirs, whichever is more (fewer, larger splats blur the figure and widen its outline; at a
+# half it is hard to see). benchmarks/viewport.py measures what it buys.
+MOVING_SPLATS = 16_000
 
 
 class RateMeter:
@@ -59,13 +64,15 @@ class ViewportController:
 
     While the camera moves or an interactive change goes on (``set_scene(..., moving=True)``: a pose
     slider being dragged, a motion playing), and for ``settle_seconds`` after, images are rendered at
-    ``moving_scale`` times the resolution and shown stretched, so orbiting and posing stay fluid on a
-    software GL; once things rest, one full-resolution frame follows.
+    ``moving_scale`` times the resolution and shown stretched, and a scene of more than ``moving_splats``
+    splats from half of them or ``moving_splats`` (``thinned_scene``: fewer, larger ones; the compositor's
+    cost grows with the splat count far more than with the pixels), so orbiting and posing stay fluid on a software GL; once things rest, one
+    full-resolution frame of every splat follows.
     """
 
     def __init__(self, backend, camera: Camera | None = None, background=(1.0, 1.0, 1.0),
                  moving_scale: float = 0.5, settle_seconds: float = 0.3, clock=time.monotonic,
-                 render_on_publish: bool = False):
+                 render_on_publish: bool = False, moving_splats: int = MOVING_SPLATS):
         self.backend = backend
         self.render_on_publish = bool(render_on_publish)
         self._lock = threading.Lock()  # the UI's tick vs a publishing thread's set_scene
@@ -88,6 +95,8 @@ class ViewportController:
         self._submitted_key: tuple | None = None
         self._framed_once = False
         self.moving_scale = float(moving_scale)
+        self.moving_splats = int(moving_splats)
+        self._thinned: tuple[SplatScene | None, SplatScene | None] = (None, None)  # (scene, its thinned copy)
         self.settle_seconds = float(settle_seconds)
         self._clock = clock
         self._camera_state = self.camera.state()
@@ -205,7 +214,18 @@ class ViewportController:
         K = view.K.copy()
         K[0] *= width / view.width   # scaling the image scales focal length and principal point
         K[1] *= height / view.height
-        return RenderRequest(self.scene, view.viewmat, K, width, height, view.background, serial)
+        scene = self.scene if scale == 1.0 else self._moving_scene()
+        return RenderRequest(scene, view.viewmat, K, width, height, view.background, serial)
+
+    def _moving_scene(self) -> SplatScene | None:
+        """The current scene thinned to ``moving_splats`` (made once per scene: the renderer re-uploads a
+        scene only when it is a different object)."""
+        if self.scene is None:
+            return None
+        if self._thinned[0] is not self.scene:
+            count = max(self.moving_splats, self.scene.count // 2)
+            self._thinned = (self.scene, thinned_scene(self.scene, count))
+        return self._thinned[1]
 
     @property
     def up_to_date(self) -> bool:

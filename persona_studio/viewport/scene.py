@@ -1,6 +1,7 @@
 """What the viewport draws (a splat scene) and how other threads hand it new ones (a latest-wins slot)."""
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 
@@ -73,6 +74,27 @@ def make_scene(means, colors, scales, opacities=None, label: str = "") -> SplatS
     opacities = np.clip(opacities, 0.0, 1.0)
     # Copies, so later in-place edits by the publisher (e.g. a training step) can't tear a frame.
     return SplatScene(means.copy(), colors.copy(), scales.copy(), opacities.copy(), label)
+
+
+@functools.lru_cache(maxsize=8)
+def _thinned_indices(total: int, count: int, seed: int) -> np.ndarray:
+    """``count`` sorted indices out of ``total`` (a posed avatar keeps its splat count: computed once)."""
+    keep = np.sort(np.random.default_rng(seed).permutation(total)[:count])
+    keep.setflags(write=False)
+    return keep
+
+
+def thinned_scene(scene: SplatScene, count: int, seed: int = 0) -> SplatScene:
+    """At most ``count`` of ``scene``'s splats, for frames drawn while something moves: a seeded random
+    subset (the avatar's splats are spread evenly over its surface, so a random one is too), each splat's
+    size grown by ``sqrt(N / count)`` so that the fewer, larger splats cover the same surface. The scene
+    itself when it has no more than ``count``."""
+    if scene.count <= count:
+        return scene
+    keep = _thinned_indices(scene.count, count, seed)
+    grow = np.float32(np.sqrt(scene.count / count))
+    return SplatScene(scene.means[keep], scene.colors[keep], scene.scales[keep] * grow, scene.opacities[keep],
+                      scene.label)
 
 
 def _to_numpy(value) -> np.ndarray:
