@@ -16,6 +16,7 @@ from scipy import ndimage
 from core.avatar.build import body_params
 from core.body import PART_NAMES, PART_PALETTE
 from core.frames.frameset import FrameSet
+from core.prep.matting import premultiplied_foreground
 from core.sampling import seam_boundary
 from core.subject import SMPLX_POSE_SIZES, Subject
 
@@ -107,7 +108,8 @@ def resize_subject(subject: Subject, size: int) -> Subject:
 
 def photo_frame(subject: Subject, boundary_weight: float, seam_threshold: float, seam_dilate: float,
                 size: int | None = None) -> TrainFrame:
-    """Frame 0 from a Subject, resized to ``size``² pixels when given."""
+    """Frame 0 from a Subject, resized to ``size``² pixels when given. Its colour target is the person's own
+    colour at the mask's soft edge (``core.prep.matting``), not the photo times the mask."""
     if size is not None:
         subject = resize_subject(subject, size)
     rgb = subject.image
@@ -121,7 +123,7 @@ def photo_frame(subject: Subject, boundary_weight: float, seam_threshold: float,
         weight[seam] = boundary_weight
     geometry = subject.geometry
     return TrainFrame(
-        kind="photo", rgb=_t(rgb * mask[..., None]), mask=_t(mask, 1),
+        kind="photo", rgb=_t(premultiplied_foreground(rgb, mask)), mask=_t(mask, 1),
         depth=_t(geometry.get("depth"), 1), normal=_t(geometry.get("normal")), part_seg=_t(geometry.get("part_seg")),
         albedo=_t(subject.albedo * mask[..., None]), image_weight=_t(weight, 1), hand_region=None,
         K=torch.as_tensor(subject.K, dtype=torch.float32),

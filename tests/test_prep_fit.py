@@ -490,3 +490,4 @@ def test_refuses_to_replace_a_folder_that_is_not_a_subject(tmp_path):
     with pytest.raises(UserError, match="not a Subject"):
         prepare_subject(photo, precious)
     assert (precious / "thesis.tex").read_text() == "keep me"
+

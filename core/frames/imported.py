@@ -39,6 +39,7 @@ from core.prep.fit import (PHOTO_VIEWMAT, FitObjective, FitWeights, fit_metrics,
                            silhouette_target)
 from core.prep.geometry import render_geometry, silhouette_iou
 from core.prep.landmarks import keypoints_for_fitting
+from core.prep.matting import premultiplied_foreground
 from core.prep.perception import Perception, holistic_arrays, person_bbox
 from core.subject import SMPLX_POSE_SIZES
 from core.threads import single_torch_thread
@@ -282,10 +283,9 @@ def refine_pose(body: BodyModel, start: dict[str, np.ndarray], mask: np.ndarray,
                                  silhouette_target(mask, K, None, weights.silhouette_size), K, height_px, weights)
         params = {k: torch.as_tensor(np.asarray(v, np.float32)).reshape(1, -1).clone() for k, v in start.items()}
         free = ["global_orient", "transl", "body_pose", *confident_hands(names, conf)]
-        # The fit's third stage: keypoints at full weight and the silhouette on from the first step
-        # (the start pose is already close); the camera and body stages are skipped.
-        stages = [("camera", free), ("body", free), ("refine", free)]
-        optimise(params, objective, (0, 0, iterations), (learning_rate,) * 3, stages)
+        # The fit's last stage: keypoints at full weight and the silhouette on from the first step
+        # (the start pose is already close); the camera, limbs and body stages are skipped.
+        optimise(params, objective, (iterations,), (learning_rate,), [("hands", free)])
     result = {k: v[0].numpy().astype(np.float32) for k, v in params.items()}
     projected = project_keypoints(body, result, names, K)
     return result, fit_metrics(projected, keypoints, conf, height_px, names)
@@ -333,7 +333,7 @@ def import_frame(body: BodyModel, image: np.ndarray, perception: Perception, sta
         return None, metrics
     rgb = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     params = move_body(refined, rotation.T, -rotation.T @ translation, pelvis)
-    return {"rgb": rgb * mask[..., None], "mask": mask[..., None], "depth": geometry["depth"],
+    return {"rgb": premultiplied_foreground(rgb, mask), "mask": mask[..., None], "depth": geometry["depth"],
             "normal": geometry["normal"], "part_seg": geometry["part_seg"], "K": K, "viewmat": viewmat,
             "params": params}, metrics
 
