@@ -272,8 +272,12 @@ def validate(config: Config, source: str) -> None:
         raise UserError(f"key 'sampling.photo_share' must be in [0, 1), got {config.sampling.photo_share}", source)
 
 
-def build_dataclass(cls: type, data: dict[str, Any], source: str, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a TOML table, checking keys and types recursively."""
+def build_dataclass(cls: type, data: dict[str, Any], source: str, prefix: str = "", base: Any = None) -> Any:
+    """Build dataclass ``cls`` from a TOML table, checking keys and types recursively. Keys the table leaves
+    out keep their values in ``base`` (default: ``cls()``), so a nested table changes only what it names:
+    ``[loss.generated]`` with ``image = 0.1`` keeps the generated frames' other weights, not the plain
+    ``FrameLossWeights`` defaults."""
+    base = cls() if base is None else base
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -281,8 +285,11 @@ def build_dataclass(cls: type, data: dict[str, Any], source: str, prefix: str = 
         dotted = f"{prefix}{key}"
         if key not in known:
             raise UserError(f"unknown key '{dotted}' (known here: {', '.join(sorted(known))})", source)
-        kwargs[key] = _checked_value(hints[key], value, source, dotted)
-    return cls(**kwargs)
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            kwargs[key] = build_dataclass(hints[key], value, source, prefix=f"{dotted}.", base=getattr(base, key))
+        else:
+            kwargs[key] = _checked_value(hints[key], value, source, dotted)
+    return dataclasses.replace(base, **kwargs)
 
 
 def _checked_value(hint: Any, value: Any, source: str, dotted: str) -> Any:

@@ -1,6 +1,8 @@
 """Presets: typed loading, one-line errors naming file/key/type, overrides, round trip."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from core.config import Config, config_to_dict, load_preset, preset_names, save_preset
@@ -93,3 +95,16 @@ def test_save_round_trip(tmp_path):
     save_preset(c, out)
     again = load_preset(out)
     assert config_to_dict(again) == config_to_dict(c)
+
+
+def test_a_nested_table_changes_only_the_keys_it_names(tmp_path):
+    """``[loss.generated]`` with one key keeps the generated frames' other weights (hand mask 50, strong
+    geometry), not the plain ``FrameLossWeights`` defaults: the shipped presets lower only the RGB."""
+    default = Config().loss.generated
+    path = tmp_path / "p.toml"
+    path.write_text("[loss.generated]\nimage = 0.2\n")
+    loaded = load_preset(path).loss.generated
+    assert loaded.image == 0.2
+    assert loaded == dataclasses.replace(default, image=0.2)
+    assert load_preset("preview").loss.generated.hand_mask == default.hand_mask == 50.0
+    assert load_preset("standard").loss.photo == Config().loss.photo
