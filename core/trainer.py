@@ -112,6 +112,22 @@ def photo_facing(avatar: Avatar, body: BodyModel, photo: TrainFrame) -> torch.Te
     return facing_camera(posed.means, posed.normals, photo.viewmat)
 
 
+def outside_mask(means: torch.Tensor, frame: TrainFrame) -> torch.Tensor:
+    """Which posed Gaussian centres ``means [N, 3]`` (world) land where ``frame``'s mask is below 0.5, or
+    outside its image or behind its camera -> bool ``[N]``. In the photo these show the backdrop, which says
+    nothing about their colour (the mask term moves or shrinks them instead). A fitted body a little wider
+    than the clothed person has a rim of them down its sides; left to the photo, their colours drift to
+    the mean training background and show as pale seams in other views."""
+    camera = means @ frame.viewmat[:3, :3].T + frame.viewmat[:3, 3]
+    z = camera[:, 2]
+    pixel = (camera @ frame.K.T)[:, :2] / z.clamp_min(1e-6)[:, None]
+    height, width = frame.mask.shape[1:3]
+    col, row = pixel[:, 0].floor().long(), pixel[:, 1].floor().long()
+    inside = (z > 1e-6) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
+    coverage = frame.mask[0, row.clamp(0, height - 1), col.clamp(0, width - 1), 0]
+    return ~inside | (coverage < 0.5)
+
+
 def frame_loss(render: AvatarRender, frame: TrainFrame, w: FrameLossWeights, image_weight: float,
                loss_cfg: LossConfig, background: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -283,8 +299,10 @@ class Trainer:
         if frame.kind == "photo" and self.avatar.colors.grad is not None:
             # Gaussians facing away from the photo show only through gaps in the front, where the
             # photo would paint them with whatever fills the gap (the back became coloured noise in
-            # every other view): they keep their colours, changed only by frames that see them.
-            self.avatar.colors.grad[~self.photo_facing] = 0.0
+            # every other view), and those over the photo's backdrop see no colour of the person:
+            # they keep their colours, changed only by frames that see them.
+            keep = ~self.photo_facing | outside_mask(base.means.detach(), frame)
+            self.avatar.colors.grad[keep] = 0.0
         self.optimizer.step()
         self.step_index += 1
         shown = refined_render if refined_render is not None else base_render

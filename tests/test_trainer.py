@@ -277,3 +277,23 @@ def test_step_metrics_are_the_loss_terms_read_back_once(setup):
         assert all(v >= 0.0 for v in terms)
         assert sum(terms) <= metrics["loss"] <= sum(terms) * 1.5 + 1e-6
         assert np.isfinite(metrics["psnr"])
+
+
+def test_outside_mask_finds_centres_over_the_backdrop(setup):
+    """Centres projecting where the photo's mask is below 0.5, off the image or behind the camera."""
+    from core.trainer import outside_mask
+
+    body, config, subject, frames = setup
+    photo = photo_frame(subject, 0.1, config.sampling.seam_threshold, config.sampling.seam_dilate)
+    mask = photo.mask[0, ..., 0]
+    rows, cols = torch.nonzero(mask > 0.9, as_tuple=True)
+    empty_rows, empty_cols = torch.nonzero(mask < 0.1, as_tuple=True)
+    K, view = photo.K.double(), photo.viewmat.double()
+
+    def world_point(row, col, depth=3.0):  # the pixel centre's ray at ``depth`` metres, in the world
+        ray = torch.linalg.solve(K, torch.tensor([col + 0.5, row + 0.5, 1.0], dtype=torch.float64)) * depth
+        return (view[:3, :3].T @ (ray - view[:3, 3])).float()
+
+    points = torch.stack([world_point(int(rows[0]), int(cols[0])), world_point(int(empty_rows[0]), int(empty_cols[0])),
+                          world_point(int(rows[0]), int(cols[0]) + 10_000), world_point(int(rows[0]), int(cols[0]), -3.0)])
+    assert outside_mask(points, photo).tolist() == [False, True, True, True]
