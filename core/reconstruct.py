@@ -140,8 +140,10 @@ def load_or_generate_frames(path: Path, key: str, avatar: Avatar, body: BodyMode
 
 
 def save_preview(path: Path, avatar: Avatar, body: BodyModel, subject: Subject, config: Config) -> float:
-    """Write photo | avatar side by side in the photo's view; returns the masked PSNR (dB)."""
+    """Write photo | avatar side by side in the photo's view; returns the masked PSNR (dB) against what the
+    photo steps trained on (the person's own colour at the mask's soft edge, ``core.prep.matting``)."""
     from core.losses import psnr
+    from core.prep.matting import premultiplied_foreground
 
     h, w = subject.size
     with torch.no_grad():
@@ -149,7 +151,7 @@ def save_preview(path: Path, avatar: Avatar, body: BodyModel, subject: Subject, 
         out = render_posed(posed, torch.as_tensor(subject.viewmat), torch.as_tensor(subject.K), w, h, config.render,
                            torch.zeros(3))
     mask = subject.mask[..., None]
-    target = subject.image * mask
+    target = premultiplied_foreground(subject.image, subject.mask)
     value = psnr(out.rgb[None], torch.as_tensor(target)[None], torch.as_tensor(mask)[None])
     save_png(path, np.concatenate([target, out.rgb.numpy()], axis=1))
     return value
