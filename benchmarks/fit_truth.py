@@ -86,8 +86,9 @@ def bone_angles(joints: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 def pinhole(points: np.ndarray, viewmat: np.ndarray, K: np.ndarray) -> np.ndarray:
     """World ``points [N, 3]`` -> pixels ``[N, 2]`` through an OpenCV camera (``viewmat [4, 4]``, ``K [3, 3]``)."""
-    camera = points @ np.asarray(viewmat)[:3, :3].T + np.asarray(viewmat)[:3, 3]
-    return (camera @ np.asarray(K).T)[:, :2] / camera[:, 2:]
+    from core.camera import project_points
+
+    return project_points(points, np.asarray(viewmat), np.asarray(K))[0]
 
 
 def standing_height(body, betas: np.ndarray) -> float:

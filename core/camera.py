@@ -50,3 +50,13 @@ def facing_camera(points: torch.Tensor, normals: torch.Tensor, viewmat: torch.Te
     """Which surface points ``[N, 3]`` with unit ``normals [N, 3]`` (world space) face the camera of
     ``viewmat [4, 4]`` (world-to-camera) -> bool ``[N]``."""
     return ((camera_center(viewmat) - points) * normals).sum(-1) > 0
+
+
+def project_points(points, viewmat, K):
+    """World ``points [N, 3]`` through an OpenCV camera (``viewmat [4, 4]`` world-to-camera, ``K [3, 3]``) ->
+    ``(pixels [N, 2], depth [N])``, torch or numpy alike. Pixels use the corner-origin convention (pixel
+    ``i`` spans ``[i, i + 1)``); a point at or behind the camera (depth <= 0) gets meaningless pixels."""
+    camera = points @ viewmat[:3, :3].T + viewmat[:3, 3]
+    depth = camera[:, 2]
+    pixels = (camera @ K.T)[:, :2] / (abs(depth[:, None]) + 1e-9)
+    return pixels, depth

@@ -25,7 +25,7 @@ from core import losses
 from core.avatar.avatar import Avatar
 from core.avatar.render import AvatarRender, render_posed
 from core.body import BodyModel
-from core.camera import facing_camera
+from core.camera import facing_camera, project_points
 from core.config import Config, FrameLossWeights, LossConfig
 from core.errors import UserError
 from core.frames.frameset import FrameSet
@@ -118,9 +118,7 @@ def outside_mask(means: torch.Tensor, frame: TrainFrame) -> torch.Tensor:
     nothing about their colour (the mask term moves or shrinks them instead). A fitted body a little wider
     than the clothed person has a rim of them down its sides; left to the photo, their colours drift to
     the mean training background and show as pale seams in other views."""
-    camera = means @ frame.viewmat[:3, :3].T + frame.viewmat[:3, 3]
-    z = camera[:, 2]
-    pixel = (camera @ frame.K.T)[:, :2] / z.clamp_min(1e-6)[:, None]
+    pixel, z = project_points(means, frame.viewmat, frame.K)
     height, width = frame.mask.shape[1:3]
     col, row = pixel[:, 0].floor().long(), pixel[:, 1].floor().long()
     inside = (z > 1e-6) & (col >= 0) & (col < width) & (row >= 0) & (row < height)

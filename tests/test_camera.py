@@ -54,3 +54,20 @@ def test_camera_center_and_facing_points():
     points = torch.tensor([[0.0, 1.0, 0.1], [0.0, 1.0, -0.1]])
     normals = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, -1.0]])  # front and back of a body at the origin
     assert facing_camera(points, normals, view).tolist() == [True, False]
+
+
+def test_project_points_numpy_and_torch_alike():
+    """A point on the optical axis lands on the principal point; one 1 m right at 2 m depth lands f/2 px right;
+    numpy and torch give the same pixels and depths."""
+    from core.camera import project_points
+
+    view = look_at(torch.tensor([0.0, 0.0, 2.0]), torch.tensor([0.0, 0.0, 0.0]))
+    K = intrinsics(100.0, 64, 48)
+    points = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    pixels, depth = project_points(points, view, K)
+    torch.testing.assert_close(depth, torch.tensor([2.0, 2.0]))
+    torch.testing.assert_close(pixels[0], K[:2, 2])
+    assert abs(abs(float(pixels[1, 0] - pixels[0, 0])) - 50.0) < 1e-4 and abs(float(pixels[1, 1] - pixels[0, 1])) < 1e-4
+    np_pixels, np_depth = project_points(points.numpy(), view.numpy(), K.numpy())
+    np.testing.assert_allclose(np_pixels, pixels.numpy(), atol=1e-5)
+    np.testing.assert_allclose(np_depth, depth.numpy(), atol=1e-6)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from core.body import BodyModel
+from core.camera import project_points
 from core.motion import Motion
 
 # OpenPose-18 keypoints from body-model joints (J:) or surface landmarks (L:).
@@ -51,10 +52,8 @@ def openpose_keypoints(body: BodyModel, params: dict[str, torch.Tensor]) -> np.n
 
 
 def project(points: np.ndarray, viewmat: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Pixel coordinates ``[N, 2]`` of world ``points [N, 3]`` (OpenCV camera)."""
-    cam = points @ viewmat[:3, :3].T + viewmat[:3, 3]
-    uv = (cam / np.maximum(cam[:, 2:3], 1e-6)) @ K.T
-    return uv[:, :2]
+    """Pixel coordinates ``[N, 2]`` of world ``points [N, 3]`` in front of an OpenCV camera."""
+    return project_points(points, viewmat, K)[0]
 
 
 def draw_skeleton(uv: np.ndarray, width: int, height: int, thickness: int | None = None) -> np.ndarray:
