@@ -98,9 +98,18 @@ def standing_height(body, betas: np.ndarray) -> float:
     return float(y.max() - y.min())
 
 
+def truth_in_crop(body, person, K_truth: np.ndarray, photo_scale: float, crop):
+    """The GT body in the photo pose (``BodyModel.forward`` output) and the intrinsics ``[3, 3]`` that
+    project it straight into prep's crop (the photo loaded at ``photo_scale``, then cropped)."""
+    from core.prep.crop import crop_intrinsics
+    from core.synthetic_people import _posed
+
+    scaled = np.diag([photo_scale, photo_scale, 1.0]) @ np.asarray(K_truth, np.float64)
+    return _posed(body, person.betas, {"betas": person.betas, **person.photo_pose}), crop_intrinsics(scaled, crop)
+
+
 def score_fit(body, person, params: dict, inputs: dict, photo_scale: float, truth_view, size: int) -> dict:
     """Every column but kp % and fit s for one fit (``params``: prep's SMPL-X arrays, crop camera)."""
-    from core.prep.crop import crop_points
     from core.prep.fit import PHOTO_VIEWMAT
     from core.prep.geometry import silhouette_iou
     from core.render.mesh import MeshRenderer, visible_vertices
@@ -108,24 +117,17 @@ def score_fit(body, person, params: dict, inputs: dict, photo_scale: float, trut
 
     view, K_truth = truth_view
     faces = body.faces.numpy()
-    truth_out = _posed(body, person.betas, {"betas": person.betas, **person.photo_pose})
+    truth_out, K_crop = truth_in_crop(body, person, K_truth, photo_scale, inputs["crop"])
     fit_out = _posed(body, params["betas"], {k: v for k, v in params.items() if k != "betas"})
     truth_vertices, fit_vertices = truth_out.vertices[0].numpy(), fit_out.vertices[0].numpy()
     seen = visible_vertices(truth_vertices, faces, view, K_truth, size, size)
-    # GT pixels (the photo as rendered) into the crop, then compared with the fit's crop projection.
-    truth_px = crop_points(pinhole(truth_vertices, view, K_truth) * photo_scale, inputs["crop"])
+    truth_px = pinhole(truth_vertices, view, K_crop)  # where the photo shows them, in crop pixels
     fit_px = pinhole(fit_vertices, PHOTO_VIEWMAT, inputs["K"])
     height_px = np.ptp(truth_px[:, 1])
     distance = np.linalg.norm(fit_px[seen] - truth_px[seen], axis=1) / height_px
     crop_size = inputs["mask"].shape[0]
     renderer = MeshRenderer()
     fit_mask = renderer.render(fit_vertices, faces, PHOTO_VIEWMAT, inputs["K"], crop_size, crop_size)["mask"]
-    K_crop = np.asarray(K_truth, np.float64).copy()
-    crop = inputs["crop"]
-    K_crop[0] *= photo_scale * crop.scale_x
-    K_crop[1] *= photo_scale * crop.scale_y
-    K_crop[0, 2] -= crop.x0 * crop.scale_x
-    K_crop[1, 2] -= crop.y0 * crop.scale_y
     truth_mask = renderer.render(truth_vertices, faces, view, K_crop, crop_size, crop_size)["mask"]
     joints, truth_joints = fit_out.joints[0].numpy(), truth_out.joints[0].numpy()
     angles = bone_angles(joints, truth_joints)
@@ -149,14 +151,11 @@ def detector_error(body, person, inputs: dict, photo_scale: float, truth_view) -
     ankles and the GT body's joints: the error the fit inherits from the detector (hips left out: BlazePose
     puts them elsewhere than SMPL-X by definition)."""
     from core.body.skeleton import JOINT_NAMES
-    from core.prep.crop import crop_points
-    from core.synthetic_people import _posed
 
     view, K = truth_view
-    joints = _posed(body, person.betas, {"betas": person.betas, **person.photo_pose}).joints[0].numpy()
-    truth = crop_points(pinhole(joints, view, K) * photo_scale, inputs["crop"])
-    vertices = _posed(body, person.betas, {"betas": person.betas, **person.photo_pose}).vertices[0].numpy()
-    height = np.ptp(crop_points(pinhole(vertices, view, K) * photo_scale, inputs["crop"])[:, 1])
+    truth_out, K_crop = truth_in_crop(body, person, K, photo_scale, inputs["crop"])
+    truth = pinhole(truth_out.joints[0].numpy(), view, K_crop)
+    height = np.ptp(pinhole(truth_out.vertices[0].numpy(), view, K_crop)[:, 1])
     rows = [inputs["names"].index(n) for n in DETECTOR_JOINTS]
     found = inputs["keypoints"][rows, :2]
     distance = np.linalg.norm(found - truth[[JOINT_NAMES.index(n) for n in DETECTOR_JOINTS]], axis=1)

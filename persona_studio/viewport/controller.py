@@ -65,9 +65,10 @@ class ViewportController:
     While the camera moves or an interactive change goes on (``set_scene(..., moving=True)``: a pose
     slider being dragged, a motion playing), and for ``settle_seconds`` after, images are rendered at
     ``moving_scale`` times the resolution and shown stretched, and a scene of more than ``moving_splats``
-    splats from half of them or ``moving_splats`` (``thinned_scene``: fewer, larger ones; the compositor's
-    cost grows with the splat count far more than with the pixels), so orbiting and posing stay fluid on a software GL; once things rest, one
-    full-resolution frame of every splat follows.
+    splats from half of them or ``moving_splats``, whichever is more (``thinned_scene``: fewer, larger
+    ones; the compositor's cost grows with the splat count far more than with the pixels), so orbiting
+    and posing stay fluid on a software GL; once things rest, one full-resolution frame of every splat
+    follows.
     """
 
     def __init__(self, backend, camera: Camera | None = None, background=(1.0, 1.0, 1.0),
@@ -218,8 +219,8 @@ class ViewportController:
         return RenderRequest(scene, view.viewmat, K, width, height, view.background, serial)
 
     def _moving_scene(self) -> SplatScene | None:
-        """The current scene thinned to ``moving_splats`` (made once per scene: the renderer re-uploads a
-        scene only when it is a different object)."""
+        """The current scene thinned to half its splats or ``moving_splats``, whichever is more (made once per
+        scene: the renderer re-uploads a scene only when it is a different object)."""
         if self.scene is None:
             return None
         if self._thinned[0] is not self.scene:
