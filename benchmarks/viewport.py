@@ -17,9 +17,10 @@ warm-up; ``gl`` is the OpenGL backend (the baseline: what the studio drew with b
   <backend>: orbit          the camera turns a little every frame: sort + draw
   <backend>: orbit, half    the same at half the image side, what the studio renders while the camera moves
   avatar rows               the same for a real avatar (the embedded body subdivided once: ~55k Gaussians,
-                            A-pose)
+                            A-pose); with an NVIDIA GPU also ``engine`` (gsplat, the frame read back
+                            through pinned memory)
 
-Studio rows (the real app in a window, 1280 x 800; medians):
+Studio rows (the real app in a window, 1280 x 800 unless --window; medians):
   pose slider -> screen   from a slider's callback to the UI frame drawn with the first viewport image
                           showing the new pose (a quick base-pose preview where the poser makes one), the
                           first image with pose offsets (both at half resolution while the pose changes),
@@ -29,6 +30,10 @@ Studio rows (the real app in a window, 1280 x 800; medians):
                           ``persona_studio.latency``): poser wake-up, body model, pose offsets + skinning,
                           hand-off to the viewport, render wake-up, sort, composite, frame taken by the UI,
                           texture upload, UI frame drawn
+  viewport images/s while orbiting   the camera turns 2 degrees every UI frame (a mouse drag) for
+                          ``--seconds``: new viewport images shown per second, as the studio draws them
+                          while moving (half resolution, thinned); baseline: every image full resolution
+                          with every splat, alternating quarter by quarter
   UI frame                the wall and CPU time of one UI frame with nothing changing (Pose tab shown)
   UI frames/s             while a training run steps (synthetic subject, so no photo prep), with the
                           window in use (full rate) and left alone (idle throttle); baseline: the app idle
@@ -145,10 +150,13 @@ def avatar_scene(gaussians: int = 50000):
 
 
 def bench_avatar(size: int, frames: int) -> list[tuple[str, int, tuple[float, float]]]:
-    """Renderer rows for a real avatar, on the GL backend (baseline) and the CPU compositor."""
+    """Renderer rows for a real avatar, on the GL backend (baseline) and the CPU compositor (and gsplat on
+    the GPU, the ``engine`` backend, where an NVIDIA GPU can)."""
+    from persona_studio.viewport.engine_splatter import gpu_splatting_problem
+
     scene, _, _ = avatar_scene()
     rows = []
-    for backend in ("gl", "cpu"):
+    for backend in ("gl", "cpu") + (("engine",) if gpu_splatting_problem() is None else ()):
         rows += [(f"avatar, {name}", scene.count, times) for name, times in render_rows(scene, size, frames, backend)]
     return rows
 
@@ -213,6 +221,45 @@ def ui_rate(studio, seconds: float) -> float:
     return count / (time.perf_counter() - start)
 
 
+def orbit_rate(studio, seconds: float, degrees: float = 2.0) -> tuple[float, float]:
+    """(viewport images shown per second, UI frames per second) while the camera turns ``degrees`` every UI
+    frame, as a mouse drag turns it: what a user sees while orbiting."""
+    viewport = studio.viewport
+    shown, frames, last = 0, 0, viewport.latest_frame
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        studio.note_input()
+        viewport.camera.orbit(degrees, 0)
+        studio.step()
+        frames += 1
+        if viewport.latest_frame is not last:
+            shown, last = shown + 1, viewport.latest_frame
+    elapsed = time.perf_counter() - start
+    studio.settle()
+    return shown / elapsed, frames / elapsed
+
+
+def orbit_rows(studio, seconds: float, count: str) -> list[tuple[str, str, str]]:
+    """Orbiting as the studio draws it (half resolution, thinned while moving) against every frame drawn in
+    full (resolution and splats), alternating halves so that both see the same load."""
+    viewport = studio.viewport
+    normal = (viewport.moving_scale, viewport.moving_splats)
+    rates = {True: [], False: []}
+    for k in range(4):
+        reduced = k % 2 == 0
+        viewport.moving_scale, viewport.moving_splats = normal if reduced else (1.0, 10**9)
+        rates[reduced].append(orbit_rate(studio, seconds / 4))
+    viewport.moving_scale, viewport.moving_splats = normal
+    size = f"{viewport.camera.width}x{viewport.camera.height}"
+
+    def mean(values, k):
+        return sum(v[k] for v in values) / len(values)
+
+    return [(f"viewport images/s while orbiting ({count}, {size} viewport)",
+             f"{mean(rates[True], 0):.1f} (UI {mean(rates[True], 1):.1f} frames/s)",
+             f"{mean(rates[False], 0):.1f} every frame full (UI {mean(rates[False], 1):.1f})")]
+
+
 def ui_frame_cost(studio, frames: int = 30) -> tuple[float, float]:
     """(median wall ms, mean CPU ms of the whole process) of one ``render_dearpygui_frame`` with nothing
     changing: the fixed cost of a UI frame (widgets and the viewport texture; on a software GL, pixels)."""
@@ -250,8 +297,10 @@ def wait_steps(session, steps: int, step=None, timeout: float = 900.0) -> None:
         step() if step is not None else time.sleep(0.05)
 
 
-def bench_studio(changes: int, seconds: float, pose_only: bool = False) -> list[tuple[str, str, str]]:
-    """(row, value, baseline) for the studio rows (``pose_only``: the slider -> screen rows only)."""
+def bench_studio(changes: int, seconds: float, pose_only: bool = False,
+                 window: tuple[int, int] = (1280, 800)) -> list[tuple[str, str, str]]:
+    """(row, value, baseline) for the studio rows (``pose_only``: the slider -> screen rows only) in a
+    window of ``window`` (width, height) pixels."""
     import statistics
     import tempfile
     from pathlib import Path
@@ -268,7 +317,7 @@ def bench_studio(changes: int, seconds: float, pose_only: bool = False) -> list[
         tmp = Path(folder)
         os.environ["XDG_CONFIG_HOME"] = str(tmp / "config")  # keep the user's recent list untouched
         overrides, prepare, photo = training_setup(tmp)
-        studio = Studio(width=1280, height=800, overrides=overrides, output_dir=tmp / "out")
+        studio = Studio(width=window[0], height=window[1], overrides=overrides, output_dir=tmp / "out")
         studio.build()
         studio.prepare = prepare
         idle_ui = None
@@ -290,6 +339,7 @@ def bench_studio(changes: int, seconds: float, pose_only: bool = False) -> list[
             wall, cpu = ui_frame_cost(studio)
             rows.append((f"UI frame, Pose tab, avatar still ({avatar.num_gaussians:,} Gaussians)",
                          f"{wall:.1f} ms ({cpu:.1f} ms CPU)", ""))
+            rows += orbit_rows(studio, seconds, f"{avatar.num_gaussians:,} Gaussians")
             latencies = pose_latencies(studio, changes, lambda on: setattr(studio.poser, "quick_preview", on))
             quick, plain = latencies[True], latencies[False]
             count = f"{avatar.num_gaussians:,} Gaussians"
@@ -333,7 +383,8 @@ def bench_studio(changes: int, seconds: float, pose_only: bool = False) -> list[
     return rows
 
 
-def studio_rows_in_child(changes: int, seconds: float, pose_only: bool = False) -> list[tuple[str, str, str]]:
+def studio_rows_in_child(changes: int, seconds: float, pose_only: bool = False,
+                         window: str = "1280x800") -> list[tuple[str, str, str]]:
     """Run ``bench_studio`` in a fresh process: this one has made current EGL contexts on its main
     thread, which the window's GLX context must not meet."""
     import subprocess
@@ -341,7 +392,8 @@ def studio_rows_in_child(changes: int, seconds: float, pose_only: bool = False) 
 
     display, server = start_display()  # here, so that it is stopped even if the child dies of an X error
     try:
-        command = [sys.executable, __file__, "--studio-rows", "--changes", str(changes), "--seconds", str(seconds)]
+        command = [sys.executable, __file__, "--studio-rows", "--changes", str(changes), "--seconds", str(seconds),
+                   "--window", window]
         child = subprocess.run(command + (["--pose-only"] if pose_only else []), capture_output=True, text=True,
                                env=dict(os.environ, DISPLAY=display))
     finally:
@@ -376,10 +428,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds per UI frame-rate row")
     parser.add_argument("--pose-only", action="store_true",
                         help="only the studio's pose slider -> screen rows (no renderer rows, no training)")
+    parser.add_argument("--window", default="1280x800", help="studio window WIDTHxHEIGHT (877x556: a 512x512 viewport)")
     parser.add_argument("--studio-rows", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
     if args.studio_rows:
-        for row in bench_studio(args.changes, args.seconds, args.pose_only):
+        width, height = (int(v) for v in args.window.split("x"))
+        for row in bench_studio(args.changes, args.seconds, args.pose_only, (width, height)):
             print("ROW " + json.dumps(row), flush=True)
         return
 
@@ -394,8 +448,8 @@ def main() -> None:
     if not args.pose_only:
         print_renderer_rows(args)
     if not args.no_studio:
-        print("\n| studio (1280 x 800 window) | measured | baseline (same run) |\n|---|---:|---:|")
-        for name, value, baseline in studio_rows_in_child(args.changes, args.seconds, args.pose_only):
+        print(f"\n| studio ({args.window} window) | measured | baseline (same run) |\n|---|---:|---:|")
+        for name, value, baseline in studio_rows_in_child(args.changes, args.seconds, args.pose_only, args.window):
             print(f"| {name} | {value} | {baseline} |")
         print(f"\nload average after the run: {os.getloadavg()[0]:.2f}")
 

@@ -98,6 +98,20 @@ def _gl_context(backend: str) -> str:
     return result.stdout.strip()
 
 
+def _viewport_backend(renderer: str) -> str:
+    """What the viewport's "auto" backend draws with, given the first GL context's renderer name (gsplat's
+    CUDA extension, which the GPU path needs, is not built here: it is reported by its own check)."""
+    import torch
+
+    from core.render.backends import gsplat_installed
+    from persona_studio.viewport.gl_renderer import SOFTWARE_GL, auto_backend
+
+    software = any(name in renderer.lower() for name in SOFTWARE_GL)
+    backend = auto_backend(software, torch.cuda.is_available() and gsplat_installed())
+    return {"gl": "OpenGL quads", "cpu": "the CPU compositor (software GL)",
+            "engine": "gsplat on the GPU (software GL), read back through pinned memory"}[backend]
+
+
 def check_gl() -> Check:
     found, failed = [], []
     for label, backend in (("EGL", "egl"), ("GLX", "default")):
@@ -109,6 +123,8 @@ def check_gl() -> Check:
         except Exception as err:  # noqa: BLE001 - report any driver failure
             failed.append(f"{label}: {str(err)[:80]}")
     detail = "; ".join(found + failed)
+    if found:
+        detail += f"; the viewport draws with {_viewport_backend(found[0])}"
     return Check("OpenGL (viewport)", bool(found), detail, required=False,
                  fix="apt-get install libegl1 libgl1-mesa-dri (or run under a desktop / Xvfb)")
 

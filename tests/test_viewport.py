@@ -31,9 +31,10 @@ def gl_context():
     ctx.release()
 
 
-@pytest.fixture(params=["gl", "cpu"])
+@pytest.fixture(params=["gl", "cpu", "engine"])
 def renderer(gl_context, request):
-    """Each renderer test runs on both backends: OpenGL and the CPU compositor."""
+    """Each renderer test runs on every backend: OpenGL, the CPU compositor and the engine's rasterizer
+    (gsplat on CUDA where a GPU can, else on the CPU)."""
     from persona_studio.viewport.gl_renderer import SplatRenderer
 
     r = SplatRenderer(160, 120, background=BLACK, context=gl_context, backend=request.param)
@@ -173,7 +174,7 @@ def test_backends_agree_on_a_dense_figure(gl_context):
     camera.zoom(8)  # the figure overflows the image: splats straddle every border
     camera.orbit(30, 10)
     images = {}
-    for backend in ("gl", "cpu"):
+    for backend in ("gl", "cpu", "engine"):
         r = SplatRenderer(96, 128, background=(0.2, 0.3, 0.4), context=gl_context, backend=backend)
         r.set_scene(scene)
         images[backend] = r.render(camera.viewmat(), camera.K())
@@ -182,16 +183,47 @@ def test_backends_agree_on_a_dense_figure(gl_context):
     alpha = images["cpu"][..., 3]
     assert alpha.mean() > 0.4 and min(alpha[0].max(), alpha[-1].max(), alpha[:, 0].max()) > 0.99
     assert difference.mean() < 1e-3 and (difference > 0.01).mean() < 0.01 and difference.max() < 0.15
+    # The engine follows the same rules, the pixel stop included.
+    engine = np.abs(images["engine"] - images["cpu"])
+    assert engine.mean() < 1e-4 and engine.max() < 0.02
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs an NVIDIA GPU")
+def test_engine_backend_draws_on_the_gpu_where_it_can(gl_context):
+    """With a CUDA GPU and gsplat, the engine backend renders there and reads the frame back through
+    pinned memory; its image equals the CPU compositor's (the CPU path runs in the tests above)."""
+    from persona_studio.viewport.demo_figure import demo_figure
+    from persona_studio.viewport.engine_splatter import gpu_splatting_problem
+    from persona_studio.viewport.gl_renderer import SplatRenderer
+
+    assert gpu_splatting_problem() is None, gpu_splatting_problem()
+    scene = demo_figure(6000)
+    camera = Camera(width=96, height=128)
+    camera.frame(*scene.bounds())
+    images = {}
+    for backend in ("cpu", "engine"):
+        r = SplatRenderer(96, 128, background=(0.2, 0.3, 0.4), context=gl_context, backend=backend)
+        r.set_scene(scene)
+        images[backend] = r.render(camera.viewmat(), camera.K())
+        if backend == "engine":
+            assert r._engine.device.type == "cuda" and r._engine._host.is_pinned()
+        r.release()
+    assert np.abs(images["engine"] - images["cpu"]).mean() < 1e-4
 
 
 def test_auto_backend_picks_the_cpu_compositor_on_software_gl(gl_context, monkeypatch):
     from persona_studio.viewport.gl_renderer import BACKEND_ENV, SplatRenderer, is_software_gl
 
     monkeypatch.delenv(BACKEND_ENV, raising=False)
+    from persona_studio.viewport.engine_splatter import gpu_splatting_problem
+    from persona_studio.viewport.gl_renderer import auto_backend
+
     r = SplatRenderer(8, 8, context=gl_context)
-    assert r.backend == ("cpu" if is_software_gl(gl_context) else "gl")
+    software = is_software_gl(gl_context)
+    assert r.backend == ("gl" if not software else "engine" if gpu_splatting_problem() is None else "cpu")
     r.release()
-    for forced in ("gl", "cpu"):
+    assert [auto_backend(False, True), auto_backend(True, True), auto_backend(True, False)] == ["gl", "engine", "cpu"]
+    for forced in ("gl", "cpu", "engine"):
         monkeypatch.setenv(BACKEND_ENV, forced)
         r = SplatRenderer(8, 8, context=gl_context)
         assert r.backend == forced
@@ -340,7 +372,8 @@ def test_renders_only_when_something_changed(renderer):
         assert controller.tick() is None
         assert renderer.renders == count
     # Re-sorting follows the view direction only: pan, zoom, FOV, size and background reuse the order.
-    assert renderer.sorts == 3  # first scene, orbit, new scene
+    # (The engine's rasterizer orders the Gaussians inside every render: nothing to reuse.)
+    assert renderer.sorts == (0 if renderer.backend == "engine" else 3)  # first scene, orbit, new scene
 
 
 def test_camera_motion_renders_reduced_resolution_then_one_full_frame(renderer):

@@ -4,7 +4,9 @@ premultiplied blending) or, where OpenGL is itself a software rasterizer, the CP
 It owns a *standalone* moderngl context (EGL on Linux, so it needs no X server), draws into a float32
 framebuffer and reads the pixels back into numpy. It never touches the context Dear PyGui draws with.
 On a software GL (Mesa llvmpipe / softpipe, what machines without a GPU get) the ``auto`` backend draws
-with ``cpu_splatter`` instead, 2-3x faster there (the context is still made, to ask which GL it is).
+with ``cpu_splatter`` instead, 2-3x faster there (the context is still made, to ask which GL it is), or,
+when a CUDA GPU with gsplat is there all the same (a headless or remote session), with the engine's
+rasterizer on that GPU (``engine_splatter``).
 
 Threading: an OpenGL context is current in one thread at a time, so every method of a ``SplatRenderer``
 must be called from the thread that created it. The studio creates it inside ``RenderThread``;
@@ -23,6 +25,7 @@ import numpy as np
 
 from core.paths import SHADERS_DIR
 from persona_studio.viewport.cpu_splatter import CpuCompositor
+from persona_studio.viewport.engine_splatter import EngineSplatter, gpu_splatting_problem
 from persona_studio.viewport.scene import SplatScene
 
 # Per-splat vertex attributes, packed as float32: centre xyz, sigma, rgb, opacity; each splat's row is
@@ -30,8 +33,8 @@ from persona_studio.viewport.scene import SplatScene
 _SPLAT_LAYOUT = ("3f 1f 3f 1f", "center", "sigma", "color", "opacity")
 _CORNERS_PER_SPLAT = 4
 _QUAD_TRIANGLES = np.array([0, 1, 2, 2, 1, 3], dtype=np.uint32)  # corners (-1,-1), (1,-1), (-1,1), (1,1)
-BACKENDS = ("auto", "gl", "cpu")
-BACKEND_ENV = "PERSONA_VIEWPORT_BACKEND"  # overrides the "auto" choice (gl / cpu), e.g. to compare them
+BACKENDS = ("auto", "gl", "cpu", "engine")
+BACKEND_ENV = "PERSONA_VIEWPORT_BACKEND"  # overrides the "auto" choice (gl / cpu / engine), e.g. to compare them
 # GL_RENDERER names of Mesa's software rasterizers, where the CPU compositor is faster.
 SOFTWARE_GL = ("llvmpipe", "softpipe", "swrast")
 
@@ -72,6 +75,14 @@ def is_software_gl(ctx: moderngl.Context) -> bool:
     return any(name in renderer for name in SOFTWARE_GL)
 
 
+def auto_backend(software_gl: bool, gpu_splatting: bool) -> str:
+    """The viewport backend "auto" means: GL quads on a hardware GL; on a software GL the engine's
+    rasterizer when gsplat can draw on a CUDA GPU (``gpu_splatting``), else the CPU compositor."""
+    if not software_gl:
+        return "gl"
+    return "engine" if gpu_splatting else "cpu"
+
+
 def load_shader_sources() -> tuple[str, str]:
     """Vertex and fragment shader sources from ``shaders/``."""
     return (SHADERS_DIR / "splat.vert").read_text(), (SHADERS_DIR / "splat.frag").read_text()
@@ -108,8 +119,10 @@ class SplatRenderer:
                  antialiased: bool = False, near_plane: float = 0.01, far_plane: float = 1000.0,
                  context: moderngl.Context | None = None, sort: bool = True, backend: str = "auto"):
         """``context``: share an existing standalone context (tests); by default the renderer makes its own.
-        ``backend``: "gl", "cpu" (``cpu_splatter``), or "auto": "cpu" on a software GL, else "gl"; the
-        environment variable ``PERSONA_VIEWPORT_BACKEND`` (gl / cpu) overrides "auto"."""
+        ``backend``: "gl", "cpu" (``cpu_splatter``), "engine" (``core.render.rasterize``: gsplat on a CUDA GPU
+        when it can, else the engine's CPU rasterizer), or "auto": on a software GL "engine" when gsplat
+        can draw on a CUDA GPU, else "cpu"; on a hardware GL "gl". The environment variable
+        ``PERSONA_VIEWPORT_BACKEND`` (gl / cpu / engine) overrides "auto"."""
         if backend == "auto":
             backend = os.environ.get(BACKEND_ENV, "").strip().lower() or "auto"
         if backend not in BACKENDS:
@@ -117,12 +130,17 @@ class SplatRenderer:
         self._owns_context = context is None
         self.ctx: moderngl.Context | None = context or create_gl_context()
         if backend == "auto":
-            backend = "cpu" if is_software_gl(self.ctx) else "gl"
+            software = is_software_gl(self.ctx)
+            backend = auto_backend(software, software and gpu_splatting_problem() is None)
         self.backend = backend
         self._cpu: CpuCompositor | None = None
+        self._engine: EngineSplatter | None = None
         self.program: moderngl.Program | None = None
-        if backend == "cpu":
-            self._cpu = CpuCompositor()
+        if backend in ("cpu", "engine"):
+            if backend == "cpu":
+                self._cpu = CpuCompositor()
+            else:
+                self._engine = EngineSplatter("cuda" if gpu_splatting_problem() is None else "cpu")
             if self._owns_context:  # only needed to ask which GL this is
                 self.ctx.release()
                 self.ctx, self._owns_context = None, False
@@ -157,7 +175,7 @@ class SplatRenderer:
         if (width, height) == (self.width, self.height):
             return
         self.width, self.height = width, height
-        if self._cpu is not None:
+        if self.program is None:  # no GL framebuffer to resize
             return
         if self._fbo is not None:
             self._fbo.release()
@@ -177,7 +195,9 @@ class SplatRenderer:
             if obj is not None:
                 obj.release()
         self._vao = self._vertices = self._indices = None
-        if scene is None or scene.count == 0 or self._cpu is not None:
+        if self._engine is not None:
+            self._engine.set_scene(scene)
+        if scene is None or scene.count == 0 or self.program is None:
             return
         packed = np.concatenate(
             [scene.means, scene.scales[:, None], scene.colors, scene.opacities[:, None]], axis=1).astype(np.float32)
@@ -229,7 +249,10 @@ class SplatRenderer:
         K = np.asarray(K, dtype=np.float64)
         if out is None:
             out = np.empty((self.height, self.width, 4), np.float32)
-        if self._cpu is not None:
+        if self._engine is not None:  # it sorts for itself
+            self._engine.draw(viewmat, K, self.eps2d, self.antialiased, self.near_plane, self.far_plane,
+                              self.background, opaque, out)
+        elif self._cpu is not None:
             self._render_cpu(viewmat, K, opaque, out)
         else:
             self._render_gl(viewmat, K, opaque, out)
@@ -282,5 +305,7 @@ class SplatRenderer:
                 obj.release()
         if self._cpu is not None:
             self._cpu.close()
+        if self._engine is not None:
+            self._engine.close()
         if self._owns_context:
             self.ctx.release()
