@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA checks in one go, for an NVIDIA machine with torch (CUDA build), nvcc and gsplat 1.5.3 installed:
 # builds gsplat's extension (once; timed), runs the rasterizer tests (the gsplat-vs-CPU comparison
-# included) and the CUDA training tests, benchmarks/raster.py with gsplat beside our CPU backend, and
+# included), the CUDA training tests and the viewport tests (gsplat drawing the viewport), benchmarks/raster.py with gsplat beside our CPU backend, and
 # benchmarks/training.py (training steps on the CPU and on CUDA). Logs and JSON go to OUTDIR.
 #
 #     bash benchmarks/gpu_check.sh OUTDIR            # everything
@@ -27,7 +27,8 @@ from gsplat.cuda._backend import _C
 print("gsplat extension:", "ready" if _C is not None else "NOT BUILT", f"in {time.time() - start:.0f} s")
 PY
 echo "== rasterizer and CUDA training tests"
-python3 -m pytest -q -ra -p no:cacheprovider tests/test_render.py tests/test_cuda_training.py 2>&1 | tail -30 \
+python3 -m pytest -q -ra -p no:cacheprovider tests/test_render.py tests/test_cuda_training.py \
+  tests/test_viewport.py 2>&1 | tail -30 \
   | tee "$out/tests.log"
 echo "== training steps, CPU and CUDA"
 python3 benchmarks/training.py --json "$out/training_preview.json" 2>&1 | tee "$out/training.txt"

@@ -189,7 +189,7 @@ def test_backends_agree_on_a_dense_figure(gl_context):
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs an NVIDIA GPU")
-def test_engine_backend_draws_on_the_gpu_where_it_can(gl_context):
+def test_engine_backend_draws_on_the_gpu_where_it_can():
     """With a CUDA GPU and gsplat, the engine backend renders there and reads the frame back through
     pinned memory; its image equals the CPU compositor's (the CPU path runs in the tests above)."""
     from persona_studio.viewport.demo_figure import demo_figure
@@ -202,7 +202,7 @@ def test_engine_backend_draws_on_the_gpu_where_it_can(gl_context):
     camera.frame(*scene.bounds())
     images = {}
     for backend in ("cpu", "engine"):
-        r = SplatRenderer(96, 128, background=(0.2, 0.3, 0.4), context=gl_context, backend=backend)
+        r = SplatRenderer(96, 128, background=(0.2, 0.3, 0.4), backend=backend)  # no GL needed
         r.set_scene(scene)
         images[backend] = r.render(camera.viewmat(), camera.K())
         if backend == "engine":
@@ -230,6 +230,26 @@ def test_auto_backend_picks_the_cpu_compositor_on_software_gl(gl_context, monkey
         r.release()
     with pytest.raises(ValueError, match="backend must be one of"):
         SplatRenderer(8, 8, context=gl_context, backend="vulkan")
+
+
+def test_auto_backend_draws_without_offscreen_gl(monkeypatch):
+    """No EGL/GLX context can be made: "auto" still draws (CPU compositor, or the GPU), "gl" says why not."""
+    from persona_studio.viewport import gl_renderer
+    from persona_studio.viewport.engine_splatter import gpu_splatting_problem
+
+    def no_gl():
+        raise RuntimeError("no EGL display")
+
+    monkeypatch.delenv(gl_renderer.BACKEND_ENV, raising=False)
+    monkeypatch.setattr(gl_renderer, "create_gl_context", no_gl)
+    r = gl_renderer.SplatRenderer(32, 24)
+    assert r.backend == ("engine" if gpu_splatting_problem() is None else "cpu") and r.ctx is None
+    r.set_scene(make_scene([[0.0, 0.0, 0.0]], [[1.0, 0.0, 0.0]], [0.2]))
+    camera = Camera(target=[0.0, 0.0, 0.0], width=32, height=24)
+    assert r.render(camera.viewmat(), camera.K())[12, 16, 0] > 0.9
+    r.release()
+    with pytest.raises(RuntimeError, match="no EGL display"):
+        gl_renderer.SplatRenderer(32, 24, backend="gl")
 
 
 def test_splats_behind_the_camera_are_culled(renderer):

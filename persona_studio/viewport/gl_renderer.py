@@ -118,7 +118,8 @@ class SplatRenderer:
     def __init__(self, width: int = 512, height: int = 512, background=(1.0, 1.0, 1.0), eps2d: float = 0.3,
                  antialiased: bool = False, near_plane: float = 0.01, far_plane: float = 1000.0,
                  context: moderngl.Context | None = None, sort: bool = True, backend: str = "auto"):
-        """``context``: share an existing standalone context (tests); by default the renderer makes its own.
+        """``context``: share an existing standalone context (tests); by default the "gl" and "auto" backends
+        make their own ("auto" without one where none can be made: the CPU compositor or the GPU).
         ``backend``: "gl", "cpu" (``cpu_splatter``), "engine" (``core.render.rasterize``: gsplat on a CUDA GPU
         when it can, else the engine's CPU rasterizer), or "auto": on a software GL "engine" when gsplat
         can draw on a CUDA GPU, else "cpu"; on a hardware GL "gl". The environment variable
@@ -127,10 +128,16 @@ class SplatRenderer:
             backend = os.environ.get(BACKEND_ENV, "").strip().lower() or "auto"
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self._owns_context = context is None
-        self.ctx: moderngl.Context | None = context or create_gl_context()
+        self._owns_context = False
+        self.ctx: moderngl.Context | None = context
+        if self.ctx is None and backend in ("auto", "gl"):
+            try:
+                self.ctx, self._owns_context = create_gl_context(), True
+            except Exception:  # noqa: BLE001 - no offscreen GL at all: "auto" draws without it
+                if backend == "gl":
+                    raise
         if backend == "auto":
-            software = is_software_gl(self.ctx)
+            software = self.ctx is None or is_software_gl(self.ctx)
             backend = auto_backend(software, software and gpu_splatting_problem() is None)
         self.backend = backend
         self._cpu: CpuCompositor | None = None
