@@ -12,7 +12,8 @@ Columns (means over people; the GT body and the fitted body share the mesh, so v
 - kp %: prep's own metric, 2D keypoint error of the fit to mediapipe's points, % of person height;
 - reg % / reg90 %: mean / 90th percentile 2D distance between where the fitted body and the GT body put
   each vertex that the GT body shows in the photo, % of the person's height. This is how far the photo's
-  colours land from their true place on the avatar's surface;
+  colours land from their true place on the avatar's surface; face reg %: the same over the head's
+  vertices (head, jaw, eyes), where a few pixels misplace the features;
 - IoU: bare fitted body mask vs bare GT body mask in the photo;
 - PA-MPJPE: body joints (22) after a similarity Procrustes, mm;
 - bone °: mean angle between fitted and GT world directions of the limb bones (upper/lower arms and legs,
@@ -40,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 BONES = (("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"), ("right_shoulder", "right_elbow"),
          ("right_elbow", "right_wrist"), ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
          ("right_hip", "right_knee"), ("right_knee", "right_ankle"), ("spine1", "neck"), ("neck", "head"))
-COLUMNS = ("kp_pct", "reg_pct", "reg90_pct", "iou", "pa_mpjpe_mm", "bone_deg", "worst_bone_deg", "height_cm",
+COLUMNS = ("kp_pct", "reg_pct", "reg90_pct", "face_reg_pct", "iou", "pa_mpjpe_mm", "bone_deg", "worst_bone_deg", "height_cm",
            "shape_cm", "fit_s")
 
 
@@ -110,6 +111,7 @@ def truth_in_crop(body, person, K_truth: np.ndarray, photo_scale: float, crop):
 
 def score_fit(body, person, params: dict, inputs: dict, photo_scale: float, truth_view, size: int) -> dict:
     """Every column but kp % and fit s for one fit (``params``: prep's SMPL-X arrays, crop camera)."""
+    from core.body.parts import PART_NAMES
     from core.prep.fit import PHOTO_VIEWMAT
     from core.prep.geometry import silhouette_iou
     from core.render.mesh import MeshRenderer, visible_vertices
@@ -125,6 +127,7 @@ def score_fit(body, person, params: dict, inputs: dict, photo_scale: float, trut
     fit_px = pinhole(fit_vertices, PHOTO_VIEWMAT, inputs["K"])
     height_px = np.ptp(truth_px[:, 1])
     distance = np.linalg.norm(fit_px[seen] - truth_px[seen], axis=1) / height_px
+    face = np.isin(body.part_labels, [PART_NAMES.index(part) for part in ("head", "jaw", "eyes")])[seen]
     crop_size = inputs["mask"].shape[0]
     renderer = MeshRenderer()
     fit_mask = renderer.render(fit_vertices, faces, PHOTO_VIEWMAT, inputs["K"], crop_size, crop_size)["mask"]
@@ -133,6 +136,7 @@ def score_fit(body, person, params: dict, inputs: dict, photo_scale: float, trut
     angles = bone_angles(joints, truth_joints)
     return {
         "reg_pct": 100.0 * float(distance.mean()), "reg90_pct": 100.0 * float(np.percentile(distance, 90)),
+        "face_reg_pct": 100.0 * float(distance[face].mean()),
         "iou": silhouette_iou(fit_mask, truth_mask, inputs["valid"]),
         "pa_mpjpe_mm": 1000.0 * procrustes_error(joints[:22], truth_joints[:22]),
         "bone_deg": float(angles.mean()), "worst_bone_deg": float(angles.max()),

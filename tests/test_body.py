@@ -63,6 +63,31 @@ def test_embedded_model_layout(body):
     assert EMBEDDED_MODEL_PATH.stat().st_size < 8e6
 
 
+def test_embedded_model_has_the_51_face_landmarks_on_the_face(body):
+    """tools/face_landmark_embedding.py put SMPL-X's static iBUG points 17..67 on the template: on the
+    front of the head, brows over eyes over nose tip over lips, and mirror pairs across the face."""
+    from core.prep.landmarks import IBUG68_SMPLX_NAMES
+
+    faces_idx, bary = body.smplx.lmk_faces_idx.long(), body.smplx.lmk_bary_coords
+    assert faces_idx.shape == (51,) and bary.shape == (51, 3)
+    assert torch.allclose(bary.sum(1), torch.ones(51), atol=1e-5) and float(bary.min()) >= 0.0
+    points = (bary[:, :, None] * body.v_template[body.faces[faces_idx]]).sum(1).numpy()  # [51, 3]
+    at = dict(zip(IBUG68_SMPLX_NAMES[17:], points))
+    head_labels = [PART_NAMES.index(part) for part in ("head", "jaw", "eyes")]
+    assert np.isin(body.part_labels[body.faces[faces_idx]].numpy(), head_labels).all()
+    ears = body.v_template[body.landmark_vertex_ids[[LANDMARK_NAMES.index("left_ear"),
+                                                      LANDMARK_NAMES.index("right_ear")]]].numpy()
+    assert (points[:, 2] > ears[:, 2].max() + 0.03).all()  # in front of the ears
+    height = [at[name][1] for name in ("right_eye_brow3", "right_eye2", "nose4", "mouth_top", "mouth_bottom")]
+    assert all(upper > lower for upper, lower in zip(height, height[1:])), height
+    assert at["nose4"][2] == points[:, 2].max()  # the nose tip is the most forward point
+    for right, left in (("right_eye1", "left_eye1"), ("right_mouth_1", "left_mouth_1"),
+                        ("right_eye_brow1", "left_eye_brow1"), ("right_nose_1", "left_nose_1")):
+        assert at[right][0] < -0.003 and at[left][0] > 0.003  # +x is the person's left
+        mirrored = at[left] * np.array([-1.0, 1.0, 1.0])
+        assert np.linalg.norm(at[right] - mirrored) < 0.006, (right, at[right], at[left])
+
+
 def test_embedded_model_frame_and_proportions(body, rest):
     """SMPL-X frame: y up, the person faces +z, +x is the person's left; an adult height."""
     v = body.v_template.numpy()

@@ -107,9 +107,9 @@ def test_keypoint_index_maps_joints_landmarks_and_fingertips(model):
     assert where["nose"] == len(JOINT_NAMES) + surface.names.index("nose")
     assert where["left_index"] == len(JOINT_NAMES) + surface.names.index("left_index_tip")  # fingertip
     assert where["right_big_toe"] == len(JOINT_NAMES) + surface.names.index("right_big_toe")
-    # The embedded CC0 model has no face-landmark embedding: the 68 iBUG points are skipped.
-    assert where["nose1"] == -1 and where["right_contour_1"] == -1
-    assert (index >= 0).sum() == 61
+    # The embedded CC0 model carries the 51 static iBUG points; the jaw contour (17 points) is not static.
+    assert where["nose1"] == len(JOINT_NAMES) + surface.names.index("nose1") and where["right_contour_1"] == -1
+    assert (index >= 0).sum() == 61 + 51
 
 
 def test_face_landmarks_of_a_user_smplx_are_used():
@@ -231,6 +231,41 @@ def test_fit_recovers_a_synthetic_pose(model):
         # Shoulders: the upper arm points where it should.
         arm = [f"{side}_shoulder", f"{side}_elbow"]
         assert degrees(direction(true_joints, *arm), direction(fit_joints, *arm)) < 20.0, arm
+
+
+
+def test_face_points_turn_the_head_and_open_the_jaw(model):
+    """A head turned and tilted on the neck with the jaw open, seen from the front, keypoints with 2 px
+    detector noise: the 51 face points hold the head's orientation closer than the five head points
+    alone (``face_keypoints=0``: nose, eyes, ears), and they alone see the jaw."""
+    body = np.zeros((21, 3), np.float32)
+    body[JOINT_INDEX["neck"] - 1] = (0.15, 0.35, 0.0)
+    body[JOINT_INDEX["head"] - 1] = (0.2, 0.35, 0.15)
+    truth = _params(model, body_pose=body, jaw_pose=[0.25, 0.0, 0.0], transl=[0.0, 0.25, -2.6])
+    size, K = 512, _camera()
+    mask = render_geometry(model, truth, K, size, size)["mask"]
+    clean = F.project_keypoints(model, truth, FITTING_NAMES, K)
+    conf = np.where(np.isfinite(clean[:, 0]), 0.9, 0.0).astype(np.float32)
+
+    def head_rotation(params):
+        with torch.no_grad():
+            out = model(**{k: torch.as_tensor(v)[None] for k, v in params.items()})
+        return out.joint_transforms[0, JOINT_INDEX["head"], :3, :3].numpy().astype(np.float64)
+
+    def degrees(a, b):
+        return np.degrees(np.arccos(np.clip((np.trace(a.T @ b) - 1.0) / 2.0, -1.0, 1.0)))
+
+    with_face = F.FitWeights().face_keypoints
+    head, jaw = {with_face: [], 0.0: []}, {with_face: [], 0.0: []}
+    for seed in (1, 2):
+        pixels = np.nan_to_num(clean) + np.random.default_rng(seed).normal(0.0, 2.0, clean.shape)
+        for weight in head:
+            fit = F.fit_smplx(model, FITTING_NAMES, pixels, conf, mask, K, weights=F.FitWeights(face_keypoints=weight))
+            head[weight].append(degrees(head_rotation(fit.params), head_rotation(truth)))
+            jaw[weight].append(float(fit.params["jaw_pose"][0]))
+    head, jaw = {w: np.mean(v) for w, v in head.items()}, {w: np.mean(v) for w, v in jaw.items()}
+    assert head[with_face] < 5.0 and head[with_face] < head[0.0], head
+    assert abs(jaw[with_face] - 0.25) < 0.1 and jaw[0.0] < 0.1, jaw
 
 
 def _bone_directions(joints: np.ndarray, rng: np.random.Generator, noise_deg: float) -> BoneDirections:

@@ -19,7 +19,9 @@ What it does (anny frame: z up, the person faces -y, +x is the person's left, me
    reproduce the joints' affine fit over the whole shape space and ignore expressions, ``posedirs`` = 0;
 5. rotates everything into the SMPL-X frame (y up, faces +z, +x = the person's left) and writes an
    npz that ``smplx.SMPLX`` loads, plus our own keys (landmark vertex ids, part labels, names,
-   format version).
+   format version);
+6. finds SMPL-X's 51 static face landmarks on the template (``face_landmark_embedding``: mediapipe's
+   face mesh on renders of the head).
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ from core.body.model_file import EMBEDDED_MODEL_PATH, FORMAT_VERSION  # noqa: E4
 from core.body.parts import PART_NAMES, part_labels_from_weights  # noqa: E402
 from core.body.skeleton import JOINT_INDEX, JOINT_NAMES, LANDMARK_NAMES, NUM_JOINTS, PARENTS  # noqa: E402
 from core.io.npz import save_npz  # noqa: E402
+from tools.face_landmark_embedding import face_landmark_arrays  # noqa: E402
 
 SHAPE_SPACE_DIM = 300  # smplx splits shapedirs [V, 3, 400] into 300 shape + 100 expression columns
 EXPRESSION_SPACE_DIM = 100
@@ -429,7 +432,7 @@ def build(num_betas: int, samples: int, seed: int, min_age: float, max_age: floa
         "hands_componentsr": hand_identity,
         "hands_meanl": np.zeros(45, dtype=np.float32),
         "hands_meanr": np.zeros(45, dtype=np.float32),
-        "lmk_faces_idx": np.zeros(0, dtype=np.int64),  # no FLAME-style face landmarks on this topology
+        "lmk_faces_idx": np.zeros(0, dtype=np.int64),  # filled by main(): face_landmark_embedding
         "lmk_bary_coords": np.zeros((0, 3), dtype=np.float32),
         # Ours (smplx ignores them).
         "format_version": np.array(FORMAT_VERSION),
@@ -457,7 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out.name.startswith("smplx_"):
         parser.error("--out must be named smplx_*.npz (smplx.create picks the model type from the name)")
     arrays = build(args.num_betas, args.samples, args.seed, args.min_age, args.max_age)
-    save_npz(args.out, arrays)
+    landmarks, miss = face_landmark_arrays(arrays)
+    print(f"face landmarks: rays missed by {1000 * miss.max():.1f} mm at worst")
+    save_npz(args.out, {**arrays, **landmarks})
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
     return 0
 

@@ -4,10 +4,12 @@ Objective (2D residuals are measured in units of the person's height in pixels, 
 depend on the image size):
 - keypoints: confidence-weighted Geman-McClure penalty on the reprojection error of every fitting
   keypoint the body model has: its 55 joints (hips, knees, wrists, finger joints ...) and surface
-  landmarks (nose, eyes, ears, toes, heels, fingertips). The 68 iBUG face points are used only when
-  the model file carries SMPL-X's face-landmark embedding (``lmk_faces_idx``: the 51 brow/eye/nose/
-  mouth points of a licensed SMPL-X); the embedded CC0 model has none, so its jaw, eyes and
-  expression are not observed and stay at zero.
+  landmarks (nose, eyes, ears, toes, heels, fingertips), and the 51 brow/eye/nose/lip points of the
+  iBUG-68 layout through the model file's face-landmark embedding (``lmk_faces_idx``: a licensed
+  SMPL-X's own, or for the embedded CC0 model the one ``tools/face_landmark_embedding.py`` found with
+  mediapipe's face mesh). Together the face points weigh like a few body keypoints
+  (``FitWeights.face_keypoints``): they turn and tilt the head and open the jaw; without them the
+  head is seen through five points only and the photo's face lands misplaced on the avatar.
 - silhouette: a subset of body vertices (one per 3 cm cell, set 2 cm inwards along the normal)
   drawn as isotropic Gaussians with ``core.render.rasterize`` at low resolution (160 px); squared
   difference of its alpha to the person mask, inside the photo only (crop padding is unknown, not
@@ -68,6 +70,9 @@ class FitWeights:
     keypoints: float = 1.0
     robust_sigma: float = 0.2  # Geman-McClure scale, fraction of the person's height
     hand_keypoints_stage2: float = 0.2  # hands count less before the hand pose is free
+    # The 51 face points (with a face-landmark embedding) together count like a few body keypoints: they
+    # turn the head, the body's keypoints place the body.
+    face_keypoints: float = 0.1
     silhouette: float = 0.0075  # measured on dressed synthetic people: stronger pulls the bare body into the clothes
     silhouette_start: float = 0.5  # fraction of the body stage before the silhouette term starts
     joint_limits: float = 10.0
@@ -380,7 +385,8 @@ class KeypointTargets:
     Attributes:
         pixels: ``[K', 2]`` detected positions; conf ``[K']`` > 0.
         point: ``[K']`` row in ``[joints (55), surface points]``.
-        is_hand: ``[K']`` finger joints and tips; is_torso: ``[K']`` shoulders and hips.
+        is_hand: ``[K']`` finger joints and tips; is_torso: ``[K']`` shoulders and hips; is_face: ``[K']`` the
+            51 brow, eye, nose and lip points (only with a face-landmark embedding).
     """
 
     pixels: torch.Tensor
@@ -388,6 +394,7 @@ class KeypointTargets:
     point: torch.Tensor
     is_hand: torch.Tensor
     is_torso: torch.Tensor
+    is_face: torch.Tensor
 
 
 @dataclass
@@ -434,12 +441,14 @@ def keypoint_targets(names, keypoints: np.ndarray, conf: np.ndarray, surface: Su
     used = (index >= 0) & (conf > 0)
     hands = np.array([_is_hand_keypoint(n) for n in names], bool)
     torso = np.array([n in _TORSO for n in names], bool)
+    face = np.isin(np.asarray(names), _STATIC_FACE_NAMES)
     return KeypointTargets(
         pixels=torch.as_tensor(np.asarray(keypoints, np.float32)[used]),
         conf=torch.as_tensor(conf[used]),
         point=torch.as_tensor(index[used]),
         is_hand=torch.as_tensor(hands[used]),
         is_torso=torch.as_tensor(torso[used]),
+        is_face=torch.as_tensor(face[used]),
     )
 
 
@@ -571,6 +580,7 @@ class FitObjective:
         conf = targets.conf
         if stage in ("limbs", "body"):
             conf = torch.where(targets.is_hand, conf * w.hand_keypoints_stage2, conf)
+        conf = torch.where(targets.is_face, conf * w.face_keypoints, conf)
         loss = (w.keypoints * self.keypoint_term(points, conf) + self.prior_term(params)
                 + w.bone_directions * self.direction_term(every_point))
         if stage == "limbs":  # limbs only: the torso's bones run between BlazePose's hips, lower than the model's
@@ -749,7 +759,11 @@ def fit_metrics(projected: np.ndarray, keypoints: np.ndarray, conf: np.ndarray, 
         "person_height_px": float(height_px),
     }
     if names is not None:
-        body = usable & ~np.array([_is_hand_keypoint(n) for n in names], bool)
+        hands = np.array([_is_hand_keypoint(n) for n in names], bool)
+        face = np.isin(np.asarray(names), _STATIC_FACE_NAMES)
+        body = usable & ~hands & ~face
         metrics["body_keypoint_error_pct"] = 100.0 * mean(body) / height_px
         metrics["body_keypoints_used"] = int(body.sum())
+        if (usable & face).any():
+            metrics["face_keypoint_error_pct"] = 100.0 * mean(usable & face) / height_px
     return metrics

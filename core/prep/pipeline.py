@@ -21,7 +21,7 @@ from core.prep.landmarks import bone_directions, keypoints_for_fitting
 from core.prep.perception import perceive_photo
 from core.subject import SUBJECT_FORMAT, Subject, file_hash
 
-PREP_VERSION = 2  # bump when prep's outputs change, so older cached Subjects are recomputed
+PREP_VERSION = 3  # bump when prep's outputs change, so older cached Subjects are recomputed
 CUT_OFF_WEIGHT = 0.2  # confidence multiplier for limb points mediapipe guessed at a cut-off border
 CUT_OFF_BAND = 0.1  # a limb "reaches" a cut-off border within this fraction of the person's height
 DEBUG_PNG = "debug.png"
