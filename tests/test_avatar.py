@@ -108,3 +108,32 @@ def test_unseen_colors_copy_the_front():
     right_back = (~seen) & (canonical[:, 0] > 0.15)
     assert (out[left_back, 0] > 0.99).all() and (out[right_back, 2] > 0.99).all()
     assert np.array_equal(out[seen], colors[seen])
+
+
+def test_unseen_head_takes_its_sides_not_the_face():
+    """A head-like sphere seen from the front: face (skin) in the middle, hair at the top and sides. Its
+    unseen back gets the hair when the head is filled in 3D (``nearest_in_3d``), the face when copied front
+    to back. A shirt below, also seen from the front only, still gets its front's colour on its back."""
+    rng = np.random.default_rng(0)
+    direction = rng.normal(size=(4000, 3))
+    head = 0.1 * direction / np.linalg.norm(direction, axis=1, keepdims=True) + [0.0, 1.6, 0.0]
+    rel = head - [0.0, 1.6, 0.0]
+    seen_head = rel[:, 2] > 0.0  # the camera sees the front half
+    face = seen_head & (np.hypot(rel[:, 0], rel[:, 1] + 0.02) < 0.06)
+    shirt = np.concatenate([rng.uniform(-0.2, 0.2, (2000, 1)), rng.uniform(1.0, 1.4, (2000, 1)),
+                            rng.choice([-0.1, 0.1], (2000, 1))], 1)
+    canonical = np.concatenate([head, shirt])
+    seen = np.concatenate([seen_head, shirt[:, 2] > 0])
+    skin, hair, red = np.array([0.9, 0.7, 0.6]), np.array([0.1, 0.05, 0.0]), np.array([1.0, 0.0, 0.0])
+    colors = np.zeros((len(canonical), 3), np.float32)
+    colors[:len(head)] = np.where(face[:, None], skin, hair)
+    colors[len(head):] = red
+    in_3d = np.arange(len(canonical)) < len(head)
+    back_of_head = np.zeros(len(canonical), bool)
+    back_of_head[:len(head)] = (rel[:, 2] < -0.05) & (np.hypot(rel[:, 0], rel[:, 1] + 0.02) < 0.04)
+    flat = fill_unseen_colors(colors, seen, canonical)
+    grouped = fill_unseen_colors(colors, seen, canonical, in_3d)
+    assert np.allclose(flat[back_of_head], skin, atol=0.05)  # the face copied to the back of the head
+    assert np.allclose(grouped[back_of_head], hair, atol=0.05)
+    back_of_shirt = ~seen & ~in_3d
+    assert np.allclose(grouped[back_of_shirt], red) and np.array_equal(grouped[seen], colors[seen])

@@ -74,16 +74,32 @@ def build_avatar(body: BodyModel, betas: np.ndarray, config: AvatarConfig,
                       init, torch.as_tensor(PART_PALETTE), config)
 
 
-def fill_unseen_colors(colors: np.ndarray, seen: np.ndarray, canonical: np.ndarray) -> np.ndarray:
-    """Give unseen Gaussians the colour of the nearest seen one in the canonical x-y plane.
+# Parts whose unseen Gaussians take the nearest seen colours in 3D instead of the front's: copying the
+# front to the back puts the face on the back of the head, and the chin (in front of the neck in a
+# frontal projection) down the hidden front of the neck.
+NEAREST_IN_3D_PARTS = ("head", "jaw", "eyes", "neck")
 
-    ``colors [N, 3]``, ``seen [N]`` bool, ``canonical [N, 3]`` star-pose positions (metres). Ignoring
-    depth (z) copies the front of the body to its back, the best guess one photo allows: the back
-    of a shirt is most likely the shirt's colour, not black.
+
+def fill_unseen_colors(colors: np.ndarray, seen: np.ndarray, canonical: np.ndarray,
+                       nearest_in_3d: np.ndarray | None = None) -> np.ndarray:
+    """Give unseen Gaussians the colour of the nearest seen ones (mean of 4).
+
+    ``colors [N, 3]``, ``seen [N]`` bool, ``canonical [N, 3]`` star-pose positions (metres). By default the
+    nearest in the canonical x-y plane: ignoring depth (z) copies the front of the body to its back, the
+    best guess one photo allows for clothes (the back of a shirt is most likely the shirt's colour, not
+    black). Gaussians in ``nearest_in_3d [N]`` (bool; e.g. ``NEAREST_IN_3D_PARTS``) take the nearest seen
+    ones of that same group in 3D instead, so that the back of a head gets the hair and ears at its sides.
     """
     colors = np.array(colors, dtype=np.float32, copy=True)
-    if seen.all() or not seen.any():
-        return colors
+    group = np.zeros(len(colors), bool) if nearest_in_3d is None else np.asarray(nearest_in_3d, bool)
+    for members, axes in ((~group, slice(0, 2)), (group, slice(0, 3))):
+        sources, targets = seen & members, ~seen & members
+        if not sources.any() or not targets.any():
+            continue
+        tree = cKDTree(canonical[sources][:, axes])
+        _, nearest = tree.query(canonical[targets][:, axes], k=min(4, int(sources.sum())))
+        colors[targets] = colors[sources][nearest.reshape(len(nearest), -1)].mean(axis=1)
+    return colors
     tree = cKDTree(canonical[seen][:, :2])
     _, nearest = tree.query(canonical[~seen][:, :2], k=min(4, int(seen.sum())))
     colors[~seen] = colors[seen][nearest.reshape(len(nearest), -1)].mean(axis=1)

@@ -31,7 +31,7 @@ from core.motion import Motion, load_builtin
 from core.motion.rotations import axis_angle_to_quat
 
 # Bump when what generate_frames draws changes: cached frames of another version are redrawn.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 
 def body_extent(avatar: Avatar) -> tuple[float, float]:
