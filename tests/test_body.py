@@ -470,6 +470,7 @@ def test_user_model_in_smplx_layout_loads_without_unpickling(fake_model):
     assert not (fake_model.parent / "fired").exists()
     assert model.source == "user" and model.num_vertices == SMPLX_NUM_VERTICES
     assert (model.num_betas, model.num_expression) == (10, 10)  # v1.0 layout: 10 shape + 10 expression
+    assert model.expression_range is None  # PCA coefficients, unbounded
     assert model.has_pose_correctives
     assert model.landmark_names == LANDMARK_NAMES
     assert model.landmark_vertex_ids.tolist() == list(SMPLX_LANDMARK_VERTEX_IDS)

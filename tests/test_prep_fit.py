@@ -422,6 +422,8 @@ def test_messi_fit_meets_targets(messi_run, model):
                             subject.keypoint_names)
     assert metrics["keypoints_used"] > 40
     assert metrics["keypoint_error_pct"] <= 3.0
+    # The face points open the jaw and move the face; the facial actions stay in their [0, 1] range.
+    assert model.expression_range == (0.0, 1.0) and subject.smplx["expression"].min() > -0.02
     assert metrics["body_keypoint_error_pct"] <= 4.0  # hips/knees are where clothes and the mask disagree
     assert iou >= 0.80
     assert abs(iou - subject.info["fit"]["silhouette_iou"]) < 1e-6

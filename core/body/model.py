@@ -177,6 +177,13 @@ class BodyModel(nn.Module):
         return self._expression_names
 
     @property
+    def expression_range(self) -> tuple[float, float] | None:
+        """Valid range of every expression coefficient: (0, 1) for a file that names its expressions (the
+        embedded model's ARKit-style facial actions: 0 = rest, 1 = full action; a negative value is an
+        anti-action no face makes), None for SMPL-X's unbounded PCA coefficients."""
+        return (0.0, 1.0) if "expression_names" in self.model_file.extras else None
+
+    @property
     def landmark_names(self) -> tuple[str, ...]:
         """Names of ``BodyOutput.landmarks`` (a subset of ``skeleton.LANDMARK_NAMES``, maybe empty)."""
         return self._landmark_names

@@ -17,7 +17,8 @@ depend on the image size):
 - bone directions: ``1 - cos`` between the model's limb and torso bones and BlazePose's metric 3D
   points (``core.prep.landmarks.bone_directions``), which see what 2D keypoints cannot: whether a limb
   points towards or away from the camera, and how the torso is turned.
-- priors: joint-limit hinge (``core.motion.joint_limits``), pose magnitude, betas and expression L2.
+- priors: joint-limit hinge (``core.motion.joint_limits``; and [0, 1] for a model whose expressions are
+  facial actions, ``BodyModel.expression_range``), pose magnitude, betas and expression L2.
 
 Stages (Adam; torch runs single-threaded meanwhile), iteration counts from ``PrepConfig.fit_iterations``:
 1. camera: translation + global orientation from the torso keypoints, depth initialised from the
@@ -522,6 +523,8 @@ class FitObjective:
         self.weights = weights
         self.limits = {name: tuple(torch.as_tensor(b, dtype=torch.float32) for b in bounds)
                        for name, bounds in pose_limits().items()}
+        if getattr(model, "expression_range", None) is not None:  # facial actions in [0, 1]
+            self.limits["expression"] = tuple(torch.full((model.num_expression,), bound) for bound in model.expression_range)
         self.initial_depth = 0.0  # the camera stage's depth prior centre, set once the camera is initialised
 
     def keypoint_term(self, points: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
