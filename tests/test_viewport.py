@@ -223,10 +223,12 @@ def test_auto_backend_picks_the_cpu_compositor_on_software_gl(gl_context, monkey
     assert r.backend == ("gl" if not software else "engine" if gpu_splatting_problem() is None else "cpu")
     r.release()
     assert [auto_backend(False, True), auto_backend(True, True), auto_backend(True, False)] == ["gl", "engine", "cpu"]
+    described = {"gl": "OpenGL", "cpu": "CPU compositor",
+                 "engine": "gsplat (CUDA)" if gpu_splatting_problem() is None else "engine (CPU)"}
     for forced in ("gl", "cpu", "engine"):
         monkeypatch.setenv(BACKEND_ENV, forced)
         r = SplatRenderer(8, 8, context=gl_context)
-        assert r.backend == forced
+        assert r.backend == forced and r.description == described[forced]
         r.release()
     with pytest.raises(ValueError, match="backend must be one of"):
         SplatRenderer(8, 8, context=gl_context, backend="vulkan")

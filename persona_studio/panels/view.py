@@ -63,7 +63,8 @@ class ViewPanel:
                       f"azimuth {math.degrees(cam.azimuth):.0f} deg, elevation {math.degrees(cam.elevation):.0f} deg, "
                       f"distance {cam.distance:.2f} m")
         frame = self.studio.viewport.latest_frame
-        render_ms = f"{1000 * frame.render_seconds:.1f} ms/render" if frame else "no frame yet"
+        render_ms = (f"{1000 * frame.render_seconds:.1f} ms/render ({frame.drawn_by or 'viewport'})" if frame
+                     else "no frame yet")
         rate = self.studio.viewport.frame_rate.rate()
         # The viewport renders only on change, so an idle view has no frame rate to speak of.
         viewport = f"viewport {rate:.0f} fps" if rate > 0 or self.studio.viewport.dirty else "viewport idle"

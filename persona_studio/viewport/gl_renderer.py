@@ -175,6 +175,13 @@ class SplatRenderer:
         self.last_render_seconds = 0.0
         self.last_sorted_at = 0.0  # time.perf_counter() when the last render had its draw order
 
+    @property
+    def description(self) -> str:
+        """What draws the pixels, for the UI: "OpenGL", "CPU compositor", "gsplat (CUDA)" or "engine (CPU)"."""
+        if self._engine is not None:
+            return "gsplat (CUDA)" if self._engine.device.type == "cuda" else "engine (CPU)"
+        return "CPU compositor" if self._cpu is not None else "OpenGL"
+
     # -- state ---------------------------------------------------------------------------------------
     def resize(self, width: int, height: int) -> None:
         """Image size in pixels (GL: a float32 RGBA framebuffer, so blending many splats does not band)."""

@@ -42,12 +42,13 @@ class RenderRequest:
 class RenderedFrame:
     """An opaque viewport image: float32 RGBA ``[H, W, 4]`` (alpha 1), row 0 at the top. ``stamps``: when
     each stage of making it ended (``time.perf_counter()``): render wake-up (the request taken), sort,
-    composite."""
+    composite. ``drawn_by``: the renderer's ``description`` (e.g. "CPU compositor")."""
 
     image: np.ndarray
     serial: int
     render_seconds: float
     stamps: tuple[tuple[str, float], ...] = ()
+    drawn_by: str = ""
 
 
 def _render_with(renderer, request: RenderRequest, current_scene: SplatScene | None,
@@ -60,7 +61,8 @@ def _render_with(renderer, request: RenderRequest, current_scene: SplatScene | N
         renderer.set_scene(request.scene)
     image = renderer.render(request.viewmat, request.K, opaque=True)
     stamps = (("render wake-up", taken_at), ("sort", renderer.last_sorted_at), ("composite", time.perf_counter()))
-    return RenderedFrame(image, request.serial, renderer.last_render_seconds, stamps)
+    return RenderedFrame(image, request.serial, renderer.last_render_seconds, stamps,
+                         getattr(renderer, "description", ""))
 
 
 class InlineRenderer:
