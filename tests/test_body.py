@@ -616,3 +616,35 @@ def test_builder_shape_basis_is_in_standard_deviations(builder):
     np.testing.assert_allclose(fitted.std(0, ddof=1), 1.0, atol=1e-6)  # betas ~ N(0, 1) over the samples
     np.testing.assert_allclose(ratio.sum(), 1.0, atol=1e-9)
     np.testing.assert_allclose(template + np.einsum("nk,vck->nvc", fitted, dirs), samples, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def landmark_tool():
+    """tools/face_landmark_embedding.py as a module."""
+    import importlib.util
+
+    from core.paths import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("face_landmark_embedding",
+                                                  REPO_ROOT / "tools" / "face_landmark_embedding.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_landmark_tool_triangulates_rays_and_snaps_to_the_surface(landmark_tool):
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-0.1, 0.1, (5, 3))
+    origins = np.array([[0.0, 0.0, 1.0], [0.3, 0.0, 0.9], [0.0, 0.3, 0.9]])
+    directions = points[None] - origins[:, None]
+    directions /= np.linalg.norm(directions, axis=-1, keepdims=True)
+    found, miss = landmark_tool.triangulate(origins, directions)
+    assert np.allclose(found, points, atol=1e-9) and miss.max() < 1e-9
+    # Two triangles of a unit square in z = 0; points 1 cm above them snap straight down.
+    triangles = np.array([[[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[1, 0, 0], [1, 1, 0], [0, 1, 0]]], float)
+    above = np.array([[0.2, 0.3, 0.01], [0.8, 0.9, 0.01], [1.5, 0.5, 0.0]])  # the last is off the square
+    which, bary = landmark_tool.snap_to_triangles(above, triangles)
+    assert which.tolist() == [0, 1, 1]
+    snapped = (bary[:, :, None] * triangles[which]).sum(1)
+    assert np.allclose(snapped[:2], [[0.2, 0.3, 0.0], [0.8, 0.9, 0.0]]) and np.allclose(bary.sum(1), 1.0)
+    assert snapped[2, 0] == pytest.approx(1.0) and (bary >= 0).all()  # clamped onto the square's edge
