@@ -100,10 +100,6 @@ def fill_unseen_colors(colors: np.ndarray, seen: np.ndarray, canonical: np.ndarr
         _, nearest = tree.query(canonical[targets][:, axes], k=min(4, int(sources.sum())))
         colors[targets] = colors[sources][nearest.reshape(len(nearest), -1)].mean(axis=1)
     return colors
-    tree = cKDTree(canonical[seen][:, :2])
-    _, nearest = tree.query(canonical[~seen][:, :2], k=min(4, int(seen.sum())))
-    colors[~seen] = colors[seen][nearest.reshape(len(nearest), -1)].mean(axis=1)
-    return colors
 
 
 def sample_image(image: np.ndarray, uv: np.ndarray) -> np.ndarray:

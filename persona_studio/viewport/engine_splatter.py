@@ -36,14 +36,12 @@ class EngineSplatter:
 
     def __init__(self, device: torch.device | str):
         self.device = torch.device(device)
-        self._scene: SplatScene | None = None
         self._tensors: dict[str, torch.Tensor] = {}
         self._host: torch.Tensor | None = None  # [H, W, 4] float32, page-locked on CUDA
         self._copied = torch.cuda.Event() if self.device.type == "cuda" else None
 
     def set_scene(self, scene: SplatScene | None) -> None:
         """Upload ``scene``'s splats to the device (isotropic scales become ``[N, 3]``, rotations identity)."""
-        self._scene = scene
         self._tensors = {}
         if scene is None or scene.count == 0:
             return
