@@ -19,10 +19,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from core.body.model_file import EMBEDDED_MODEL_PATH  # noqa: E402
+from core.camera import camera_center, intrinsics, orbit_camera  # noqa: E402
 from core.io.npz import load_npz, save_npz  # noqa: E402
 from core.prep.landmarks import FACE_MESH_FOR_IBUG68  # noqa: E402
 from core.render.mesh import MeshRenderer, pixel_rays  # noqa: E402
@@ -34,22 +36,6 @@ IMAGE_SIZE = 768
 FIELD = 0.30  # metres across the image at the face
 DISTANCE = 0.6  # metres from the face
 SKIN = (0.85, 0.65, 0.55)
-
-
-def look_at_face(centre: np.ndarray, yaw_deg: float, pitch_deg: float) -> np.ndarray:
-    """World-to-camera ``[4, 4]`` (OpenCV axes) of a camera ``DISTANCE`` in front of ``centre [3]`` (the person
-    faces +z, y up), turned ``yaw_deg`` about the vertical and ``pitch_deg`` about the horizontal, aimed at it."""
-    yaw, pitch = np.radians(yaw_deg), np.radians(pitch_deg)
-    back = np.array([np.sin(yaw) * np.cos(pitch), np.sin(pitch), np.cos(yaw) * np.cos(pitch)])  # centre -> camera
-    forward = -back
-    right = np.cross(forward, [0.0, 1.0, 0.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    rotation = np.stack([right, down, forward])
-    viewmat = np.eye(4)
-    viewmat[:3, :3] = rotation
-    viewmat[:3, 3] = -rotation @ (centre + DISTANCE * back)
-    return viewmat
 
 
 def detect_face_mesh(image: np.ndarray) -> np.ndarray | None:
@@ -68,9 +54,8 @@ def pixel_rays_world(pixels: np.ndarray, viewmat: np.ndarray, K: np.ndarray) -> 
     """The camera centre ``[3]`` and unit world directions ``[P, 3]`` of the rays through ``pixels [P, 2]``
     (corner-origin coordinates)."""
     rays = pixel_rays(K, pixels[:, 0] - 0.5, pixels[:, 1] - 0.5)  # pixel_rays adds the centre's 0.5
-    rotation, translation = viewmat[:3, :3], viewmat[:3, 3]
-    directions = rays @ rotation  # R^T d
-    return -rotation.T @ translation, directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    directions = rays @ viewmat[:3, :3]  # R^T d
+    return camera_center(viewmat), directions / np.linalg.norm(directions, axis=1, keepdims=True)
 
 
 def triangulate(origins: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,12 +76,11 @@ def embed(vertices: np.ndarray, faces: np.ndarray, head_faces: np.ndarray, centr
     to its views' rays ``[51]`` metres) for the mesh ``vertices [V, 3]``, ``faces [F, 3]``; landmarks snap to the
     triangles ``head_faces [H]`` (indices into faces); ``centre [3]`` is where the cameras aim."""
     renderer = MeshRenderer()
-    focal = IMAGE_SIZE * DISTANCE / FIELD
-    K = np.array([[focal, 0.0, IMAGE_SIZE / 2], [0.0, focal, IMAGE_SIZE / 2], [0.0, 0.0, 1.0]])
+    K = intrinsics(IMAGE_SIZE * DISTANCE / FIELD, IMAGE_SIZE, IMAGE_SIZE).double().numpy()
     albedo = np.tile(np.asarray(SKIN, np.float64), (len(vertices), 1))
     origins, directions = [], []
     for yaw, pitch in VIEWS:
-        viewmat = look_at_face(centre, yaw, pitch)
+        viewmat = orbit_camera(torch.as_tensor(centre), DISTANCE, np.radians(yaw), np.radians(pitch)).numpy()
         light = viewmat[:3, :3].T @ np.array([0.3, -0.5, -1.0])  # towards a light above the camera, world axes
         out = renderer.render(vertices, faces, viewmat, K, IMAGE_SIZE, IMAGE_SIZE, vertex_attrs={"albedo": albedo},
                               light={"direction": light, "ambient": 0.25, "diffuse": 0.8}, background=1.0, ssaa=2)
