@@ -111,7 +111,7 @@ def truth_in_crop(body, person, K_truth: np.ndarray, photo_scale: float, crop):
 
 def score_fit(body, person, params: dict, inputs: dict, photo_scale: float, truth_view, size: int) -> dict:
     """Every column but kp % and fit s for one fit (``params``: prep's SMPL-X arrays, crop camera)."""
-    from core.body.parts import PART_NAMES
+    from core.body.parts import FACE_PARTS
     from core.prep.fit import PHOTO_VIEWMAT
     from core.prep.geometry import silhouette_iou
     from core.render.mesh import MeshRenderer, visible_vertices
@@ -127,7 +127,7 @@ def score_fit(body, person, params: dict, inputs: dict, photo_scale: float, trut
     fit_px = pinhole(fit_vertices, PHOTO_VIEWMAT, inputs["K"])
     height_px = np.ptp(truth_px[:, 1])
     distance = np.linalg.norm(fit_px[seen] - truth_px[seen], axis=1) / height_px
-    face = np.isin(body.part_labels, [PART_NAMES.index(part) for part in ("head", "jaw", "eyes")])[seen]
+    face = np.isin(body.part_labels, FACE_PARTS)[seen]
     crop_size = inputs["mask"].shape[0]
     renderer = MeshRenderer()
     fit_mask = renderer.render(fit_vertices, faces, PHOTO_VIEWMAT, inputs["K"], crop_size, crop_size)["mask"]

@@ -29,7 +29,7 @@ from core.avatar.avatar import Avatar
 from core.avatar.build import NEAREST_IN_3D_PARTS, body_params, build_avatar, fill_unseen_colors, sample_image
 from core.avatar.bundle import save_bundle
 from core.avatar.render import pose_avatar, render_posed
-from core.body import PART_NAMES, BodyModel
+from core.body import BodyModel
 from core.config import Config
 from core.errors import UserError
 from core.frames.frameset import FrameSet
@@ -72,8 +72,8 @@ def photo_colors(avatar: Avatar, body: BodyModel, subject: Subject) -> np.ndarra
     seen &= on_person
     colors = np.full((avatar.num_gaussians, 3), 0.5, np.float32)
     colors[seen] = sample_image(subject.image, uv[seen, :2])
-    parts = [PART_NAMES.index(name) for name in NEAREST_IN_3D_PARTS]
-    return fill_unseen_colors(colors, seen, avatar.template.numpy(), np.isin(avatar.part_labels.numpy(), parts))
+    return fill_unseen_colors(colors, seen, avatar.template.numpy(),
+                              np.isin(avatar.part_labels.numpy(), NEAREST_IN_3D_PARTS))
 
 
 def frames_key(subject: Subject, config: Config) -> str:

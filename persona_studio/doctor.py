@@ -104,12 +104,12 @@ def _viewport_backend(renderer: str) -> str:
     import torch
 
     from core.render.backends import gsplat_installed
-    from persona_studio.viewport.gl_renderer import SOFTWARE_GL, auto_backend
+    from persona_studio.viewport.gl_renderer import SOFTWARE_GL, auto_backend, describe_backend
 
     software = any(name in renderer.lower() for name in SOFTWARE_GL)
-    backend = auto_backend(software, torch.cuda.is_available() and gsplat_installed())
-    return {"gl": "OpenGL quads", "cpu": "the CPU compositor (software GL)",
-            "engine": "gsplat on the GPU (software GL), read back through pinned memory"}[backend]
+    gpu = torch.cuda.is_available() and gsplat_installed()
+    backend = auto_backend(software, gpu)
+    return describe_backend(backend, gpu) + (" (software GL)" if software else "")
 
 
 def check_gl() -> Check:
@@ -124,7 +124,7 @@ def check_gl() -> Check:
             failed.append(f"{label}: {str(err)[:80]}")
     detail = "; ".join(found + failed)
     if found:
-        detail += f"; the viewport draws with {_viewport_backend(found[0])}"
+        detail += f"; viewport drawn by: {_viewport_backend(found[0])}"
     return Check("OpenGL (viewport)", bool(found), detail, required=False,
                  fix="apt-get install libegl1 libgl1-mesa-dri (or run under a desktop / Xvfb)")
 

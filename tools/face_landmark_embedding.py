@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from core.body.model_file import EMBEDDED_MODEL_PATH  # noqa: E402
+from core.body.parts import FACE_PARTS  # noqa: E402
 from core.camera import camera_center, intrinsics, orbit_camera  # noqa: E402
 from core.io.npz import load_npz, save_npz  # noqa: E402
 from core.prep.landmarks import FACE_MESH_FOR_IBUG68  # noqa: E402
@@ -125,10 +126,9 @@ def snap_to_triangles(points: np.ndarray, triangles: np.ndarray, candidates: int
 
 def face_landmark_arrays(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """(``{"lmk_faces_idx", "lmk_bary_coords"}``, each landmark's ray miss ``[51]`` metres) for a model
-    file's arrays (``v_template``, ``f``, ``part_labels`` / ``part_names``, the nose among the extra joints)."""
+    file's arrays (``v_template``, ``f``, ``part_labels``, the nose among the extra joints)."""
     vertices, faces = arrays["v_template"].astype(np.float64), arrays["f"].astype(np.int64)
-    parts = [str(n) for n in arrays["part_names"]]
-    head_vertices = np.isin(arrays["part_labels"], [parts.index(part) for part in ("head", "jaw", "eyes")])
+    head_vertices = np.isin(arrays["part_labels"], FACE_PARTS)
     head_faces = np.flatnonzero(head_vertices[faces].all(axis=1))
     extra = [str(n) for n in arrays["extra_joint_names"]]
     nose = vertices[arrays["extra_joint_vertex_ids"][extra.index("nose")]]

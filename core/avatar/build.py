@@ -7,6 +7,7 @@ from scipy.spatial import cKDTree
 
 from core.avatar.avatar import RIGID_PARTS, Avatar, AvatarTopology
 from core.body import PART_NAMES, PART_PALETTE, BodyModel, build_weight_volume, star_pose, subdivide_to_spacing
+from core.body.parts import FACE_PARTS, PART_INDEX
 from core.config import AvatarConfig
 
 
@@ -77,7 +78,7 @@ def build_avatar(body: BodyModel, betas: np.ndarray, config: AvatarConfig,
 # Parts whose unseen Gaussians take the nearest seen colours in 3D instead of the front's: copying the
 # front to the back puts the face on the back of the head, and the chin (in front of the neck in a
 # frontal projection) down the hidden front of the neck.
-NEAREST_IN_3D_PARTS = ("head", "jaw", "eyes", "neck")
+NEAREST_IN_3D_PARTS = FACE_PARTS + (PART_INDEX["neck"],)  # part labels
 
 
 def fill_unseen_colors(colors: np.ndarray, seen: np.ndarray, canonical: np.ndarray,
@@ -87,7 +88,7 @@ def fill_unseen_colors(colors: np.ndarray, seen: np.ndarray, canonical: np.ndarr
     ``colors [N, 3]``, ``seen [N]`` bool, ``canonical [N, 3]`` star-pose positions (metres). By default the
     nearest in the canonical x-y plane: ignoring depth (z) copies the front of the body to its back, the
     best guess one photo allows for clothes (the back of a shirt is most likely the shirt's colour, not
-    black). Gaussians in ``nearest_in_3d [N]`` (bool; e.g. ``NEAREST_IN_3D_PARTS``) take the nearest seen
+    black). Gaussians in ``nearest_in_3d [N]`` (bool; e.g. those of ``NEAREST_IN_3D_PARTS``) take the nearest seen
     ones of that same group in 3D instead, so that the back of a head gets the hair and ears at its sides.
     """
     colors = np.array(colors, dtype=np.float32, copy=True)

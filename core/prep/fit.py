@@ -437,6 +437,11 @@ def _is_hand_keypoint(name: str) -> bool:
     return name.startswith(("left_", "right_")) and name.split("_", 1)[1].startswith(_FINGERTIPS)
 
 
+def _is_face_keypoint(names) -> np.ndarray:
+    """``[K]`` bool: which of ``names`` are the 51 static face points (brows, eyes, nose, lips)."""
+    return np.isin(np.asarray(names), _STATIC_FACE_NAMES)
+
+
 def keypoint_targets(names, keypoints: np.ndarray, conf: np.ndarray, surface: SurfacePoints) -> KeypointTargets:
     """Keep the keypoints that were detected (conf > 0) and that the body model has."""
     index = keypoint_index(names, surface)
@@ -444,7 +449,7 @@ def keypoint_targets(names, keypoints: np.ndarray, conf: np.ndarray, surface: Su
     used = (index >= 0) & (conf > 0)
     hands = np.array([_is_hand_keypoint(n) for n in names], bool)
     torso = np.array([n in _TORSO for n in names], bool)
-    face = np.isin(np.asarray(names), _STATIC_FACE_NAMES)
+    face = _is_face_keypoint(names)
     return KeypointTargets(
         pixels=torch.as_tensor(np.asarray(keypoints, np.float32)[used]),
         conf=torch.as_tensor(conf[used]),
@@ -765,7 +770,7 @@ def fit_metrics(projected: np.ndarray, keypoints: np.ndarray, conf: np.ndarray, 
     }
     if names is not None:
         hands = np.array([_is_hand_keypoint(n) for n in names], bool)
-        face = np.isin(np.asarray(names), _STATIC_FACE_NAMES)
+        face = _is_face_keypoint(names)
         body = usable & ~hands & ~face
         metrics["body_keypoint_error_pct"] = 100.0 * mean(body) / height_px
         metrics["body_keypoints_used"] = int(body.sum())

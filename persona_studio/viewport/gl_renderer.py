@@ -83,6 +83,14 @@ def auto_backend(software_gl: bool, gpu_splatting: bool) -> str:
     return "engine" if gpu_splatting else "cpu"
 
 
+def describe_backend(backend: str, on_gpu: bool) -> str:
+    """What a concrete viewport backend draws with, for people: "OpenGL", "CPU compositor", and for "engine"
+    "gsplat (CUDA)" (``on_gpu``) or "engine (CPU)"."""
+    if backend == "engine":
+        return "gsplat (CUDA)" if on_gpu else "engine (CPU)"
+    return {"gl": "OpenGL", "cpu": "CPU compositor"}[backend]
+
+
 def load_shader_sources() -> tuple[str, str]:
     """Vertex and fragment shader sources from ``shaders/``."""
     return (SHADERS_DIR / "splat.vert").read_text(), (SHADERS_DIR / "splat.frag").read_text()
@@ -177,10 +185,8 @@ class SplatRenderer:
 
     @property
     def description(self) -> str:
-        """What draws the pixels, for the UI: "OpenGL", "CPU compositor", "gsplat (CUDA)" or "engine (CPU)"."""
-        if self._engine is not None:
-            return "gsplat (CUDA)" if self._engine.device.type == "cuda" else "engine (CPU)"
-        return "CPU compositor" if self._cpu is not None else "OpenGL"
+        """What draws the pixels, for the UI (``describe_backend``)."""
+        return describe_backend(self.backend, self._engine is not None and self._engine.device.type == "cuda")
 
     # -- state ---------------------------------------------------------------------------------------
     def resize(self, width: int, height: int) -> None:
