@@ -6,6 +6,7 @@
     python benchmarks/quality.py --quick --align fit scale none   # train once, one table per alignment
     python benchmarks/quality.py --quick --frames oracle          # train on GT renders instead of generated frames
     python benchmarks/quality.py --quick --methods full --set loss.generated.normal=0.1   # one variant only
+    python benchmarks/quality.py --merge results/a.json results/b.json --tag 6people   # one table from runs
 
 Each person (core.synthetic_people, deterministic from its seed) is rendered once from the front as
 the input photo. ``--fit prep`` (default) sends that photo through our real prep (mediapipe mask +
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -55,6 +57,7 @@ METHOD_TITLES = {"mesh": "(a) mesh+photo", "no_balanced": "(b) no balanced", "no
 GROUPS = {"novel poses": ("motion", "random"), "motion poses": ("motion",), "random poses": ("random",),
           "novel views": ("view",), "input view": ("input",)}
 QUICK_SETS = ["train.iterations=150", "frames.warmup_iterations=60", "frames.num_generated=24"]
+SHEET_TITLE_HEIGHT = 22  # pixels of column titles above a contact sheet
 SHEET_LABELS = ("motion", "random", "view")  # one held-out render of each group per subject on the sheet
 ALIGN_TEXT = {"fit": "GT hands/face + fitted shape, global orientation, body pose, scale and shift fitted per frame "
                      "to the GT body's vertices (area-weighted L2; same for all methods)",
@@ -256,10 +259,82 @@ def contact_sheet(results: list[dict], crop: float = 0.6) -> np.ndarray:
             rows.append(row)
     sheet = np.concatenate(rows, axis=0)
     tile_w = sheet.shape[1] // (1 + len(scored_methods(results)))
-    title = np.full((22, sheet.shape[1], 3), 255, np.uint8)
+    title = np.full((SHEET_TITLE_HEIGHT, sheet.shape[1], 3), 255, np.uint8)
     for i, name in enumerate(("ground truth",) + tuple(METHOD_TITLES[m] for m in scored_methods(results))):
         cv2.putText(title, name, (i * tile_w + 4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([title, sheet], axis=0)
+
+
+SAME_RUN_KEYS = ("config", "fit", "align", "frames")  # what runs must share to be merged into one table
+
+
+def merge_runs(paths: list[Path]) -> tuple[dict, list[dict]]:
+    """The results of several runs' JSON files (``paths``) as one run: their first file's metadata and every
+    person, in seed order. Runs must share config, fit, alignment and frames and score the same methods;
+    a person may appear once only. Raises ValueError naming the file that does not fit."""
+    first, results = None, []
+    for path in paths:
+        try:
+            run = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: not a readable quality JSON ({type(err).__name__})") from None
+        if not isinstance(run, dict) or "results" not in run or not all(k in run for k in SAME_RUN_KEYS):
+            raise ValueError(f"{path}: not a quality JSON (no results or run settings)")
+        if first is None:
+            first = run
+        differing = [k for k in SAME_RUN_KEYS if run[k] != first[k]]
+        if differing:
+            raise ValueError(f"{path}: different {', '.join(differing)} from {paths[0]}; only runs of one protocol merge")
+        results += run["results"]
+    seeds = [r["seed"] for r in results]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"a person appears in more than one run (seeds {sorted(seeds)})")
+    if len({tuple(sorted(r["scores"])) for r in results}) != 1:
+        raise ValueError("the runs score different methods")
+    return first, sorted(results, key=lambda r: r["seed"])
+
+
+def merged_header(header: str, seeds: list[int], sources: list[Path]) -> str:
+    """``header`` of one of the merged runs, with the people count and seeds of the merge."""
+    head, _, rest = header.partition(" — ")
+    return (f"Quality on {len(seeds)} synthetic people (seeds {', '.join(map(str, seeds))}) — {rest} "
+            f"Merged from {', '.join(p.name for p in sources)} (same code, config and protocol).")
+
+
+def stack_sheets(paths: list[Path]) -> np.ndarray:
+    """The runs' contact sheets ``paths`` one under the other, the column titles kept once (same columns)."""
+    from core.io.images import load_png
+
+    sheets = [load_png(p, 3) for p in paths]
+    if len({s.shape[1] for s in sheets}) != 1:
+        raise ValueError("the runs' contact sheets have different widths (different methods?)")
+    return np.concatenate([sheets[0]] + [s[SHEET_TITLE_HEIGHT:] for s in sheets[1:]], axis=0)
+
+
+def write_merge(paths: list[Path], out: Path, tag: str) -> int:
+    """``--merge``: one table, JSON and contact sheet from several runs' files."""
+    from core.errors import UserError
+    from core.io.atomic import write_text_atomic
+    from core.io.images import save_png
+
+    try:
+        first, results = merge_runs(paths)
+        sheets = [p.with_suffix(".png") for p in paths]
+        sheet = stack_sheets(sheets) if all(p.exists() for p in sheets) else None
+    except (ValueError, UserError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    header = merged_header(first["header"], [r["seed"] for r in results], paths)
+    name = os.path.commonprefix([p.stem for p in paths]).rstrip("_") + f"_{tag or 'merged'}"
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / f"{name}.md", format_table(results, header))
+    write_text_atomic(out / f"{name}.json", json.dumps({**{k: first[k] for k in SAME_RUN_KEYS}, "header": header,
+                                                        "merged_from": [p.name for p in paths],
+                                                        "results": results}, indent=1))
+    if sheet is not None:
+        save_png(out / f"{name}.png", sheet)
+    print((out / f"{name}.md").read_text())
+    return 0
 
 
 def main() -> int:
@@ -297,7 +372,12 @@ def main() -> int:
     parser.add_argument("--tag", default="", help="appended to the output files' name "
                         "(quality_<preset>[_quick][_<frames>]_<tag>[_<align>], frames unless offline, "
                         "align when several)")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                        help="train nothing: one table (and contact sheet) from these runs' JSON files, which must "
+                             "share code, config and protocol (e.g. seeds 0-3 and 4-5 run apart)")
     args = parser.parse_args()
+    if args.merge:
+        return write_merge(args.merge, Path(args.out), args.tag)
 
     from core.body import BodyModel
     from core.config import config_to_dict, load_preset
