@@ -659,6 +659,7 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, expect
     Per-pixel arithmetic runs in the storage dtype (float32 as in gsplat's CUDA kernels, or float64).
     """
     n_channels = colors.shape[2]
+    rgb_only = n_channels == 3
     tiles_x = (width + TILE_SIZE - 1) // TILE_SIZE
     tiles_per_cam = tiles_x * ((height + TILE_SIZE - 1) // TILE_SIZE)
     n_pix_tile = TILE_SIZE * TILE_SIZE
@@ -705,6 +706,11 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, expect
             cb = g[P_CB]
             half_c = half * g[P_CC]
             opacity = g[P_OPACITY]
+            # RGB (three channels) gets its colours in registers: read from the array, they are reloaded after
+            # every store to accum (the compiler cannot rule out that the arrays overlap)
+            col0 = colors[c, rank, 0] if rgb_only else zero
+            col1 = colors[c, rank, 1] if rgb_only else zero
+            col2 = colors[c, rank, 2] if rgb_only else zero
             # First the falloffs and alphas of every row still to do, then the compositing: the rows' exp()
             # chains are independent and can overlap. One window per footprint: 8 columns when its columns
             # fit, else the tile's 16 (a trained avatar's Gaussians mostly span a few pixels; measured 3-12 %
@@ -735,8 +741,13 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, expect
                         n_done += 1
                         continue
                     weight = alpha * t_before
-                    for ch in range(n_channels):
-                        accum[p, ch] += weight * colors[c, rank, ch]
+                    if rgb_only:
+                        accum[p, 0] += weight * col0
+                        accum[p, 1] += weight * col1
+                        accum[p, 2] += weight * col2
+                    else:
+                        for ch in range(n_channels):
+                            accum[p, ch] += weight * colors[c, rank, ch]
                     trans[p] = next_t
                     log_pixel[log_at] = p
                     log_falloff[log_at] = row_out[col - first]
@@ -777,6 +788,7 @@ def composite_backward(task_first, task_stop, packed, colors, backgrounds, expec
     Gaussian's rows, which are contiguous.
     """
     n_channels = colors.shape[2]
+    rgb_only = n_channels == 3  # colours and their gradients in registers, as in composite_forward
     tiles_x = (width + TILE_SIZE - 1) // TILE_SIZE
     tiles_per_cam = tiles_x * ((height + TILE_SIZE - 1) // TILE_SIZE)
     n_pix_tile = TILE_SIZE * TILE_SIZE
@@ -837,6 +849,12 @@ def composite_backward(task_first, task_stop, packed, colors, backgrounds, expec
             g_c2 = zero
             g_o = zero
             v_colour[:] = zero
+            col0 = colors[c, rank, 0] if rgb_only else zero
+            col1 = colors[c, rank, 1] if rgb_only else zero
+            col2 = colors[c, rank, 2] if rgb_only else zero
+            g_col0 = zero
+            g_col1 = zero
+            g_col2 = zero
             for entry in range(j, j - n_entries, -1):
                 p = log_pixel[entry]
                 falloff = log_falloff[entry]
@@ -846,10 +864,19 @@ def composite_backward(task_first, task_stop, packed, colors, backgrounds, expec
                 t_before = trans[p] * inv_keep
                 trans[p] = t_before
                 weight = alpha * t_before
-                colour_dot = zero
-                for ch in range(n_channels):
-                    colour_dot += colors[c, rank, ch] * v_pix[p, ch]
-                    v_colour[ch] += weight * v_pix[p, ch]
+                if rgb_only:
+                    v0 = v_pix[p, 0]
+                    v1 = v_pix[p, 1]
+                    v2 = v_pix[p, 2]
+                    colour_dot = col0 * v0 + col1 * v1 + col2 * v2
+                    g_col0 += weight * v0
+                    g_col1 += weight * v1
+                    g_col2 += weight * v2
+                else:
+                    colour_dot = zero
+                    for ch in range(n_channels):
+                        colour_dot += colors[c, rank, ch] * v_pix[p, ch]
+                        v_colour[ch] += weight * v_pix[p, ch]
                 v_alpha = t_before * colour_dot - (behind[p] + tail[p]) * inv_keep
                 behind[p] += weight * colour_dot
                 if raw_alpha <= max_alpha:
@@ -871,8 +898,13 @@ def composite_backward(task_first, task_stop, packed, colors, backgrounds, expec
             isect_grads[row, 3] = g_b
             isect_grads[row, 4] = half * g_c2
             isect_grads[row, 5] = g_o
-            for ch in range(n_channels):
-                isect_grads[row, 6 + ch] = v_colour[ch]
+            if rgb_only:
+                isect_grads[row, 6] = g_col0
+                isect_grads[row, 7] = g_col1
+                isect_grads[row, 8] = g_col2
+            else:
+                for ch in range(n_channels):
+                    isect_grads[row, 6 + ch] = v_colour[ch]
 
 
 @njit(**_JIT)
