@@ -119,6 +119,10 @@ class LossConfig:
     # log(scale / start) below log(scale_floor) keeps them covering the surface.
     scale_floor: float = 0.5
     scale_floor_weight: float = 0.0
+    # With optim.lr_photo_pose: sum of squares of the photo's pose correction (radians). Adam moves
+    # every parameter at about its learning rate, so joints the photo says little about would otherwise
+    # wander as far as those it corrects.
+    photo_pose_prior: float = 1.0
 
 
 @dataclass
@@ -133,6 +137,7 @@ class OptimConfig:
     lr_part_colors: float = 1e-2
     lr_smplx: float = 1e-3
     lr_smplx_hands: float = 1e-4
+    lr_photo_pose: float = 0.0  # the photo's orientation and body pose refined in training (0 = kept)
     eps: float = 1e-15
     decay_at: float = 0.75  # fraction of training after which learning rates are divided
     decay_factor: float = 0.1

@@ -115,6 +115,7 @@ def warm_up(avatar: Avatar, body: BodyModel, frame0, config: Config, betas: np.n
     warm_config = copy.deepcopy(config)
     warm_config.train.iterations = steps
     warm_config.ablation.pose_offsets = False
+    warm_config.optim.lr_photo_pose = 0.0  # the photo alone cannot tell its pose error from its colours
     trainer = Trainer(avatar, body, frame0, None, warm_config, betas, expression, device=config_device(config))
     try:
         with single_torch_thread():
@@ -140,15 +141,18 @@ def load_or_generate_frames(path: Path, key: str, avatar: Avatar, body: BodyMode
     return frames
 
 
-def save_preview(path: Path, avatar: Avatar, body: BodyModel, subject: Subject, config: Config) -> float:
-    """Write photo | avatar side by side in the photo's view; returns the masked PSNR (dB) against what the
-    photo steps trained on (the person's own colour at the mask's soft edge, ``core.prep.matting``)."""
+def save_preview(path: Path, avatar: Avatar, body: BodyModel, subject: Subject, config: Config,
+                 smplx: dict[str, np.ndarray] | None = None) -> float:
+    """Write photo | avatar side by side in the photo's view, the avatar posed by ``smplx`` (default: the
+    photo's fit); returns the masked PSNR (dB) against what the photo steps trained on (the person's own
+    colour at the mask's soft edge, ``core.prep.matting``)."""
     from core.losses import psnr
     from core.prep.matting import premultiplied_foreground
 
     h, w = subject.size
     with torch.no_grad():
-        posed = pose_avatar(avatar, body, body_params(subject.smplx), refined=config.ablation.pose_offsets)
+        posed = pose_avatar(avatar, body, body_params(subject.smplx if smplx is None else smplx),
+                            refined=config.ablation.pose_offsets)
         out = render_posed(posed, torch.as_tensor(subject.viewmat), torch.as_tensor(subject.K), w, h, config.render,
                            torch.zeros(3))
     mask = subject.mask[..., None]
@@ -220,13 +224,14 @@ def finish_run(out_dir: Path, trainer: Trainer, body: BodyModel, subject: Subjec
     trainer.save(work / "checkpoint.pt")
     report("save", 0.3, {"detail": "rendering preview.png"})
     avatar = trainer.avatar if trainer.device.type == "cpu" else copy.deepcopy(trainer.avatar).cpu()
-    psnr_value = save_preview(out_dir / "preview.png", avatar, body, subject, trainer.config)
+    smplx = trainer.photo_params(subject.smplx)  # the photo's pose as training refined it
+    psnr_value = save_preview(out_dir / "preview.png", avatar, body, subject, trainer.config, smplx)
     summary = {"steps": trainer.step_index, "iterations": trainer.total, "interrupted": interrupted,
                "photo_psnr": psnr_value, "preset": trainer.config.name, "photo": str(Path(photo)),
                "draw_counts": trainer.sampler.counts.tolist(), "fit": subject.info.get("fit", {}),
                "warnings": subject.info.get("warnings", []), **extra}
     report("save", 0.6, {"detail": "writing the bundle"})
-    save_bundle(out_dir, avatar, body, subject.smplx, summary)
+    save_bundle(out_dir, avatar, body, smplx, summary)
     write_text_atomic(work / "metrics.json", json.dumps(trainer.history))
     return summary
 

@@ -38,6 +38,7 @@ CHECKPOINT_FORMAT = "persona-checkpoint/1"
 # Per-frame SMPL-X correction: which parameters, and whether they use the (slower) hand rate.
 REFINED_PARAMS = {"global_orient": (3, False), "body_pose": (63, False), "transl": (3, False),
                   "left_hand_pose": (45, True), "right_hand_pose": (45, True)}
+PHOTO_REFINED = ("global_orient", "body_pose")  # with optim.lr_photo_pose > 0
 
 
 @dataclass
@@ -193,6 +194,13 @@ class Trainer:
             name: torch.nn.Parameter(torch.zeros(self.num_generated, size, device=self.device))
             for name, (size, _) in REFINED_PARAMS.items()
         })
+        # The photo's own correction (orientation and body pose; its shift along the view is all but unseen
+        # in one image and only wandered): prep's fit misplaces joints by up to half a radian, and every
+        # colour the photo teaches lands where that pose puts it.
+        self.photo_deltas = torch.nn.ParameterDict({
+            name: torch.nn.Parameter(torch.zeros(1, REFINED_PARAMS[name][0], device=self.device))
+            for name in PHOTO_REFINED
+        })
         self.adjacency = losses.mesh_adjacency(avatar.faces, avatar.num_gaussians)
         self.photo_facing = photo_facing(self.avatar, self.body, self.photo)
         self.face_hand_weight = torch.where(avatar.rigid, config.loss.laplacian_offsets_face_hands /
@@ -222,6 +230,8 @@ class Trainer:
             hands = [p for n, p in self.frame_deltas.items() if REFINED_PARAMS[n][1]]
             groups += [{"name": "smplx", "params": body, "lr": o.lr_smplx},
                        {"name": "smplx_hands", "params": hands, "lr": o.lr_smplx_hands}]
+        if o.lr_photo_pose > 0:
+            groups.append({"name": "photo_pose", "params": list(self.photo_deltas.values()), "lr": o.lr_photo_pose})
         for g in groups:
             g["initial_lr"] = g["lr"]
         return torch.optim.Adam(groups, eps=o.eps)
@@ -244,7 +254,7 @@ class Trainer:
     def frame(self, index: int) -> TrainFrame:
         """Training frame ``index`` (0 = photo) with the learned per-frame correction applied."""
         if index == 0:
-            return self.photo
+            return self.refined_photo()
         if index not in self._hands:  # computed once per frame: it never changes
             self._hands[index] = hand_region(self.frames.part_seg[index - 1].astype(np.float32) / 255.0)
         frame = generated_frame(self.frames, index - 1, self.betas, self.expression, self._hands[index])
@@ -255,6 +265,25 @@ class Trainer:
                 params[name] = params[name] + delta[index - 1][None]
         frame.params = params
         return frame
+
+    def refined_photo(self) -> TrainFrame:
+        """The photo's TrainFrame with its learned pose correction (the photo itself when it is not refined)."""
+        if self.config.optim.lr_photo_pose <= 0:
+            return self.photo
+        frame = copy.copy(self.photo)
+        frame.params = {name: value + self.photo_deltas[name] if name in self.photo_deltas else value
+                        for name, value in self.photo.params.items()}
+        return frame
+
+    def photo_params(self, fitted: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``fitted`` (the photo's SMPL-X parameters from prep, flat arrays) with the pose correction training
+        learned added (``optim.lr_photo_pose``; unchanged values when it is off)."""
+        params = dict(fitted)
+        for name, delta in self.photo_deltas.items():
+            if name in params:
+                params[name] = (np.asarray(params[name], np.float32).reshape(-1)
+                                + delta.detach().cpu().numpy().reshape(-1))
+        return params
 
     def _learning_rate_schedule(self) -> None:
         if not self._decayed and self.step_index >= int(self.config.optim.decay_at * self.total):
@@ -325,6 +354,8 @@ class Trainer:
             "reg_colors": l.laplacian_colors * losses.laplacian_loss(a.colors, adj),
             "reg_scale_floor": l.scale_floor_weight * losses.scale_floor_loss(a.log_scales, a.init_scales,
                                                                               l.scale_floor),
+            **({"reg_photo_pose": l.photo_pose_prior * sum((d ** 2).sum() for d in self.photo_deltas.values())}
+               if self.config.optim.lr_photo_pose > 0 else {}),
         }
 
     @property
@@ -348,6 +379,7 @@ class Trainer:
             "decayed": self._decayed,
             "avatar": self.avatar.state_dict(),
             "frame_deltas": {k: v.detach().clone() for k, v in self.frame_deltas.items()},
+            "photo_deltas": {k: v.detach().clone() for k, v in self.photo_deltas.items()},
             "optimizer": self.optimizer.state_dict(),
             "sampler": {k: torch.as_tensor(v) for k, v in self.sampler.state_dict().items()},
             "history": {k: torch.tensor([h[k] for h in self.history]) for k in ("step", "frame", "loss", "psnr", "kind")},
@@ -375,6 +407,8 @@ class Trainer:
         with torch.no_grad():
             for k, v in state["frame_deltas"].items():
                 self.frame_deltas[k].copy_(v)
+            for k, v in state.get("photo_deltas", {}).items():
+                self.photo_deltas[k].copy_(v)
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict({k: v.numpy() for k, v in state["sampler"].items()})
         self.step_index = int(state["step"])

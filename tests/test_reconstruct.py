@@ -15,6 +15,7 @@ from core.avatar.bundle import load_bundle
 from core.config import load_preset
 from core.paths import REPO_ROOT
 from core.reconstruct import reconstruct
+from core.subject import Subject
 from core.trainer import config_device
 
 PHOTO = Path("/usr/share/doc/opencv-doc/examples/data/messi5.jpg")
@@ -28,7 +29,7 @@ pytestmark = [pytest.mark.slow,
 
 
 def test_reconstruct_stop_and_resume(tmp_path):
-    config = load_preset("preview", TINY)
+    config = load_preset("preview", TINY + ["optim.lr_photo_pose=1e-2"])
     stop = threading.Event()
     stages = []
 
@@ -52,6 +53,14 @@ def test_reconstruct_stop_and_resume(tmp_path):
     history = json.loads((out / "work" / "metrics.json").read_text())
     assert [h["step"] for h in history] == list(range(1, 9))
     assert np.isfinite([h["loss"] for h in history]).all()
+    # the bundle carries the photo's pose as training refined it: prep's fit plus the learned correction
+    fitted = Subject.load(out / "work" / "subject").smplx
+    correction = torch.load(out / "work" / "checkpoint.pt", weights_only=True)["photo_deltas"]
+    for name in ("global_orient", "body_pose"):
+        expected = np.asarray(fitted[name], np.float32).reshape(-1) + correction[name].numpy().reshape(-1)
+        assert np.allclose(manifest2["subject"][name], expected, atol=1e-6), name
+    assert correction["body_pose"].abs().max() > 0
+    assert np.allclose(manifest2["subject"]["betas"], np.asarray(fitted["betas"]).reshape(-1))
 
 
 def test_cli_reconstruct_and_bad_photo(tmp_path):

@@ -64,22 +64,27 @@ def test_training_lowers_loss_and_raises_photo_psnr(setup):
     assert 0.35 < trainer.sampler.photo_fraction < 0.65  # balanced: about half the draws are the photo
 
 
+REFINE_PHOTO = {"optim.lr_photo_pose": 1e-2}
+
+
 def test_resume_gives_the_same_parameters(setup, tmp_path):
     with single_torch_thread():  # as reconstruct trains: reductions in a fixed order
-        straight = make_trainer(setup)
+        straight = make_trainer(setup, **REFINE_PHOTO)
         for _ in range(6):
             straight.step()
-        first = make_trainer(setup)
+        first = make_trainer(setup, **REFINE_PHOTO)
         for _ in range(3):
             first.step()
         first.save(tmp_path / "ckpt.pt")
-        resumed = make_trainer(setup)
+        resumed = make_trainer(setup, **REFINE_PHOTO)
         resumed.load(tmp_path / "ckpt.pt")
         for _ in range(3):
             resumed.step()
     for k, v in straight.avatar.state_dict().items():
         assert torch.equal(v, resumed.avatar.state_dict()[k]), k
     assert straight.sampler.counts.tolist() == resumed.sampler.counts.tolist()
+    for k, v in straight.photo_deltas.items():  # the photo's pose correction resumes too
+        assert torch.equal(v, resumed.photo_deltas[k]) and v.abs().max() > 0, k
 
 
 def test_live_weight_change_applies_at_next_step(setup):
@@ -297,3 +302,57 @@ def test_outside_mask_finds_centres_over_the_backdrop(setup):
     points = torch.stack([world_point(int(rows[0]), int(cols[0])), world_point(int(empty_rows[0]), int(empty_cols[0])),
                           world_point(int(rows[0]), int(cols[0]) + 10_000), world_point(int(rows[0]), int(cols[0]), -3.0)])
     assert outside_mask(points, photo).tolist() == [False, True, True, True]
+
+
+def _photo_pose_trainer(setup, lr_photo_pose: float, error: float):
+    """Photo-only training of the photo-textured avatar, frozen (every avatar learning rate 0), with the
+    photo's fitted pose wrong by ``error`` rad on the left shoulder; returns (trainer, the true pose)."""
+    body, _, subject, _ = setup
+    frozen = {f"optim.{k}": 0.0 for k in ("lr_offsets", "lr_triplane", "lr_mlp", "lr_scales", "lr_colors",
+                                          "lr_part_colors")}
+    trainer = make_trainer(setup, **frozen, **{"frames.num_generated": 0, "optim.lr_photo_pose": lr_photo_pose})
+    trainer.frames, trainer.num_generated = None, 0
+    trainer.sampler = type(trainer.sampler)(0, 0.5, balanced=True, seed=0)
+    with torch.no_grad():
+        trainer.avatar.colors.copy_(torch.as_tensor(photo_colors(trainer.avatar, body, subject)))
+    truth = trainer.photo.params["body_pose"].clone()
+    wrong = truth.clone()
+    wrong[0, 15 * 3 + 2] += error
+    trainer.photo.params = {**trainer.photo.params, "body_pose": wrong}
+    return trainer, truth
+
+
+def test_training_refines_a_misfitted_photo_pose(setup):
+    """With ``optim.lr_photo_pose`` the photo's pose is learned too: an avatar that is right pulls a wrongly
+    fitted shoulder back to where the photo shows the arm, and the prior keeps the joints the error does not
+    touch in place. Off (0), the photo keeps its fitted pose."""
+    from core.body.skeleton import JOINT_NAMES
+
+    body = setup[0]
+    joints = [JOINT_NAMES.index(n) for n in ("left_wrist", "right_wrist", "head")]
+
+    def joint_error(trainer, truth) -> np.ndarray:
+        """Distances (cm) of the checked joints from where the photo shows them."""
+        with torch.no_grad():
+            right = body(**{**trainer.photo.params, "body_pose": truth}).joints[0, joints]
+            now = body(**trainer.refined_photo().params).joints[0, joints]
+        return 100 * (now - right).norm(dim=-1).numpy()
+
+    with single_torch_thread():
+        trainer, truth = _photo_pose_trainer(setup, 1e-2, 0.2)
+        before = joint_error(trainer, truth)
+        for _ in range(30):
+            trainer.step()
+        after = joint_error(trainer, truth)
+        kept, _ = _photo_pose_trainer(setup, 0.0, 0.2)
+        for _ in range(3):
+            kept.step()
+    assert before[0] > 8 and after[0] < 0.4 * before[0], (before, after)  # the wrong arm comes back
+    assert after[1:].max() < 3.0, after  # the rest stays
+    # the bundle gets the refined pose, the other parameters as fitted
+    fitted = {"body_pose": trainer.photo.params["body_pose"][0].numpy(), "betas": np.zeros(3, np.float32)}
+    params = trainer.photo_params(fitted)
+    assert np.allclose(params["body_pose"], trainer.refined_photo().params["body_pose"][0].detach().numpy())
+    assert params["betas"] is fitted["betas"]
+    assert kept.refined_photo() is kept.photo
+    assert np.array_equal(kept.photo_params(fitted)["body_pose"], fitted["body_pose"])
