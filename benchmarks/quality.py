@@ -296,7 +296,7 @@ def merge_runs(paths: list[Path]) -> tuple[dict, list[dict]]:
 
 def merged_header(header: str, seeds: list[int], sources: list[Path]) -> str:
     """``header`` of one of the merged runs, with the people count and seeds of the merge."""
-    head, _, rest = header.partition(" — ")
+    rest = header.partition(" — ")[2]
     return (f"Quality on {len(seeds)} synthetic people (seeds {', '.join(map(str, seeds))}) — {rest} "
             f"Merged from {', '.join(p.name for p in sources)} (same code, config and protocol).")
 
