@@ -230,7 +230,7 @@ class Trainer:
             hands = [p for n, p in self.frame_deltas.items() if REFINED_PARAMS[n][1]]
             groups += [{"name": "smplx", "params": body, "lr": o.lr_smplx},
                        {"name": "smplx_hands", "params": hands, "lr": o.lr_smplx_hands}]
-        if o.lr_photo_pose > 0:
+        if self.refines_photo:
             groups.append({"name": "photo_pose", "params": list(self.photo_deltas.values()), "lr": o.lr_photo_pose})
         for g in groups:
             g["initial_lr"] = g["lr"]
@@ -266,9 +266,14 @@ class Trainer:
         frame.params = params
         return frame
 
+    @property
+    def refines_photo(self) -> bool:
+        """Whether training learns a correction of the photo's pose (``optim.lr_photo_pose > 0``)."""
+        return self.config.optim.lr_photo_pose > 0
+
     def refined_photo(self) -> TrainFrame:
         """The photo's TrainFrame with its learned pose correction (the photo itself when it is not refined)."""
-        if self.config.optim.lr_photo_pose <= 0:
+        if not self.refines_photo:
             return self.photo
         frame = copy.copy(self.photo)
         frame.params = {name: value + self.photo_deltas[name] if name in self.photo_deltas else value
@@ -355,7 +360,7 @@ class Trainer:
             "reg_scale_floor": l.scale_floor_weight * losses.scale_floor_loss(a.log_scales, a.init_scales,
                                                                               l.scale_floor),
             **({"reg_photo_pose": l.photo_pose_prior * sum((d ** 2).sum() for d in self.photo_deltas.values())}
-               if self.config.optim.lr_photo_pose > 0 else {}),
+               if self.refines_photo else {}),
         }
 
     @property

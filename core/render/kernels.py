@@ -559,6 +559,16 @@ def balance_work(cost, order, n_workers):
 # from the next one by a division, which writing it to the log cost more than.
 # ----------------------------------------------------------------------------------------------------
 @njit(**_JIT)
+def _rgb_in_registers(colors, c, rank, rgb_only, zero):
+    """The three colours of Gaussian ``rank`` when ``rgb_only`` (else zeros), as scalars: read from the array
+    inside a pixel loop they are reloaded after every store to another array (the compiler cannot rule out
+    that the arrays overlap)."""
+    if rgb_only:
+        return colors[c, rank, 0], colors[c, rank, 1], colors[c, rank, 2]
+    return zero, zero, zero
+
+
+@njit(**_JIT)
 def _tile_bounds(tile, tiles_per_cam, tiles_x, width, height):
     """Camera index and pixel box ``[x_lo, x_hi) x [y_lo, y_hi)`` of a global tile index."""
     local = tile % tiles_per_cam
@@ -659,7 +669,7 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, expect
     Per-pixel arithmetic runs in the storage dtype (float32 as in gsplat's CUDA kernels, or float64).
     """
     n_channels = colors.shape[2]
-    rgb_only = n_channels == 3
+    rgb_only = n_channels == 3  # see _rgb_in_registers
     tiles_x = (width + TILE_SIZE - 1) // TILE_SIZE
     tiles_per_cam = tiles_x * ((height + TILE_SIZE - 1) // TILE_SIZE)
     n_pix_tile = TILE_SIZE * TILE_SIZE
@@ -706,11 +716,7 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, expect
             cb = g[P_CB]
             half_c = half * g[P_CC]
             opacity = g[P_OPACITY]
-            # RGB (three channels) gets its colours in registers: read from the array, they are reloaded after
-            # every store to accum (the compiler cannot rule out that the arrays overlap)
-            col0 = colors[c, rank, 0] if rgb_only else zero
-            col1 = colors[c, rank, 1] if rgb_only else zero
-            col2 = colors[c, rank, 2] if rgb_only else zero
+            col0, col1, col2 = _rgb_in_registers(colors, c, rank, rgb_only, zero)
             # First the falloffs and alphas of every row still to do, then the compositing: the rows' exp()
             # chains are independent and can overlap. One window per footprint: 8 columns when its columns
             # fit, else the tile's 16 (a trained avatar's Gaussians mostly span a few pixels; measured 3-12 %
@@ -849,9 +855,7 @@ def composite_backward(task_first, task_stop, packed, colors, backgrounds, expec
             g_c2 = zero
             g_o = zero
             v_colour[:] = zero
-            col0 = colors[c, rank, 0] if rgb_only else zero
-            col1 = colors[c, rank, 1] if rgb_only else zero
-            col2 = colors[c, rank, 2] if rgb_only else zero
+            col0, col1, col2 = _rgb_in_registers(colors, c, rank, rgb_only, zero)
             g_col0 = zero
             g_col1 = zero
             g_col2 = zero
