@@ -48,13 +48,17 @@ class BalancedSampler:
         np.random.default_rng(self.seed + epoch).shuffle(order)
         return order
 
-    def draw(self) -> int:
-        """Next frame index (0 = the photo)."""
-        order = self.epoch_order(self.epoch)
-        index = int(order[self.position])
-        self.position += 1
-        if self.position == len(order):
-            self.epoch, self.position = self.epoch + 1, 0
+    def draw(self, photo: bool = True) -> int:
+        """Next frame index (0 = the photo). ``photo=False`` passes over the photo's places in the sequence,
+        uncounted (a phase of generated frames only; with none, the photo is drawn anyway)."""
+        while True:
+            order = self.epoch_order(self.epoch)
+            index = int(order[self.position])
+            self.position += 1
+            if self.position == len(order):
+                self.epoch, self.position = self.epoch + 1, 0
+            if index or photo or self.num_generated == 0:
+                break
         self.counts[index] += 1
         return index
 

@@ -3,7 +3,9 @@
 ``Trainer.step()`` draws a frame (the photo about half the time), poses the avatar with the
 frame's SMPL-X parameters (plus a learned per-frame correction for generated frames), renders a
 "base" image (no pose offsets) and a "refined" image (with them), and applies the frame type's
-loss weights. Settings (loss weights, pause) may be changed from another thread at any time;
+loss weights. With ``sampling.register_photo_at`` the photo is first left out, then registered: a window of
+steps moves only its pose and shift until it lines up with the avatar the other frames taught, and it joins
+balanced sampling in that pose. Settings (loss weights, pause) may be changed from another thread at any time;
 they take effect at the next step boundary. ``snapshot()`` returns what a viewer needs.
 
 A trainer runs on one device (``config_device``: CUDA when a GPU and gsplat are there): it moves
@@ -38,7 +40,9 @@ CHECKPOINT_FORMAT = "persona-checkpoint/1"
 # Per-frame SMPL-X correction: which parameters, and whether they use the (slower) hand rate.
 REFINED_PARAMS = {"global_orient": (3, False), "body_pose": (63, False), "transl": (3, False),
                   "left_hand_pose": (45, True), "right_hand_pose": (45, True)}
-PHOTO_REFINED = ("global_orient", "body_pose")  # with optim.lr_photo_pose > 0
+# The photo's pose correction (optim.lr_photo_pose, sampling.register_photo_at); registration also shifts its body.
+PHOTO_REFINED = ("global_orient", "body_pose")
+PHOTO_GROUPS = ("photo_pose", "photo_shift")
 
 
 @dataclass
@@ -67,6 +71,24 @@ def frame_weights(config: Config, kind: str) -> FrameLossWeights:
     if kind == "photo" or not config.ablation.geometry_weighting:
         return config.loss.photo
     return config.loss.generated
+
+
+def registration_window(config: Config, num_generated: int) -> tuple[int, int]:
+    """Steps ``[first, stop)`` that register the photo's pose (``sampling.register_photo_at``); ``(0, 0)`` when
+    it is off or there are no generated frames to register it to. Before ``first`` only generated frames are
+    drawn; the window's steps come on top of ``train.iterations``."""
+    s = config.sampling
+    if s.register_photo_at <= 0 or s.register_steps <= 0 or num_generated == 0:
+        return 0, 0
+    first = int(round(s.register_photo_at * config.train.iterations))
+    return first, first + s.register_steps
+
+
+def registration_weights(w: FrameLossWeights) -> FrameLossWeights:
+    """The photo's weights for a registration step: image and mask only. Its depth, normal and part targets
+    are drawn from the fitted body in the fitted pose, so they would hold the pose where the fit put it."""
+    return FrameLossWeights(image=w.image, image_refined=0.0, mask=w.mask, depth=0.0, normal=0.0, part_seg=0.0,
+                            albedo=0.0, hand_mask=0.0)
 
 
 def loss_window(mask: torch.Tensor, alpha: torch.Tensor, margin: int = 8) -> tuple[slice, slice]:
@@ -185,7 +207,8 @@ class Trainer:
         self.betas = np.asarray(betas, np.float32)
         self.expression = None if expression is None else np.asarray(expression, np.float32)
         self.num_generated = 0 if frames is None else len(frames)
-        self.total = config.train.iterations
+        self.register_window = registration_window(config, self.num_generated)
+        self.total = config.train.iterations + self.register_window[1] - self.register_window[0]
         self.step_index = 0
         self.history: list[dict[str, float]] = []
         self.sampler = BalancedSampler(self.num_generated, config.sampling.photo_share,
@@ -194,13 +217,13 @@ class Trainer:
             name: torch.nn.Parameter(torch.zeros(self.num_generated, size, device=self.device))
             for name, (size, _) in REFINED_PARAMS.items()
         })
-        # The photo's own correction (orientation and body pose; its shift along the view is all but unseen
-        # in one image and only wandered): prep's fit misplaces joints by up to half a radian, and every
-        # colour the photo teaches lands where that pose puts it.
+        # The photo's own correction: prep's fit misplaces joints by up to half a radian, and every colour the
+        # photo teaches lands where that pose puts it.
         self.photo_deltas = torch.nn.ParameterDict({
             name: torch.nn.Parameter(torch.zeros(1, REFINED_PARAMS[name][0], device=self.device))
             for name in PHOTO_REFINED
         })
+        self.photo_shift = torch.nn.Parameter(torch.zeros(1, 3, device=self.device))  # metres, added to transl
         self.adjacency = losses.mesh_adjacency(avatar.faces, avatar.num_gaussians)
         self.photo_facing = photo_facing(self.avatar, self.body, self.photo)
         self.face_hand_weight = torch.where(avatar.rigid, config.loss.laplacian_offsets_face_hands /
@@ -230,8 +253,10 @@ class Trainer:
             hands = [p for n, p in self.frame_deltas.items() if REFINED_PARAMS[n][1]]
             groups += [{"name": "smplx", "params": body, "lr": o.lr_smplx},
                        {"name": "smplx_hands", "params": hands, "lr": o.lr_smplx_hands}]
-        if self.refines_photo:
+        if self.moves_photo:
             groups.append({"name": "photo_pose", "params": list(self.photo_deltas.values()), "lr": o.lr_photo_pose})
+        if self.registers_photo:  # moves only while registering
+            groups.append({"name": "photo_shift", "params": [self.photo_shift], "lr": 0.0})
         for g in groups:
             g["initial_lr"] = g["lr"]
         return torch.optim.Adam(groups, eps=o.eps)
@@ -271,39 +296,80 @@ class Trainer:
         """Whether training learns a correction of the photo's pose (``optim.lr_photo_pose > 0``)."""
         return self.config.optim.lr_photo_pose > 0
 
+    @property
+    def registers_photo(self) -> bool:
+        """Whether the photo's pose and shift are registered to the avatar (``sampling.register_photo_at``)."""
+        return self.register_window[1] > self.register_window[0]
+
+    @property
+    def registering(self) -> bool:
+        """Whether the next step is a registration step."""
+        return self.register_window[0] <= self.step_index < self.register_window[1]
+
+    @property
+    def moves_photo(self) -> bool:
+        """Whether the photo's pose may differ from the fit (refined or registered)."""
+        return self.refines_photo or self.registers_photo
+
     def refined_photo(self) -> TrainFrame:
-        """The photo's TrainFrame with its learned pose correction (the photo itself when it is not refined)."""
-        if not self.refines_photo:
+        """The photo's TrainFrame with its learned pose correction (the photo itself when it is not moved)."""
+        if not self.moves_photo:
             return self.photo
         frame = copy.copy(self.photo)
         frame.params = {name: value + self.photo_deltas[name] if name in self.photo_deltas else value
                         for name, value in self.photo.params.items()}
+        if self.registers_photo:
+            frame.params["transl"] = frame.params["transl"] + self.photo_shift
         return frame
 
     def photo_params(self, fitted: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """``fitted`` (the photo's SMPL-X parameters from prep, flat arrays) with the pose correction training
-        learned added (``optim.lr_photo_pose``; unchanged values when it is off)."""
+        """``fitted`` (the photo's SMPL-X parameters from prep, flat arrays) with the correction training learned
+        or registered added (``optim.lr_photo_pose``, ``sampling.register_photo_at``; unchanged values when both
+        are off)."""
         params = dict(fitted)
-        for name, delta in self.photo_deltas.items():
+        deltas = dict(self.photo_deltas.items())
+        if self.registers_photo:
+            deltas["transl"] = self.photo_shift
+        for name, delta in deltas.items():
             if name in params:
                 params[name] = (np.asarray(params[name], np.float32).reshape(-1)
                                 + delta.detach().cpu().numpy().reshape(-1))
         return params
 
+    def _avatar_steps(self) -> int:
+        """Steps taken so far that trained the avatar (all but the registration window's)."""
+        first, stop = self.register_window
+        return self.step_index - min(max(self.step_index - first, 0), stop - first)
+
     def _learning_rate_schedule(self) -> None:
-        if not self._decayed and self.step_index >= int(self.config.optim.decay_at * self.total):
+        o = self.config.optim
+        if not self._decayed and self._avatar_steps() >= int(o.decay_at * self.config.train.iterations):
             for g in self.optimizer.param_groups:
-                g["lr"] = g["initial_lr"] * self.config.optim.decay_factor
+                g["lr"] = g["initial_lr"] * o.decay_factor
             self._decayed = True
+        if self.registers_photo:
+            scale = o.decay_factor if self._decayed else 1.0
+            for g in self.optimizer.param_groups:
+                if g["name"] in PHOTO_GROUPS:
+                    g["lr"] = o.lr_register if self.registering else g["initial_lr"] * scale
+
+    def _draw(self) -> int:
+        """The next frame index: the photo while registering, never the photo before that."""
+        if self.registering:
+            return 0
+        return self.sampler.draw(photo=self.step_index >= self.register_window[0])
 
     def step(self) -> dict[str, float]:
         """One optimisation step; returns its metrics."""
         self._apply_pending()
         self._learning_rate_schedule()
         start = time.perf_counter()
-        index = self.sampler.draw()
+        registering = self.registering
+        index = self._draw()
         frame = self.frame(index)
         w = frame_weights(self.config, frame.kind)
+        if registering:
+            w = registration_weights(w)
         cfg = self.config
         h, wd = frame.rgb.shape[1:3]
         background = training_background(cfg.train.background, cfg.train.seed, self.step_index).to(self.device)
@@ -317,18 +383,23 @@ class Trainer:
         loss, terms = frame_loss(base_render, frame, w, w.image, cfg.loss, background)
         readouts = {f"base_{k}": v for k, v in terms.items()}
         refined_render = None
-        if cfg.ablation.pose_offsets:
+        if cfg.ablation.pose_offsets and not registering:
             refined = self.avatar.pose(shaped, transforms, frame.params["body_pose"].reshape(-1), skinning=skinning)
             refined_render = render_posed(refined, frame.viewmat, frame.K, wd, h, cfg.render, background)
             refined_loss, terms = frame_loss(refined_render, frame, w, w.image_refined, cfg.loss, background)
             loss = loss + refined_loss
             readouts.update({f"refined_{k}": v for k, v in terms.items()})
             loss = loss + cfg.loss.laplacian_refined_offsets * losses.laplacian_loss(refined.offsets, self.adjacency)
-        regularisers = self._regularisers()
+        regularisers = self._photo_prior(cfg.loss.register_pose_prior) if registering else self._regularisers()
         loss = loss + sum(regularisers.values())
         readouts.update({k: v.detach() for k, v in regularisers.items()})
         loss.backward()
-        if frame.kind == "photo" and self.avatar.colors.grad is not None:
+        if registering:  # the avatar is held still: only the photo's pose and shift move
+            for g in self.optimizer.param_groups:
+                if g["name"] not in PHOTO_GROUPS:
+                    for p in g["params"]:
+                        p.grad = None
+        elif frame.kind == "photo" and self.avatar.colors.grad is not None:
             # Gaussians facing away from the photo show only through gaps in the front, where the
             # photo would paint them with whatever fills the gap (the back became coloured noise in
             # every other view), and those over the photo's backdrop see no colour of the person:
@@ -359,9 +430,12 @@ class Trainer:
             "reg_colors": l.laplacian_colors * losses.laplacian_loss(a.colors, adj),
             "reg_scale_floor": l.scale_floor_weight * losses.scale_floor_loss(a.log_scales, a.init_scales,
                                                                               l.scale_floor),
-            **({"reg_photo_pose": l.photo_pose_prior * sum((d ** 2).sum() for d in self.photo_deltas.values())}
-               if self.refines_photo else {}),
+            **(self._photo_prior(l.photo_pose_prior) if self.refines_photo else {}),
         }
+
+    def _photo_prior(self, weight: float) -> dict[str, torch.Tensor]:
+        """``weight`` times the sum of squares of the photo's pose correction (radians)."""
+        return {"reg_photo_pose": weight * sum((d ** 2).sum() for d in self.photo_deltas.values())}
 
     @property
     def done(self) -> bool:
@@ -385,6 +459,7 @@ class Trainer:
             "avatar": self.avatar.state_dict(),
             "frame_deltas": {k: v.detach().clone() for k, v in self.frame_deltas.items()},
             "photo_deltas": {k: v.detach().clone() for k, v in self.photo_deltas.items()},
+            "photo_shift": self.photo_shift.detach().clone(),
             "optimizer": self.optimizer.state_dict(),
             "sampler": {k: torch.as_tensor(v) for k, v in self.sampler.state_dict().items()},
             "history": {k: torch.tensor([h[k] for h in self.history]) for k in ("step", "frame", "loss", "psnr", "kind")},
@@ -414,6 +489,8 @@ class Trainer:
                 self.frame_deltas[k].copy_(v)
             for k, v in state.get("photo_deltas", {}).items():
                 self.photo_deltas[k].copy_(v)
+            if "photo_shift" in state:
+                self.photo_shift.copy_(state["photo_shift"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict({k: v.numpy() for k, v in state["sampler"].items()})
         self.step_index = int(state["step"])

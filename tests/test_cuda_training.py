@@ -26,7 +26,7 @@ def scene():
     body = BodyModel.load()
     config = load_preset("preview", ["avatar.num_gaussians=12000", "avatar.skinning_grid=32", "frames.num_generated=4",
                                      "frames.resolution=96", "render.backend=auto", "train.iterations=50",
-                                     "optim.lr_colors=0.05"])
+                                     "optim.lr_colors=0.05", "sampling.register_photo_at=0"])  # photo steps from the start
     return body, config, self_rendered_set(body, config)
 
 
@@ -41,7 +41,7 @@ def test_a_cuda_step_has_the_cpu_steps_loss_and_gradients(scene, frame):
     cpu, gpu = _trainer(scene, "cpu"), _trainer(scene, "cuda")
     assert gpu.avatar.template.is_cuda and gpu.body is not body and not body.v_template.is_cuda
     for trainer in (cpu, gpu):
-        trainer.sampler.draw = lambda: frame
+        trainer.sampler.draw = lambda photo=True: frame
     with single_torch_thread():
         want, got = cpu.step(), gpu.step()
     assert got["loss"] == pytest.approx(want["loss"], rel=2e-3)

@@ -129,6 +129,16 @@ def test_sampler_resume_reproduces_the_sequence():
     assert first != [BalancedSampler(num_generated=7, seed=12).draw() for _ in range(10)]
 
 
+def test_sampler_without_the_photo_passes_over_its_places_uncounted():
+    """``draw(photo=False)`` (registration's generated-only phase) walks the same sequence, skipping the photo."""
+    a, b = BalancedSampler(num_generated=5, seed=2), BalancedSampler(num_generated=5, seed=2)
+    sequence = [a.draw() for _ in range(80)]  # about half are the photo
+    skipped = [b.draw(photo=False) for _ in range(20)]
+    assert skipped == [i for i in sequence if i][:20]
+    assert b.counts[0] == 0 and b.counts.sum() == 20
+    assert BalancedSampler(num_generated=0).draw(photo=False) == 0  # nothing else to draw
+
+
 def test_seam_boundary_finds_depth_jump_not_smooth_surface():
     h, w = 64, 64
     mask = np.zeros((h, w), bool)

@@ -43,7 +43,9 @@ def make_trainer(setup, **overrides):
     # learning rate lets a short test see the photo being learned.
     config = load_preset("preview", [f"{k}={v}" for k, v in {
         "render.backend": "cpu", "avatar.num_gaussians": 14000, "avatar.skinning_grid": 32,
-        "train.iterations": 200, "optim.lr_colors": 0.05, **overrides}.items()])
+        "train.iterations": 200, "optim.lr_colors": 0.05,
+        "sampling.register_photo_at": 0,  # photo steps from the start; the registration tests turn it on
+        **overrides}.items()])
     avatar = build_avatar(body, np.zeros(body.num_betas), config.avatar)
     frame = photo_frame(subject, config.sampling.boundary_image_weight, config.sampling.seam_threshold,
                         config.sampling.seam_dilate)
@@ -65,18 +67,21 @@ def test_training_lowers_loss_and_raises_photo_psnr(setup):
 
 
 REFINE_PHOTO = {"optim.lr_photo_pose": 1e-2}
+# registration window at steps 2..4: the resume below saves in the middle of it
+REGISTER_PHOTO = {"sampling.register_photo_at": 0.01, "sampling.register_steps": 3}
 
 
-def test_resume_gives_the_same_parameters(setup, tmp_path):
+@pytest.mark.parametrize("photo", [REFINE_PHOTO, REGISTER_PHOTO], ids=["refined", "registered"])
+def test_resume_gives_the_same_parameters(setup, tmp_path, photo):
     with single_torch_thread():  # as reconstruct trains: reductions in a fixed order
-        straight = make_trainer(setup, **REFINE_PHOTO)
+        straight = make_trainer(setup, **photo)
         for _ in range(6):
             straight.step()
-        first = make_trainer(setup, **REFINE_PHOTO)
+        first = make_trainer(setup, **photo)
         for _ in range(3):
             first.step()
         first.save(tmp_path / "ckpt.pt")
-        resumed = make_trainer(setup, **REFINE_PHOTO)
+        resumed = make_trainer(setup, **photo)
         resumed.load(tmp_path / "ckpt.pt")
         for _ in range(3):
             resumed.step()
@@ -85,6 +90,8 @@ def test_resume_gives_the_same_parameters(setup, tmp_path):
     assert straight.sampler.counts.tolist() == resumed.sampler.counts.tolist()
     for k, v in straight.photo_deltas.items():  # the photo's pose correction resumes too
         assert torch.equal(v, resumed.photo_deltas[k]) and v.abs().max() > 0, k
+    assert torch.equal(straight.photo_shift, resumed.photo_shift)
+    assert (straight.photo_shift.abs().max() > 0) == (photo is REGISTER_PHOTO)
 
 
 def test_live_weight_change_applies_at_next_step(setup):
@@ -356,3 +363,52 @@ def test_training_refines_a_misfitted_photo_pose(setup):
     assert params["betas"] is fitted["betas"]
     assert kept.refined_photo() is kept.photo
     assert np.array_equal(kept.photo_params(fitted)["body_pose"], fitted["body_pose"])
+
+
+def test_registration_fits_the_photo_pose_to_the_avatar_from_the_generated_frames(setup):
+    """``sampling.register_photo_at``: generated frames only at first, then a window of steps that moves only
+    the photo's pose and shift (the avatar held still) until the photo lines up with the avatar; a wrongly
+    fitted shoulder comes back. Afterwards the photo is drawn again, in the registered pose."""
+    from core.body.skeleton import JOINT_NAMES
+    from core.camera import project_points
+
+    body, _, subject, _ = setup
+    joints = [JOINT_NAMES.index(n) for n in ("left_wrist", "right_wrist", "head")]
+    with single_torch_thread():
+        trainer = make_trainer(setup, **{"sampling.register_photo_at": 0.02, "sampling.register_steps": 30})
+        with torch.no_grad():  # an avatar that is right: the generated frames show the same textured body
+            trainer.avatar.colors.copy_(torch.as_tensor(photo_colors(trainer.avatar, body, subject)))
+        truth = trainer.photo.params["body_pose"].clone()
+        wrong = truth.clone()
+        wrong[0, 15 * 3 + 2] += 0.2
+        trainer.photo.params = {**trainer.photo.params, "body_pose": wrong}
+
+        def joint_error() -> np.ndarray:
+            """Pixels between where the checked joints land in the photo and where the photo shows them: one
+            image pins a body down across its view, not along it (registered, the body moved ~10 cm in depth)."""
+            with torch.no_grad():
+                right = body(**{**trainer.photo.params, "body_pose": truth}).joints[0, joints]
+                now = body(**trainer.refined_photo().params).joints[0, joints]
+            view, K = trainer.photo.viewmat, trainer.photo.K
+            return (project_points(now, view, K)[0] - project_points(right, view, K)[0]).norm(dim=-1).numpy()
+
+        assert trainer.register_window == (4, 34) and trainer.total == 200 + 30
+        before = joint_error()
+        frames = [trainer.step()["frame"] for _ in range(4)]
+        held = {k: v.clone() for k, v in trainer.avatar.state_dict().items()}
+        frames += [trainer.step()["frame"] for _ in range(30)]
+        moved = [k for k, v in trainer.avatar.state_dict().items() if not torch.equal(v, held[k])]
+        after = joint_error()
+        registered = {k: v.detach().clone() for k, v in trainer.photo_deltas.items()}
+        shift = trainer.photo_shift.detach().clone()
+        frames += [trainer.step()["frame"] for _ in range(8)]
+    assert 0 not in frames[:4] and frames[4:34] == [0] * 30 and 0 in frames[34:]
+    assert moved == []  # the avatar held still while registering
+    assert before[0] > 3 and after[0] < 0.4 * before[0], (before, after)  # the wrong arm comes back
+    assert after[1:].max() < 1.5, after  # the rest stays
+    for k, v in trainer.photo_deltas.items():  # kept once registered (optim.lr_photo_pose is 0)
+        assert torch.equal(v.detach(), registered[k]), k
+    assert torch.equal(trainer.photo_shift.detach(), shift)
+    fitted = {k: trainer.photo.params[k][0].numpy() for k in ("body_pose", "transl")}
+    for k in fitted:  # the bundle gets the registered pose and shift
+        assert np.allclose(trainer.photo_params(fitted)[k], trainer.refined_photo().params[k][0].detach().numpy()), k
