@@ -240,7 +240,7 @@ def _train(trainer: Trainer, checkpoint: Path, every: int, report: Progress, sto
     """Step until done or ``stop`` is set, checkpointing every ``every`` steps."""
     while not trainer.done and not (stop is not None and stop.is_set()):
         metrics = trainer.step()
-        report("train", trainer.step_index / trainer.total, metrics)
+        report("train", trainer.step_index / trainer.total, {**metrics, "iterations": trainer.total})
         if trainer.step_index % every == 0:
             trainer.save(checkpoint)
 

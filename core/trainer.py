@@ -30,7 +30,7 @@ from core.body import BodyModel
 from core.camera import facing_camera, project_points
 from core.config import Config, FrameLossWeights, LossConfig
 from core.errors import UserError
-from core.frames.frameset import FrameSet
+from core.frames.frameset import GENERATED_SOURCE, FrameSet
 from core.io.atomic import atomic_path
 from core.render.backends import training_device
 from core.sampling import BalancedSampler
@@ -73,12 +73,15 @@ def frame_weights(config: Config, kind: str) -> FrameLossWeights:
     return config.loss.generated
 
 
-def registration_window(config: Config, num_generated: int) -> tuple[int, int]:
+def registration_window(config: Config, frames: FrameSet | None) -> tuple[int, int]:
     """Steps ``[first, stop)`` that register the photo's pose (``sampling.register_photo_at``); ``(0, 0)`` when
-    it is off or there are no generated frames to register it to. Before ``first`` only generated frames are
-    drawn; the window's steps come on top of ``train.iterations``."""
+    it is off, or when ``frames`` hold nothing to register it to: none, or only our offline generator's, which
+    re-render the avatar warmed up on the photo in its fitted pose (registered to them, the photo only moved
+    joints it hardly shows: messi5's feet by 23-36 degrees). Before ``first`` only the frames are drawn; the
+    window's steps come on top of ``train.iterations``."""
     s = config.sampling
-    if s.register_photo_at <= 0 or s.register_steps <= 0 or num_generated == 0:
+    if (s.register_photo_at <= 0 or s.register_steps <= 0 or frames is None or len(frames) == 0
+            or frames.source == GENERATED_SOURCE):
         return 0, 0
     first = int(round(s.register_photo_at * config.train.iterations))
     return first, first + s.register_steps
@@ -207,7 +210,7 @@ class Trainer:
         self.betas = np.asarray(betas, np.float32)
         self.expression = None if expression is None else np.asarray(expression, np.float32)
         self.num_generated = 0 if frames is None else len(frames)
-        self.register_window = registration_window(config, self.num_generated)
+        self.register_window = registration_window(config, frames)
         self.total = config.train.iterations + self.register_window[1] - self.register_window[0]
         self.step_index = 0
         self.history: list[dict[str, float]] = []

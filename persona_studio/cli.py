@@ -184,15 +184,9 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
-    show = StageProgress()
-
-    def progress(stage, fraction, info):
-        if stage == "train":
-            info = {**info, "iterations": config.train.iterations}
-        show(stage, fraction, info)
-
+    show = StageProgress()  # the train stage's info carries its step count ("iterations": with registration)
     try:
-        result = reconstruct(args.photo, args.output, config, resume=args.resume, progress=progress, stop=stop,
+        result = reconstruct(args.photo, args.output, config, resume=args.resume, progress=show, stop=stop,
                              imported=args.imported)
     finally:
         show.close()

@@ -407,7 +407,7 @@ def test_bad_preset_view_or_display_are_user_errors_before_any_window(monkeypatc
 MESSI = "/usr/share/doc/opencv-doc/examples/data/messi5.jpg"  # Debian's opencv-doc
 TINY = ["train.iterations=6", "frames.num_generated=4", "train.render_size=96", "frames.resolution=96",
         "prep.crop_size=256", "train.snapshot_every=2", "export.frames=4", "export.resolution=64",
-        "frames.warmup_iterations=3", "avatar.num_gaussians=14000", "sampling.register_steps=2"]  # 6 + 2 steps
+        "frames.warmup_iterations=3", "avatar.num_gaussians=14000"]
 E2E_WINDOW = (1100, 700)
 
 # The driver runs the real app, acts the way the panels' callbacks do, and prints a JSON report.
@@ -509,11 +509,11 @@ def test_a_real_photo_through_the_whole_studio(display, tmp_path):
 
     # The dialog run went through every stage and saved a bundle.
     assert report["dialog_ok"], report["first"]
-    assert report["first"]["state"] == "finished" and report["first"]["step"] == 8
+    assert report["first"]["state"] == "finished" and report["first"]["step"] == 6
     assert all(value == 1.0 for value in report["first"]["fractions"].values())
     assert report["first"]["bundle"] == str(tmp_path / "messi5")
     assert (tmp_path / "messi5" / "manifest.json").exists() and (tmp_path / "messi5" / "preview.png").exists()
-    assert report["scene_label"] == "messi5: training step 8/8"
+    assert report["scene_label"] == "messi5: training step 6/6"
     # The drop started a second run that trained too, with the live weight.
     assert report["drop_started_new_run"] and report["drop_ok"] and report["second_history"] == 6
     assert report["weight_in_run"] == 2.5

@@ -24,8 +24,7 @@ from persona_studio.session import PREP_SPANS, STAGES, ReconstructionSession, St
 SIZE = 64
 OVERRIDES = ["render.backend=cpu", "avatar.skinning_grid=32", "avatar.num_gaussians=14000", "frames.num_generated=3", f"frames.resolution={SIZE}",
              "frames.motions=['wave']", f"train.render_size={SIZE}", "train.snapshot_every=2",
-             "train.checkpoint_every=1000", "frames.warmup_iterations=2",
-             "sampling.register_photo_at=0"]  # steps = draws; registration runs in the app's end-to-end test
+             "train.checkpoint_every=1000", "frames.warmup_iterations=2"]
 
 
 @pytest.fixture(scope="module")

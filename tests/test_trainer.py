@@ -15,7 +15,8 @@ from core.frames.generated import generate_frames
 from core.synthetic import synthetic_subject
 from core.reconstruct import photo_colors
 from core.threads import single_torch_thread
-from core.trainer import Trainer
+from core.frames.imported import IMPORTED_SOURCE
+from core.trainer import Trainer, registration_window
 from core.training_frames import photo_frame
 
 SIZE = 80
@@ -37,15 +38,16 @@ def setup():
     return body, config, subject, frames
 
 
-def make_trainer(setup, **overrides):
+def make_trainer(setup, source: str | None = None, **overrides):
+    """A trainer on the setup's photo and frames; ``source``: say the frames came from there (e.g. a video
+    model's imported frames, which the photo is registered to)."""
     body, config, subject, frames = setup
+    frames = frames if source is None else dataclasses.replace(frames, source=source)
     # Colours start grey here (reconstruct starts from the photo's colours), so a higher colour
     # learning rate lets a short test see the photo being learned.
     config = load_preset("preview", [f"{k}={v}" for k, v in {
         "render.backend": "cpu", "avatar.num_gaussians": 14000, "avatar.skinning_grid": 32,
-        "train.iterations": 200, "optim.lr_colors": 0.05,
-        "sampling.register_photo_at": 0,  # photo steps from the start; the registration tests turn it on
-        **overrides}.items()])
+        "train.iterations": 200, "optim.lr_colors": 0.05, **overrides}.items()])
     avatar = build_avatar(body, np.zeros(body.num_betas), config.avatar)
     frame = photo_frame(subject, config.sampling.boundary_image_weight, config.sampling.seam_threshold,
                         config.sampling.seam_dilate)
@@ -71,17 +73,18 @@ REFINE_PHOTO = {"optim.lr_photo_pose": 1e-2}
 REGISTER_PHOTO = {"sampling.register_photo_at": 0.01, "sampling.register_steps": 3}
 
 
-@pytest.mark.parametrize("photo", [REFINE_PHOTO, REGISTER_PHOTO], ids=["refined", "registered"])
-def test_resume_gives_the_same_parameters(setup, tmp_path, photo):
+@pytest.mark.parametrize("photo, source", [(REFINE_PHOTO, None), (REGISTER_PHOTO, IMPORTED_SOURCE)],
+                         ids=["refined", "registered"])
+def test_resume_gives_the_same_parameters(setup, tmp_path, photo, source):
     with single_torch_thread():  # as reconstruct trains: reductions in a fixed order
-        straight = make_trainer(setup, **photo)
+        straight = make_trainer(setup, source, **photo)
         for _ in range(6):
             straight.step()
-        first = make_trainer(setup, **photo)
+        first = make_trainer(setup, source, **photo)
         for _ in range(3):
             first.step()
         first.save(tmp_path / "ckpt.pt")
-        resumed = make_trainer(setup, **photo)
+        resumed = make_trainer(setup, source, **photo)
         resumed.load(tmp_path / "ckpt.pt")
         for _ in range(3):
             resumed.step()
@@ -375,7 +378,8 @@ def test_registration_fits_the_photo_pose_to_the_avatar_from_the_generated_frame
     body, _, subject, _ = setup
     joints = [JOINT_NAMES.index(n) for n in ("left_wrist", "right_wrist", "head")]
     with single_torch_thread():
-        trainer = make_trainer(setup, **{"sampling.register_photo_at": 0.02, "sampling.register_steps": 30})
+        trainer = make_trainer(setup, IMPORTED_SOURCE,
+                               **{"sampling.register_photo_at": 0.02, "sampling.register_steps": 30})
         with torch.no_grad():  # an avatar that is right: the generated frames show the same textured body
             trainer.avatar.colors.copy_(torch.as_tensor(photo_colors(trainer.avatar, body, subject)))
         truth = trainer.photo.params["body_pose"].clone()
@@ -412,3 +416,16 @@ def test_registration_fits_the_photo_pose_to_the_avatar_from_the_generated_frame
     fitted = {k: trainer.photo.params[k][0].numpy() for k in ("body_pose", "transl")}
     for k in fitted:  # the bundle gets the registered pose and shift
         assert np.allclose(trainer.photo_params(fitted)[k], trainer.refined_photo().params[k][0].detach().numpy()), k
+
+
+def test_the_photo_is_registered_only_to_frames_that_do_not_come_from_its_own_fit(setup):
+    """Our offline frames re-render the avatar warmed up on the photo in its fitted pose: registering the photo to
+    them has nothing to find. Imported (video-model) frames, mixed sets and others get the window."""
+    _, _, _, frames = setup
+    config = load_preset("preview", ["train.iterations=100"])
+    assert registration_window(config, frames) == (0, 0) and frames.source == "generated"
+    for source in (IMPORTED_SOURCE, "mixed", "oracle"):
+        assert registration_window(config, dataclasses.replace(frames, source=source)) == (30, 90), source
+    assert registration_window(config, None) == (0, 0)
+    off = load_preset("preview", ["train.iterations=100", "sampling.register_photo_at=0"])
+    assert registration_window(off, dataclasses.replace(frames, source=IMPORTED_SOURCE)) == (0, 0)

@@ -21,6 +21,10 @@ FRAMESET_FORMAT = "persona-frames/1"
 IMAGE_KEYS = ("rgb", "mask", "depth", "normal", "part_seg")
 
 
+# Our offline generator's frames (core.frames.generated): the photo-warmed avatar re-rendered.
+GENERATED_SOURCE = "generated"
+
+
 @dataclass
 class FrameSet:
     """Training frames other than the photo. Image arrays as documented in the module."""
@@ -33,7 +37,7 @@ class FrameSet:
     K: np.ndarray
     viewmat: np.ndarray
     params: dict[str, np.ndarray]
-    source: str = "generated"  # generated | imported | mixed (concat of both)
+    source: str = GENERATED_SOURCE  # generated | imported | mixed (concat of both)
     labels: list[str] = field(default_factory=list)  # e.g. "wave:17" (motion and frame)
 
     def __len__(self) -> int:

@@ -26,7 +26,7 @@ from core.avatar.render import pose_avatar, render_posed
 from core.body import PART_PALETTE, BodyModel
 from core.camera import intrinsics, look_at
 from core.config import FramesConfig, RenderConfig
-from core.frames.frameset import FrameSet
+from core.frames.frameset import GENERATED_SOURCE, FrameSet
 from core.motion import Motion, load_builtin
 from core.motion.rotations import axis_angle_to_quat
 
@@ -160,4 +160,4 @@ def generate_frames(avatar: Avatar, body: BodyModel, subject_params: dict[str, n
         labels.append(f"{name}:{index}")
         if progress is not None:
             progress((k + 1) / len(schedule))
-    return FrameSet.from_frames(frames, source="generated", labels=labels)
+    return FrameSet.from_frames(frames, source=GENERATED_SOURCE, labels=labels)
