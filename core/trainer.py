@@ -333,10 +333,9 @@ class Trainer:
         deltas = dict(self.photo_deltas.items())
         if self.registers_photo:
             deltas["transl"] = self.photo_shift
-        for name, delta in deltas.items():
-            if name in params:
-                params[name] = (np.asarray(params[name], np.float32).reshape(-1)
-                                + delta.detach().cpu().numpy().reshape(-1))
+        for name, delta in deltas.items():  # a parameter the fit left out is zero (as the body model takes it)
+            change = delta.detach().cpu().numpy().reshape(-1)
+            params[name] = np.asarray(params.get(name, np.zeros_like(change)), np.float32).reshape(-1) + change
         return params
 
     def _avatar_steps(self) -> int:

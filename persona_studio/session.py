@@ -371,11 +371,19 @@ class ReconstructionSession:
                     continue
             metrics = trainer.step()
             self._after_step(trainer, metrics)
+            if trainer.registers_photo and trainer.step_index == trainer.register_window[1]:
+                self._publish_registered(trainer)
             if trainer.step_index % max(1, config.train.snapshot_every) == 0 or trainer.done:
                 self.snapshots.publish(trainer.snapshot())
             if trainer.step_index % max(1, config.train.checkpoint_every) == 0:
                 trainer.save(checkpoint)
         return False
+
+    def _publish_registered(self, trainer: Trainer) -> None:
+        """Once the photo is registered, the displayed avatar's photo pose is the registered one (the view stays)."""
+        shown = self.avatar.get()
+        self.avatar.publish(SessionAvatar(shown.avatar, shown.body, trainer.photo_params(shown.subject_params),
+                                          f"{self.photo.stem} (photo registered)", frame_camera=False))
 
     def _after_step(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         self._rate.tick(time.perf_counter())

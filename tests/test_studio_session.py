@@ -150,14 +150,23 @@ def test_imported_frames_are_trained_on_besides_the_generated_ones(body, tmp_pat
     first.close()
     generated = FrameSet.load(tmp_path / "first" / "work" / "frames.npz")
     imported = FrameSet.from_frames([generated.frame(i) for i in range(2)], "imported", ["clip.mp4:0", "clip.mp4:1"])
-    session = make_session(body, tmp_path / "second", iterations=6, imported=[imported])
+    # With imported frames the photo is registered (steps 2-4 here) and the display shows it in that pose.
+    session = make_session(body, tmp_path / "second", iterations=6, imported=[imported],
+                           extra=["sampling.register_steps=3"])
     session.start()
     try:
         assert wait_for(lambda: not session.status().active)
         assert session.status().state == "finished", session.status().error
+        assert session.status().step == session.status().total == 6 + 3
         assert session.frame_labels == ["photo", *generated.labels, "clip.mp4:0", "clip.mp4:1"]
         _, _, manifest = load_bundle(tmp_path / "second", body)
         assert manifest["summary"]["imported_frames"] == 2
+        shown = session.avatar.get()
+        assert shown.label.endswith("(photo registered)") and not shown.frame_camera
+        for name in ("body_pose", "transl"):  # the bundle's photo pose, moved off the fit by the registration
+            assert np.allclose(shown.subject_params[name], manifest["subject"][name], atol=1e-6), name
+        fitted = first.avatar.get().subject_params
+        assert not np.allclose(shown.subject_params["transl"], fitted.get("transl", np.zeros(3)))
     finally:
         session.close()
 
