@@ -78,13 +78,13 @@ class SamplingConfig:
     seam_threshold: float = 0.02
     seam_dilate: float = 0.015  # fraction of the person's height in pixels
     boundary_image_weight: float = 0.1  # photo image-loss weight on the seam boundary
-    # Photo registration (0 = off): the first ``register_photo_at`` of the steps draw generated frames only;
+    # Photo registration (0 = off): the first ``register_photo_at`` of the steps draw the other frames only;
     # then ``register_steps`` extra steps fit the photo's orientation, body pose and shift to the avatar those
     # frames taught (the avatar held still; image and mask terms), and the photo joins in that pose. The fit
     # from keypoints misplaces bones by several degrees, and every colour the photo teaches lands where its
-    # pose puts it.
-    # Measured on two held-out synthetic people (seeds 100-101, not the benchmark's): full method +1.9 dB on
-    # novel poses (README "Quality").
+    # pose puts it. Not done with only our offline generator's frames, which come from that fit
+    # (core.trainer.registration_window). Chosen on two synthetic people outside the benchmark's (full method
+    # +1.9 dB on novel poses); on the benchmark's six, +1.5 dB (README "Quality").
     register_photo_at: float = 0.3
     register_steps: int = 60
 
