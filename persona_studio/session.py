@@ -380,9 +380,12 @@ class ReconstructionSession:
         return False
 
     def _publish_registered(self, trainer: Trainer) -> None:
-        """Once the photo is registered, the displayed avatar's photo pose is the registered one (the view stays)."""
+        """Once the photo is registered, the displayed avatar's photo pose is the registered one (the view stays;
+        the copy carries the trained state, so the viewport does not show the older avatar until a snapshot)."""
         shown = self.avatar.get()
-        self.avatar.publish(SessionAvatar(shown.avatar, shown.body, trainer.photo_params(shown.subject_params),
+        avatar = copy.deepcopy(shown.avatar)
+        avatar.load_state_dict(trainer.snapshot().avatar_state)
+        self.avatar.publish(SessionAvatar(avatar, shown.body, trainer.photo_params(shown.subject_params),
                                           f"{self.photo.stem} (photo registered)", frame_camera=False))
 
     def _after_step(self, trainer: Trainer, metrics: dict[str, float]) -> None:
