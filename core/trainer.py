@@ -90,8 +90,8 @@ def registration_window(config: Config, frames: FrameSet | None) -> tuple[int, i
 def registration_weights(w: FrameLossWeights) -> FrameLossWeights:
     """The photo's weights for a registration step: image and mask only. Its depth, normal and part targets
     are drawn from the fitted body in the fitted pose, so they would hold the pose where the fit put it."""
-    return FrameLossWeights(image=w.image, image_refined=0.0, mask=w.mask, depth=0.0, normal=0.0, part_seg=0.0,
-                            albedo=0.0, hand_mask=0.0)
+    off = {f.name: 0.0 for f in dataclasses.fields(FrameLossWeights)}
+    return FrameLossWeights(**{**off, "image": w.image, "mask": w.mask})
 
 
 def loss_window(mask: torch.Tensor, alpha: torch.Tensor, margin: int = 8) -> tuple[slice, slice]:
@@ -319,21 +319,25 @@ class Trainer:
         if not self.moves_photo:
             return self.photo
         frame = copy.copy(self.photo)
-        frame.params = {name: value + self.photo_deltas[name] if name in self.photo_deltas else value
+        changes = self._photo_changes()
+        frame.params = {name: value + changes[name] if name in changes else value
                         for name, value in self.photo.params.items()}
-        if self.registers_photo:
-            frame.params["transl"] = frame.params["transl"] + self.photo_shift
         return frame
+
+    def _photo_changes(self) -> dict[str, torch.Tensor]:
+        """What training adds to the photo's fitted parameters: the pose correction, and the registered shift on
+        ``transl`` when it registers (each ``[1, k]``)."""
+        changes = dict(self.photo_deltas.items())
+        if self.registers_photo:
+            changes["transl"] = self.photo_shift
+        return changes
 
     def photo_params(self, fitted: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``fitted`` (the photo's SMPL-X parameters from prep, flat arrays) with the correction training learned
         or registered added (``optim.lr_photo_pose``, ``sampling.register_photo_at``; unchanged values when both
         are off)."""
         params = dict(fitted)
-        deltas = dict(self.photo_deltas.items())
-        if self.registers_photo:
-            deltas["transl"] = self.photo_shift
-        for name, delta in deltas.items():  # a parameter the fit left out is zero (as the body model takes it)
+        for name, delta in self._photo_changes().items():  # a parameter the fit left out is zero (as the body takes it)
             change = delta.detach().cpu().numpy().reshape(-1)
             params[name] = np.asarray(params.get(name, np.zeros_like(change)), np.float32).reshape(-1) + change
         return params
