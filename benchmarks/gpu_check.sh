@@ -2,10 +2,12 @@
 # The CUDA checks in one go, for an NVIDIA machine with torch (CUDA build), nvcc and gsplat 1.5.3 installed:
 # builds gsplat's extension (once; timed), runs the rasterizer tests (the gsplat-vs-CPU comparison
 # included), the CUDA training tests and the viewport tests (gsplat drawing the viewport), benchmarks/raster.py with gsplat beside our CPU backend, and
-# benchmarks/training.py (training steps on the CPU and on CUDA). Logs and JSON go to OUTDIR.
+# benchmarks/training.py (training steps on the CPU and on CUDA) and the renderer rows of benchmarks/viewport.py
+# (OpenGL on the GPU's own driver where EGL is there, the CPU compositor, gsplat). Logs and JSON go to OUTDIR
+# (seven files).
 #
 #     bash benchmarks/gpu_check.sh OUTDIR            # everything
-#     SKIP_RASTER=1 bash benchmarks/gpu_check.sh OUTDIR
+#     SKIP_RASTER=1 SKIP_VIEWPORT=1 bash benchmarks/gpu_check.sh OUTDIR
 set -uo pipefail
 out=${1:?usage: gpu_check.sh OUTDIR}
 mkdir -p "$out"
@@ -34,6 +36,10 @@ echo "== training steps, CPU and CUDA"
 python3 benchmarks/training.py --json "$out/training_preview.json" 2>&1 | tee "$out/training.txt"
 python3 benchmarks/training.py --preset standard --steps 10 --json "$out/training_standard.json" 2>&1 \
   | tee -a "$out/training.txt"
+if [ -z "${SKIP_VIEWPORT:-}" ]; then
+  echo "== viewport renderer rows (no studio window)"
+  python3 benchmarks/viewport.py --no-studio --frames 10 2>&1 | tee "$out/viewport.txt"
+fi
 [ -n "${SKIP_RASTER:-}" ] && exit 0
 echo "== raster benchmark, default grid, with gsplat"
 python3 benchmarks/raster.py --gsplat --json "$out/raster_grid.json" 2>&1 | tee "$out/raster.txt"

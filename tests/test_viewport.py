@@ -220,9 +220,10 @@ def test_auto_backend_picks_the_cpu_compositor_on_software_gl(gl_context, monkey
 
     r = SplatRenderer(8, 8, context=gl_context)
     software = is_software_gl(gl_context)
-    assert r.backend == ("gl" if not software else "engine" if gpu_splatting_problem() is None else "cpu")
+    assert r.backend == ("engine" if gpu_splatting_problem() is None else "gl" if not software else "cpu")
     r.release()
-    assert [auto_backend(False, True), auto_backend(True, True), auto_backend(True, False)] == ["gl", "engine", "cpu"]
+    assert [auto_backend(False, True), auto_backend(True, True), auto_backend(True, False), auto_backend(False, False)] \
+        == ["engine", "engine", "cpu", "gl"]
     described = {"gl": "OpenGL", "cpu": "CPU compositor",
                  "engine": "gsplat (CUDA)" if gpu_splatting_problem() is None else "engine (CPU)"}
     for forced in ("gl", "cpu", "engine"):

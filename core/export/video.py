@@ -22,7 +22,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from core.errors import UserError
+from core.errors import UserError, require
 from core.io.atomic import atomic_path
 
 GIF_MAX_SIDE = 320  # pixels; larger GIFs are slow to write and huge, and mp4 exists for that
@@ -100,7 +100,7 @@ class Mp4Writer(_Checked):
     """H.264 through PyAV's bundled FFmpeg (no network, no system ffmpeg)."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float):
-        import av
+        av = require("av", "MP4 export")
         from av.video.reformatter import ColorRange, Colorspace
 
         if width % 2 or height % 2:

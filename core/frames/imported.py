@@ -30,7 +30,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from core.body import BodyModel
-from core.errors import UserError
+from core.errors import UserError, require
 from core.frames.driving import DRIVING_DISTANCE, driving_camera, shape_tensor
 from core.frames.frameset import FrameSet
 from core.motion import Motion, resample
@@ -109,7 +109,7 @@ class VideoInfo:
 
 
 def _open_video(path: Path):
-    import av
+    av = require("av", "reading a video")
 
     if not path.is_file():
         raise UserError("video not found" if not path.exists() else "not a file", path)
@@ -125,7 +125,7 @@ def _open_video(path: Path):
 
 def video_info(path: str | Path) -> VideoInfo:
     """Frame count, rate and size of a video file (counted by demuxing when the header lacks the count)."""
-    import av
+    av = require("av", "reading a video")
 
     path = Path(path)
     container = _open_video(path)
@@ -150,7 +150,7 @@ def video_info(path: str | Path) -> VideoInfo:
 
 def read_frames(path: str | Path) -> Iterator[np.ndarray]:
     """The video's frames ``[H, W, 3]`` uint8 RGB, in order, decoded one at a time."""
-    import av
+    av = require("av", "reading a video")
 
     path = Path(path)
     container = _open_video(path)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import UserError
+from core.errors import UserError, require
 from core.io.atomic import atomic_path
 from core.prep.crop import Crop, crop_image, person_crop, uncrop_points
 
@@ -182,8 +182,7 @@ def _find_person(
 
 def _run_holistic(image: np.ndarray) -> dict[str, np.ndarray] | None:
     """Holistic on a [H, W, 3] uint8 image -> arrays in pixels, or None when no body was found."""
-    from mediapipe.python.solutions import holistic
-
+    holistic = require("mediapipe.python.solutions.holistic", "finding the person in the photo")
     height, width = image.shape[:2]
     with holistic.Holistic(
         static_image_mode=True, model_complexity=1, enable_segmentation=True, refine_face_landmarks=True

