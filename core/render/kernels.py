@@ -33,6 +33,8 @@ from numba.extending import overload  # noqa: E402
 from numba.cpython.unsafe.numbers import trailing_zeros  # noqa: E402
 
 TILE_SIZE = 16
+_TILE_SHIFT = 4  # log2(TILE_SIZE): tile pixel p sits in row p >> 4, column p & 15
+assert TILE_SIZE == 1 << _TILE_SHIFT
 ALPHA_THRESHOLD = 1.0 / 255.0
 MAX_ALPHA = 0.999
 MIN_TRANSMITTANCE = 1e-4
@@ -686,6 +688,9 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, expect
     rows_out = np.empty((TILE_SIZE, 2 * TILE_SIZE), packed.dtype)
     # bit col of alive[r] is set while pixel (r, col) of the tile still accumulates
     alive = np.empty(TILE_SIZE, np.int64)
+    u_zero = np.uint64(0)
+    u_one = np.uint64(1)
+    u_tile = np.uint64(TILE_SIZE)
     for task in range(task_first, task_stop):
         tile = worker_tiles[task]
         c, x_lo, y_lo, x_hi, y_hi = _tile_bounds(tile, tiles_per_cam, tiles_x, width, height)
@@ -695,7 +700,7 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, expect
         alive[:] = 0
         alive[:y_hi - y_lo] = (1 << (x_hi - x_lo)) - 1
         n_done = 0
-        log_at = task_log_start[task]
+        log_at = np.uint64(task_log_start[task])
         x_lo_real = real(x_lo)
         y_lo_real = real(y_lo)
         for k in range(tile_offsets[tile], tile_offsets[tile + 1]):
@@ -732,18 +737,23 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, expect
                     _row_alphas_8(mx_lane, half_a, cb * dy, half_c * dy * dy, opacity, rows_out[r])
                 else:
                     _row_alphas_16(mx_lane, half_a, cb * dy, half_c * dy * dy, opacity, rows_out[r])
+            u_first = np.uint64(first)
             for r in range(y0, y1):
-                todo = alive[r] & box_bits
+                # unsigned indices from here: numba adds a negative-index wrap-around to every signed one
+                # (a fifth of this loop's instructions)
+                todo = np.uint64(alive[r] & box_bits)
                 row_out = rows_out[r]
-                while todo != 0:
+                row_base = np.uint64(r * TILE_SIZE)
+                while todo != u_zero:
                     col = trailing_zeros(todo)
-                    todo &= todo - 1
-                    alpha = row_out[TILE_SIZE + col - first]
-                    p = r * TILE_SIZE + col
+                    todo &= todo - u_one
+                    lane = col - u_first
+                    alpha = row_out[u_tile + lane]
+                    p = row_base + col
                     t_before = trans[p]
                     next_t = t_before * (one - alpha)
                     if next_t <= min_transmittance:
-                        alive[r] &= ~(1 << col)
+                        alive[r] &= ~(1 << np.int64(col))
                         n_done += 1
                         continue
                     weight = alpha * t_before
@@ -756,13 +766,13 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, expect
                             accum[p, ch] += weight * colors[c, rank, ch]
                     trans[p] = next_t
                     log_pixel[log_at] = p
-                    log_falloff[log_at] = row_out[col - first]
+                    log_falloff[log_at] = row_out[lane]
                     # branch-free: a pixel below the threshold has alpha 0 (no change above) and is not kept. Its
                     # entry is written anyway and overwritten next; that slot is within this tile's log, which
                     # holds one slot per footprint pixel, and this pixel's slot is not used by a kept entry
-                    log_at += alpha > zero
-            isect_log_count[k] = log_at - k_log_start
-        log_count[task] = log_at - task_log_start[task]
+                    log_at += np.uint64(alpha > zero)
+            isect_log_count[k] = np.int64(log_at - k_log_start)
+        log_count[task] = np.int64(log_at) - task_log_start[task]
         for py in range(y_lo, y_hi):
             for px in range(x_lo, x_hi):
                 p = (py - y_lo) * TILE_SIZE + (px - x_lo)
@@ -811,6 +821,8 @@ def composite_backward(task_first, task_stop, packed, colors, backgrounds, expec
     max_alpha = real(MAX_ALPHA)
     min_alpha = real(MIN_DEPTH_ALPHA)
     centres = np.arange(TILE_SIZE).astype(packed.dtype)
+    u_column = np.uint64(TILE_SIZE - 1)  # pixel p of a tile: column p & u_column, row p >> u_row_shift
+    u_row_shift = np.uint64(_TILE_SHIFT)
     for task in range(task_first, task_stop):
         tile = worker_tiles[task]
         c, x_lo, y_lo, x_hi, y_hi = _tile_bounds(tile, tiles_per_cam, tiles_x, width, height)
@@ -859,8 +871,9 @@ def composite_backward(task_first, task_stop, packed, colors, backgrounds, expec
             g_col0 = zero
             g_col1 = zero
             g_col2 = zero
-            for entry in range(j, j - n_entries, -1):
-                p = log_pixel[entry]
+            for back in range(n_entries):
+                entry = np.uint64(j - back)  # unsigned: no wrap-around (see composite_forward)
+                p = np.uint64(log_pixel[entry])
                 falloff = log_falloff[entry]
                 raw_alpha = opacity * falloff
                 alpha = min(max_alpha, raw_alpha)
@@ -887,8 +900,8 @@ def composite_backward(task_first, task_stop, packed, colors, backgrounds, expec
                     # alpha = opacity exp(-sigma): d alpha / d sigma = -alpha
                     v_sigma = -raw_alpha * v_alpha
                     g_o += falloff * v_alpha
-                    dx = mx_centre - centres[p % TILE_SIZE]
-                    dy = my_centre - centres[p // TILE_SIZE]
+                    dx = mx_centre - centres[p & u_column]
+                    dy = my_centre - centres[p >> u_row_shift]
                     g_mx += v_sigma * (ca * dx + cb * dy)
                     g_my += v_sigma * (cb * dx + cc * dy)
                     g_a2 += v_sigma * dx * dx
