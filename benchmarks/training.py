@@ -9,6 +9,10 @@ frames are rendered from a striped copy of it along the built-in motions at trai
 one standing in for the photo (``core.synthetic.self_rendered_set``: no OpenGL and no prep, so this runs
 on a bare GPU machine). Every device trains a fresh copy from the same start with the same draws.
 
+Torch threads as ``reconstruct`` trains (``core.threads.training_threads``): this script, like the command
+line, sets OMP_WAIT_POLICY=PASSIVE before torch loads (unless it is set already), so the CPU trains on every
+core; the baseline row trains the same run on one thread.
+
 Times are wall ms per step after warm-up steps: the median over photo steps and over generated steps
 (a CUDA step ends with reading its loss, which waits for the GPU), and it/s over all timed steps.
 Memory: on the CPU the growth of the resident set from before the trainer is built to the end (peak,
@@ -19,12 +23,15 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI: before torch loads OpenMP
+
+import torch  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -34,7 +41,7 @@ from core.body import BodyModel  # noqa: E402
 from core.config import load_preset  # noqa: E402
 from core.render import available_backends  # noqa: E402
 from core.synthetic import self_rendered_set  # noqa: E402
-from core.threads import single_torch_thread  # noqa: E402
+from core.threads import torch_threads, training_threads  # noqa: E402
 from core.trainer import Trainer  # noqa: E402
 from timing import memory_kib, reset_peak_rss  # noqa: E402
 
@@ -59,7 +66,8 @@ def time_device(device: str, body: BodyModel, config, data, steps: int, warmup: 
     elapsed = time.perf_counter() - started
     peak_mib = (torch.cuda.max_memory_allocated() / 2**20 if cuda
                 else (memory_kib()["VmHWM"] - rss_before) / 1024.0)
-    return {"device": torch.cuda.get_device_name() if cuda else "cpu", "gaussians": trainer.avatar.num_gaussians,
+    name = torch.cuda.get_device_name() if cuda else f"cpu, {torch.get_num_threads()} thread(s)"
+    return {"device": name, "threads": torch.get_num_threads(), "gaussians": trainer.avatar.num_gaussians,
             "photo_ms": statistics.median(times["photo"]) if times["photo"] else float("nan"),
             "generated_ms": statistics.median(times["generated"]) if times["generated"] else float("nan"),
             "steps_per_second": steps / elapsed, "peak_mib": peak_mib, "last_loss": metrics["loss"]}
@@ -81,13 +89,15 @@ def main(argv=None) -> int:
     data = self_rendered_set(body, config)
     print(f"preset {config.name}: {data.avatar.num_gaussians} Gaussians, {config.train.render_size}^2 renders, "
           f"{args.frames} frames (scene built in {time.perf_counter() - started:.0f} s); torch {torch.__version__}")
-    devices = ["cpu"] + (["cuda"] if "gsplat" in available_backends() else [])
+    threads = training_threads()
+    runs = [("cpu", 1)] + ([("cpu", threads)] if threads > 1 else [])
+    runs += [("cuda", threads)] if "gsplat" in available_backends() else []
     results = []
-    with single_torch_thread():
-        for device in devices:
+    for device, count in runs:
+        with torch_threads(count):
             results.append(time_device(device, body, config, data, args.steps, args.warmup))
     base = results[0]
-    print("device                 | photo step ms | generated step ms | it/s  | peak MiB | speed vs CPU")
+    print("device                 | photo step ms | generated step ms | it/s  | peak MiB | vs CPU, 1 thread")
     for r in results:
         print(f"{r['device'][:22]:<22} | {r['photo_ms']:13.1f} | {r['generated_ms']:17.1f} | {r['steps_per_second']:5.1f} "
               f"| {r['peak_mib']:8.0f} | {r['steps_per_second'] / base['steps_per_second']:5.1f}x")

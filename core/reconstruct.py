@@ -38,7 +38,7 @@ from core.io.atomic import write_text_atomic
 from core.io.images import save_png
 from core.render.mesh import visible_vertices
 from core.subject import Subject
-from core.threads import single_torch_thread
+from core.threads import torch_threads, training_threads
 from core.trainer import Trainer, config_device
 from core.training_frames import photo_frame
 
@@ -118,7 +118,7 @@ def warm_up(avatar: Avatar, body: BodyModel, frame0, config: Config, betas: np.n
     warm_config.optim.lr_photo_pose = 0.0  # the photo alone cannot tell its pose error from its colours
     trainer = Trainer(avatar, body, frame0, None, warm_config, betas, expression, device=config_device(config))
     try:
-        with single_torch_thread():
+        with torch_threads(training_threads()):
             while not trainer.done and not (stop is not None and stop.is_set()):
                 metrics = trainer.step()
                 report("warm-up on the photo", trainer.step_index / steps, metrics)
@@ -275,7 +275,7 @@ def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: 
     interrupted = False
     started = time.perf_counter()
     try:
-        with single_torch_thread():
+        with torch_threads(training_threads()):
             _train(trainer, checkpoint, config.train.checkpoint_every, report, stop)
         interrupted = not trainer.done
     except KeyboardInterrupt:

@@ -14,7 +14,7 @@ from core.errors import UserError
 from core.frames.generated import generate_frames
 from core.synthetic import synthetic_subject
 from core.reconstruct import photo_colors
-from core.threads import single_torch_thread
+from core.threads import single_torch_thread, torch_threads
 from core.frames.imported import IMPORTED_SOURCE
 from core.trainer import Trainer, registration_window
 from core.training_frames import photo_frame
@@ -73,10 +73,11 @@ REFINE_PHOTO = {"optim.lr_photo_pose": 1e-2}
 REGISTER_PHOTO = {"sampling.register_photo_at": 0.01, "sampling.register_steps": 3}
 
 
+@pytest.mark.parametrize("threads", [1, 2])  # reconstruct trains on training_threads(): 1, or every core
 @pytest.mark.parametrize("photo, source", [(REFINE_PHOTO, None), (REGISTER_PHOTO, IMPORTED_SOURCE)],
                          ids=["refined", "registered"])
-def test_resume_gives_the_same_parameters(setup, tmp_path, photo, source):
-    with single_torch_thread():  # as reconstruct trains: reductions in a fixed order
+def test_resume_gives_the_same_parameters(setup, tmp_path, photo, source, threads):
+    with torch_threads(threads):  # a fixed thread count: torch splits its reductions the same way each time
         straight = make_trainer(setup, source, **photo)
         for _ in range(6):
             straight.step()
@@ -429,3 +430,18 @@ def test_the_photo_is_registered_only_to_frames_that_do_not_come_from_its_own_fi
     assert registration_window(config, None) == (0, 0)
     off = load_preset("preview", ["train.iterations=100", "sampling.register_photo_at=0"])
     assert registration_window(off, dataclasses.replace(frames, source=IMPORTED_SOURCE)) == (0, 0)
+
+
+def test_training_threads_follow_the_openmp_wait_policy(monkeypatch):
+    """Every usable core only where idle OpenMP workers sleep (the CLI sets the policy before torch loads)."""
+    import os
+
+    from core.threads import training_threads
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert training_threads() == cores
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert training_threads() == 1
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert training_threads() == 1

@@ -27,7 +27,7 @@ from core.quality.alignment import EvalPose, ScaleAlignment
 from core.reconstruct import initial_avatar, photo_training_frame, subject_shape, warm_up
 from core.render.mesh import MeshRenderer
 from core.subject import Subject
-from core.threads import single_torch_thread
+from core.threads import torch_threads, training_threads
 from core.trainer import Trainer, config_device
 from core.training_frames import TrainFrame
 
@@ -88,7 +88,7 @@ def train_variant(start: SharedStart, body: BodyModel, config: Config, variant: 
     avatar = copy.deepcopy(start.warmed)
     trainer = Trainer(avatar, body, start.photo, start.frames, variant_config(config, variant), start.betas,
                       start.expression, device=config_device(config))
-    with single_torch_thread():
+    with torch_threads(training_threads()):
         while not trainer.done:
             metrics = trainer.step()
             report(f"train {variant}", trainer.step_index / trainer.total, metrics)
