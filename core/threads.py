@@ -1,8 +1,10 @@
-"""Torch threading for the engine's loops."""
+"""Threads for the engine: torch's thread count in its loops, and a pool that runs numba kernels in slices."""
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import torch
@@ -45,3 +47,44 @@ def torch_threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+_POOL_LOCK = threading.Lock()
+_POOL: ThreadPoolExecutor | None = None
+_POOL_PID = 0
+
+
+def kernel_threads() -> int:
+    """Threads per numba kernel launch (run_sliced): NUMBA_NUM_THREADS (defaults to the usable CPU cores)."""
+    import numba
+
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL, _POOL_PID
+    with _POOL_LOCK:
+        # a forked child inherits the executor but not its threads: start a fresh one there
+        if _POOL is None or _POOL_PID != os.getpid():
+            _POOL = ThreadPoolExecutor(max_workers=max(1, kernel_threads() - 1), thread_name_prefix="persona-render")
+            _POOL_PID = os.getpid()
+        return _POOL
+
+
+def run_sliced(kernel, bounds, *args) -> None:
+    """Run ``kernel(bounds[i], bounds[i + 1], *args)`` for every slice i, in parallel (kernels that release
+    the GIL: numba ``nogil``). bounds: [S + 1] increasing ints. The calling thread runs slice 0 itself."""
+    n_slices = len(bounds) - 1
+    futures = [_pool().submit(kernel, int(bounds[i]), int(bounds[i + 1]), *args) for i in range(1, n_slices)]
+    try:
+        if n_slices > 0:
+            kernel(int(bounds[0]), int(bounds[1]), *args)
+    finally:
+        for future in futures:
+            future.result()
+
+
+def even_bounds(n_items: int) -> list[int]:
+    """Slice bounds splitting n_items into one equal share per kernel thread."""
+    shares = min(kernel_threads(), max(n_items, 1))
+    return [n_items * i // shares for i in range(shares + 1)]

@@ -14,6 +14,7 @@ from smplx.lbs import batch_rodrigues
 
 from core.render.jit_cache import configure_numba_cache
 from core.sparse import FixedSparse
+from core.threads import even_bounds, run_sliced
 
 configure_numba_cache()
 
@@ -113,13 +114,13 @@ _JIT = dict(cache=True, nogil=True, fastmath=True, error_model="numpy")
 
 
 @njit(**_JIT)
-def _group_norm_relu_forward(x, weight, bias, eps, out, normalised, inv_std):  # pragma: no cover (numba)
-    """``out = relu(normalised * weight + bias)`` for ``x [N, G, S]`` normalised over each group's S
-    channels (two passes: mean, then variance of the centred values, as layer norm)."""
-    n, groups, size = x.shape
+def _group_norm_relu_forward(first, stop, x, weight, bias, eps, out, normalised, inv_std):  # pragma: no cover
+    """``out = relu(normalised * weight + bias)`` for rows [first, stop) of ``x [N, G, S]`` normalised over each
+    group's S channels (two passes: mean, then variance of the centred values, as layer norm)."""
+    groups, size = x.shape[1], x.shape[2]
     inv_size = np.float32(1.0) / np.float32(size)
     zero = np.float32(0.0)
-    for i in range(n):
+    for i in range(first, stop):
         for g in range(groups):
             total = zero
             for k in range(size):
@@ -139,20 +140,26 @@ def _group_norm_relu_forward(x, weight, bias, eps, out, normalised, inv_std):  #
 
 
 @njit(**_JIT)
-def _group_norm_relu_backward(grad_out, out, normalised, inv_std, weight, grad_x, grad_weight, grad_bias):  # pragma: no cover
-    """Gradients of ``_group_norm_relu_forward``; ``grad_weight`` / ``grad_bias [G, S]`` are accumulated into."""
-    n, groups, size = out.shape
+def _group_norm_relu_backward(first, stop, grad_out, out, normalised, inv_std, weight, grad_x, bounds, grad_weight,
+                              grad_bias):  # pragma: no cover
+    """Gradients of ``_group_norm_relu_forward`` for rows [first, stop): ``grad_x`` rows written, the parameter
+    gradients accumulated into this slice's ``grad_weight[s]`` / ``grad_bias[s]`` (``[P, G, S]``, zero on
+    entry; s is the slice with bounds[s] == first), which the caller sums."""
+    groups, size = out.shape[1], out.shape[2]
     inv_size = np.float32(1.0) / np.float32(size)
     zero = np.float32(0.0)
     grad_h = np.empty(size, np.float32)
-    for i in range(n):
+    s = min(np.searchsorted(bounds, first, "right") - 1, len(bounds) - 2)  # no rows: bounds [0, 0]
+    weight_sum = grad_weight[s]
+    bias_sum = grad_bias[s]
+    for i in range(first, stop):
         for g in range(groups):
             mean_gh = zero
             mean_gh_h = zero
             for k in range(size):
                 gz = grad_out[i, g, k] if out[i, g, k] > zero else zero
-                grad_weight[g, k] += gz * normalised[i, g, k]
-                grad_bias[g, k] += gz
+                weight_sum[g, k] += gz * normalised[i, g, k]
+                bias_sum[g, k] += gz
                 gh = gz * weight[g, k]
                 grad_h[k] = gh
                 mean_gh += gh
@@ -173,9 +180,9 @@ class _GroupNormReLU(torch.autograd.Function):
         shape = (n, groups, c // groups)
         x = x.detach().contiguous()
         out, normalised, inv_std = torch.empty_like(x), torch.empty_like(x), x.new_empty(n, groups)
-        _group_norm_relu_forward(x.view(shape).numpy(), weight.detach().reshape(shape[1:]).numpy(),
-                                 bias.detach().reshape(shape[1:]).numpy(), np.float32(eps),
-                                 out.view(shape).numpy(), normalised.view(shape).numpy(), inv_std.numpy())
+        run_sliced(_group_norm_relu_forward, even_bounds(n), x.view(shape).numpy(),
+                   weight.detach().reshape(shape[1:]).numpy(), bias.detach().reshape(shape[1:]).numpy(),
+                   np.float32(eps), out.view(shape).numpy(), normalised.view(shape).numpy(), inv_std.numpy())
         ctx.save_for_backward(out, normalised, inv_std, weight)
         ctx.groups = groups
         return out
@@ -186,12 +193,15 @@ class _GroupNormReLU(torch.autograd.Function):
         n, c = out.shape
         shape = (n, ctx.groups, c // ctx.groups)
         grad_x = torch.empty_like(out)
-        grad_weight, grad_bias = torch.zeros(c), torch.zeros(c)
-        _group_norm_relu_backward(grad_out.contiguous().view(shape).numpy(), out.view(shape).numpy(),
-                                  normalised.view(shape).numpy(), inv_std.numpy(),
-                                  weight.detach().reshape(shape[1:]).numpy(), grad_x.view(shape).numpy(),
-                                  grad_weight.view(shape[1:]).numpy(), grad_bias.view(shape[1:]).numpy())
-        return grad_x, grad_weight, grad_bias, None, None
+        bounds = np.asarray(even_bounds(n), np.int64)
+        slices = (len(bounds) - 1,) + shape[1:]  # one partial sum per slice: no two threads add to one place
+        grad_weight, grad_bias = np.zeros(slices, np.float32), np.zeros(slices, np.float32)
+        run_sliced(_group_norm_relu_backward, bounds, grad_out.contiguous().view(shape).numpy(),
+                   out.view(shape).numpy(), normalised.view(shape).numpy(), inv_std.numpy(),
+                   weight.detach().reshape(shape[1:]).numpy(), grad_x.view(shape).numpy(), bounds, grad_weight,
+                   grad_bias)
+        return (grad_x, torch.from_numpy(grad_weight.sum(axis=0).reshape(c)),
+                torch.from_numpy(grad_bias.sum(axis=0).reshape(c)), None, None)
 
 
 class PointGroupNorm(nn.GroupNorm):

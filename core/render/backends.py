@@ -191,7 +191,7 @@ def backend_info() -> dict:
     """
     import numba
 
-    from core.render.cpu import render_threads
+    from core.threads import kernel_threads
 
     gsplat_version = None
     if gsplat_installed():
@@ -202,7 +202,7 @@ def backend_info() -> dict:
     usable = available_backends()
     auto = "gsplat" if "gsplat" in usable else "cpu"
     warm = jit_cache_warm()
-    threads = render_threads()
+    threads = kernel_threads()
     summary = (f"auto -> {auto}; cpu: numba {numba.__version__}, {threads} thread{'s' if threads > 1 else ''}, "
                f"JIT cache {'warm' if warm else 'cold (first render compiles for ~30 s)'}")
     if "gsplat" not in usable:

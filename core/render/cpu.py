@@ -8,8 +8,8 @@ share of that work). Compositing keeps a log of every (Gaussian, pixel) contribu
 for the backward pass (5 bytes per contribution in float32, plus 4 per tile-Gaussian pair: 3.3 MB at 20k
 Gaussians, 256^2), released with the autograd graph.
 
-Parallelism: each kernel works on a slice of its items and releases the GIL; ``_run_sliced`` runs one
-slice per thread (the calling thread takes the first). Kernels are re-entrant, so rasterize() may be
+Parallelism: each kernel works on a slice of its items and releases the GIL; ``core.threads.run_sliced``
+runs one slice per thread (the calling thread takes the first). Kernels are re-entrant, so rasterize() may be
 called from any thread, and from several at once (their slices share one pool).
 
 Performance note for applications: torch's OpenMP workers busy-wait for ~10 ms after each parallel
@@ -18,58 +18,14 @@ Set OMP_WAIT_POLICY=PASSIVE before torch is imported (or torch.set_num_threads(1
 """
 from __future__ import annotations
 
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
-import numba
 import numpy as np
 import torch
 from torch import Tensor
 
 from core.render import kernels
-
-_POOL_LOCK = threading.Lock()
-_POOL: ThreadPoolExecutor | None = None
-_POOL_PID = 0
-
-
-def render_threads() -> int:
-    """Threads per kernel launch: NUMBA_NUM_THREADS (defaults to the usable CPU cores)."""
-    return max(1, int(numba.config.NUMBA_NUM_THREADS))
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL, _POOL_PID
-    with _POOL_LOCK:
-        # a forked child inherits the executor but not its threads: start a fresh one there
-        if _POOL is None or _POOL_PID != os.getpid():
-            _POOL = ThreadPoolExecutor(max_workers=max(1, render_threads() - 1),
-                                       thread_name_prefix="persona-render")
-            _POOL_PID = os.getpid()
-        return _POOL
-
-
-def _run_sliced(kernel, bounds, *args) -> None:
-    """Run ``kernel(bounds[i], bounds[i + 1], *args)`` for every slice i, in parallel.
-
-    bounds: [S + 1] increasing ints. The calling thread runs slice 0 itself.
-    """
-    n_slices = len(bounds) - 1
-    futures = [_pool().submit(kernel, int(bounds[i]), int(bounds[i + 1]), *args) for i in range(1, n_slices)]
-    try:
-        if n_slices > 0:
-            kernel(int(bounds[0]), int(bounds[1]), *args)
-    finally:
-        for future in futures:
-            future.result()
-
-
-def _even_bounds(n_items: int) -> list[int]:
-    """Slice bounds splitting n_items into one equal share per thread."""
-    shares = min(render_threads(), max(n_items, 1))
-    return [n_items * i // shares for i in range(shares + 1)]
-
+from core.threads import even_bounds as _even_bounds
+from core.threads import kernel_threads
+from core.threads import run_sliced as _run_sliced
 
 def _array(tensor: Tensor) -> np.ndarray:
     """A numpy view of a CPU tensor, made contiguous."""
@@ -173,7 +129,7 @@ class CompositeGaussians(torch.autograd.Function):
                     _array(conics), _array(opacities), _array(colors), _array(depths), depth_channel, footprints_a,
                     packed, packed_colors)
         heaviest_first = np.argsort(-tile_cost, kind="stable")
-        worker_bounds, worker_tiles = kernels.balance_work(tile_cost, heaviest_first, render_threads())
+        worker_bounds, worker_tiles = kernels.balance_work(tile_cost, heaviest_first, kernel_threads())
         # Each tile logs at most tile_cost contributions. The log is sized for that bound, but pages
         # that are never written are never touched, so only the real contributions cost memory.
         # log: pixel and falloff per contribution, contributions per task, contributions per isect_ids entry.
