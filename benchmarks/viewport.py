@@ -49,12 +49,14 @@ import os
 import statistics
 import time
 
-import numpy as np
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI that starts the studio: before torch loads
 
-from timing import call_times
-from persona_studio.camera import Camera
-from persona_studio.viewport.demo_figure import demo_figure
-from persona_studio.viewport.gl_renderer import SplatRenderer, back_to_front_order, quad_indices
+import numpy as np  # noqa: E402
+
+from timing import call_times  # noqa: E402
+from persona_studio.camera import Camera  # noqa: E402
+from persona_studio.viewport.demo_figure import demo_figure  # noqa: E402
+from persona_studio.viewport.gl_renderer import SplatRenderer, back_to_front_order, quad_indices  # noqa: E402
 
 
 def median_seconds(fn, frames: int, warmup: int = 2) -> tuple[float, float]:

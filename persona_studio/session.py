@@ -30,7 +30,7 @@ from core.errors import UserError
 from core.frames.frameset import FrameSet
 from core.reconstruct import finish_run, initial_avatar, photo_training_frame, subject_shape, training_frameset
 from core.subject import Subject
-from core.threads import single_torch_thread
+from core.threads import torch_threads, training_threads
 from core.trainer import Trainer, TrainingSnapshot, config_device
 from persona_studio.inspection import Inspection, frame_label, frame_thumbnails, inspect_frame
 from persona_studio.latest import Latest
@@ -275,7 +275,7 @@ class ReconstructionSession:
         self._previous = None
 
     def _run(self) -> None:
-        with single_torch_thread():  # as core.reconstruct trains: faster beside the rasterizer's threads
+        with torch_threads(training_threads()):  # as core.reconstruct trains
             self._run_stages()
         self._serve_until_closed()
 
