@@ -27,6 +27,7 @@ from core.threads import even_bounds as _even_bounds
 from core.threads import kernel_threads
 from core.threads import run_sliced as _run_sliced
 
+
 def _array(tensor: Tensor) -> np.ndarray:
     """A numpy view of a CPU tensor, made contiguous."""
     return tensor.detach().contiguous().numpy()
