@@ -28,7 +28,12 @@ def check_torch() -> Check:
     device = "cpu"
     if torch.cuda.is_available():
         device = f"cuda ({torch.cuda.get_device_name(0)})"
-    return Check("torch", True, f"{torch.__version__}, device {device}, {torch.get_num_threads()} threads")
+    from core.threads import training_threads
+
+    threads = training_threads()
+    why = "OpenMP workers sleep when idle" if threads > 1 else "set OMP_WAIT_POLICY=PASSIVE to train on every core"
+    return Check("torch", True, f"{torch.__version__}, device {device}, trains on {threads} thread"
+                 f"{'s' if threads > 1 else ''} ({why})")
 
 
 def check_cuda_gsplat() -> Check:

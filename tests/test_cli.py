@@ -15,11 +15,15 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def test_doctor_reports_machine():
-    result = run_cli("doctor")
+    import os
+
+    result = run_cli("doctor", env={k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"})
     assert result.returncode == 0, result.stdout + result.stderr
     for item in ("torch", "rasterizer", "body model", "mediapipe", "OpenGL", "ffmpeg"):
         assert item in result.stdout
     assert "embedded" in result.stdout
+    cores = len(os.sched_getaffinity(0))  # the CLI sets OMP_WAIT_POLICY=PASSIVE: every core trains
+    assert f"trains on {cores} thread" in result.stdout
 
 
 def test_doctor_fails_with_fix_for_broken_body_model(tmp_path):
