@@ -36,6 +36,11 @@ core/quality/metrics.py). LPIPS is not reported: its pretrained weights are not 
 Writes ``quality_<preset>[_quick][_<frames>][_<tag>][_<align>].md`` (``_<frames>`` unless offline) /
 ``.json`` (table, updated after every subject)
 and ``.png`` (contact sheet: GT | (a) .. (e), three held-out renders per subject) into --out.
+
+Variants train with torch on every core, as ``reconstruct`` does from the command line: this script sets
+OMP_WAIT_POLICY=PASSIVE before torch loads (unless it is set already; tables before session 10 trained on
+one thread, which splits torch's sums differently: the runs part ways a little, as messi5's input view
+measured 24.43 dB on two threads and 24.63 on one).
 """
 from __future__ import annotations
 
@@ -47,7 +52,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI: before torch loads OpenMP
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
