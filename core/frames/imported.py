@@ -108,8 +108,13 @@ class VideoInfo:
     height: int
 
 
+def _av():
+    """PyAV, or a one-line error saying that reading a video needs it."""
+    return require("av", "reading a video")
+
+
 def _open_video(path: Path):
-    av = require("av", "reading a video")
+    av = _av()
 
     if not path.is_file():
         raise UserError("video not found" if not path.exists() else "not a file", path)
@@ -125,7 +130,7 @@ def _open_video(path: Path):
 
 def video_info(path: str | Path) -> VideoInfo:
     """Frame count, rate and size of a video file (counted by demuxing when the header lacks the count)."""
-    av = require("av", "reading a video")
+    av = _av()
 
     path = Path(path)
     container = _open_video(path)
@@ -150,7 +155,7 @@ def video_info(path: str | Path) -> VideoInfo:
 
 def read_frames(path: str | Path) -> Iterator[np.ndarray]:
     """The video's frames ``[H, W, 3]`` uint8 RGB, in order, decoded one at a time."""
-    av = require("av", "reading a video")
+    av = _av()
 
     path = Path(path)
     container = _open_video(path)
