@@ -222,22 +222,24 @@ class _CriticalPath:
 
         self.slowest = 0.0
         self.own = 0.0
-        original = cpu_backend._run_sliced
+        sliced, shared = cpu_backend._run_sliced, cpu_backend._run_shared
 
         def timed_kernel(kernel, times):
-            def run(first, stop, *args):
+            def run(*args):
                 start = time.thread_time()
-                kernel(first, stop, *args)
+                kernel(*args)
                 times.append((threading.get_ident(), time.thread_time() - start))
             return run
 
-        def run_sliced(kernel, bounds, *args):
-            times = []
-            original(timed_kernel(kernel, times), bounds, *args)
-            self.slowest += max((t for _, t in times), default=0.0)
-            self.own += sum(t for ident, t in times if ident == threading.get_ident())
+        def timed(runner):
+            def run(kernel, *args):
+                times = []
+                runner(timed_kernel(kernel, times), *args)
+                self.slowest += max((t for _, t in times), default=0.0)
+                self.own += sum(t for ident, t in times if ident == threading.get_ident())
+            return run
 
-        cpu_backend._run_sliced = run_sliced
+        cpu_backend._run_sliced, cpu_backend._run_shared = timed(sliced), timed(shared)
 
     def start(self):
         self.slowest = self.own = 0.0

@@ -84,6 +84,18 @@ def run_sliced(kernel, bounds, *args) -> None:
             future.result()
 
 
+def run_shared(kernel, *args) -> None:
+    """Run ``kernel(*args)`` on every kernel thread at once (the calling thread too): kernels that take their
+    work items from a queue they share (see ``core.render.kernels.take_task``), so a thread that finishes
+    early takes more rather than waiting for a slower one."""
+    futures = [_pool().submit(kernel, *args) for _ in range(1, kernel_threads())]
+    try:
+        kernel(*args)
+    finally:
+        for future in futures:
+            future.result()
+
+
 def even_bounds(n_items: int) -> list[int]:
     """Slice bounds splitting n_items into one equal share per kernel thread."""
     shares = min(kernel_threads(), max(n_items, 1))

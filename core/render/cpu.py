@@ -8,9 +8,10 @@ share of that work). Compositing keeps a log of every (Gaussian, pixel) contribu
 for the backward pass (5 bytes per contribution in float32, plus 4 per tile-Gaussian pair: 3.3 MB at 20k
 Gaussians, 256^2), released with the autograd graph.
 
-Parallelism: each kernel works on a slice of its items and releases the GIL; ``core.threads.run_sliced``
-runs one slice per thread (the calling thread takes the first). Kernels are re-entrant, so rasterize() may be
-called from any thread, and from several at once (their slices share one pool).
+Parallelism: every kernel releases the GIL and runs on all kernel threads (the calling thread too): the
+per-Gaussian ones on one slice of the Gaussians each (``core.threads.run_sliced``), the compositing ones
+taking tiles from a shared queue (``core.threads.run_shared``). Kernels are re-entrant, so rasterize() may
+be called from any thread, and from several at once (they share one pool).
 
 Performance note for applications: torch's OpenMP workers busy-wait for ~10 ms after each parallel
 torch op by default, which on a 2-core machine takes the cores from these kernels (about 2x slower).
@@ -24,7 +25,7 @@ from torch import Tensor
 
 from core.render import kernels
 from core.threads import even_bounds as _even_bounds
-from core.threads import kernel_threads
+from core.threads import run_shared as _run_shared
 from core.threads import run_sliced as _run_sliced
 
 
@@ -129,28 +130,27 @@ class CompositeGaussians(torch.autograd.Function):
         _run_sliced(kernels.pack_gaussians, _even_bounds(n_cams * n_gauss), depth_order, _array(means2d),
                     _array(conics), _array(opacities), _array(colors), _array(depths), depth_channel, footprints_a,
                     packed, packed_colors)
-        heaviest_first = np.argsort(-tile_cost, kind="stable")
-        worker_bounds, worker_tiles = kernels.balance_work(tile_cost, heaviest_first, kernel_threads())
+        task_tiles = np.argsort(-tile_cost, kind="stable")  # heaviest first (see kernels.take_task)
         # Each tile logs at most tile_cost contributions. The log is sized for that bound, but pages
         # that are never written are never touched, so only the real contributions cost memory.
         # log: pixel and falloff per contribution, contributions per task, contributions per isect_ids entry.
-        task_log_start = np.zeros(len(worker_tiles) + 1, np.int64)
-        np.cumsum(tile_cost[worker_tiles], out=task_log_start[1:])
+        task_log_start = np.zeros(len(task_tiles) + 1, np.int64)
+        np.cumsum(tile_cost[task_tiles], out=task_log_start[1:])
         capacity = int(task_log_start[-1])
         log = (np.empty(capacity, np.uint8), torch.empty(capacity, dtype=dtype).numpy(),
-               np.zeros(len(worker_tiles), np.int64), np.zeros(len(isect_ids), np.int32))
+               np.zeros(len(task_tiles), np.int64), np.zeros(len(isect_ids), np.int32))
         render = torch.empty((n_cams, height, width, n_channels), dtype=dtype)
         transmittance = torch.empty((n_cams, height, width), dtype=dtype)
         alphas = torch.empty((n_cams, height, width, 1), dtype=dtype)
         channel_backgrounds = np.zeros((n_cams, n_channels), packed.dtype)  # depth: zero background, as gsplat
         if backgrounds is not None:
             channel_backgrounds[:, :backgrounds.shape[1]] = _array(backgrounds)
-        _run_sliced(kernels.composite_forward, worker_bounds, packed, packed_colors, channel_backgrounds,
-                    expected_depth, width, height, tile_offsets, isect_ids, worker_tiles, task_log_start, *log,
+        _run_shared(kernels.composite_forward, np.zeros(1, np.int64), packed, packed_colors, channel_backgrounds,
+                    expected_depth, width, height, tile_offsets, isect_ids, task_tiles, task_log_start, *log,
                     render.numpy(), transmittance.numpy(), alphas.numpy())
         ctx.save_for_backward(transmittance, render)
         ctx.bins = (packed, packed_colors, channel_backgrounds, tile_offsets, isect_ids, gauss_offsets, grad_rows,
-                    worker_bounds, worker_tiles, task_log_start, log)
+                    task_tiles, task_log_start, log)
         ctx.settings = (width, height, colors.shape[0], depth_channel, expected_depth)
         return render, alphas
 
@@ -158,7 +158,7 @@ class CompositeGaussians(torch.autograd.Function):
     def backward(ctx, v_render, v_alphas):
         transmittance, render = ctx.saved_tensors
         (packed, packed_colors, channel_backgrounds, tile_offsets, isect_ids, gauss_offsets, grad_rows,
-         worker_bounds, worker_tiles, task_log_start, log) = ctx.bins
+         task_tiles, task_log_start, log) = ctx.bins
         width, height, colour_cams, depth_channel, expected_depth = ctx.settings
         n_cams, n_gauss, n_channels = packed_colors.shape
         dtype = transmittance.dtype
@@ -167,9 +167,11 @@ class CompositeGaussians(torch.autograd.Function):
         # zeros: entries without contributions are never written. np.zeros takes pages the OS zeroes on first
         # touch, so this costs no pass of its own.
         isect_grads = np.zeros((isect_ids.shape[0], 6 + n_channels), dtype=packed.dtype)
-        _run_sliced(kernels.composite_backward, worker_bounds, packed, packed_colors, channel_backgrounds,
-                    expected_depth, width, height, tile_offsets, isect_ids, worker_tiles, task_log_start, *log,
-                    render.numpy(), transmittance.numpy(), v_render.numpy(), v_alphas.numpy(), grad_rows, isect_grads)
+        heaviest_first = np.argsort(-log[2], kind="stable")  # by the contributions the forward logged
+        _run_shared(kernels.composite_backward, np.zeros(1, np.int64), heaviest_first, packed, packed_colors,
+                    channel_backgrounds, expected_depth, width, height, tile_offsets, isect_ids, task_tiles,
+                    task_log_start, *log, render.numpy(), transmittance.numpy(), v_render.numpy(), v_alphas.numpy(),
+                    grad_rows, isect_grads)
         v_means2d = torch.empty((n_cams, n_gauss, 2), dtype=dtype)
         v_conics = torch.empty((n_cams, n_gauss, 3), dtype=dtype)
         v_opacities = torch.empty((n_cams, n_gauss), dtype=dtype)

@@ -13,10 +13,11 @@ Per-pixel compositing arithmetic runs in the storage dtype (float32 as gsplat's 
 for gradchecks); projection and per-Gaussian set-up run in float64. The forward pass logs every contribution
 it makes, and the backward pass replays that log, so both always agree on what was skipped or stopped.
 
-Every kernel is serial, releases the GIL and works on a slice (``first, stop``) of its items; cpu.py runs
-one slice per thread. That is as fast as numba's ``prange`` here, compiles in half the time (parfor
-lowering took seconds per kernel), needs no OpenMP/TBB runtime (so it is fork-safe and re-entrant from
-any thread), and lets us balance tiles by their estimated cost, which prange's static schedule does not.
+Every kernel is serial and releases the GIL; cpu.py runs it on every thread. Per-Gaussian kernels work on
+a slice (``first, stop``) of the items, one slice per thread; the compositing kernels take tiles, heaviest
+first, from a queue the threads share (take_task), since a tile's cost is known only roughly in advance.
+That is as fast as numba's ``prange`` here, compiles in half the time (parfor lowering took seconds per
+kernel), and needs no OpenMP/TBB runtime (so it is fork-safe and re-entrant from any thread).
 """
 from __future__ import annotations
 
@@ -79,6 +80,16 @@ def _prefetch_row(typingctx, array, i, j):
                                 ir.Constant(i32, 1)])
         return context.get_dummy_value()
     return types.void(array, i, j), codegen
+
+
+@intrinsic
+def take_task(typingctx, queue):
+    """Atomically add 1 to ``queue[0]`` (an int64 array) and return its value before: the next work item
+    of a queue that several threads share (LLVM's atomicrmw add)."""
+    def codegen(context, builder, signature, args):
+        counter = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.atomic_rmw("add", counter, ir.Constant(ir.IntType(64), 1), "monotonic")
+    return types.int64(queue), codegen
 
 
 @njit(**_JIT)
@@ -552,34 +563,6 @@ def pack_gaussians(first, stop, depth_order, means2d, conics, opacities, colors,
             packed_colors[c, rank, n_channels] = depths[c, n]
 
 
-@njit(**_JIT)
-def balance_work(cost, order, n_workers):
-    """Assign items to workers, heaviest first to the least-loaded worker (LPT).
-
-    cost [K] float, order [K] int: items by decreasing cost (sorted by the caller; numba's argsort
-    takes seconds to compile). Returns worker_offsets [W + 1] and items [K]: worker w runs
-    items[worker_offsets[w]:worker_offsets[w + 1]], heaviest first.
-    """
-    load = np.zeros(n_workers, np.float64)
-    owner = np.empty(cost.shape[0], np.int64)
-    counts = np.zeros(n_workers + 1, np.int64)
-    for item in order:
-        best = 0
-        for w in range(1, n_workers):
-            if load[w] < load[best]:
-                best = w
-        load[best] += cost[item] + 1.0  # +1: even an empty tile costs a little
-        owner[item] = best
-        counts[best + 1] += 1
-    worker_offsets = np.cumsum(counts)
-    items = np.empty(cost.shape[0], np.int64)
-    cursor = worker_offsets[:-1].copy()
-    for item in order:
-        items[cursor[owner[item]]] = item
-        cursor[owner[item]] += 1
-    return worker_offsets, items
-
-
 # ----------------------------------------------------------------------------------------------------
 # Compositing
 #
@@ -680,10 +663,11 @@ _row_alphas_16 = _make_row_alphas(TILE_SIZE)
 
 
 @njit(**_JIT)
-def composite_forward(task_first, task_stop, packed, colors, backgrounds, expected_depth, width, height, tile_offsets,
-                      isect_ids, worker_tiles, task_log_start, log_pixel, log_falloff, log_count, isect_log_count,
-                      out_colors, out_transmittance, out_alphas):
-    """Front-to-back alpha compositing of tiles worker_tiles[task_first:task_stop].
+def composite_forward(queue, packed, colors, backgrounds, expected_depth, width, height, tile_offsets, isect_ids,
+                      task_tiles, task_log_start, log_pixel, log_falloff, log_count, isect_log_count, out_colors,
+                      out_transmittance, out_alphas):
+    """Front-to-back alpha compositing of tiles task_tiles[j], task j taken from ``queue`` (see take_task;
+    every thread runs this until the tasks run out: heaviest first, whoever is free takes the next).
 
     packed [C, N, PACKED_FIELDS] and colors [C, N, D] in depth order (pack_gaussians; opacities
     already compensated), backgrounds [C, D] (zeros for none). Task j logs its contributions at
@@ -720,8 +704,11 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, expect
     u_zero = np.uint64(0)
     u_one = np.uint64(1)
     u_tile = np.uint64(TILE_SIZE)
-    for task in range(task_first, task_stop):
-        tile = worker_tiles[task]
+    while True:
+        task = take_task(queue)
+        if task >= len(task_tiles):
+            break
+        tile = task_tiles[task]
         c, x_lo, y_lo, x_hi, y_hi = _tile_bounds(tile, tiles_per_cam, tiles_x, width, height)
         n_pix = (x_hi - x_lo) * (y_hi - y_lo)
         trans[:] = one
@@ -819,11 +806,11 @@ def composite_forward(task_first, task_stop, packed, colors, backgrounds, expect
 
 
 @njit(**_JIT)
-def composite_backward(task_first, task_stop, packed, colors, backgrounds, expected_depth, width, height,
-                       tile_offsets, isect_ids, worker_tiles, task_log_start, log_pixel, log_falloff, log_count,
-                       isect_log_count, out_colors, out_transmittance, v_out_colors, v_out_alphas, grad_rows,
-                       isect_grads):
-    """Gradients of composite_forward for tiles worker_tiles[task_first:task_stop], replaying its log.
+def composite_backward(queue, task_order, packed, colors, backgrounds, expected_depth, width, height, tile_offsets,
+                       isect_ids, task_tiles, task_log_start, log_pixel, log_falloff, log_count, isect_log_count,
+                       out_colors, out_transmittance, v_out_colors, v_out_alphas, grad_rows, isect_grads):
+    """Gradients of composite_forward, replaying its log: every thread runs this, taking composite_forward's
+    tasks from ``queue`` in ``task_order`` (the forward's task indices; heaviest first by the log's counts).
 
     Back to front, each pixel's transmittance before a Gaussian is recovered from the one after it,
     T_before = T_after / (1 - alpha), starting from the final T (out_transmittance [C, H, W]); alpha <= 0.999,
@@ -856,8 +843,12 @@ def composite_backward(task_first, task_stop, packed, colors, backgrounds, expec
     centres = np.arange(TILE_SIZE).astype(packed.dtype)
     u_column = np.uint64(TILE_SIZE - 1)  # pixel p of a tile: column p & u_column, row p >> u_row_shift
     u_row_shift = np.uint64(_TILE_SHIFT)
-    for task in range(task_first, task_stop):
-        tile = worker_tiles[task]
+    while True:
+        taken = take_task(queue)
+        if taken >= len(task_order):
+            break
+        task = task_order[taken]
+        tile = task_tiles[task]
         c, x_lo, y_lo, x_hi, y_hi = _tile_bounds(tile, tiles_per_cam, tiles_x, width, height)
         for py in range(y_lo, y_hi):
             for px in range(x_lo, x_hi):
