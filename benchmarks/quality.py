@@ -71,7 +71,10 @@ ALIGN_TEXT = {"fit": "GT hands/face + fitted shape, global orientation, body pos
               "fit-joints": "GT hands/face + fitted shape, global orientation, body pose, scale and shift fitted per "
                             "frame to the GT body's 55 joints (weak pull to the GT pose; same for all methods)",
               "scale": "GT pose + fitted shape, scale+shift aligned to the GT joints",
-              "none": "GT pose + fitted shape, unaligned"}
+              "none": "GT pose + fitted shape, unaligned",
+              "photometric": "from 'fit', each method's own global orientation, body pose and shift fitted to the "
+                             "held-out image with its avatar frozen (L1 RGB over white + L1 alpha vs the GT mask, "
+                             "Adam; the mesh is posed by its Gaussians' fit)"}
 
 FRAME_SOURCES = ("offline", "oracle", "oracle-noisy", "oracle-drift")
 FRAME_TEXT = {"offline": "offline generator (warmed avatar re-rendered)",
@@ -161,7 +164,8 @@ def evaluate_subject(body, person, config, fit: str, aligns: list[str], workdir:
 def score_heldout(body, person, config, start, avatars: dict, align: str, renderer) -> dict:
     """Every method's metrics on the person's held-out renders, each frame posed by alignment ``align``."""
     from core.quality.alignment import alignment_error, eval_pose
-    from core.quality.methods import eval_params, render_avatar, render_mesh_baseline, variant_config
+    from core.quality.methods import (eval_params, photometric_pose, render_avatar, render_mesh_baseline,
+                                      variant_config)
     from core.quality.metrics import composite_white, image_metrics
     from core.synthetic_people import HeldoutView, heldout_views, photo_camera, render_person
 
@@ -181,10 +185,20 @@ def score_heldout(body, person, config, start, avatars: dict, align: str, render
         pose = eval_pose(body, eval_params(held.pose, start.betas), truth, align)
         scales.append(pose.alignment.scale)
         body_errors.append(alignment_error(body, pose, truth))
-        renders = {"mesh": render_mesh_baseline(start.initial, body, pose, held.viewmat, held.K, size, renderer)}
+
+        def own_pose(avatar, refined):  # the method's pose: shared, or fitted to the image with its avatar
+            if align != "photometric":
+                return pose
+            return photometric_pose(avatar, body, pose, held.viewmat, held.K, size, config, refined, gt_white,
+                                    gt.mask)
+
+        # the mesh is the untrained avatar's surface drawn as a mesh: its Gaussians stand in for it in the fit
+        renders = {"mesh": render_mesh_baseline(start.initial, body, own_pose(start.initial, False), held.viewmat,
+                                                held.K, size, renderer)}
         for variant, avatar in avatars.items():
             refined = variant_config(config, variant).ablation.pose_offsets  # the render it was trained for
-            renders[variant] = render_avatar(avatar, body, pose, held.viewmat, held.K, size, config, refined)
+            renders[variant] = render_avatar(avatar, body, own_pose(avatar, refined), held.viewmat, held.K, size,
+                                             config, refined)
         for method, (rgb, alpha) in renders.items():
             scores[method].append({"group": held.group, "label": held.label,
                                    **image_metrics(rgb, gt_white, gt.mask, alpha)})
@@ -361,7 +375,9 @@ def main() -> int:
                              "scale and shift to the GT body's vertices (hands/face stay GT); fit-joints: the same "
                              "on the GT joints; scale: only a "
                              "least-squares scale + shift of the joints (prep's size/depth ambiguity); none: GT pose "
-                             "+ fitted shape as is. The same alignment poses every method. Several modes: trained "
+                             "+ fitted shape as is; photometric: from fit, each method's pose and shift fitted to the "
+                             "held-out image with its avatar frozen (slow: 24 render steps per method and frame). "
+                             "All but photometric pose every method alike. Several modes: trained "
                              "once, one table per mode (file name ends in _<mode>)")
     parser.add_argument("--frames", choices=FRAME_SOURCES, default="offline",
                         help="training frames: offline = our generator (warmed avatar re-rendered); oracle = the GT "

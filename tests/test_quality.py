@@ -475,3 +475,37 @@ def test_oracle_geometry_of_the_dressed_person_covers_its_mask(body, renderer, o
     assert not np.allclose(dressed.depth[both], bare.depth[both], atol=1e-3)
     with pytest.raises(ValueError, match="geometry must be one of"):
         oracle_frames(avatar, body, person, fitted, config, renderer, geometry="estimated")
+
+
+def test_photometric_pose_moves_the_avatar_onto_its_image(body):
+    """--align photometric: the avatar rendered in a known pose is the target; from a turned and shifted
+    start, fitting the pose to that image brings its body most of the way back, the avatar left untouched."""
+    from core.avatar.build import build_avatar
+    from core.config import AvatarConfig, load_preset
+    from core.quality.alignment import EvalPose, ScaleAlignment, alignment_error
+    from core.quality.methods import eval_params, photometric_pose, render_avatar
+
+    person = make_person(1)
+    config = load_preset("preview")
+    avatar = build_avatar(body, person.betas, AvatarConfig(num_gaussians=6000, skinning_grid=32))
+    with torch.no_grad():  # colours that vary over the body, so the image pins the pose down
+        avatar.colors.copy_(0.5 + 0.5 * torch.sin(12.0 * avatar.template))
+    before = {k: v.detach().clone() for k, v in avatar.state_dict().items()}
+    size = 64
+    view, K = photo_camera(body, person, size)
+    truth = EvalPose(eval_params(person.photo_pose, person.betas), ScaleAlignment(1.0, (0.03, -0.02, 0.0)))
+    target_rgb, target_alpha = render_avatar(avatar, body, truth, view, K, size, config, refined=False)
+    turned = {**truth.params, "global_orient": truth.params["global_orient"] + torch.tensor([[0.0, 0.2, 0.1]])}
+    start = EvalPose(turned, ScaleAlignment())
+
+    def image_error(pose):
+        rgb, alpha = render_avatar(avatar, body, pose, view, K, size, config, refined=False)
+        return float(np.abs(rgb - target_rgb).mean() + np.abs(alpha - target_alpha).mean())
+
+    fitted = photometric_pose(avatar, body, start, view, K, size, config, False, target_rgb, target_alpha, steps=40)
+    truth_params = {**truth.params, "transl": torch.tensor([truth.alignment.shift])}
+    assert image_error(fitted) < 0.5 * image_error(start)
+    assert alignment_error(body, fitted, truth_params) < 0.5 * alignment_error(body, start, truth_params)
+    assert fitted.alignment.scale == 1.0
+    assert all(torch.equal(v, before[k]) for k, v in avatar.state_dict().items())
+    assert all(p.requires_grad for p in avatar.parameters())

@@ -14,6 +14,9 @@ only, never from a method's render, and is shared by all methods.
   GT values.
 - ``fit-joints``: the same fit on the 55 joints (with a weak pull towards the GT pose), the analogue of
   fitting SMPL-X to a test frame's keypoints.
+- ``photometric``: per method, from ``fit``: the orientation, body pose and shift fitted to the held-out
+  image with the method's avatar frozen (``core.quality.methods.photometric_pose``), as PERSONA's evaluation
+  fits each test frame. This one depends on each method's render, so each method gets its own pose.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import torch
 
 from core.body import BodyModel
 
-ALIGN_MODES = ("fit", "fit-joints", "scale", "none")
+ALIGN_MODES = ("fit", "fit-joints", "scale", "none", "photometric")
 FITTED_POSE_FIELDS = ("global_orient", "body_pose")  # what ``fit`` frees; hands / face stay GT
 # m² per rad²: a 0.1 rad change of the pose costs as much as 3 mm RMS joint distance
 JOINT_FIT_PRIOR = 1e-3
@@ -165,8 +168,9 @@ def levenberg_marquardt(residuals, x: torch.Tensor, steps: int, damping: float =
 
 def eval_pose(body: BodyModel, fitted: dict[str, torch.Tensor], truth: dict[str, torch.Tensor], mode: str
               ) -> EvalPose:
-    """The pose every method gets for one frame under alignment ``mode`` (one of ``ALIGN_MODES``)."""
-    if mode == "fit":
+    """The pose every method gets for one frame under alignment ``mode`` (one of ``ALIGN_MODES``; for
+    ``photometric`` the start that each method's photometric_pose refines)."""
+    if mode in ("fit", "photometric"):  # photometric: each method refines this start (photometric_pose)
         return fit_alignment(body, fitted, truth, "vertices")
     if mode == "fit-joints":
         return fit_alignment(body, fitted, truth, "joints")

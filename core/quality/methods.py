@@ -23,13 +23,18 @@ from core.body import BodyModel
 from core.config import Config
 from core.frames.frameset import FrameSet
 from core.frames.generated import generate_frames
-from core.quality.alignment import EvalPose, ScaleAlignment
+from core.quality.alignment import FITTED_POSE_FIELDS, EvalPose, ScaleAlignment
 from core.reconstruct import initial_avatar, photo_training_frame, subject_shape, warm_up
 from core.render.mesh import MeshRenderer
 from core.subject import Subject
 from core.threads import torch_threads, training_threads
 from core.trainer import Trainer, config_device
 from core.training_frames import TrainFrame
+
+# --align photometric: Adam steps per method and held-out frame, and their size (radians, metres: as the
+# trainer's photo registration, optim.lr_register)
+PHOTOMETRIC_STEPS = 24
+PHOTOMETRIC_LR = 0.01
 
 # Variant name -> the ablation switches it turns off (the full method turns none off).
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -123,3 +128,47 @@ def render_mesh_baseline(initial: Avatar, body: BodyModel, pose: EvalPose, viewm
     out = renderer.render(posed.means.numpy(), initial.faces.numpy(), viewmat, K, size, size,
                           vertex_attrs={"rgb": initial.colors.detach().clamp(0, 1).numpy()}, ssaa=2)
     return out["rgb"] + (1.0 - out["mask"][..., None]), out["mask"]
+
+
+def photometric_pose(avatar: Avatar, body: BodyModel, start: EvalPose, viewmat: np.ndarray, K: np.ndarray, size: int,
+                     config: Config, refined: bool, target_rgb: np.ndarray, target_mask: np.ndarray,
+                     steps: int = PHOTOMETRIC_STEPS) -> EvalPose:
+    """``start`` refined so that ``avatar`` posed by it looks like the held-out image (test-time pose fitting,
+    as PERSONA's evaluation fits each test frame's pose to the image with the avatar frozen).
+
+    Global orientation, body pose and a shift move (Adam, ``PHOTOMETRIC_LR``, the avatar's parameters
+    untouched) to lower the mean absolute difference of its render over white from ``target_rgb [H, W, 3]``
+    (over white) plus that of its alpha from ``target_mask [H, W]``. Hands, face and the alignment's scale
+    stay. Returns the pose of the lowest loss seen, so never one that fits worse than ``start``.
+    """
+    free = {k: start.params[k].detach().clone().requires_grad_(True) for k in FITTED_POSE_FIELDS}
+    fixed = {k: v for k, v in start.params.items() if k not in free}
+    shift = torch.zeros(3, requires_grad=True)
+    rgb_target = torch.as_tensor(target_rgb, dtype=torch.float32)
+    mask_target = torch.as_tensor(target_mask, dtype=torch.float32)
+    viewmat_t, K_t = torch.as_tensor(viewmat, dtype=torch.float32), torch.as_tensor(K, dtype=torch.float32)
+    optimiser = torch.optim.Adam([*free.values(), shift], lr=PHOTOMETRIC_LR)
+    best = (float("inf"), start)
+    trainable = [p for p in avatar.parameters() if p.requires_grad]
+    for parameter in trainable:
+        parameter.requires_grad_(False)
+    try:
+        with torch_threads(training_threads()):
+            for step in range(steps + 1):  # the last pass only scores the last step
+                posed = aligned(pose_avatar(avatar, body, {**fixed, **free}, refined=refined), start.alignment)
+                out = render_posed(dataclasses.replace(posed, means=posed.means + shift), viewmat_t, K_t, size, size,
+                                   config.render, torch.ones(3))
+                loss = (out.rgb - rgb_target).abs().mean() + (out.alpha[..., 0] - mask_target).abs().mean()
+                if float(loss.detach()) < best[0]:
+                    moved = tuple(a + float(b) for a, b in zip(start.alignment.shift, shift.detach()))
+                    best = (float(loss.detach()), EvalPose({**fixed, **{k: v.detach().clone() for k, v in free.items()}},
+                                                  ScaleAlignment(start.alignment.scale, moved)))
+                if step == steps:
+                    break
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+    finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+    return best[1]
