@@ -145,9 +145,9 @@ class CompositeGaussians(torch.autograd.Function):
         channel_backgrounds = np.zeros((n_cams, n_channels), packed.dtype)  # depth: zero background, as gsplat
         if backgrounds is not None:
             channel_backgrounds[:, :backgrounds.shape[1]] = _array(backgrounds)
-        _run_shared(kernels.composite_forward, np.zeros(1, np.int64), packed, packed_colors, channel_backgrounds,
-                    expected_depth, width, height, tile_offsets, isect_ids, task_tiles, task_log_start, *log,
-                    render.numpy(), transmittance.numpy(), alphas.numpy())
+        _run_shared(kernels.composite_forward, np.zeros(1, np.int64), np.arange(len(task_tiles)), packed,
+                    packed_colors, channel_backgrounds, expected_depth, width, height, tile_offsets, isect_ids,
+                    task_tiles, task_log_start, *log, render.numpy(), transmittance.numpy(), alphas.numpy())
         ctx.save_for_backward(transmittance, render)
         ctx.bins = (packed, packed_colors, channel_backgrounds, tile_offsets, isect_ids, gauss_offsets, grad_rows,
                     task_tiles, task_log_start, log)

@@ -92,6 +92,8 @@ def take_task(typingctx, queue):
     return types.int64(queue), codegen
 
 
+
+
 @njit(**_JIT)
 def _rotation_from_quat(qw, qx, qy, qz):
     """Rotation matrix of a (w, x, y, z) quaternion, normalised first.
@@ -583,12 +585,21 @@ def _rgb_in_registers(colors, c, rank, rgb_only, zero):
 
 
 @njit(**_JIT)
-def _tile_bounds(tile, tiles_per_cam, tiles_x, width, height):
-    """Camera index and pixel box ``[x_lo, x_hi) x [y_lo, y_hi)`` of a global tile index."""
+def _next_tile(queue, task_order, task_tiles, width, height):
+    """The next compositing task from the ``queue`` the threads share (take_task), in ``task_order``: (task,
+    its global tile index task_tiles[task], the camera, and the tile's pixel box x_lo, y_lo, x_hi, y_hi);
+    the task is -1 when all are taken."""
+    taken = take_task(queue)
+    if taken >= len(task_order):
+        return -1, -1, -1, 0, 0, 0, 0
+    task = task_order[taken]
+    tile = task_tiles[task]
+    tiles_x = (width + TILE_SIZE - 1) // TILE_SIZE
+    tiles_per_cam = tiles_x * ((height + TILE_SIZE - 1) // TILE_SIZE)
     local = tile % tiles_per_cam
     x_lo = (local % tiles_x) * TILE_SIZE
     y_lo = (local // tiles_x) * TILE_SIZE
-    return tile // tiles_per_cam, x_lo, y_lo, min(x_lo + TILE_SIZE, width), min(y_lo + TILE_SIZE, height)
+    return task, tile, tile // tiles_per_cam, x_lo, y_lo, min(x_lo + TILE_SIZE, width), min(y_lo + TILE_SIZE, height)
 
 
 # Float32 exp(-sigma) for a tile row: Cody-Waite reduction sigma = k ln2 - r, |r| <= ln2 / 2, then
@@ -663,11 +674,11 @@ _row_alphas_16 = _make_row_alphas(TILE_SIZE)
 
 
 @njit(**_JIT)
-def composite_forward(queue, packed, colors, backgrounds, expected_depth, width, height, tile_offsets, isect_ids,
-                      task_tiles, task_log_start, log_pixel, log_falloff, log_count, isect_log_count, out_colors,
-                      out_transmittance, out_alphas):
-    """Front-to-back alpha compositing of tiles task_tiles[j], task j taken from ``queue`` (see take_task;
-    every thread runs this until the tasks run out: heaviest first, whoever is free takes the next).
+def composite_forward(queue, task_order, packed, colors, backgrounds, expected_depth, width, height, tile_offsets,
+                      isect_ids, task_tiles, task_log_start, log_pixel, log_falloff, log_count, isect_log_count,
+                      out_colors, out_transmittance, out_alphas):
+    """Front-to-back alpha compositing of tiles task_tiles[j], the tasks j taken in ``task_order`` from
+    ``queue`` (_next_task: every thread runs this until the tasks run out, whoever is free takes the next).
 
     packed [C, N, PACKED_FIELDS] and colors [C, N, D] in depth order (pack_gaussians; opacities
     already compensated), backgrounds [C, D] (zeros for none). Task j logs its contributions at
@@ -685,8 +696,6 @@ def composite_forward(queue, packed, colors, backgrounds, expected_depth, width,
     """
     n_channels = colors.shape[2]
     rgb_only = n_channels == 3  # see _rgb_in_registers
-    tiles_x = (width + TILE_SIZE - 1) // TILE_SIZE
-    tiles_per_cam = tiles_x * ((height + TILE_SIZE - 1) // TILE_SIZE)
     n_pix_tile = TILE_SIZE * TILE_SIZE
     trans = np.empty(n_pix_tile, packed.dtype)
     accum = np.empty((n_pix_tile, n_channels), packed.dtype)
@@ -705,11 +714,9 @@ def composite_forward(queue, packed, colors, backgrounds, expected_depth, width,
     u_one = np.uint64(1)
     u_tile = np.uint64(TILE_SIZE)
     while True:
-        task = take_task(queue)
-        if task >= len(task_tiles):
+        task, tile, c, x_lo, y_lo, x_hi, y_hi = _next_tile(queue, task_order, task_tiles, width, height)
+        if task < 0:
             break
-        tile = task_tiles[task]
-        c, x_lo, y_lo, x_hi, y_hi = _tile_bounds(tile, tiles_per_cam, tiles_x, width, height)
         n_pix = (x_hi - x_lo) * (y_hi - y_lo)
         trans[:] = one
         accum[:, :] = 0.0
@@ -810,7 +817,7 @@ def composite_backward(queue, task_order, packed, colors, backgrounds, expected_
                        isect_ids, task_tiles, task_log_start, log_pixel, log_falloff, log_count, isect_log_count,
                        out_colors, out_transmittance, v_out_colors, v_out_alphas, grad_rows, isect_grads):
     """Gradients of composite_forward, replaying its log: every thread runs this, taking composite_forward's
-    tasks from ``queue`` in ``task_order`` (the forward's task indices; heaviest first by the log's counts).
+    tasks from ``queue`` in ``task_order`` (_next_task; heaviest first by the log's counts).
 
     Back to front, each pixel's transmittance before a Gaussian is recovered from the one after it,
     T_before = T_after / (1 - alpha), starting from the final T (out_transmittance [C, H, W]); alpha <= 0.999,
@@ -825,8 +832,6 @@ def composite_backward(queue, task_order, packed, colors, backgrounds, expected_
     """
     n_channels = colors.shape[2]
     rgb_only = n_channels == 3  # colours and their gradients in registers, as in composite_forward
-    tiles_x = (width + TILE_SIZE - 1) // TILE_SIZE
-    tiles_per_cam = tiles_x * ((height + TILE_SIZE - 1) // TILE_SIZE)
     n_pix_tile = TILE_SIZE * TILE_SIZE
     # per-pixel arithmetic in the storage dtype, as in composite_forward
     behind = np.empty(n_pix_tile, packed.dtype)  # (sum of weight * colour behind the current Gaussian) . dL/dcolour
@@ -844,12 +849,9 @@ def composite_backward(queue, task_order, packed, colors, backgrounds, expected_
     u_column = np.uint64(TILE_SIZE - 1)  # pixel p of a tile: column p & u_column, row p >> u_row_shift
     u_row_shift = np.uint64(_TILE_SHIFT)
     while True:
-        taken = take_task(queue)
-        if taken >= len(task_order):
+        task, tile, c, x_lo, y_lo, x_hi, y_hi = _next_tile(queue, task_order, task_tiles, width, height)
+        if task < 0:
             break
-        task = task_order[taken]
-        tile = task_tiles[task]
-        c, x_lo, y_lo, x_hi, y_hi = _tile_bounds(tile, tiles_per_cam, tiles_x, width, height)
         for py in range(y_lo, y_hi):
             for px in range(x_lo, x_hi):
                 p = (py - y_lo) * TILE_SIZE + (px - x_lo)
