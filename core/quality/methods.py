@@ -161,8 +161,8 @@ def photometric_pose(avatar: Avatar, body: BodyModel, start: EvalPose, viewmat: 
                 loss = (out.rgb - rgb_target).abs().mean() + (out.alpha[..., 0] - mask_target).abs().mean()
                 if float(loss.detach()) < best[0]:
                     moved = tuple(a + float(b) for a, b in zip(start.alignment.shift, shift.detach()))
-                    best = (float(loss.detach()), EvalPose({**fixed, **{k: v.detach().clone() for k, v in free.items()}},
-                                                  ScaleAlignment(start.alignment.scale, moved)))
+                    params = {**fixed, **{k: v.detach().clone() for k, v in free.items()}}
+                    best = (float(loss.detach()), EvalPose(params, ScaleAlignment(start.alignment.scale, moved)))
                 if step == steps:
                     break
                 optimiser.zero_grad()

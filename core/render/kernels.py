@@ -92,8 +92,6 @@ def take_task(typingctx, queue):
     return types.int64(queue), codegen
 
 
-
-
 @njit(**_JIT)
 def _rotation_from_quat(qw, qx, qy, qz):
     """Rotation matrix of a (w, x, y, z) quaternion, normalised first.
