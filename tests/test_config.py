@@ -99,7 +99,7 @@ def test_save_round_trip(tmp_path):
 
 def test_a_nested_table_changes_only_the_keys_it_names(tmp_path):
     """``[loss.generated]`` with one key keeps the generated frames' other weights (hand mask 50, strong
-    geometry), not the plain ``FrameLossWeights`` defaults: the shipped presets lower only the RGB."""
+    geometry), not the plain ``FrameLossWeights`` defaults: the shipped presets lower only the RGB and normals."""
     default = Config().loss.generated
     path = tmp_path / "p.toml"
     path.write_text("[loss.generated]\nimage = 0.2\n")
