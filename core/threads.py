@@ -71,29 +71,29 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
-def run_sliced(kernel, bounds, *args) -> None:
-    """Run ``kernel(bounds[i], bounds[i + 1], *args)`` for every slice i, in parallel (kernels that release
-    the GIL: numba ``nogil``). bounds: [S + 1] increasing ints. The calling thread runs slice 0 itself."""
-    n_slices = len(bounds) - 1
-    futures = [_pool().submit(kernel, int(bounds[i]), int(bounds[i + 1]), *args) for i in range(1, n_slices)]
+def _run_calls(calls: list[tuple]) -> None:
+    """Run each ``(function, *args)`` of ``calls`` at once: the first on the calling thread, the others on the
+    pool; returns when all are done (raising the first one's error, else a pool call's)."""
+    futures = [_pool().submit(*call) for call in calls[1:]]
     try:
-        if n_slices > 0:
-            kernel(int(bounds[0]), int(bounds[1]), *args)
+        if calls:
+            calls[0][0](*calls[0][1:])
     finally:
         for future in futures:
             future.result()
+
+
+def run_sliced(kernel, bounds, *args) -> None:
+    """Run ``kernel(bounds[i], bounds[i + 1], *args)`` for every slice i, in parallel (kernels that release
+    the GIL: numba ``nogil``). bounds: [S + 1] increasing ints. The calling thread runs slice 0 itself."""
+    _run_calls([(kernel, int(bounds[i]), int(bounds[i + 1]), *args) for i in range(len(bounds) - 1)])
 
 
 def run_shared(kernel, *args) -> None:
     """Run ``kernel(*args)`` on every kernel thread at once (the calling thread too): kernels that take their
     work items from a queue they share (see ``core.render.kernels.take_task``), so a thread that finishes
     early takes more rather than waiting for a slower one."""
-    futures = [_pool().submit(kernel, *args) for _ in range(1, kernel_threads())]
-    try:
-        kernel(*args)
-    finally:
-        for future in futures:
-            future.result()
+    _run_calls([(kernel, *args)] * kernel_threads())
 
 
 def even_bounds(n_items: int) -> list[int]:

@@ -676,7 +676,7 @@ def composite_forward(queue, task_order, packed, colors, backgrounds, expected_d
                       isect_ids, task_tiles, task_log_start, log_pixel, log_falloff, log_count, isect_log_count,
                       out_colors, out_transmittance, out_alphas):
     """Front-to-back alpha compositing of tiles task_tiles[j], the tasks j taken in ``task_order`` from
-    ``queue`` (_next_task: every thread runs this until the tasks run out, whoever is free takes the next).
+    ``queue`` (_next_tile: every thread runs this until the tasks run out, whoever is free takes the next).
 
     packed [C, N, PACKED_FIELDS] and colors [C, N, D] in depth order (pack_gaussians; opacities
     already compensated), backgrounds [C, D] (zeros for none). Task j logs its contributions at
@@ -815,7 +815,7 @@ def composite_backward(queue, task_order, packed, colors, backgrounds, expected_
                        isect_ids, task_tiles, task_log_start, log_pixel, log_falloff, log_count, isect_log_count,
                        out_colors, out_transmittance, v_out_colors, v_out_alphas, grad_rows, isect_grads):
     """Gradients of composite_forward, replaying its log: every thread runs this, taking composite_forward's
-    tasks from ``queue`` in ``task_order`` (_next_task; heaviest first by the log's counts).
+    tasks from ``queue`` in ``task_order`` (_next_tile; heaviest first by the log's counts).
 
     Back to front, each pixel's transmittance before a Gaussian is recovered from the one after it,
     T_before = T_after / (1 - alpha), starting from the final T (out_transmittance [C, H, W]); alpha <= 0.999,
