@@ -5,8 +5,9 @@
 
 Each person (core.synthetic_people, deterministic from its seed) is rendered from the front as the input
 photo, on a light grey backdrop, and goes through our real perception (mediapipe mask + keypoints) once;
-then every fit variant runs on the same crop, keypoints and mask. The baseline (``default``) is
-``FitWeights()``; ``--variant NAME:field=value,...`` adds fits with fields of ``FitWeights`` changed.
+then every fit variant runs on the same crop, keypoints and mask. The baseline (``default``) is prep's
+fit (``FitWeights`` with the preset's ``prep.silhouette_uncovered``); ``--variant NAME:field=value,...``
+adds fits with fields of ``FitWeights`` changed from it.
 
 Columns (means over people; the GT body and the fitted body share the mesh, so vertices correspond):
 - kp %: prep's own metric, 2D keypoint error of the fit to mediapipe's points, % of person height;
@@ -195,7 +196,8 @@ def run_variant(body, person, photo, inputs, truth_view, size, config, overrides
 
     keypoints = inputs["keypoints"]
     fit = fit_smplx(body, inputs["names"], keypoints[:, :2], keypoints[:, 2], inputs["mask"], inputs["K"],
-                    config.prep.fit_iterations, valid=inputs["valid"], weights=FitWeights(**overrides),
+                    config.prep.fit_iterations, valid=inputs["valid"],
+                    weights=FitWeights(**{"silhouette_uncovered": config.prep.silhouette_uncovered, **overrides}),
                     bones=inputs["bones"])
     return {"kp_pct": fit.metrics["body_keypoint_error_pct"], "fit_s": fit.metrics["time_s"],
             **score_fit(body, person, fit.params, inputs, photo.scale, truth_view, size)}

@@ -25,7 +25,7 @@ from core.errors import UserError
 from core.motion.joint_limits import random_plausible_pose
 from core.prep import fit as F
 from core.prep.debug import FITTED, debug_image
-from core.prep.geometry import render_geometry, silhouette_iou
+from core.prep.geometry import render_geometry, silhouette_inside, silhouette_iou
 from core.prep.landmarks import BONE_PAIRS, FITTING_NAMES, BoneDirections
 from core.prep.pipeline import (
     CUT_OFF_WEIGHT, DEBUG_PNG, cache_key, downweight_cut_off_limbs, load_cached, prepare_subject,
@@ -234,6 +234,35 @@ def test_fit_recovers_a_synthetic_pose(model):
 
 
 
+def test_loose_clothes_do_not_widen_the_fitted_body(model):
+    """The person mask of a dressed photo is wider than the bare body inside it. Fitted to exact keypoints
+    and a mask 10 px wider all round, prep's fit (``PrepConfig.silhouette_uncovered``: mask pixels the body
+    leaves uncovered count 0.2) keeps the true shape closer than a symmetric silhouette term, which inflates
+    the body into the clothes."""
+    from scipy.ndimage import binary_dilation
+
+    truth = _params(model, body_pose=np.zeros((21, 3), np.float32), global_orient=[0.0, 0.3, 0.0],
+                    transl=[0.0, 0.1, -3.2])
+    size, K = 512, _camera()
+    mask = binary_dilation(render_geometry(model, truth, K, size, size)["mask"] > 0.5, iterations=10)
+    pixels = F.project_keypoints(model, truth, FITTING_NAMES, K)
+    conf = np.where(np.isfinite(pixels[:, 0]), 0.9, 0.0).astype(np.float32)
+    pixels = np.nan_to_num(pixels)
+
+    def shape_error(weights: F.FitWeights) -> float:
+        betas = F.fit_smplx(model, FITTING_NAMES, pixels, conf, mask.astype(np.float32), K,
+                            weights=weights).params["betas"]
+        with torch.no_grad():
+            fitted = model(betas=torch.as_tensor(betas)[None]).vertices[0]
+            rest = model().vertices[0]
+        return float((fitted - rest).norm(dim=-1).mean())
+
+    uncovered = Config().prep.silhouette_uncovered
+    assert uncovered < 1.0 and F.FitWeights().silhouette_uncovered == 1.0
+    prep, symmetric = shape_error(F.FitWeights(silhouette_uncovered=uncovered)), shape_error(F.FitWeights())
+    assert prep < 0.7 * symmetric, (prep, symmetric)
+
+
 def test_face_points_turn_the_head_and_open_the_jaw(model):
     """A head turned and tilted on the neck with the jaw open, seen from the front, keypoints with 2 px
     detector noise: the 51 face points hold the head's orientation closer than the five head points
@@ -410,7 +439,8 @@ def test_messi_subject_folder_is_complete(messi_run):
 
 
 def test_messi_fit_meets_targets(messi_run, model):
-    """Recomputed from the saved files: keypoint error <= 3 % of the height, IoU >= 0.80."""
+    """Recomputed from the saved files: keypoint error <= 3 % of the height; the fitted body fills the
+    person mask (IoU >= 0.70) and stays inside it (>= 94 % of its pixels)."""
     from core.subject import Subject
 
     subject = Subject.load(messi_run["folder"])
@@ -425,8 +455,14 @@ def test_messi_fit_meets_targets(messi_run, model):
     # The face points open the jaw and move the face; the facial actions stay in their [0, 1] range.
     assert model.expression_range == (0.0, 1.0) and subject.smplx["expression"].min() > -0.02
     assert metrics["body_keypoint_error_pct"] <= 4.0  # hips/knees are where clothes and the mask disagree
-    assert iou >= 0.80
+    inside = silhouette_inside(body, subject.mask, _valid_pixels(subject))
+    # Issue 3 asked for IoU >= 0.80 with the person mask, which is the dressed person. The bare body in
+    # messi's loose kit reached it only inflated into the clothes (betas[2] 2.3, a paunch from the side) and
+    # still 8 % of its pixels outside them (IoU 0.818, inside 0.922). With prep.silhouette_uncovered = 0.2:
+    # 0.745 and 0.959; against ground truth (benchmarks/fit_truth.py) that shape is the closer one.
+    assert iou >= 0.70 and inside >= 0.94, (iou, inside)
     assert abs(iou - subject.info["fit"]["silhouette_iou"]) < 1e-6
+    assert abs(inside - subject.info["fit"]["silhouette_inside"]) < 1e-6
     assert subject.info["fit"]["time_s"] < 60.0  # 20 s target on an idle 2-core machine; CI is shared
 
 

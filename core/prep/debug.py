@@ -67,7 +67,8 @@ def subject_debug_image(subject, projected: np.ndarray) -> np.ndarray:
     """``debug_image`` of a ``core.subject.Subject`` (its geometry's depth > 0 is the body's coverage)."""
     fit = subject.info.get("fit", {})
     caption = (f"keypoints {fit.get('keypoint_error_pct', float('nan')):.1f}% of height, "
-               f"IoU {fit.get('silhouette_iou', float('nan')):.2f}")
+               f"IoU {fit.get('silhouette_iou', float('nan')):.2f}, "
+               f"body inside the mask {fit.get('silhouette_inside', float('nan')):.0%}")
     return debug_image(subject.image, subject.mask, subject.geometry["depth"] > 0, subject.geometry["part_seg"],
                        subject.keypoints, projected, caption)
 

@@ -13,7 +13,9 @@ depend on the image size):
 - silhouette: a subset of body vertices (one per 3 cm cell, set 2 cm inwards along the normal)
   drawn as isotropic Gaussians with ``core.render.rasterize`` at low resolution (160 px); squared
   difference of its alpha to the person mask, inside the photo only (crop padding is unknown, not
-  background). Its alpha > 0.5 matches the mesh's own mask to IoU ~0.94.
+  background); photo prep counts mask pixels the body leaves uncovered less
+  (``FitWeights.silhouette_uncovered``): the mask is the dressed person, the body the bare one inside it.
+  Its alpha > 0.5 matches the mesh's own mask to IoU ~0.94.
 - bone directions: ``1 - cos`` between the model's limb and torso bones and BlazePose's metric 3D
   points (``core.prep.landmarks.bone_directions``), which see what 2D keypoints cannot: whether a limb
   points towards or away from the camera, and how the torso is turned.
@@ -78,6 +80,9 @@ class FitWeights:
     face_keypoints: float = 0.3
     silhouette: float = 0.0075  # measured on dressed synthetic people: stronger pulls the bare body into the clothes
     silhouette_start: float = 0.5  # fraction of the body stage before the silhouette term starts
+    # Factor on mask pixels the body leaves uncovered (1: a symmetric squared difference). Photo prep lowers it
+    # (``PrepConfig.silhouette_uncovered``): its mask is the dressed person, and clothes widen the shape.
+    silhouette_uncovered: float = 1.0
     joint_limits: float = 10.0
     body_pose: float = 1e-6
     hand_pose: float = 1e-6
@@ -559,7 +564,9 @@ class FitObjective:
         height, width = target.mask.shape
         alpha = silhouette_alpha(vertices, target.K, width, height,
                                  self.weights.silhouette_sigma, self.weights.silhouette_opacity)
-        return ((alpha - target.mask).square() * target.valid).sum() / target.area
+        residual = alpha - target.mask
+        uncovered = torch.where(residual < 0, self.weights.silhouette_uncovered, 1.0)
+        return (residual.square() * uncovered * target.valid).sum() / target.area
 
     def prior_term(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         w = self.weights

@@ -60,10 +60,25 @@ def render_geometry(model, params: dict[str, np.ndarray], K: np.ndarray, width: 
     return {name: out[name].astype(np.float32) for name in ("mask", "depth", "normal", "part_seg", "position")}
 
 
-def silhouette_iou(body_mask: np.ndarray, person_mask: np.ndarray, valid: np.ndarray | None = None) -> float:
-    """IoU of ``body_mask > 0.5`` and ``person_mask > 0.5`` (``[H, W]``), counting only ``valid`` pixels."""
+def _masks(body_mask: np.ndarray, person_mask: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     body, person = np.asarray(body_mask) > 0.5, np.asarray(person_mask) > 0.5
     if valid is not None:
         body, person = body & valid, person & valid
+    return body, person
+
+
+def silhouette_iou(body_mask: np.ndarray, person_mask: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """IoU of ``body_mask > 0.5`` and ``person_mask > 0.5`` (``[H, W]``), counting only ``valid`` pixels."""
+    body, person = _masks(body_mask, person_mask, valid)
     union = int((body | person).sum())
     return float((body & person).sum()) / union if union else 0.0
+
+
+def silhouette_inside(body_mask: np.ndarray, person_mask: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Fraction of the body's pixels (``body_mask > 0.5``, ``valid`` ones) that the person mask covers.
+
+    The person mask is the dressed person and the fitted body the bare one, which belongs inside it: IoU
+    alone rewards a body inflated into loose clothes, this says whether the body stays within them."""
+    body, person = _masks(body_mask, person_mask, valid)
+    count = int(body.sum())
+    return float((body & person).sum()) / count if count else 0.0

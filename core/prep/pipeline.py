@@ -21,7 +21,7 @@ from core.prep.landmarks import bone_directions, keypoints_for_fitting
 from core.prep.perception import perceive_photo
 from core.subject import SUBJECT_FORMAT, Subject, file_hash
 
-PREP_VERSION = 3  # bump when prep's outputs change, so older cached Subjects are recomputed
+PREP_VERSION = 4  # bump when prep's outputs change, so older cached Subjects are recomputed
 CUT_OFF_WEIGHT = 0.2  # confidence multiplier for limb points mediapipe guessed at a cut-off border
 CUT_OFF_BAND = 0.1  # a limb "reaches" a cut-off border within this fraction of the person's height
 DEBUG_PNG = "debug.png"
@@ -114,13 +114,14 @@ def build_subject(photo, perception, model, prep, report: Progress) -> tuple[Sub
     people, hand sources, body model, fit metrics (incl. the silhouette IoU) and timings.
     """
     from core.prep.albedo import estimate_albedo
-    from core.prep.fit import fit_smplx
-    from core.prep.geometry import render_geometry, silhouette_iou
+    from core.prep.fit import FitWeights, fit_smplx
+    from core.prep.geometry import render_geometry, silhouette_inside, silhouette_iou
 
     inputs = crop_inputs(photo, perception, prep)
     keypoints, mask, K = inputs["keypoints"], inputs["mask"], inputs["K"]
     fit = fit_smplx(model, inputs["names"], keypoints[:, :2], keypoints[:, 2], mask, K, prep.fit_iterations,
-                    valid=inputs["valid"], progress=report, bones=inputs["bones"])
+                    valid=inputs["valid"], progress=report, bones=inputs["bones"],
+                    weights=FitWeights(silhouette_uncovered=prep.silhouette_uncovered))
     timings = {"fit_s": fit.metrics["time_s"]}
     report("albedo", 0.0)
     clock = time.perf_counter()
@@ -134,7 +135,8 @@ def build_subject(photo, perception, model, prep, report: Progress) -> tuple[Sub
         raise RuntimeError("the mesh renderer covered the whole crop (an OpenGL fault?); nothing was written, "
                            "run prep again")
     timings["geometry_s"] = time.perf_counter() - clock
-    metrics = {**fit.metrics, "silhouette_iou": silhouette_iou(body_mask, mask, inputs["valid"])}
+    metrics = {**fit.metrics, "silhouette_iou": silhouette_iou(body_mask, mask, inputs["valid"]),
+               "silhouette_inside": silhouette_inside(body_mask, mask, inputs["valid"])}
     subject = Subject(
         image=inputs["image"], mask=mask, albedo=albedo, K=K.astype(np.float32), smplx=fit.params,
         keypoint_names=list(inputs["names"]), keypoints=keypoints, geometry=geometry,
