@@ -135,10 +135,6 @@ class LossConfig:
     # log(scale / start) below log(scale_floor) keeps them covering the surface.
     scale_floor: float = 0.5
     scale_floor_weight: float = 0.0
-    # The same above log(scale_ceiling): Gaussians that grow to cover what the body does not reach (loose
-    # clothes, hair) show as blobs from other views.
-    scale_ceiling: float = 3.0
-    scale_ceiling_weight: float = 0.0
     # With optim.lr_photo_pose: sum of squares of the photo's pose correction (radians). Adam moves
     # every parameter at about its learning rate, so joints the photo says little about would otherwise
     # wander as far as those it corrects.
