@@ -192,12 +192,12 @@ def perceive_person(body, person, size: int, workdir: Path, config):
 
 
 def run_variant(body, person, photo, inputs, truth_view, size, config, overrides: dict) -> dict:
-    from core.prep.fit import FitWeights, fit_smplx
+    from core.prep.fit import fit_smplx, prep_fit_weights
 
     keypoints = inputs["keypoints"]
     fit = fit_smplx(body, inputs["names"], keypoints[:, :2], keypoints[:, 2], inputs["mask"], inputs["K"],
                     config.prep.fit_iterations, valid=inputs["valid"],
-                    weights=FitWeights(**{"silhouette_uncovered": config.prep.silhouette_uncovered, **overrides}),
+                    weights=prep_fit_weights(config.prep, **overrides),
                     bones=inputs["bones"])
     return {"kp_pct": fit.metrics["body_keypoint_error_pct"], "fit_s": fit.metrics["time_s"],
             **score_fit(body, person, fit.params, inputs, photo.scale, truth_view, size)}

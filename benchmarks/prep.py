@@ -57,7 +57,7 @@ def default_photos(workdir: Path) -> list[Path]:
 def baseline_fit(subject, model, config, **weights) -> dict:
     """Fit the Subject's own inputs again, prep's fit with ``weights`` changed -> metrics incl. IoU and inside."""
     from core.prep.crop import Crop, crop_image
-    from core.prep.fit import FitWeights, fit_smplx
+    from core.prep.fit import fit_smplx, prep_fit_weights
     from core.prep.geometry import render_geometry, silhouette_inside, silhouette_iou
 
     crop = Crop(**subject.info["crop"])
@@ -66,7 +66,7 @@ def baseline_fit(subject, model, config, **weights) -> dict:
     keypoints = subject.keypoints
     fit = fit_smplx(model, subject.keypoint_names, keypoints[:, :2], keypoints[:, 2], subject.mask, subject.K,
                     config.prep.fit_iterations, valid=valid,
-                    weights=FitWeights(**{"silhouette_uncovered": config.prep.silhouette_uncovered, **weights}))
+                    weights=prep_fit_weights(config.prep, **weights))
     body = render_geometry(model, fit.params, subject.K, subject.mask.shape[1], subject.mask.shape[0])["mask"]
     return {**fit.metrics, "silhouette_iou": silhouette_iou(body, subject.mask, valid),
             "silhouette_inside": silhouette_inside(body, subject.mask, valid)}

@@ -257,9 +257,9 @@ def test_loose_clothes_do_not_widen_the_fitted_body(model):
             rest = model().vertices[0]
         return float((fitted - rest).norm(dim=-1).mean())
 
-    uncovered = Config().prep.silhouette_uncovered
-    assert uncovered < 1.0 and F.FitWeights().silhouette_uncovered == 1.0
-    prep, symmetric = shape_error(F.FitWeights(silhouette_uncovered=uncovered)), shape_error(F.FitWeights())
+    weights = F.prep_fit_weights(Config().prep)
+    assert weights.silhouette_uncovered < 1.0 and F.FitWeights().silhouette_uncovered == 1.0
+    prep, symmetric = shape_error(weights), shape_error(F.FitWeights())
     assert prep < 0.7 * symmetric, (prep, symmetric)
 
 

@@ -106,6 +106,12 @@ class FitWeights:
     learning_rates: tuple[float, float, float] = (0.05, 0.05, 0.02)  # Adam: camera, limbs and body, hands
 
 
+def prep_fit_weights(prep, **overrides) -> FitWeights:
+    """The photo prep's ``FitWeights``: the defaults with ``prep``'s (a ``core.config.PrepConfig``) settings,
+    then ``overrides`` (field=value)."""
+    return FitWeights(**{"silhouette_uncovered": prep.silhouette_uncovered, **overrides})
+
+
 @dataclass
 class FitResult:
     """What ``fit_smplx`` found.

@@ -114,14 +114,14 @@ def build_subject(photo, perception, model, prep, report: Progress) -> tuple[Sub
     people, hand sources, body model, fit metrics (incl. the silhouette IoU) and timings.
     """
     from core.prep.albedo import estimate_albedo
-    from core.prep.fit import FitWeights, fit_smplx
+    from core.prep.fit import fit_smplx, prep_fit_weights
     from core.prep.geometry import render_geometry, silhouette_inside, silhouette_iou
 
     inputs = crop_inputs(photo, perception, prep)
     keypoints, mask, K = inputs["keypoints"], inputs["mask"], inputs["K"]
     fit = fit_smplx(model, inputs["names"], keypoints[:, :2], keypoints[:, 2], mask, K, prep.fit_iterations,
                     valid=inputs["valid"], progress=report, bones=inputs["bones"],
-                    weights=FitWeights(silhouette_uncovered=prep.silhouette_uncovered))
+                    weights=prep_fit_weights(prep))
     timings = {"fit_s": fit.metrics["time_s"]}
     report("albedo", 0.0)
     clock = time.perf_counter()
