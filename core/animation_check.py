@@ -1,8 +1,9 @@
 """Animation sanity: does a trained avatar stay on its body when a motion drives it?
 
-Two measures per motion frame, both against the subject's SMPL-X body in the same pose:
+Measures per motion frame, all against the subject's SMPL-X body in the same pose:
 - silhouette IoU between the avatar's rendered alpha (> 0.5) and the body mesh's mask, seen from
-  the front and from the side;
+  the front and from the side; and the share of the body's mask the avatar covers there, which holes or
+  missing limbs lower but clothes reaching beyond the bare body do not (they lower the IoU);
 - the distance of every Gaussian centre from the posed body surface (clothes and hair sit a few
   centimetres off it; a Gaussian that the pose offsets or skinning throw away sits much further).
 """
@@ -36,6 +37,7 @@ class FrameCheck:
 
     label: str  # "motion:frame"
     iou: dict[str, float]  # view name -> silhouette IoU
+    covered: dict[str, float]  # view name -> share of the body mesh's mask under the avatar's alpha > 0.5
     p99_cm: float  # 99th percentile of the Gaussian-to-surface distance, centimetres
     max_cm: float  # the largest one, centimetres
 
@@ -74,6 +76,13 @@ def silhouette_iou(alpha: np.ndarray, mask: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
+def body_covered(alpha: np.ndarray, mask: np.ndarray) -> float:
+    """Share of ``mask > 0.5`` pixels where ``alpha > 0.5`` (same ``[H, W]``); 1.0 when the mask is empty."""
+    body = mask > 0.5
+    count = body.sum()
+    return 1.0 if count == 0 else float(np.logical_and(alpha > 0.5, body).sum() / count)
+
+
 def check_frames(avatar: Avatar, body: BodyModel, manifest: dict, motion: Motion, indices: list[int],
                  size: int = 256, renderer: MeshRenderer | None = None) -> list[FrameCheck]:
     """Measure ``motion`` frames ``indices`` (subject shape from ``manifest``) at ``size``² pixels.
@@ -95,16 +104,18 @@ def check_frames(avatar: Avatar, body: BodyModel, manifest: dict, motion: Motion
                 posed = pose_avatar(avatar, body, params, refined=True)
             lo, hi = vertices.amin(dim=0), vertices.amax(dim=0)
             center = (lo + hi) / 2
-            iou = {}
+            iou, covered = {}, {}
             for view, slot in VIEWS.items():
                 viewmat = orbit_view(center, CAMERA_DISTANCE, 0.0, slot, 4)
                 with torch.no_grad():
                     render = render_posed(posed, viewmat, K, size, size, config)
                 mesh = renderer.render(vertices.numpy(), faces, viewmat.numpy(), K.numpy(), size, size)
-                iou[view] = silhouette_iou(render.alpha[..., 0].numpy(), mesh["mask"])
+                alpha = render.alpha[..., 0].numpy()
+                iou[view] = silhouette_iou(alpha, mesh["mask"])
+                covered[view] = body_covered(alpha, mesh["mask"])
             distances = surface_distances(posed.means.numpy(), vertices.numpy(), faces)
-            checks.append(FrameCheck(f"{motion.name}:{index}", iou, float(np.percentile(distances, 99) * 100),
-                                     float(distances.max() * 100)))
+            checks.append(FrameCheck(f"{motion.name}:{index}", iou, covered,
+                                     float(np.percentile(distances, 99) * 100), float(distances.max() * 100)))
     finally:
         if own_renderer:
             renderer.close()
