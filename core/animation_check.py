@@ -23,6 +23,7 @@ from core.config import RenderConfig
 from core.export.framing import orbit_view
 from core.export.poses import motion_params
 from core.motion import Motion
+from core.prep.geometry import silhouette_inside
 from core.render.mesh import MeshRenderer
 
 SAMPLE_SPACING = 0.003  # metres between surface samples: the distance error bound
@@ -76,13 +77,6 @@ def silhouette_iou(alpha: np.ndarray, mask: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
-def body_covered(alpha: np.ndarray, mask: np.ndarray) -> float:
-    """Share of ``mask > 0.5`` pixels where ``alpha > 0.5`` (same ``[H, W]``); 1.0 when the mask is empty."""
-    body = mask > 0.5
-    count = body.sum()
-    return 1.0 if count == 0 else float(np.logical_and(alpha > 0.5, body).sum() / count)
-
-
 def check_frames(avatar: Avatar, body: BodyModel, manifest: dict, motion: Motion, indices: list[int],
                  size: int = 256, renderer: MeshRenderer | None = None) -> list[FrameCheck]:
     """Measure ``motion`` frames ``indices`` (subject shape from ``manifest``) at ``size``² pixels.
@@ -112,7 +106,7 @@ def check_frames(avatar: Avatar, body: BodyModel, manifest: dict, motion: Motion
                 mesh = renderer.render(vertices.numpy(), faces, viewmat.numpy(), K.numpy(), size, size)
                 alpha = render.alpha[..., 0].numpy()
                 iou[view] = silhouette_iou(alpha, mesh["mask"])
-                covered[view] = body_covered(alpha, mesh["mask"])
+                covered[view] = silhouette_inside(mesh["mask"], alpha)  # the body's pixels under the avatar
             distances = surface_distances(posed.means.numpy(), vertices.numpy(), faces)
             checks.append(FrameCheck(f"{motion.name}:{index}", iou, covered,
                                      float(np.percentile(distances, 99) * 100), float(distances.max() * 100)))

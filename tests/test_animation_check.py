@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.animation_check import body_covered, check_frames, silhouette_iou, surface_distances, surface_samples
+from core.animation_check import check_frames, silhouette_iou, surface_distances, surface_samples
 from core.avatar.build import build_avatar
 from core.body import BodyModel
 from core.config import AvatarConfig
@@ -52,18 +52,6 @@ def test_silhouette_iou():
     assert silhouette_iou(a, b) == pytest.approx(20 / 100)
     assert silhouette_iou(a, a) == 1.0
     assert silhouette_iou(np.zeros((4, 4)), np.zeros((4, 4))) == 1.0
-
-
-def test_body_covered_ignores_what_lies_beyond_the_body():
-    body = np.zeros((10, 10))
-    body[:, 4:] = 1.0
-    wider = np.zeros((10, 10))
-    wider[:, 2:] = 1.0  # clothes beyond the body: all of it covered
-    holed = wider.copy()
-    holed[:5, 6:] = 0.0  # a hole over 20 of the body's 60 pixels
-    assert body_covered(wider, body) == 1.0 and silhouette_iou(wider, body) == pytest.approx(60 / 80)
-    assert body_covered(holed, body) == pytest.approx(40 / 60)
-    assert body_covered(np.ones((4, 4)), np.zeros((4, 4))) == 1.0
 
 
 @pytest.fixture(scope="module")

@@ -152,6 +152,23 @@ def test_projection_agrees_with_mesh_renderer(model):
     assert mask[pixels[:, 1], mirrored].mean() < 0.8
 
 
+def test_silhouette_inside_ignores_what_lies_beyond_the_body():
+    """The share of the body's pixels inside the person mask: clothes reaching beyond the body leave it at
+    1 (while they lower the IoU), a body poking out of the mask lowers it; only ``valid`` pixels count."""
+    body = np.zeros((10, 10))
+    body[:, 4:] = 1.0
+    dressed = np.zeros((10, 10))
+    dressed[:, 2:] = 1.0
+    assert silhouette_inside(body, dressed) == 1.0 and silhouette_iou(body, dressed) == pytest.approx(60 / 80)
+    holed = dressed.copy()
+    holed[:5, 6:] = 0.0  # 20 of the body's 60 pixels outside the mask
+    assert silhouette_inside(body, holed) == pytest.approx(40 / 60)
+    valid = np.ones((10, 10), bool)
+    valid[:5] = False  # the rows with the hole are outside the photo
+    assert silhouette_inside(body, holed, valid) == 1.0
+    assert silhouette_inside(np.zeros((4, 4)), np.ones((4, 4))) == 0.0  # no body, nothing inside
+
+
 def test_silhouette_gaussians_match_the_mesh_outline(model):
     """The fitter's Gaussian silhouette (alpha > 0.5) is a close stand-in for the mesh's own mask."""
     rng = np.random.default_rng(3)
