@@ -58,7 +58,7 @@ def baseline_fit(subject, model, config, **weights) -> dict:
     """Fit the Subject's own inputs again, prep's fit with ``weights`` changed -> metrics incl. IoU and inside."""
     from core.prep.crop import Crop, crop_image
     from core.prep.fit import fit_smplx, prep_fit_weights
-    from core.prep.geometry import render_geometry, silhouette_inside, silhouette_iou
+    from core.prep.geometry import render_geometry, silhouette_metrics
 
     crop = Crop(**subject.info["crop"])
     width, height = (round(v * subject.info["photo_scale"]) for v in subject.info["photo_size"])
@@ -68,8 +68,7 @@ def baseline_fit(subject, model, config, **weights) -> dict:
                     config.prep.fit_iterations, valid=valid,
                     weights=prep_fit_weights(config.prep, **weights))
     body = render_geometry(model, fit.params, subject.K, subject.mask.shape[1], subject.mask.shape[0])["mask"]
-    return {**fit.metrics, "silhouette_iou": silhouette_iou(body, subject.mask, valid),
-            "silhouette_inside": silhouette_inside(body, subject.mask, valid)}
+    return {**fit.metrics, **silhouette_metrics(body, subject.mask, valid)}
 
 
 def row(label: str, metrics: dict, total: float | None = None) -> str:

@@ -82,3 +82,9 @@ def silhouette_inside(body_mask: np.ndarray, person_mask: np.ndarray, valid: np.
     body, person = _masks(body_mask, person_mask, valid)
     count = int(body.sum())
     return float((body & person).sum()) / count if count else 0.0
+
+
+def silhouette_metrics(body_mask: np.ndarray, person_mask: np.ndarray, valid: np.ndarray | None = None) -> dict:
+    """``silhouette_iou`` and ``silhouette_inside`` of a fitted body's mask, as prep reports them."""
+    return {"silhouette_iou": silhouette_iou(body_mask, person_mask, valid),
+            "silhouette_inside": silhouette_inside(body_mask, person_mask, valid)}

@@ -115,7 +115,7 @@ def build_subject(photo, perception, model, prep, report: Progress) -> tuple[Sub
     """
     from core.prep.albedo import estimate_albedo
     from core.prep.fit import fit_smplx, prep_fit_weights
-    from core.prep.geometry import render_geometry, silhouette_inside, silhouette_iou
+    from core.prep.geometry import render_geometry, silhouette_metrics
 
     inputs = crop_inputs(photo, perception, prep)
     keypoints, mask, K = inputs["keypoints"], inputs["mask"], inputs["K"]
@@ -135,8 +135,7 @@ def build_subject(photo, perception, model, prep, report: Progress) -> tuple[Sub
         raise RuntimeError("the mesh renderer covered the whole crop (an OpenGL fault?); nothing was written, "
                            "run prep again")
     timings["geometry_s"] = time.perf_counter() - clock
-    metrics = {**fit.metrics, "silhouette_iou": silhouette_iou(body_mask, mask, inputs["valid"]),
-               "silhouette_inside": silhouette_inside(body_mask, mask, inputs["valid"])}
+    metrics = {**fit.metrics, **silhouette_metrics(body_mask, mask, inputs["valid"])}
     subject = Subject(
         image=inputs["image"], mask=mask, albedo=albedo, K=K.astype(np.float32), smplx=fit.params,
         keypoint_names=list(inputs["names"]), keypoints=keypoints, geometry=geometry,
