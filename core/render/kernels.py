@@ -49,7 +49,11 @@ _SIGMA_CUTOFF_MARGIN = 1e-5  # well above a float32 rounding of the cutoff (< 1e
 
 # nogil: kernels run in parallel threads and the GUI keeps running. cache: see jit_cache.py.
 # error_model="numpy": divisions yield inf/nan instead of raising, which drops a branch per division.
-_JIT = dict(cache=True, nogil=True, error_model="numpy")
+# fastmath "contract" (only that flag): LLVM may fuse a multiply and an add into one FMA instruction. Results
+# move by an ulp at most (each fused pair rounds once instead of twice); NaN, inf and signed-zero handling
+# and the order of operations stay as written. Same-process A/B, one thread: compositing backward 25 % and
+# forward 7-9 % faster at 20k @256^2 and 50k @512^2 (the kernels are mostly multiply-adds).
+_JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 
 
 # ----------------------------------------------------------------------------------------------------
