@@ -342,6 +342,49 @@ def test_rendering_from_other_threads_is_identical():
         assert torch.equal(got, want)
 
 
+def test_renders_whose_graphs_overlap_keep_their_own_logs():
+    """The compositing log's buffer is reused between renders (core.render.scratch): while a render's graph is
+    alive, another render must not write into its log. Two graphs alive at once, the second rendered from other
+    inputs, backward in either order: each gives the gradients it gives alone."""
+    scene_a = _cast(ref.random_scene(11, n=300), torch.float32, requires_grad=True)
+    scene_b = _cast(ref.random_scene(12, n=300), torch.float32, requires_grad=True)
+    alone = []
+    for scene in (scene_a, scene_b):
+        _weighted_loss(*rasterize(**scene, backend="cpu")[:2]).backward()
+        alone.append({k: scene[k].grad.clone() for k in DIFFERENTIABLE})
+        for k in DIFFERENTIABLE:
+            scene[k].grad = None
+    loss_a = _weighted_loss(*rasterize(**scene_a, backend="cpu")[:2])
+    loss_b = _weighted_loss(*rasterize(**scene_b, backend="cpu")[:2])
+    loss_b.backward()
+    loss_a.backward()
+    for scene, want in zip((scene_a, scene_b), alone):
+        for k in DIFFERENTIABLE:
+            assert torch.equal(scene[k].grad, want[k]), k
+
+
+def test_scratch_pool_reuses_a_buffer_only_after_its_lease_is_gone():
+    from core.render.scratch import ALIGNMENT, ScratchPool, carve, carved_nbytes
+
+    pool = ScratchPool(max_free=2)
+    first, lease = pool.take(1000)
+    second, lease_2 = pool.take(1000)
+    assert not np.shares_memory(first, second)
+    del lease
+    assert pool.free_bytes() == first.nbytes
+    again, lease = pool.take(900)
+    assert np.shares_memory(again, first)  # the freed buffer, not a new one
+    too_big, lease_3 = pool.take(first.nbytes + 1)
+    assert not np.shares_memory(too_big, first) and not np.shares_memory(too_big, second)
+    del lease, lease_2, lease_3
+    assert pool.free_bytes() == first.nbytes + too_big.nbytes  # at most max_free kept: the largest ones
+    parts = [(7, np.uint8), (5, np.float32), (3, np.int64)]
+    arrays = carve(np.empty(carved_nbytes(parts), np.uint8), parts)
+    assert [(a.size, a.dtype) for a in arrays] == [(n, np.dtype(t)) for n, t in parts]
+    assert all(a.ctypes.data % ALIGNMENT == 0 for a in arrays)
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:])
+
+
 def test_images_and_gradients_do_not_depend_on_the_thread_count(tmp_path):
     """Threads take tiles from a shared queue in whatever order they finish: one, two or three threads must give
     the same image and the same gradients. (Compared up to float rounding: a lost or doubly composited tile

@@ -19,14 +19,21 @@ Set OMP_WAIT_POLICY=PASSIVE before torch is imported (or torch.set_num_threads(1
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from core.render import kernels
+from core.render.scratch import ScratchPool, carve, carved_nbytes
 from core.threads import even_bounds as _even_bounds
 from core.threads import run_shared as _run_shared
 from core.threads import run_sliced as _run_sliced
+
+
+# The contribution logs' buffers, reused between renders (see scratch.py).
+_LOG_POOL = ScratchPool()
 
 
 def _array(tensor: Tensor) -> np.ndarray:
@@ -137,8 +144,9 @@ class CompositeGaussians(torch.autograd.Function):
         task_log_start = np.zeros(len(task_tiles) + 1, np.int64)
         np.cumsum(tile_cost[task_tiles], out=task_log_start[1:])
         capacity = int(task_log_start[-1])
-        log = (np.empty(capacity, np.uint8), torch.empty(capacity, dtype=dtype).numpy(),
-               np.zeros(len(task_tiles), np.int64), np.zeros(len(isect_ids), np.int32))
+        parts = [(capacity, np.uint8), (capacity, packed.dtype)]
+        buffer, lease = _LOG_POOL.take(carved_nbytes(parts))
+        log = (*carve(buffer, parts), np.zeros(len(task_tiles), np.int64), np.zeros(len(isect_ids), np.int32))
         render = torch.empty((n_cams, height, width, n_channels), dtype=dtype)
         transmittance = torch.empty((n_cams, height, width), dtype=dtype)
         alphas = torch.empty((n_cams, height, width, 1), dtype=dtype)
@@ -151,6 +159,7 @@ class CompositeGaussians(torch.autograd.Function):
         ctx.save_for_backward(transmittance, render)
         ctx.bins = (packed, packed_colors, channel_backgrounds, tile_offsets, isect_ids, gauss_offsets, grad_rows,
                     task_tiles, task_log_start, log)
+        ctx.log_lease = lease  # the log's buffer goes back to the pool with this graph node
         ctx.settings = (width, height, colors.shape[0], depth_channel, expected_depth)
         return render, alphas
 
@@ -164,9 +173,9 @@ class CompositeGaussians(torch.autograd.Function):
         dtype = transmittance.dtype
         v_render = _zeros_if_none(v_render, (n_cams, height, width, n_channels), dtype)
         v_alphas = _zeros_if_none(v_alphas, (n_cams, height, width, 1), dtype)[..., 0].contiguous()
-        # zeros: entries without contributions are never written. np.zeros takes pages the OS zeroes on first
-        # touch, so this costs no pass of its own.
-        isect_grads = np.zeros((isect_ids.shape[0], 6 + n_channels), dtype=packed.dtype)
+        grads_shape = (isect_ids.shape[0], 6 + n_channels)
+        buffer, _lease = _LOG_POOL.take(carved_nbytes([(math.prod(grads_shape), packed.dtype)]))
+        isect_grads = carve(buffer, [(math.prod(grads_shape), packed.dtype)])[0].reshape(grads_shape)
         heaviest_first = np.argsort(-log[2], kind="stable")  # by the contributions the forward logged
         _run_shared(kernels.composite_backward, np.zeros(1, np.int64), heaviest_first, packed, packed_colors,
                     channel_backgrounds, expected_depth, width, height, tile_offsets, isect_ids, task_tiles,

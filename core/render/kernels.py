@@ -471,6 +471,8 @@ def project_backward(first, stop, means, quats, scales, opacities, viewmats, ks,
 # in one or two cache lines. Reading six separate per-Gaussian arrays in depth order missed the cache
 # on most (tile, Gaussian) pairs.
 P_MX, P_MY, P_CA, P_CB, P_CC, P_OPACITY, P_X0, P_X1, P_Y0, P_Y1 = range(10)
+# Columns of composite_backward's per-pixel state (see there); dL/dcolour channels follow from S_V.
+S_TRANS, S_BEHIND, S_TAIL, S_X, S_Y, S_V = range(6)
 PACKED_FIELDS = 10
 
 
@@ -826,9 +828,9 @@ def composite_backward(queue, task_order, packed, colors, backgrounds, expected_
     so every step costs at most a rounding (relative error ~ contributions x ulp).
 
     out_colors [C, H, W, D] is the forward's render (read for the expected depth only), v_out_colors
-    [C, H, W, D], v_out_alphas [C, H, W]. isect_grads [M, 6 + D] (zero on entry) receives, in
+    [C, H, W, D], v_out_alphas [C, H, W]. isect_grads [M, 6 + D] (overwritten) receives, in
     row grad_rows[k] for entry k of isect_ids (see bin_gaussians): d/d(mean x, mean y, conic a, conic b,
-    conic c, opacity, colours...) of that Gaussian; entries without contributions keep their zeros. Each
+    conic c, opacity, colours...) of that Gaussian (zeros for entries without contributions). Each
     entry has its own row, so threads never write the same memory; reduce_isect_grads then sums each
     Gaussian's rows, which are contiguous.
     """
@@ -836,20 +838,21 @@ def composite_backward(queue, task_order, packed, colors, backgrounds, expected_
     rgb_only = n_channels == 3  # colours and their gradients in registers, as in composite_forward
     n_pix_tile = TILE_SIZE * TILE_SIZE
     # per-pixel arithmetic in the storage dtype, as in composite_forward
-    behind = np.empty(n_pix_tile, packed.dtype)  # (sum of weight * colour behind the current Gaussian) . dL/dcolour
-    tail = np.empty(n_pix_tile, packed.dtype)  # T_final * (background . dL/dcolour - dL/dalpha)
-    trans = np.empty(n_pix_tile, packed.dtype)  # T after the current Gaussian
-    v_pix = np.empty((n_pix_tile, n_channels), packed.dtype)
+    # One row per tile pixel holds all the replay reads and writes for it (one base pointer in the replay loop,
+    # where separate arrays spilled registers): S_TRANS T after the current Gaussian, S_BEHIND (sum of weight *
+    # colour behind the current Gaussian) . dL/dcolour, S_TAIL T_final * (background . dL/dcolour - dL/dalpha),
+    # S_X / S_Y the pixel's column and row in the tile, then dL/dcolour from S_V on.
+    state = np.empty((n_pix_tile, S_V + n_channels), packed.dtype)
+    for p in range(n_pix_tile):
+        state[p, S_X] = p & (TILE_SIZE - 1)
+        state[p, S_Y] = p >> _TILE_SHIFT
     v_colour = np.empty(n_channels, packed.dtype)
-    real = behind.dtype.type
+    real = state.dtype.type
     zero = real(0.0)
     half = real(0.5)
     one = real(1.0)
     max_alpha = real(MAX_ALPHA)
     min_alpha = real(MIN_DEPTH_ALPHA)
-    centres = np.arange(TILE_SIZE).astype(packed.dtype)
-    u_column = np.uint64(TILE_SIZE - 1)  # pixel p of a tile: column p & u_column, row p >> u_row_shift
-    u_row_shift = np.uint64(_TILE_SHIFT)
     while True:
         task, tile, c, x_lo, y_lo, x_hi, y_hi = _next_tile(queue, task_order, task_tiles, width, height)
         if task < 0:
@@ -857,27 +860,30 @@ def composite_backward(queue, task_order, packed, colors, backgrounds, expected_
         for py in range(y_lo, y_hi):
             for px in range(x_lo, x_hi):
                 p = (py - y_lo) * TILE_SIZE + (px - x_lo)
-                behind[p] = zero
+                state[p, S_BEHIND] = zero
                 bg_dot = zero
                 for ch in range(n_channels):
-                    v_pix[p, ch] = v_out_colors[c, py, px, ch]
-                    bg_dot += backgrounds[c, ch] * v_pix[p, ch]
-                trans[p] = out_transmittance[c, py, px]
+                    state[p, S_V + ch] = v_out_colors[c, py, px, ch]
+                    bg_dot += backgrounds[c, ch] * v_out_colors[c, py, px, ch]
+                t_final = out_transmittance[c, py, px]
+                state[p, S_TRANS] = t_final
                 v_alpha = v_out_alphas[c, py, px]
                 if expected_depth:
                     # ED = D / max(alpha, min): dED/dD = 1 / max(..); dED/dalpha = -ED / alpha above the clamp
-                    alpha = one - trans[p]
+                    alpha = one - t_final
                     safe_alpha = max(alpha, min_alpha)
-                    v_depth = v_pix[p, n_channels - 1]
-                    v_pix[p, n_channels - 1] = v_depth / safe_alpha
+                    v_depth = v_out_colors[c, py, px, n_channels - 1]
+                    state[p, S_V + n_channels - 1] = v_depth / safe_alpha
                     if alpha >= min_alpha:
                         v_alpha -= v_depth * out_colors[c, py, px, n_channels - 1] / safe_alpha
-                tail[p] = trans[p] * (bg_dot - v_alpha)
+                state[p, S_TAIL] = t_final * (bg_dot - v_alpha)
         j = task_log_start[task] + log_count[task] - 1
         # entries of one Gaussian are contiguous in the log: accumulate them, then store once
         for k in range(tile_offsets[tile + 1] - 1, tile_offsets[tile] - 1, -1):
             n_entries = isect_log_count[k]
             if n_entries == 0:
+                for field in range(isect_grads.shape[1]):
+                    isect_grads[grad_rows[k], field] = zero
                 continue
             rank = isect_ids[k]
             if k - PREFETCH_AHEAD >= tile_offsets[tile]:  # back to front
@@ -909,13 +915,13 @@ def composite_backward(queue, task_order, packed, colors, backgrounds, expected_
                 raw_alpha = opacity * falloff
                 alpha = min(max_alpha, raw_alpha)
                 inv_keep = one / (one - alpha)
-                t_before = trans[p] * inv_keep
-                trans[p] = t_before
+                t_before = state[p, S_TRANS] * inv_keep
+                state[p, S_TRANS] = t_before
                 weight = alpha * t_before
                 if rgb_only:
-                    v0 = v_pix[p, 0]
-                    v1 = v_pix[p, 1]
-                    v2 = v_pix[p, 2]
+                    v0 = state[p, S_V]
+                    v1 = state[p, S_V + 1]
+                    v2 = state[p, S_V + 2]
                     colour_dot = col0 * v0 + col1 * v1 + col2 * v2
                     g_col0 += weight * v0
                     g_col1 += weight * v1
@@ -923,16 +929,17 @@ def composite_backward(queue, task_order, packed, colors, backgrounds, expected_
                 else:
                     colour_dot = zero
                     for ch in range(n_channels):
-                        colour_dot += colors[c, rank, ch] * v_pix[p, ch]
-                        v_colour[ch] += weight * v_pix[p, ch]
-                v_alpha = t_before * colour_dot - (behind[p] + tail[p]) * inv_keep
-                behind[p] += weight * colour_dot
+                        colour_dot += colors[c, rank, ch] * state[p, S_V + ch]
+                        v_colour[ch] += weight * state[p, S_V + ch]
+                behind = state[p, S_BEHIND]
+                v_alpha = t_before * colour_dot - (behind + state[p, S_TAIL]) * inv_keep
+                state[p, S_BEHIND] = behind + weight * colour_dot
                 if raw_alpha <= max_alpha:
                     # alpha = opacity exp(-sigma): d alpha / d sigma = -alpha
                     v_sigma = -raw_alpha * v_alpha
                     g_o += falloff * v_alpha
-                    dx = mx_centre - centres[p & u_column]
-                    dy = my_centre - centres[p >> u_row_shift]
+                    dx = mx_centre - state[p, S_X]
+                    dy = my_centre - state[p, S_Y]
                     g_mx += v_sigma * (ca * dx + cb * dy)
                     g_my += v_sigma * (cb * dx + cc * dy)
                     g_a2 += v_sigma * dx * dx
