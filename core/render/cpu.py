@@ -6,7 +6,8 @@ expected-depth division done in the kernels) are separate Functions, so ``meta["
 autograd graph; there is no other torch op between them (each one's backward cost more than the kernels'
 share of that work). Compositing keeps a log of every (Gaussian, pixel) contribution from the forward pass
 for the backward pass (5 bytes per contribution in float32, plus 4 per tile-Gaussian pair: 3.3 MB at 20k
-Gaussians, 256^2), released with the autograd graph.
+Gaussians, 256^2), in a buffer that goes back to a pool for the next render when the autograd graph is
+released (scratch.py: a fresh one cost a page fault per 4 KiB written).
 
 Parallelism: every kernel releases the GIL and runs on all kernel threads (the calling thread too): the
 per-Gaussian ones on one slice of the Gaussians each (``core.threads.run_sliced``), the compositing ones
