@@ -364,7 +364,7 @@ def test_renders_whose_graphs_overlap_keep_their_own_logs():
 
 
 def test_scratch_pool_reuses_a_buffer_only_after_its_lease_is_gone():
-    from core.render.scratch import ALIGNMENT, ScratchPool, carve, carved_nbytes
+    from core.render.scratch import ALIGNMENT, ScratchPool
 
     pool = ScratchPool(max_free=2)
     first, lease = pool.take(1000)
@@ -379,7 +379,7 @@ def test_scratch_pool_reuses_a_buffer_only_after_its_lease_is_gone():
     del lease, lease_2, lease_3
     assert pool.free_bytes() == first.nbytes + too_big.nbytes  # at most max_free kept: the largest ones
     parts = [(7, np.uint8), (5, np.float32), (3, np.int64)]
-    arrays = carve(np.empty(carved_nbytes(parts), np.uint8), parts)
+    arrays, lease = pool.take_arrays(parts)
     assert [(a.size, a.dtype) for a in arrays] == [(n, np.dtype(t)) for n, t in parts]
     assert all(a.ctypes.data % ALIGNMENT == 0 for a in arrays)
     assert not any(np.shares_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:])

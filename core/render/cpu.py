@@ -20,14 +20,12 @@ Set OMP_WAIT_POLICY=PASSIVE before torch is imported (or torch.set_num_threads(1
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import Tensor
 
 from core.render import kernels
-from core.render.scratch import ScratchPool, carve, carved_nbytes
+from core.render.scratch import ScratchPool
 from core.threads import even_bounds as _even_bounds
 from core.threads import run_shared as _run_shared
 from core.threads import run_sliced as _run_sliced
@@ -145,9 +143,8 @@ class CompositeGaussians(torch.autograd.Function):
         task_log_start = np.zeros(len(task_tiles) + 1, np.int64)
         np.cumsum(tile_cost[task_tiles], out=task_log_start[1:])
         capacity = int(task_log_start[-1])
-        parts = [(capacity, np.uint8), (capacity, packed.dtype)]
-        buffer, lease = _LOG_POOL.take(carved_nbytes(parts))
-        log = (*carve(buffer, parts), np.zeros(len(task_tiles), np.int64), np.zeros(len(isect_ids), np.int32))
+        log_arrays, lease = _LOG_POOL.take_arrays([(capacity, np.uint8), (capacity, packed.dtype)])
+        log = (*log_arrays, np.zeros(len(task_tiles), np.int64), np.zeros(len(isect_ids), np.int32))
         render = torch.empty((n_cams, height, width, n_channels), dtype=dtype)
         transmittance = torch.empty((n_cams, height, width), dtype=dtype)
         alphas = torch.empty((n_cams, height, width, 1), dtype=dtype)
@@ -174,9 +171,9 @@ class CompositeGaussians(torch.autograd.Function):
         dtype = transmittance.dtype
         v_render = _zeros_if_none(v_render, (n_cams, height, width, n_channels), dtype)
         v_alphas = _zeros_if_none(v_alphas, (n_cams, height, width, 1), dtype)[..., 0].contiguous()
-        grads_shape = (isect_ids.shape[0], 6 + n_channels)
-        buffer, _lease = _LOG_POOL.take(carved_nbytes([(math.prod(grads_shape), packed.dtype)]))
-        isect_grads = carve(buffer, [(math.prod(grads_shape), packed.dtype)])[0].reshape(grads_shape)
+        n_fields = 6 + n_channels
+        (flat_grads,), _lease = _LOG_POOL.take_arrays([(isect_ids.shape[0] * n_fields, packed.dtype)])
+        isect_grads = flat_grads.reshape(-1, n_fields)
         heaviest_first = np.argsort(-log[2], kind="stable")  # by the contributions the forward logged
         _run_shared(kernels.composite_backward, np.zeros(1, np.int64), heaviest_first, packed, packed_colors,
                     channel_backgrounds, expected_depth, width, height, tile_offsets, isect_ids, task_tiles,

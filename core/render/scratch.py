@@ -64,6 +64,11 @@ class ScratchPool:
         weakref.finalize(lease, self._give, buffer)
         return buffer, lease
 
+    def take_arrays(self, parts: list[tuple[int, np.dtype]]) -> tuple[list[np.ndarray], _Lease]:
+        """carve()'s arrays of ``(length, dtype)`` in one buffer from the pool, and that buffer's lease."""
+        buffer, lease = self.take(carved_nbytes(parts))
+        return carve(buffer, parts), lease
+
     def _give(self, buffer: np.ndarray) -> None:
         with self._lock:
             self._free.append(buffer)
