@@ -65,9 +65,9 @@ class ScratchPool:
         return buffer, lease
 
     def take_arrays(self, parts: list[tuple[int, np.dtype]]) -> tuple[list[np.ndarray], _Lease]:
-        """carve()'s arrays of ``(length, dtype)`` in one buffer from the pool, and that buffer's lease."""
-        buffer, lease = self.take(carved_nbytes(parts))
-        return carve(buffer, parts), lease
+        """_carve()'s arrays of ``(length, dtype)`` in one buffer from the pool, and that buffer's lease."""
+        buffer, lease = self.take(_carved_nbytes(parts))
+        return _carve(buffer, parts), lease
 
     def _give(self, buffer: np.ndarray) -> None:
         with self._lock:
@@ -77,10 +77,10 @@ class ScratchPool:
                 self._free.pop()
 
 
-def carve(buffer: np.ndarray, parts: list[tuple[int, np.dtype]]) -> list[np.ndarray]:
+def _carve(buffer: np.ndarray, parts: list[tuple[int, np.dtype]]) -> list[np.ndarray]:
     """Consecutive 1-D arrays of ``(length, dtype)`` in ``buffer`` (uint8), each aligned to ALIGNMENT bytes.
 
-    ``carved_nbytes(parts)`` is the buffer size they need.
+    ``_carved_nbytes(parts)`` is the buffer size they need.
     """
     arrays = []
     address = buffer.ctypes.data
@@ -94,6 +94,6 @@ def carve(buffer: np.ndarray, parts: list[tuple[int, np.dtype]]) -> list[np.ndar
     return arrays
 
 
-def carved_nbytes(parts: list[tuple[int, np.dtype]]) -> int:
-    """The buffer size carve() needs for ``parts`` wherever the buffer starts."""
+def _carved_nbytes(parts: list[tuple[int, np.dtype]]) -> int:
+    """The buffer size _carve() needs for ``parts`` wherever the buffer starts."""
     return ALIGNMENT + sum(-(-length * np.dtype(dtype).itemsize // ALIGNMENT) * ALIGNMENT for length, dtype in parts)
