@@ -222,7 +222,7 @@ class _CriticalPath:
 
         self.slowest = 0.0
         self.own = 0.0
-        sliced, shared = cpu_backend._run_sliced, cpu_backend._run_shared
+        sliced, shared, beside = cpu_backend._run_sliced, cpu_backend._run_shared, cpu_backend._run_beside
 
         def timed_kernel(kernel, times):
             def run(*args):
@@ -231,15 +231,24 @@ class _CriticalPath:
                 times.append((threading.get_ident(), time.thread_time() - start))
             return run
 
+        def account(times):
+            self.slowest += max((t for _, t in times), default=0.0)
+            self.own += sum(t for ident, t in times if ident == threading.get_ident())
+
         def timed(runner):
             def run(kernel, *args):
                 times = []
                 runner(timed_kernel(kernel, times), *args)
-                self.slowest += max((t for _, t in times), default=0.0)
-                self.own += sum(t for ident, t in times if ident == threading.get_ident())
+                account(times)
             return run
 
+        def timed_beside(call, kernel, *args):
+            times = []
+            beside((timed_kernel(call[0], times), *call[1:]), timed_kernel(kernel, times), *args)
+            account(times)
+
         cpu_backend._run_sliced, cpu_backend._run_shared = timed(sliced), timed(shared)
+        cpu_backend._run_beside = timed_beside
 
     def start(self):
         self.slowest = self.own = 0.0

@@ -96,7 +96,20 @@ def run_shared(kernel, *args) -> None:
     _run_calls([(kernel, *args)] * kernel_threads())
 
 
-def even_bounds(n_items: int) -> list[int]:
-    """Slice bounds splitting n_items into one equal share per kernel thread."""
-    shares = min(kernel_threads(), max(n_items, 1))
+def run_beside(call, kernel, n_items: int, *args) -> None:
+    """Run ``call`` (``(function, *args)``) on the calling thread while ``kernel``'s slices of ``n_items`` run
+    on the other kernel threads, as run_sliced would (both release the GIL); one after the other when there
+    is a single kernel thread. For two independent steps of which one is serial."""
+    others = kernel_threads() - 1
+    if others < 1 or n_items == 0:
+        call[0](*call[1:])
+        run_sliced(kernel, even_bounds(n_items), *args)
+        return
+    bounds = even_bounds(n_items, others)
+    _run_calls([call] + [(kernel, bounds[i], bounds[i + 1], *args) for i in range(len(bounds) - 1)])
+
+
+def even_bounds(n_items: int, shares: int | None = None) -> list[int]:
+    """Slice bounds splitting n_items into ``shares`` (default: one per kernel thread) equal parts."""
+    shares = min(shares or kernel_threads(), max(n_items, 1))
     return [n_items * i // shares for i in range(shares + 1)]

@@ -385,6 +385,22 @@ def test_scratch_pool_reuses_a_buffer_only_after_its_lease_is_gone():
     assert not any(np.shares_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:])
 
 
+def test_run_beside_runs_the_call_on_the_calling_thread_and_every_slice_once():
+    """Binning runs beside packing (core.threads.run_beside): the serial call stays on the calling thread, and
+    the kernel's slices cover every item exactly once."""
+    import threading
+    from core.threads import run_beside
+    seen, caller = [], []
+    for n_items in (0, 1, 7, 1000):
+        seen.clear()
+        caller.clear()
+        run_beside((lambda: caller.append(threading.get_ident()),),
+                   lambda first, stop, tag: seen.append((first, stop, tag)), n_items, "x")
+        assert caller == [threading.get_ident()]
+        covered = sorted(i for first, stop, tag in seen for i in range(first, stop))
+        assert covered == list(range(n_items)) and all(tag == "x" for *_, tag in seen)
+
+
 def test_images_and_gradients_do_not_depend_on_the_thread_count(tmp_path):
     """Threads take tiles from a shared queue in whatever order they finish: one, two or three threads must give
     the same image and the same gradients. (Compared up to float rounding: a lost or doubly composited tile
