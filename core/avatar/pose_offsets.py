@@ -78,11 +78,14 @@ class Triplane(nn.Module):
         return sampled[..., 0].permute(2, 0, 1).reshape(points.shape[0], -1)
 
     def sampling_matrix(self, points: torch.Tensor) -> FixedSparse:
-        """``forward``'s bilinear interpolation at fixed ``points [N, 3]`` as a sparse ``[3N, 3R²]`` matrix.
+        """``forward``'s bilinear interpolation at fixed ``points [N, 3]`` as a sparse ``[3N, 3R²]`` matrix:
+        row ``3 n + plane`` samples point n on that plane, column ``plane R² + y R + x`` is a texel.
 
         Same weights as ``grid_sample`` (border padding, align_corners=False): for points that never
         move (the template) ``features_at`` then costs two sparse products, forward and backward,
-        where ``grid_sample``'s backward is a slow scatter on CPU.
+        where ``grid_sample``'s backward is a slow scatter on CPU. Rows ordered point by point make the
+        product's ``[3N, C]`` result ``[N, 3C]`` as it stands (plane-major rows needed a transposed
+        copy each way).
         """
         res = self.planes.shape[-1]
         uvw = (points.detach().float().cpu() - self.center.cpu()) / (self.extent / 2)  # FixedSparse builds on CPU
@@ -97,7 +100,7 @@ class Triplane(nn.Module):
             x1, y1 = (x0 + 1).clamp_max(res - 1), (y0 + 1).clamp_max(res - 1)  # weight 0 where clamped
             for yy, xx, weight in ((y0, x0, (1 - fx) * (1 - fy)), (y0, x1, fx * (1 - fy)),
                                    (y1, x0, (1 - fx) * fy), (y1, x1, fx * fy)):
-                rows.append(plane * len(points) + torch.arange(len(points)))
+                rows.append(torch.arange(len(points)) * 3 + plane)
                 cols.append(plane * res * res + yy * res + xx)
                 values.append(weight)
         return FixedSparse(torch.cat(rows), torch.cat(cols), torch.cat(values), (3 * len(points), 3 * res * res))
@@ -106,8 +109,7 @@ class Triplane(nn.Module):
         """Features ``[N, 3C]`` at the points of ``sampling_matrix(points)`` (equal to ``forward(points)``)."""
         planes, channels = self.planes.shape[0], self.planes.shape[1]
         texels = self.planes.reshape(planes, channels, -1).transpose(1, 2).reshape(-1, channels)  # [3R², C]
-        sampled = sampling @ texels  # [3N, C]
-        return sampled.view(planes, -1, channels).transpose(0, 1).reshape(-1, planes * channels)
+        return (sampling @ texels).view(-1, planes * channels)  # [3N, C] rows point by point
 
 
 _JIT = dict(cache=True, nogil=True, fastmath=True, error_model="numpy")
