@@ -359,6 +359,7 @@ def write_merge(paths: list[Path], out: Path, tag: str) -> int:
 
 
 def main() -> int:
+    from core.allocator import keep_freed_memory
     from core.quality.alignment import ALIGN_MODES
     from core.quality.oracle import ORACLE_GEOMETRY
 
@@ -401,6 +402,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.merge:
         return write_merge(args.merge, Path(args.out), args.tag)
+    keep_freed_memory()  # as the command line
 
     from core.body import BodyModel
     from core.config import config_to_dict, load_preset

@@ -56,6 +56,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from core.allocator import keep_freed_memory  # noqa: E402
+
 # (centre xyz, semi-axes xyz) in metres, y down like the camera; about 1.7 m from head to feet.
 BODY_PARTS = [
     ((0.0, -0.72, 0.0), (0.10, 0.12, 0.11)),  # head
@@ -407,9 +409,13 @@ def main(argv=None) -> int:
     parser.add_argument("--gsplat", action="store_true", help="also time gsplat's CUDA kernels (NVIDIA GPU)")
     parser.add_argument("--cases", nargs="+", metavar="N,SIZE", help="these cases instead of the default grid")
     parser.add_argument("--json", type=Path, help="also write every case's measurements to this JSON file")
+    parser.add_argument("--malloc-default", action="store_true",
+                        help="leave glibc's malloc settings alone (the command line keeps freed memory for reuse)")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: "N,SIZE" run in this process
     args = parser.parse_args(argv)
     if args.case:
+        if not args.malloc_default:
+            keep_freed_memory()
         n, size = (int(v) for v in args.case.split(","))
         print(json.dumps(run_case(n, size, args.repeats, not args.no_baseline, args.gsplat)))
         return 0
@@ -425,7 +431,8 @@ def main(argv=None) -> int:
     else:
         cases = [(n, s) for n in (5_000, 20_000, 50_000) for s in (256, 512)]
     policy = os.environ.get("OMP_WAIT_POLICY") or ("default (spinning)" if args.omp_spin else "PASSIVE")
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, OMP_WAIT_POLICY {policy}, "
+    malloc = "glibc defaults" if args.malloc_default else "keeps freed memory (as the command line)"
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, OMP_WAIT_POLICY {policy}, malloc {malloc}, "
           f"load average {os.getloadavg()[0]:.1f} at start")
     if args.gsplat:
         print(f"GPU: {torch.cuda.get_device_name()}, CUDA {torch.version.cuda}")
@@ -434,6 +441,7 @@ def main(argv=None) -> int:
     for n, size in cases:
         command = [sys.executable, __file__, "--case", f"{n},{size}", "--repeats", str(args.repeats)]
         command += ["--no-baseline"] * args.no_baseline + ["--gsplat"] * args.gsplat
+        command += ["--malloc-default"] * args.malloc_default
         env = dict(os.environ)
         if not args.omp_spin:
             env.setdefault("OMP_WAIT_POLICY", "PASSIVE")

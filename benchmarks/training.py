@@ -16,7 +16,9 @@ core; the baseline row trains the same run on one thread.
 Times are wall ms per step after warm-up steps: the median over photo steps and over generated steps
 (a CUDA step ends with reading its loss, which waits for the GPU), and it/s over all timed steps.
 Memory: on the CPU the growth of the resident set from before the trainer is built to the end (peak,
-VmHWM); on CUDA torch's peak allocation.
+VmHWM; a later row reuses memory an earlier one freed and kept); on CUDA torch's peak allocation. faults/step: minor page faults per timed step (the process's,
+whatever thread took them). Like the command line, the script has glibc's malloc keep freed memory for reuse
+(``core.allocator``); ``--malloc-default`` leaves glibc's own settings, for comparison.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import argparse
 import copy
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -37,6 +40,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from core.allocator import keep_freed_memory  # noqa: E402
 from core.body import BodyModel  # noqa: E402
 from core.config import load_preset  # noqa: E402
 from core.render import available_backends  # noqa: E402
@@ -58,19 +62,22 @@ def time_device(device: str, body: BodyModel, config, data, steps: int, warmup: 
     for _ in range(warmup):
         trainer.step()
     times = {"photo": [], "generated": []}
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     started = time.perf_counter()
     for _ in range(steps):
         start = time.perf_counter()
         metrics = trainer.step()
         times["photo" if metrics["frame"] == 0 else "generated"].append((time.perf_counter() - start) * 1e3)
     elapsed = time.perf_counter() - started
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / steps
     peak_mib = (torch.cuda.max_memory_allocated() / 2**20 if cuda
                 else (memory_kib()["VmHWM"] - rss_before) / 1024.0)
     name = torch.cuda.get_device_name() if cuda else f"cpu, {torch.get_num_threads()} thread(s)"
     return {"device": name, "threads": torch.get_num_threads(), "gaussians": trainer.avatar.num_gaussians,
             "photo_ms": statistics.median(times["photo"]) if times["photo"] else float("nan"),
             "generated_ms": statistics.median(times["generated"]) if times["generated"] else float("nan"),
-            "steps_per_second": steps / elapsed, "peak_mib": peak_mib, "last_loss": metrics["loss"]}
+            "steps_per_second": steps / elapsed, "peak_mib": peak_mib, "faults_per_step": faults,
+            "last_loss": metrics["loss"]}
 
 
 def main(argv=None) -> int:
@@ -81,14 +88,18 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=8, help="generated frames to train on (default 8)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="preset override")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--malloc-default", action="store_true",
+                        help="leave glibc's malloc settings alone (the command line keeps freed memory for reuse)")
     args = parser.parse_args(argv)
+    kept = False if args.malloc_default else keep_freed_memory()
     config = load_preset(args.preset, [f"frames.num_generated={args.frames}", *args.set])
     config.frames.resolution = config.train.render_size  # the photo and the frames at the training size
     body = BodyModel.load()
     started = time.perf_counter()
     data = self_rendered_set(body, config)
     print(f"preset {config.name}: {data.avatar.num_gaussians} Gaussians, {config.train.render_size}^2 renders, "
-          f"{args.frames} frames (scene built in {time.perf_counter() - started:.0f} s); torch {torch.__version__}")
+          f"{args.frames} frames (scene built in {time.perf_counter() - started:.0f} s); torch {torch.__version__}; "
+          f"malloc {'keeps freed memory' if kept else 'defaults'}")
     threads = training_threads()
     runs = [("cpu", 1)] + ([("cpu", threads)] if threads > 1 else [])
     runs += [("cuda", threads)] if "gsplat" in available_backends() else []
@@ -97,10 +108,10 @@ def main(argv=None) -> int:
         with torch_threads(count):
             results.append(time_device(device, body, config, data, args.steps, args.warmup))
     base = results[0]
-    print("device                 | photo step ms | generated step ms | it/s  | peak MiB | vs CPU, 1 thread")
+    print("device                 | photo step ms | generated step ms | it/s  | peak MiB | faults/step | vs CPU, 1 thread")
     for r in results:
         print(f"{r['device'][:22]:<22} | {r['photo_ms']:13.1f} | {r['generated_ms']:17.1f} | {r['steps_per_second']:5.1f} "
-              f"| {r['peak_mib']:8.0f} | {r['steps_per_second'] / base['steps_per_second']:5.1f}x")
+              f"| {r['peak_mib']:8.0f} | {r['faults_per_step']:11.0f} | {r['steps_per_second'] / base['steps_per_second']:5.1f}x")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

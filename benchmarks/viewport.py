@@ -54,6 +54,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI that starts th
 import numpy as np  # noqa: E402
 
 from timing import call_times  # noqa: E402
+from core.allocator import keep_freed_memory  # noqa: E402
 from persona_studio.camera import Camera  # noqa: E402
 from persona_studio.viewport.demo_figure import demo_figure  # noqa: E402
 from persona_studio.viewport.gl_renderer import SplatRenderer, back_to_front_order, quad_indices  # noqa: E402
@@ -433,6 +434,7 @@ def main() -> None:
     parser.add_argument("--window", default="1280x800", help="studio window WIDTHxHEIGHT (877x556: a 512x512 viewport)")
     parser.add_argument("--studio-rows", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
+    keep_freed_memory()  # as the command line that starts the studio
     if args.studio_rows:
         width, height = (int(v) for v in args.window.split("x"))
         for row in bench_studio(args.changes, args.seconds, args.pose_only, (width, height)):

@@ -14,6 +14,7 @@ from typing import Callable
 # rasterizer's numba threads (measured 3x slower training steps on 2 cores). A user's setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from core.allocator import keep_freed_memory  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from persona_studio.commands import export_commands  # noqa: E402
 
@@ -275,6 +276,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``persona-studio`` console script and ``python main.py``."""
+    keep_freed_memory()  # training and rendering reuse their freed memory (core.allocator)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

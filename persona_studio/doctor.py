@@ -149,6 +149,13 @@ def check_ffmpeg() -> Check:
     return Check("ffmpeg (video export)", True, f"PyAV {av.__version__}, {h264}; ffmpeg at {exe}")
 
 
+def check_allocator() -> Check:
+    from core import allocator
+
+    kept = allocator.describe().startswith("glibc malloc keeps")
+    return Check("memory allocator", kept, allocator.describe(), required=False)
+
+
 def check_numba() -> Check:
     import numba
 
@@ -158,6 +165,7 @@ def check_numba() -> Check:
 CHECKS: list[tuple[str, Callable[[], Check], bool, str]] = [
     ("torch", check_torch, True, "pip install torch"),
     ("numba (CPU kernels)", check_numba, True, "pip install numba"),
+    ("memory allocator", check_allocator, False, ""),
     ("rasterizer", check_rasterizer, True, "reinstall persona-studio (pip install -e .)"),
     ("gsplat (CUDA rasterizer)", check_cuda_gsplat, False, ""),
     ("body model", check_body_model, True, "pass --body-model PATH or unset PERSONA_SMPLX_MODEL to use the embedded model"),

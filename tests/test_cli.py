@@ -24,6 +24,9 @@ def test_doctor_reports_machine():
     assert "embedded" in result.stdout
     cores = len(os.sched_getaffinity(0))  # the CLI sets OMP_WAIT_POLICY=PASSIVE: every core trains
     assert f"trains on {cores} thread" in result.stdout
+    assert "glibc malloc keeps freed blocks up to 32 MiB" in result.stdout  # the CLI applies core.allocator
+    mine = run_cli("doctor", env={**os.environ, "MALLOC_TRIM_THRESHOLD_": "1000000"})
+    assert "your MALLOC_* environment settings" in mine.stdout  # the user's settings win
 
 
 def test_doctor_fails_with_fix_for_broken_body_model(tmp_path):
