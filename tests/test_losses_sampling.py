@@ -35,6 +35,34 @@ def test_ssim_matches_global_formula_on_constant_patches():
     assert torch.allclose(s, torch.full_like(s, expected), atol=2e-4)
 
 
+def test_ssim_cpu_kernels_match_the_torch_definition_values_and_gradients():
+    """Float32 CPU images take core.ssim_cpu's numba passes: the same map and gradients (w.r.t. both images)
+    as the torch ops (in float64 as the reference), on shapes down to one pixel (every window clamped) and on
+    a non-contiguous crop, as training passes them."""
+    g = torch.Generator().manual_seed(3)
+    for shape, window in (((1, 47, 31, 3), 11), ((2, 9, 13, 2), 11), ((1, 3, 40, 1), 11), ((1, 1, 1, 3), 11),
+                          ((1, 2, 2, 1), 11), ((1, 20, 24, 3), 5)):
+        a = torch.rand(shape, generator=g).requires_grad_()
+        b = torch.rand(shape, generator=g).requires_grad_()
+        upstream = torch.randn(shape, generator=g)
+        ours = losses.ssim_map(a, b, window)
+        assert ours.grad_fn is not None and "SSIMMap" in type(ours.grad_fn).__name__
+        a64, b64 = a.detach().double().requires_grad_(), b.detach().double().requires_grad_()
+        reference = losses.ssim_map_torch(a64, b64, window)
+        assert torch.allclose(ours.double(), reference, atol=1e-5), (ours.double() - reference).abs().max()
+        grads = torch.autograd.grad((ours * upstream).sum(), [a, b])
+        grads_ref = torch.autograd.grad((reference * upstream.double()).sum(), [a64, b64])
+        for mine, ref in zip(grads, grads_ref):
+            assert torch.allclose(mine.double(), ref, atol=1e-5 * ref.abs().max()), (mine.double() - ref).abs().max()
+    image = torch.rand(1, 40, 50, 3, generator=g).requires_grad_()
+    target = torch.rand(1, 40, 50, 3, generator=g)
+    crop = image[:, 5:30, 7:40]  # a loss window: a non-contiguous view
+    (grad,) = torch.autograd.grad(losses.ssim_map(crop, target[:, 5:30, 7:40]).sum(), image)
+    (grad_ref,) = torch.autograd.grad(losses.ssim_map_torch(crop, target[:, 5:30, 7:40]).sum(), image)
+    assert torch.allclose(grad, grad_ref, atol=1e-4 * grad_ref.abs().max())
+    assert grad[:, :5].abs().max() == 0 and grad[:, 5:30, 7:40].abs().max() > 0
+
+
 def test_image_loss_weight_map_ignores_zero_weight_pixels():
     pred = torch.zeros(1, 8, 8, 3)
     target = torch.zeros(1, 8, 8, 3)
