@@ -16,9 +16,10 @@ core; the baseline row trains the same run on one thread.
 Times are wall ms per step after warm-up steps: the median over photo steps and over generated steps
 (a CUDA step ends with reading its loss, which waits for the GPU), and it/s over all timed steps.
 Memory: on the CPU the growth of the resident set from before the trainer is built to the end (peak,
-VmHWM; a later row reuses memory an earlier one freed and kept); on CUDA torch's peak allocation. faults/step: minor page faults per timed step (the process's,
-whatever thread took them). Like the command line, the script has glibc's malloc keep freed memory for reuse
-(``core.allocator``); ``--malloc-default`` leaves glibc's own settings, for comparison.
+VmHWM; a later row reuses memory an earlier one freed and kept); on CUDA torch's peak allocation.
+faults/step: minor page faults per timed step (the process's, whatever thread took them). Like the command
+line, the script has glibc's malloc keep freed memory for reuse (``core.allocator``); ``--malloc-default``
+leaves glibc's own settings, for comparison.
 """
 from __future__ import annotations
 
@@ -110,8 +111,9 @@ def main(argv=None) -> int:
     base = results[0]
     print("device                 | photo step ms | generated step ms | it/s  | peak MiB | faults/step | vs CPU, 1 thread")
     for r in results:
+        speedup = r["steps_per_second"] / base["steps_per_second"]
         print(f"{r['device'][:22]:<22} | {r['photo_ms']:13.1f} | {r['generated_ms']:17.1f} | {r['steps_per_second']:5.1f} "
-              f"| {r['peak_mib']:8.0f} | {r['faults_per_step']:11.0f} | {r['steps_per_second'] / base['steps_per_second']:5.1f}x")
+              f"| {r['peak_mib']:8.0f} | {r['faults_per_step']:11.0f} | {speedup:5.1f}x")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

@@ -38,7 +38,7 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, window: int = 11) -> torch.Tensor
 
     Local statistics over a uniform ``window``² neighbourhood, edge-replicated (scikit-image's default
     form of SSIM) with the usual constants. Float32 CPU images go through two numba passes
-    (``core.ssim_cpu``, about 10x faster with its gradient); everything else through ``ssim_map_torch``.
+    (``core.ssim_cpu``, about 3x faster with its gradient); everything else through ``ssim_map_torch``.
     """
     if a.dtype == b.dtype == torch.float32 and a.device.type == b.device.type == "cpu" and window % 2 == 1:
         from core.ssim_cpu import SSIMMap

@@ -150,10 +150,10 @@ def check_ffmpeg() -> Check:
 
 
 def check_allocator() -> Check:
-    from core import allocator
+    from core.allocator import status
 
-    kept = allocator.describe().startswith("glibc malloc keeps")
-    return Check("memory allocator", kept, allocator.describe(), required=False)
+    kept, words = status()
+    return Check("memory allocator", kept, words, required=False)
 
 
 def check_numba() -> Check:

@@ -54,4 +54,4 @@ def test_user_malloc_settings_win(monkeypatch):
 
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert allocator.keep_freed_memory() is False
-    assert "your MALLOC_*" in allocator.describe()
+    assert allocator.status() == (False, "your MALLOC_* environment settings")
