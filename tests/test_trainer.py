@@ -190,8 +190,9 @@ def _gathered_vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> tor
 
 
 def test_shared_skinning_and_sparse_normals_equal_separate_posing(setup):
-    """The trainer skins a frame once for its base and refined posing; Avatar.surface_normals (sparse
-    products) equals the plain gather/scatter normals: same positions, normals and gradients."""
+    """The trainer skins a frame once for its base and refined posing; Avatar.surface_normals (numba on the
+    CPU, sparse products elsewhere) equals the plain gather/scatter normals: same positions, normals and
+    gradients."""
     body, config, subject, _ = setup
     avatar = build_avatar(body, np.zeros(body.num_betas), config.avatar)
     g = torch.Generator().manual_seed(8)
@@ -221,16 +222,23 @@ def test_shared_skinning_and_sparse_normals_equal_separate_posing(setup):
     for a, b in zip(shared_grads, separate_grads):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * b.abs().max())
 
-    points = (avatar.template + 0.01 * torch.randn(avatar.template.shape, generator=g)).requires_grad_()
-    ours, reference = avatar.surface_normals(points), _gathered_vertex_normals(points, avatar.faces)
-    assert torch.allclose(ours, reference, atol=1e-5)
-    import copy  # the avatar holds cached sparse operators now: it must stay copyable (quality benchmark)
+    import copy  # the avatar holds cached sparse operators: it must stay copyable (quality benchmark)
 
-    assert torch.equal(copy.deepcopy(avatar).surface_normals(points), ours)
-    weights = torch.randn(ours.shape, generator=g)
-    (grad_ours,) = torch.autograd.grad((ours * weights).sum(), points)
+    points = (avatar.template + 0.01 * torch.randn(avatar.template.shape, generator=g)).requires_grad_()
+    reference = _gathered_vertex_normals(points, avatar.faces)
+    weights = torch.randn(reference.shape, generator=g)
     (grad_ref,) = torch.autograd.grad((reference * weights).sum(), points)
-    assert torch.allclose(grad_ours, grad_ref, atol=1e-4 * grad_ref.abs().max())
+
+    def sparse_normals(model):  # the path for CUDA tensors (sparse products), here on the CPU
+        sums = model._sparse_normal_sums(points)
+        return sums / sums.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    for normals in (lambda model: model.surface_normals(points), sparse_normals):  # numba on the CPU; sparse
+        ours = normals(avatar)
+        assert torch.allclose(ours, reference, atol=1e-5)
+        assert torch.equal(normals(copy.deepcopy(avatar)), ours)
+        (grad_ours,) = torch.autograd.grad((ours * weights).sum(), points)
+        assert torch.allclose(grad_ours, grad_ref, atol=1e-4 * grad_ref.abs().max())
 
 
 def test_train_frames_move_between_devices(setup):

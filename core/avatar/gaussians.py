@@ -96,6 +96,76 @@ def rotate_vectors(transforms: torch.Tensor, vectors: torch.Tensor) -> torch.Ten
     return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
 
+@njit(**_JIT)
+def _normal_sums_forward(points, faces, out):  # pragma: no cover - compiled
+    """``out [N, 3]``: each vertex's sum of the cross products (v1 - v0) x (v2 - v0) of its faces ``[F, 3]``."""
+    out[:] = 0.0
+    for f in range(faces.shape[0]):
+        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+        ax, ay, az = points[i1, 0] - points[i0, 0], points[i1, 1] - points[i0, 1], points[i1, 2] - points[i0, 2]
+        bx, by, bz = points[i2, 0] - points[i0, 0], points[i2, 1] - points[i0, 1], points[i2, 2] - points[i0, 2]
+        nx, ny, nz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+        for i in (i0, i1, i2):
+            out[i, 0] += nx
+            out[i, 1] += ny
+            out[i, 2] += nz
+
+
+@njit(**_JIT)
+def _normal_sums_backward(points, faces, grad, grad_points):  # pragma: no cover - compiled
+    """Gradient of _normal_sums_forward w.r.t. ``points`` from ``grad [N, 3]``: per face, g = the summed gradient
+    of its three vertices; with n = a x b (a = v1 - v0, b = v2 - v0), dL/da = b x g and dL/db = g x a."""
+    grad_points[:] = 0.0
+    for f in range(faces.shape[0]):
+        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+        gx = grad[i0, 0] + grad[i1, 0] + grad[i2, 0]
+        gy = grad[i0, 1] + grad[i1, 1] + grad[i2, 1]
+        gz = grad[i0, 2] + grad[i1, 2] + grad[i2, 2]
+        ax, ay, az = points[i1, 0] - points[i0, 0], points[i1, 1] - points[i0, 1], points[i1, 2] - points[i0, 2]
+        bx, by, bz = points[i2, 0] - points[i0, 0], points[i2, 1] - points[i0, 1], points[i2, 2] - points[i0, 2]
+        dax, day, daz = by * gz - bz * gy, bz * gx - bx * gz, bx * gy - by * gx
+        dbx, dby, dbz = gy * az - gz * ay, gz * ax - gx * az, gx * ay - gy * ax
+        grad_points[i1, 0] += dax
+        grad_points[i1, 1] += day
+        grad_points[i1, 2] += daz
+        grad_points[i2, 0] += dbx
+        grad_points[i2, 1] += dby
+        grad_points[i2, 2] += dbz
+        grad_points[i0, 0] -= dax + dbx
+        grad_points[i0, 1] -= day + dby
+        grad_points[i0, 2] -= daz + dbz
+
+
+class _NormalSums(torch.autograd.Function):
+    """Per-vertex sums of face cross products (area-weighted normals, unnormalised) for CPU ``points [N, 3]``,
+    one serial numba pass each way: a face adds to three vertices, so no two threads could share the sums."""
+
+    @staticmethod
+    def forward(ctx, points: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+        vertices = points.detach().contiguous()
+        corners = faces.contiguous()
+        out = torch.empty_like(vertices)
+        _normal_sums_forward(vertices.numpy(), corners.numpy(), out.numpy())
+        ctx.save_for_backward(vertices, corners)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        vertices, corners = ctx.saved_tensors
+        grad_points = torch.empty_like(vertices)
+        _normal_sums_backward(vertices.numpy(), corners.numpy(), grad.contiguous().numpy(), grad_points.numpy())
+        return grad_points, None
+
+
+def vertex_normal_sums(points: torch.Tensor, faces: torch.Tensor) -> torch.Tensor | None:
+    """Each vertex's sum of its faces' (v1 - v0) x (v2 - v0) ``[N, 3]`` (twice the area-weighted normal) for
+    float CPU ``points [N, 3]`` and ``faces [F, 3]`` (integer, on the CPU); None for anything else (the caller
+    has another way)."""
+    if points.device.type != "cpu" or points.dtype not in (torch.float32, torch.float64) or faces.device.type != "cpu":
+        return None
+    return _NormalSums.apply(points, faces)
+
+
 def mean_edge_length(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Mean length of the edges meeting at each vertex ``[V]`` (metres): the local Gaussian spacing.
 
