@@ -135,8 +135,8 @@ class Avatar(nn.Module):
 
     def _sparse_normal_sums(self, points: torch.Tensor) -> torch.Tensor:
         """``vertex_normal_sums`` through constant sparse products (edge vectors, face-to-vertex sums), for any
-        device: on the CPU about a third cheaper forward and backward than gathers and ``index_add`` scatters,
-        and about ten times dearer than the numba pass."""
+        device: on the CPU about a third cheaper forward and backward than gathers and ``index_add`` scatters;
+        unit normals for 60k points took 21.4 ms fwd+bwd this way against 12.5 ms with the numba pass."""
         key = (id(self.faces), self.faces.data_ptr(), self.faces._version, len(points))
         if key != self._normal_operators_key:
             faces, n = self.faces.cpu(), len(points)  # FixedSparse is built on the CPU and follows ``points``
