@@ -1,8 +1,8 @@
 """SSIM maps on the CPU in two numba passes (forward and backward) instead of some forty torch ops.
 
-``core.losses.ssim_map`` is the definition (and runs everywhere else: CUDA, float64); this computes the same
-map for float32 CPU images with its gradient: local moments over a uniform window with edge-replicated
-borders, separable into a running sum along each row, then along each column.
+``core.losses.ssim_map_torch`` is the definition in torch ops (``ssim_map`` uses it for CUDA and float64); this
+computes the same map for float32 CPU images with its gradient: local moments over a uniform window with
+edge-replicated borders, separable into a running sum along each row, then along each column.
 
 Measured on the 2-core machine, a [1, 247, 128, 3] loss window (a preview training render) inside
 ``image_loss``'s weighted mean, forward and backward: 7.5 ms against 19-22 ms through torch's ops; in training,
