@@ -76,10 +76,14 @@ class _TransformPoints(torch.autograd.Function):
         return (grad_transforms if want_transforms else None), (grad_points if want_points else None), None
 
 
+def _numba_takes(points: torch.Tensor, *others: torch.Tensor) -> bool:
+    """Whether this module's numba passes take ``points`` (float32 or float64) with ``others``: all on the CPU."""
+    return points.dtype in (torch.float32, torch.float64) and all(t.device.type == "cpu" for t in (points, *others))
+
+
 def _transform(transforms: torch.Tensor, points: torch.Tensor, translate: bool) -> torch.Tensor:
     """``transforms [N, 4, 4]``'s linear part (and translation) applied to ``points [N, 3]`` -> ``[N, 3]``."""
-    if (transforms.device.type == points.device.type == "cpu" and transforms.dtype == points.dtype
-            and points.dtype in (torch.float32, torch.float64)):
+    if _numba_takes(points, transforms) and transforms.dtype == points.dtype:
         return _TransformPoints.apply(transforms, points, translate)
     out = torch.einsum("nab,nb->na", transforms[:, :3, :3], points)
     return out + transforms[:, :3, 3] if translate else out
@@ -161,9 +165,7 @@ def vertex_normal_sums(points: torch.Tensor, faces: torch.Tensor) -> torch.Tenso
     """Each vertex's sum of its faces' (v1 - v0) x (v2 - v0) ``[N, 3]`` (twice the area-weighted normal) for
     float CPU ``points [N, 3]`` and ``faces [F, 3]`` (integer, on the CPU); None for anything else (the caller
     has another way)."""
-    if points.device.type != "cpu" or points.dtype not in (torch.float32, torch.float64) or faces.device.type != "cpu":
-        return None
-    return _NormalSums.apply(points, faces)
+    return _NormalSums.apply(points, faces) if _numba_takes(points, faces) else None
 
 
 def mean_edge_length(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
