@@ -36,7 +36,7 @@ from core.frames.frameset import FrameSet
 from core.frames.generated import GENERATOR_VERSION, generate_frames
 from core.io.atomic import write_text_atomic
 from core.io.images import save_png
-from core.render.mesh import visible_vertices
+from core.render.mesh import require_opengl, visible_vertices
 from core.subject import Subject
 from core.threads import torch_threads, training_threads
 from core.trainer import Trainer, config_device
@@ -258,6 +258,7 @@ def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: 
     work = out_dir / "work"
     checkpoint = work / "checkpoint.pt"
     device = config_device(config)  # a setting that cannot run here fails before any work
+    require_opengl()  # so does a machine without OpenGL (prep, the frames and the colours render meshes)
     if resume and not checkpoint.exists():
         raise UserError("nothing to resume (no work/checkpoint.pt); run without --resume", out_dir)
     imported_sets = load_imported_frames(list(imported), config.frames.resolution)  # bad files fail first

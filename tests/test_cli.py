@@ -93,6 +93,30 @@ def test_a_missing_package_is_a_one_line_error_with_its_install_command(tmp_path
     assert not (tmp_path / "subject").exists()
 
 
+def test_a_machine_without_opengl_fails_before_any_work_in_one_line(tmp_path):
+    """Where no OpenGL context can be made (here: a stand-in moderngl whose contexts fail as a missing libGL
+    does), reconstruct says so and how to fix it, in one line, before it prepares or writes anything."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    stub = tmp_path / "site" / "moderngl"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("Context = object\n\n\ndef create_standalone_context(**kwargs):\n"
+                                      "    raise Exception('libGL.so not loaded')\n")
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((160, 96, 3), 128, np.uint8)).save(photo)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(REPO_ROOT)])}
+    result = run_cli("reconstruct", str(photo), "-o", str(tmp_path / "out"), "--set", "train.device=cpu", env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "no OpenGL context could be created" in lines[0] and "libGL.so not loaded" in lines[0]
+    assert "apt-get install libegl1" in lines[0]
+    assert not (tmp_path / "out").exists()  # nothing was started
+
+
 def test_frames_import_needs_a_motion_and_driving_video_writes(capsys, tmp_path):
     import av
 

@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping
 import moderngl
 import numpy as np
 
+from core.errors import UserError
+
 MESA_HINT = "install Mesa EGL: apt-get install libegl1 libgl1-mesa-dri"
 
 # Output names the renderer always or optionally produces; attributes may not reuse them.
@@ -460,6 +462,10 @@ def _flat_images(samples: "_Samples", per_sample: dict[str, np.ndarray], backgro
 # GL context
 
 
+class OpenGLUnavailable(UserError, RuntimeError):
+    """No OpenGL context can be made on this machine: a setup problem (one line, with the fix), not a bug."""
+
+
 def _create_context() -> moderngl.Context:
     """A standalone GL 3.3 context: EGL first (headless Mesa), then the platform default."""
     errors = []
@@ -469,7 +475,7 @@ def _create_context() -> moderngl.Context:
             return moderngl.create_standalone_context(require=330, **kwargs)
         except Exception as exc:  # any failure here means "try the next backend"
             errors.append(f"{backend or 'default'}: {' '.join(str(exc).split())}")
-    raise RuntimeError(f"no OpenGL context could be created ({'; '.join(errors)}); {MESA_HINT}")
+    raise OpenGLUnavailable(f"no OpenGL context could be created ({'; '.join(errors)}); {MESA_HINT}")
 
 
 class MeshRenderer:
@@ -503,7 +509,10 @@ class MeshRenderer:
                 "create one MeshRenderer per thread"
             )
 
-    def _context(self) -> moderngl.Context:
+    def context(self) -> moderngl.Context:
+        """This renderer's GL context, made on first use in the calling thread (which then owns the renderer);
+        raises ``OpenGLUnavailable`` where no context can be made."""
+        self._claim_thread()
         if self._ctx is None:
             self._ctx = _create_context()
             self._program = self._ctx.program(
@@ -515,7 +524,7 @@ class MeshRenderer:
         if self._fbo_size != (width, height):
             if self._fbo is not None:
                 self._fbo.release()
-            ctx = self._context()
+            ctx = self.context()
             self._fbo = ctx.framebuffer(
                 color_attachments=[ctx.texture((width, height), 1, dtype="f4")],
                 depth_attachment=ctx.depth_renderbuffer((width, height)),
@@ -525,7 +534,7 @@ class MeshRenderer:
 
     def _upload_mesh(self, vertices_cam: np.ndarray, faces: np.ndarray) -> None:
         """Write camera-space vertices; rebuild the index buffer only when the faces change."""
-        ctx = self._context()
+        ctx = self.context()
         data = vertices_cam.astype(np.float32).tobytes()
         rebuild = self._vbo is None or self._vbo.size < len(data)
         if rebuild:
@@ -549,8 +558,7 @@ class MeshRenderer:
 
     def _face_image(self, vertices_cam, faces, K, width, height, near, far) -> np.ndarray:
         """Nearest face index at every pixel centre, ``[height, width]`` int32, -1 where empty."""
-        self._claim_thread()
-        ctx = self._context()
+        ctx = self.context()
         # moderngl talks to whichever context is current; a thread may hold several renderers.
         with ctx:
             fbo = self._framebuffer(width, height)
@@ -744,11 +752,22 @@ class MeshRenderer:
 _per_thread = threading.local()
 
 
+def _thread_renderer() -> MeshRenderer:
+    """The calling thread's own renderer, made on first use."""
+    if not hasattr(_per_thread, "renderer"):
+        _per_thread.renderer = MeshRenderer()
+    return _per_thread.renderer
+
+
+def require_opengl() -> None:
+    """Make the calling thread's renderer's GL context now, so that a machine without OpenGL fails with
+    ``OpenGLUnavailable`` before any long work rather than in the middle of it."""
+    _thread_renderer().context()
+
+
 def visible_vertices(vertices, faces, viewmat, K, width: int, height: int,
                      tolerance: float = 0.01) -> np.ndarray:
     """``MeshRenderer.visible_vertices`` with a renderer kept per calling thread -> ``bool [V]``."""
-    if not hasattr(_per_thread, "renderer"):
-        _per_thread.renderer = MeshRenderer()
-    return _per_thread.renderer.visible_vertices(
+    return _thread_renderer().visible_vertices(
         vertices, faces, viewmat, K, width, height, tolerance=tolerance
     )
