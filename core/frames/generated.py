@@ -26,7 +26,7 @@ from core.avatar.render import pose_avatar, render_posed
 from core.body import PART_PALETTE, BodyModel
 from core.camera import intrinsics, look_at
 from core.config import FramesConfig, RenderConfig
-from core.frames.frameset import GENERATED_SOURCE, FrameSet
+from core.frames.frameset import GENERATED_SOURCE, FrameSet, pack_frame
 from core.motion import Motion, load_builtin
 from core.motion.rotations import axis_angle_to_quat
 
@@ -156,7 +156,7 @@ def generate_frames(avatar: Avatar, body: BodyModel, subject_params: dict[str, n
         params.update({key: np.asarray(subject_params[key], np.float32).reshape(-1)
                        for key in ("betas", "expression") if key in subject_params})
         targets = frame_targets(avatar, body, params, viewmat, K, config.resolution, render)
-        frames.append({**targets, "K": K, "viewmat": viewmat, "params": params})
+        frames.append(pack_frame({**targets, "K": K, "viewmat": viewmat, "params": params}))
         labels.append(f"{name}:{index}")
         if progress is not None:
             progress((k + 1) / len(schedule))

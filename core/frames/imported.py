@@ -32,7 +32,7 @@ from scipy.spatial.transform import Rotation
 from core.body import BodyModel
 from core.errors import UserError, require
 from core.frames.driving import DRIVING_DISTANCE, driving_camera, shape_tensor
-from core.frames.frameset import FrameSet
+from core.frames.frameset import FrameSet, pack_frame
 from core.motion import Motion, resample
 from core.prep.fit import (PHOTO_VIEWMAT, FitObjective, FitWeights, fit_metrics, keypoint_targets,
                            model_surface_points, optimise, person_height_px, project_keypoints,
@@ -390,7 +390,7 @@ def import_video(video: str | Path, motion: Motion, body: BodyModel, smplx: dict
                                   body_keypoint_error_pct=metrics.get("body_keypoint_error_pct"),
                                   silhouette_iou=metrics["silhouette_iou"])
                     if frame is not None:
-                        frames.append(frame)
+                        frames.append(pack_frame(frame))
                         labels.append(f"{video.name}:{index}")
                 per_frame.append(record)
                 if progress is not None:

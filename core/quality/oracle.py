@@ -37,7 +37,7 @@ from core.avatar.avatar import Avatar
 from core.body import BodyModel
 from core.config import FramesConfig
 from core.frames.driving import driving_camera
-from core.frames.frameset import FrameSet
+from core.frames.frameset import FrameSet, pack_frame
 from core.frames.generated import body_extent, front_camera, motion_schedule
 from core.motion import load_builtin
 from core.prep.geometry import render_geometry
@@ -106,8 +106,8 @@ def oracle_frames(avatar: Avatar, body: BodyModel, person: SyntheticPerson, subj
         else:
             drawn = render_geometry(body, params, K, size, size, renderer, viewmat=viewmat)
         targets = {key: drawn[key] for key in ("depth", "normal", "part_seg")}
-        frames.append({"rgb": gt.rgb, "mask": gt.mask[..., None], **targets, "K": K, "viewmat": viewmat,
-                       "params": params})
+        frames.append(pack_frame({"rgb": gt.rgb, "mask": gt.mask[..., None], **targets, "K": K, "viewmat": viewmat,
+                                  "params": params}))
         labels.append(f"{name}:{index}")
         if progress is not None:
             progress((k + 1) / len(schedule))
