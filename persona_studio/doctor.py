@@ -119,6 +119,9 @@ def _viewport_backend(renderer: str) -> str:
     return describe_backend(backend, gpu) + (" (software GL)" if software else "")
 
 
+GL_CHECK = "OpenGL (prep, frames, viewport)"
+
+
 def check_gl() -> Check:
     found, failed = [], []
     for label, backend in (("EGL", "egl"), ("GLX", "default")):
@@ -132,8 +135,8 @@ def check_gl() -> Check:
     detail = "; ".join(found + failed)
     if found:
         detail += f"; viewport drawn by: {_viewport_backend(found[0])}"
-    return Check("OpenGL (viewport)", bool(found), detail, required=False,
-                 fix="apt-get install libegl1 libgl1-mesa-dri (or run under a desktop / Xvfb)")
+    # core.render.mesh draws the prep's and the frames' body maps with either one, so reconstruct needs it too
+    return Check(GL_CHECK, bool(found), detail, fix="apt-get install libegl1 libgl1-mesa-dri (or run under a desktop / Xvfb)")
 
 
 def check_ffmpeg() -> Check:
@@ -170,7 +173,7 @@ CHECKS: list[tuple[str, Callable[[], Check], bool, str]] = [
     ("gsplat (CUDA rasterizer)", check_cuda_gsplat, False, ""),
     ("body model", check_body_model, True, "pass --body-model PATH or unset PERSONA_SMPLX_MODEL to use the embedded model"),
     ("mediapipe", check_mediapipe, True, INSTALL["mediapipe"]),
-    ("OpenGL (viewport)", check_gl, False, "apt-get install libegl1 libgl1-mesa-dri"),
+    (GL_CHECK, check_gl, True, "apt-get install libegl1 libgl1-mesa-dri"),
     ("ffmpeg (video export)", check_ffmpeg, True, INSTALL["av"]),
 ]
 

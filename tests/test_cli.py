@@ -115,6 +115,9 @@ def test_a_machine_without_opengl_fails_before_any_work_in_one_line(tmp_path):
     assert "no OpenGL context could be created" in lines[0] and "libGL.so not loaded" in lines[0]
     assert "apt-get install libegl1" in lines[0]
     assert not (tmp_path / "out").exists()  # nothing was started
+    doctor = run_cli("doctor", env=env)  # ... and the doctor counts OpenGL among what is required
+    assert doctor.returncode == 1 and "[FAIL] OpenGL (prep, frames, viewport)" in doctor.stdout, doctor.stdout
+    assert "missing required: OpenGL" in doctor.stderr
 
 
 def test_frames_import_needs_a_motion_and_driving_video_writes(capsys, tmp_path):
