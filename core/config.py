@@ -139,6 +139,15 @@ class LossConfig:
     # forearms are gone) for -0.3 dB in the photo's view. The paper preset leaves it off (not in PERSONA).
     scale_floor: float = 0.5
     scale_floor_weight: float = 10.0
+    # Its mirror image: the same hinge on log(scale / start) above log(scale_ceiling). Off by default. On messi5
+    # (standard preset, 1500 steps) hand, hair and hem Gaussians grow to 7-14x their start, and seen from the photo
+    # the raised hand wears a translucent halo ~14 cm across. A 4x ceiling (weight 10) shrank that halo (848 -> 582
+    # pixels of alpha > 0.05 outside the mask) but did not remove it, and cost 2.2 dB in the photo's view
+    # (25.15 -> 22.93), nearly all of it in the hair and the shorts, whose volume those large Gaussians carry;
+    # on 2 synthetic people (preview, 600 steps) it was neutral (novel poses 22.60 -> 22.61 dB). A per-part ceiling
+    # (hands only) is the next thing to try (benchmarks/results/quality_preview_quick_oracle-drift_s15_600_*).
+    scale_ceiling: float = 4.0
+    scale_ceiling_weight: float = 0.0
     # With optim.lr_photo_pose: sum of squares of the photo's pose correction (radians). Adam moves
     # every parameter at about its learning rate, so joints the photo says little about would otherwise
     # wander as far as those it corrects.

@@ -150,6 +150,12 @@ def scale_floor_loss(log_scales: torch.Tensor, init_scales: torch.Tensor, floor:
     return shortfall.pow(2).mean()
 
 
+def scale_ceiling_loss(log_scales: torch.Tensor, init_scales: torch.Tensor, ceiling: float) -> torch.Tensor:
+    """Mean over Gaussians of ``relu(log(scale / start) - log(ceiling))²``: zero while every scale is at
+    most ``ceiling`` times its start (the floor's mirror image). ``log_scales [N]``, ``init_scales [N]`` (metres)."""
+    return scale_floor_loss(-log_scales, 1.0 / init_scales, 1.0 / ceiling)
+
+
 def uniform_laplacian(values: torch.Tensor, adjacency: MeshAdjacency) -> torch.Tensor:
     """``x_i - mean of x over i's neighbours`` for ``values [N, C]`` float32 -> ``[N, C]`` (isolated
     vertices: x_i). One sparse product (its backward one more with the stored transpose): on CPU

@@ -436,6 +436,9 @@ class Trainer:
             "reg_colors": l.laplacian_colors * losses.laplacian_loss(a.colors, adj),
             "reg_scale_floor": l.scale_floor_weight * losses.scale_floor_loss(a.log_scales, a.init_scales,
                                                                               l.scale_floor),
+            **({"reg_scale_ceiling": l.scale_ceiling_weight * losses.scale_ceiling_loss(a.log_scales, a.init_scales,
+                                                                                      l.scale_ceiling)}
+               if l.scale_ceiling_weight > 0 else {}),  # off by default (see LossConfig)
             **(self._photo_prior(l.photo_pose_prior) if self.refines_photo else {}),
         }
 

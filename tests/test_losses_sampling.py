@@ -195,3 +195,12 @@ def test_scale_floor_pulls_up_only_scales_below_the_floor():
     loss.backward()
     assert log_scales.grad[2] < 0 and torch.all(log_scales.grad[[0, 1, 3]] == 0)  # descent grows it
     assert float(losses.scale_floor_loss(torch.log(start), start, floor=0.5)) == 0.0
+
+
+def test_scale_ceiling_pulls_down_only_scales_above_the_ceiling():
+    start = torch.tensor([0.01, 0.01, 0.002, 0.002])
+    log_scales = torch.log(start * torch.tensor([3.9, 0.2, 8.0, 4.0])).requires_grad_()
+    loss = losses.scale_ceiling_loss(log_scales, start, ceiling=4.0)
+    assert abs(loss.item() - (math.log(8.0) - math.log(4.0)) ** 2 / 4) < 1e-6  # only the 8x one counts
+    loss.backward()
+    assert log_scales.grad[2] > 0 and torch.all(log_scales.grad[[0, 1, 3]].abs() < 1e-6)  # descent shrinks it

@@ -303,6 +303,17 @@ def test_step_metrics_are_the_loss_terms_read_back_once(setup):
         assert np.isfinite(metrics["psnr"])
 
 
+def test_the_scale_ceiling_is_a_term_only_when_weighted(setup):
+    """loss.scale_ceiling_weight (off by default) adds its hinge to the step's regularisers; scales grown past
+    the ceiling then make it positive."""
+    assert "reg_scale_ceiling" not in make_trainer(setup).step()
+    trainer = make_trainer(setup, **{"loss.scale_ceiling_weight": 10.0, "loss.scale_ceiling": 2.0})
+    assert trainer.step()["reg_scale_ceiling"] == 0.0  # every scale is still near its start
+    with torch.no_grad():
+        trainer.avatar.log_scales[:100] += 2.0  # 7.4x
+    assert trainer.step()["reg_scale_ceiling"] > 0.0
+
+
 def test_outside_mask_finds_centres_over_the_backdrop(setup):
     """Centres projecting where the photo's mask is below 0.5, off the image or behind the camera."""
     from core.trainer import outside_mask
