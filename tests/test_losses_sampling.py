@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from core import losses
@@ -187,20 +188,15 @@ def test_sobel_magnitude_of_ramp():
     assert np.allclose(sobel_magnitude(ramp)[2:-2, 2:-2], 0.5)
 
 
-def test_scale_floor_pulls_up_only_scales_below_the_floor():
+@pytest.mark.parametrize("hinge, bound, factors, sign", [
+    (losses.scale_floor_loss, 0.5, [1.3, 0.6, 0.25, 0.5], -1.0),  # descent grows the 0.25x one
+    (losses.scale_ceiling_loss, 4.0, [3.9, 0.2, 8.0, 4.0], 1.0),  # descent shrinks the 8x one
+], ids=["floor", "ceiling"])
+def test_scale_hinges_move_only_scales_past_their_bound(hinge, bound, factors, sign):
     start = torch.tensor([0.01, 0.01, 0.02, 0.02])
-    log_scales = torch.log(start * torch.tensor([1.3, 0.6, 0.25, 0.5])).requires_grad_()
-    loss = losses.scale_floor_loss(log_scales, start, floor=0.5)
-    assert abs(loss.item() - (math.log(0.5) - math.log(0.25)) ** 2 / 4) < 1e-6  # only the 0.25x one counts
+    log_scales = torch.log(start * torch.tensor(factors)).requires_grad_()
+    loss = hinge(log_scales, start, bound)
+    assert abs(loss.item() - math.log(factors[2] / bound) ** 2 / 4) < 1e-6  # only the third one counts
     loss.backward()
-    assert log_scales.grad[2] < 0 and torch.all(log_scales.grad[[0, 1, 3]] == 0)  # descent grows it
-    assert float(losses.scale_floor_loss(torch.log(start), start, floor=0.5)) == 0.0
-
-
-def test_scale_ceiling_pulls_down_only_scales_above_the_ceiling():
-    start = torch.tensor([0.01, 0.01, 0.002, 0.002])
-    log_scales = torch.log(start * torch.tensor([3.9, 0.2, 8.0, 4.0])).requires_grad_()
-    loss = losses.scale_ceiling_loss(log_scales, start, ceiling=4.0)
-    assert abs(loss.item() - (math.log(8.0) - math.log(4.0)) ** 2 / 4) < 1e-6  # only the 8x one counts
-    loss.backward()
-    assert log_scales.grad[2] > 0 and torch.all(log_scales.grad[[0, 1, 3]].abs() < 1e-6)  # descent shrinks it
+    assert sign * log_scales.grad[2] > 0 and torch.all(log_scales.grad[[0, 1, 3]] == 0)
+    assert float(hinge(torch.log(start), start, bound)) == 0.0
