@@ -144,8 +144,8 @@ class LossConfig:
     # the raised hand wears a translucent halo ~14 cm across. A 4x ceiling (weight 10) shrank that halo (848 -> 582
     # pixels of alpha > 0.05 outside the mask) but did not remove it, and cost 2.2 dB in the photo's view
     # (25.15 -> 22.93), nearly all of it in the hair and the shorts, whose volume those large Gaussians carry;
-    # on 2 synthetic people (preview, 600 steps) it was neutral (novel poses 22.60 -> 22.61 dB). A per-part ceiling
-    # (hands only) is the next thing to try (benchmarks/results/quality_preview_quick_oracle-drift_s15_600_*).
+    # on 2 synthetic people (preview, 600 steps) it was neutral (novel poses 22.60 -> 22.61 dB). A hard bound on
+    # the hands alone (OptimConfig.hand_scale_max, on by default) does what this was for.
     scale_ceiling: float = 4.0
     scale_ceiling_weight: float = 0.0
     # With optim.lr_photo_pose: sum of squares of the photo's pose correction (radians). Adam moves
@@ -176,6 +176,12 @@ class OptimConfig:
     eps: float = 1e-15
     decay_at: float = 0.75  # fraction of training after which learning rates are divided
     decay_factor: float = 0.1
+    # After each step the hands' Gaussians are held to at most this multiple of their start scale (0 = no limit;
+    # off in the paper preset). The generated frames' hand-mask term grows some to 10x and more, and their tails
+    # show as a translucent halo round the hand. On messi5 (standard preset, 1500 steps) 4x took the halo away
+    # (alpha > 0.05 outside the photo's mask: 848 -> 391 pixels) and the photo's view gained 0.2 dB
+    # (25.15 -> 25.35); on 2 synthetic people (preview, 600 steps) no hand got past 4x, so nothing changed.
+    hand_scale_max: float = 4.0
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import torch
 from core import losses
 from core.avatar.avatar import Avatar
 from core.avatar.render import AvatarRender, render_posed
-from core.body import BodyModel
+from core.body import HAND_PARTS, BodyModel
 from core.camera import facing_camera, project_points
 from core.config import Config, FrameLossWeights, LossConfig
 from core.errors import UserError
@@ -152,6 +153,16 @@ def outside_mask(means: torch.Tensor, frame: TrainFrame) -> torch.Tensor:
     return ~inside | (coverage < 0.5)
 
 
+def hand_log_scale_max(avatar: Avatar, most: float) -> torch.Tensor | None:
+    """``[N]`` upper bounds on ``avatar.log_scales``: ``log(most * start)`` on the hands' Gaussians, +inf elsewhere;
+    None when ``most`` is 0 (no bound)."""
+    if most <= 0:
+        return None
+    hands = torch.as_tensor(np.isin(avatar.part_labels.cpu().numpy(), HAND_PARTS), device=avatar.log_scales.device)
+    bound = torch.log(avatar.init_scales.to(avatar.log_scales.device) * most)
+    return torch.where(hands, bound, torch.full_like(bound, math.inf))
+
+
 def frame_loss(render: AvatarRender, frame: TrainFrame, w: FrameLossWeights, image_weight: float,
                loss_cfg: LossConfig, background: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -232,6 +243,7 @@ class Trainer:
         self.face_hand_weight = torch.where(avatar.rigid, config.loss.laplacian_offsets_face_hands /
                                             config.loss.laplacian_offsets, 1.0)
         self.optimizer = self._make_optimizer()
+        self.log_scale_max = hand_log_scale_max(avatar, config.optim.hand_scale_max)
         self._lock = threading.Lock()
         self._pending_loss: LossConfig | None = None
         self._decayed = False
@@ -413,6 +425,9 @@ class Trainer:
             keep = ~self.photo_facing | outside_mask(base.means.detach(), frame)
             self.avatar.colors.grad[keep] = 0.0
         self.optimizer.step()
+        if self.log_scale_max is not None:
+            with torch.no_grad():
+                torch.minimum(self.avatar.log_scales, self.log_scale_max, out=self.avatar.log_scales)
         self.step_index += 1
         shown = refined_render if refined_render is not None else base_render
         readouts["loss"] = loss.detach()

@@ -314,6 +314,24 @@ def test_the_scale_ceiling_is_a_term_only_when_weighted(setup):
     assert trainer.step()["reg_scale_ceiling"] > 0.0
 
 
+def test_hand_scales_are_held_to_their_bound_after_each_step(setup):
+    """optim.hand_scale_max (4 by default, 0 = off) bounds the hands' Gaussians' scales at that multiple of their start after
+    every step, and leaves every other Gaussian's scale as the optimiser made it."""
+    from core.body import HAND_PARTS
+
+    trainer = make_trainer(setup, **{"optim.hand_scale_max": 3.0})
+    avatar = trainer.avatar
+    hands = torch.as_tensor(np.isin(avatar.part_labels.numpy(), HAND_PARTS))
+    assert 0 < int(hands.sum()) < len(hands)
+    with torch.no_grad():
+        avatar.log_scales += 2.0  # every Gaussian at 7.4x its start
+    trainer.step()
+    ratio = (avatar.log_scales.exp() / avatar.init_scales).detach()
+    assert torch.allclose(ratio[hands], torch.tensor(3.0), rtol=1e-5)
+    assert (ratio[~hands] > 6.0).all()  # one Adam step at lr 0.01 moves a log-scale by about 0.01
+    assert make_trainer(setup, **{"optim.hand_scale_max": 0.0}).log_scale_max is None  # 0: no bound (paper)
+
+
 def test_outside_mask_finds_centres_over_the_backdrop(setup):
     """Centres projecting where the photo's mask is below 0.5, off the image or behind the camera."""
     from core.trainer import outside_mask
