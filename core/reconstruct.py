@@ -281,10 +281,13 @@ def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: 
         interrupted = not trainer.done
     except KeyboardInterrupt:
         interrupted = True
-    extra = {"train_seconds": time.perf_counter() - started, "imported_frames": sum(len(s) for s in imported_sets),
+    n_imported = sum(len(s) for s in imported_sets)
+    extra = {"train_seconds": time.perf_counter() - started, "imported_frames": n_imported,
+             "generated_frames": (len(frames) if frames is not None else 0) - n_imported,
              "device": str(device)}
     summary = finish_run(out_dir, trainer, body, subject, photo, interrupted, extra, report)
     psnr_value = summary["photo_psnr"]
     report("done", 1.0, summary)
     return ReconstructResult(folder=out_dir, steps=trainer.step_index, interrupted=interrupted, device=str(device),
-                             metrics={"photo_psnr": psnr_value})
+                             metrics={"photo_psnr": psnr_value, "generated_frames": extra["generated_frames"],
+                                      "imported_frames": n_imported})

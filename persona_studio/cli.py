@@ -193,11 +193,21 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         show.close()
         signal.signal(signal.SIGINT, previous)
     state = "stopped early" if result.interrupted else "done"
-    print(f"{state}: {result.steps} steps on {result.device}; avatar bundle in {result.folder} "
-          f"(input-view PSNR {result.metrics['photo_psnr']:.2f} dB, preview.png)")
+    print(f"{state}: {result.steps} steps on {result.device} over the photo and {_frames_words(result.metrics)}; "
+          f"avatar bundle in {result.folder} (input-view PSNR {result.metrics['photo_psnr']:.2f} dB, preview.png)")
+    made, asked = result.metrics["generated_frames"], config.frames.num_generated
+    if 0 < made < asked:
+        print(f"note: {made} generated frames of the {asked} asked for: the motions (frames.motions) hold no more "
+              f"distinct poses")
     if result.interrupted:
         print(f"resume with: persona-studio reconstruct {args.photo} -o {args.output} --resume --preset {args.preset}")
     return 0
+
+
+def _frames_words(metrics: dict) -> str:
+    """'48 generated frames', '12 imported frames', '48 generated and 12 imported frames' or 'no other frames'."""
+    counts = [f"{metrics[key]} {key.split('_')[0]}" for key in ("generated_frames", "imported_frames") if metrics[key]]
+    return f"{' and '.join(counts)} frames" if counts else "no other frames"
 
 
 def _import_frames(args: argparse.Namespace) -> int:

@@ -68,11 +68,16 @@ def test_reconstruct_stop_and_resume(tmp_path):
 def test_cli_reconstruct_and_bad_photo(tmp_path):
     sets = [arg for item in TINY for arg in ("--set", item)]
     cmd = [sys.executable, str(REPO_ROOT / "main.py"), "reconstruct"]
-    ok = subprocess.run([*cmd, str(PHOTO), "-o", str(tmp_path / "a"), *sets], capture_output=True, text=True,
-                        timeout=900)
+    # two motions of 15 distinct poses each: 30 of the 40 frames asked for can be made, and the run says so
+    fewer = ["--set", "frames.motions=['walk_in_place', 'dance']", "--set", "frames.num_generated=40"]
+    ok = subprocess.run([*cmd, str(PHOTO), "-o", str(tmp_path / "a"), *sets, *fewer], capture_output=True,
+                        text=True, timeout=900)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "avatar bundle in" in ok.stdout and (tmp_path / "a" / "manifest.json").exists()
     assert "8 steps on " in ok.stdout  # says where it trained
+    assert "over the photo and 30 generated frames;" in ok.stdout
+    assert "note: 30 generated frames of the 40 asked for" in ok.stdout
+    assert load_bundle(tmp_path / "a")[2]["summary"]["generated_frames"] == 30
     bad = tmp_path / "not_a_photo.jpg"
     bad.write_text("hello")
     fail = subprocess.run([*cmd, str(bad), "-o", str(tmp_path / "b"), *sets], capture_output=True, text=True,
