@@ -14,15 +14,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.avatar.build import body_params  # noqa: E402
 from core.avatar.bundle import load_bundle  # noqa: E402
-from core.avatar.render import pose_avatar, render_posed  # noqa: E402
 from core.body import PART_NAMES  # noqa: E402
 from core.config import RenderConfig  # noqa: E402
+from core.reconstruct import photo_view  # noqa: E402
 from core.subject import Subject  # noqa: E402
 
 PARTS = ("right_hand", "left_hand", "head", "left_thigh", "right_thigh")
@@ -42,11 +40,7 @@ def report(folder: Path) -> None:
     avatar, body, manifest = load_bundle(folder)
     subject = Subject.load(folder / "work" / "subject")
     pose = {key: np.asarray(value, np.float32) for key, value in manifest["subject"].items()}
-    height, width = subject.size
-    with torch.no_grad():
-        posed = pose_avatar(avatar, body, body_params(pose), refined=True)
-        out = render_posed(posed, torch.as_tensor(subject.viewmat), torch.as_tensor(subject.K), width, height,
-                           RenderConfig(), torch.zeros(3))
+    out = photo_view(avatar, body, subject, RenderConfig(), pose)
     pixels, summed = outside_alpha(out.alpha.numpy()[..., 0], subject.mask)
     print(f"{folder}: {pixels} px of alpha > 0.05 more than 3 px outside the photo's mask (summed alpha {summed:.0f}); "
           f"input-view PSNR {manifest['summary']['photo_psnr']:.2f} dB")

@@ -28,9 +28,9 @@ import torch
 from core.avatar.avatar import Avatar
 from core.avatar.build import NEAREST_IN_3D_PARTS, body_params, build_avatar, fill_unseen_colors, sample_image
 from core.avatar.bundle import save_bundle
-from core.avatar.render import pose_avatar, render_posed
+from core.avatar.render import AvatarRender, pose_avatar, render_posed
 from core.body import BodyModel
-from core.config import Config
+from core.config import Config, RenderConfig
 from core.errors import UserError
 from core.frames.frameset import FrameSet
 from core.frames.generated import GENERATOR_VERSION, generate_frames
@@ -141,6 +141,17 @@ def load_or_generate_frames(path: Path, key: str, avatar: Avatar, body: BodyMode
     return frames
 
 
+def photo_view(avatar: Avatar, body: BodyModel, subject: Subject, render: RenderConfig,
+               smplx: dict[str, np.ndarray] | None = None, refined: bool = True) -> AvatarRender:
+    """The avatar posed by ``smplx`` (default: the photo's fit) and drawn from the photo's camera at its size, over
+    black (``[H, W, C]`` images)."""
+    h, w = subject.size
+    with torch.no_grad():
+        posed = pose_avatar(avatar, body, body_params(subject.smplx if smplx is None else smplx), refined=refined)
+        return render_posed(posed, torch.as_tensor(subject.viewmat), torch.as_tensor(subject.K), w, h, render,
+                            torch.zeros(3))
+
+
 def save_preview(path: Path, avatar: Avatar, body: BodyModel, subject: Subject, config: Config,
                  smplx: dict[str, np.ndarray] | None = None) -> float:
     """Write photo | avatar side by side in the photo's view, the avatar posed by ``smplx`` (default: the
@@ -149,12 +160,7 @@ def save_preview(path: Path, avatar: Avatar, body: BodyModel, subject: Subject, 
     from core.losses import psnr
     from core.prep.matting import premultiplied_foreground
 
-    h, w = subject.size
-    with torch.no_grad():
-        posed = pose_avatar(avatar, body, body_params(subject.smplx if smplx is None else smplx),
-                            refined=config.ablation.pose_offsets)
-        out = render_posed(posed, torch.as_tensor(subject.viewmat), torch.as_tensor(subject.K), w, h, config.render,
-                           torch.zeros(3))
+    out = photo_view(avatar, body, subject, config.render, smplx, refined=config.ablation.pose_offsets)
     mask = subject.mask[..., None]
     target = premultiplied_foreground(subject.image, subject.mask)
     value = psnr(out.rgb[None], torch.as_tensor(target)[None], torch.as_tensor(mask)[None])
