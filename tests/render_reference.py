@@ -141,7 +141,7 @@ def random_scene(seed: int, n: int = 200, n_channels: int = 3, n_cams: int = 1, 
                  dtype=torch.float64) -> dict:
     """Gaussians around the origin seen from 1.5-2.5 m, with hard cases mixed in: overlapping clusters,
     a few behind the camera / inside the near plane, tiny (sub-pixel), huge (screen-filling), off-screen
-    ones whose Jacobian gets clamped, anisotropic ones."""
+    ones whose Jacobian gets clamped, anisotropic ones, unrotated ones (pure-w quaternions)."""
     gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
@@ -162,6 +162,11 @@ def random_scene(seed: int, n: int = 200, n_channels: int = 3, n_cams: int = 1, 
     opacities[3 * k: 4 * k] = 1.0  # saturate alpha at 0.999
     colors = rand(n, n_channels)
     quats = randn(n, 4)
+    # pure-w quaternions (the identity rotation, scaled, either sign), on anisotropic and isotropic Gaussians:
+    # the projection's shortcut for unrotated Gaussians (every avatar Gaussian is one)
+    quats[5 * k: 7 * k, 1:] = 0.0
+    quats[6 * k: 7 * k, 0] = -0.5 - rand(k)
+    scales[6 * k + k // 2: 7 * k] = scales[6 * k + k // 2: 7 * k, :1]
 
     viewmats, Ks = [], []
     for cam in range(n_cams):

@@ -115,14 +115,17 @@ def test_depth_only_gradients_match_dense_reference(render_mode):
 
 
 def _gradcheck_scene() -> dict:
-    """Four overlapping Gaussians a few pixels wide on an 8x9 image: every pixel is well inside every
-    footprint, so no (Gaussian, pixel) pair sits near the 1/255 or 1e-4 cut-offs, where the render is
-    not differentiable."""
+    """Four overlapping anisotropic Gaussians a few pixels wide on an 8x9 image, two of them unrotated: every
+    pixel is well inside every footprint, so no (Gaussian, pixel) pair sits near the 1/255 or 1e-4 cut-offs,
+    where the render is not differentiable."""
     gen = torch.Generator().manual_seed(3)
     n = 4
     means = torch.tensor([[-0.05, -0.04, 1.0], [0.04, 0.0, 1.1], [0.0, 0.05, 1.2], [0.02, -0.01, 0.9]],
                          dtype=torch.float64)
-    return dict(means=means, quats=torch.randn(n, 4, generator=gen, dtype=torch.float64),
+    quats = torch.randn(n, 4, generator=gen, dtype=torch.float64)
+    quats[2:, 1:] = 0.0  # two unrotated (pure-w quaternions, one negative): the projection's shortcut
+    quats[3, 0] = -0.8
+    return dict(means=means, quats=quats,
                 scales=torch.tensor([[0.3, 0.45, 0.35]] * n, dtype=torch.float64) * (1 + 0.1 * torch.arange(n))[:, None],
                 opacities=torch.tensor([0.7, 0.5, 0.9, 0.4], dtype=torch.float64),
                 colors=torch.rand(n, 3, generator=gen, dtype=torch.float64),

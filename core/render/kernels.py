@@ -160,6 +160,29 @@ def _sandwich(m, s00, s01, s02, s11, s12, s22):
 
 
 @njit(**_JIT)
+def _sandwich_diagonal(m, d0, d1, d2):
+    """M diag(d) M^T for a 3x3 M (row-major 9-tuple): _sandwich's 6 entries for a diagonal S, in 18
+    multiplications instead of 45."""
+    a0 = m[0] * d0
+    a1 = m[1] * d1
+    a2 = m[2] * d2
+    a3 = m[3] * d0
+    a4 = m[4] * d1
+    a5 = m[5] * d2
+    return (a0 * m[0] + a1 * m[1] + a2 * m[2], a0 * m[3] + a1 * m[4] + a2 * m[5],
+            a0 * m[6] + a1 * m[7] + a2 * m[8], a3 * m[3] + a4 * m[4] + a5 * m[5],
+            a3 * m[6] + a4 * m[7] + a5 * m[8], (m[6] * d0) * m[6] + (m[7] * d1) * m[7] + (m[8] * d2) * m[8])
+
+
+@njit(**_JIT)
+def _unrotated(quats, n):
+    """Whether quaternion n (quats [N, 4], wxyz) is a pure w: rotation matrix exactly the identity, so the
+    world covariance is diag(s^2). Every avatar Gaussian is (isotropic, identity rotation): the projection
+    then skips the quaternion's normalisation and two 3x3 sandwiches, with the same results."""
+    return quats[n, 1] == 0.0 and quats[n, 2] == 0.0 and quats[n, 3] == 0.0 and quats[n, 0] != 0.0
+
+
+@njit(**_JIT)
 def _world_covariance(rot, scales, n):
     """cov = R diag(s^2) R^T as its 6 unique entries. rot: 9-tuple; scales: [N, 3] (metres), row n.
 
@@ -275,8 +298,13 @@ def project_forward(first, stop, means, quats, scales, opacities, viewmats, ks, 
     n_cams = viewmats.shape[0]
     fovs = _all_fov_limits(ks, width, height)
     for n in range(first, stop):
-        rot = _rotation_from_quat(quats[n, 0], quats[n, 1], quats[n, 2], quats[n, 3])[5:]
-        s00, s01, s02, s11, s12, s22 = _world_covariance(rot, scales, n)
+        unrotated = _unrotated(quats, n)
+        sx, sy, sz = scales[n, 0], scales[n, 1], scales[n, 2]
+        if unrotated:
+            s00, s01, s02, s11, s12, s22 = sx * sx, 0.0, 0.0, sy * sy, 0.0, sz * sz
+        else:
+            rot = _rotation_from_quat(quats[n, 0], quats[n, 1], quats[n, 2], quats[n, 3])[5:]
+            s00, s01, s02, s11, s12, s22 = _world_covariance(rot, scales, n)
         for c in range(n_cams):
             means2d[c, n, 0] = 0.0
             means2d[c, n, 1] = 0.0
@@ -292,7 +320,10 @@ def project_forward(first, stop, means, quats, scales, opacities, viewmats, ks, 
             x, y, z = _camera_point(viewmats, c, means, n)
             if not (near_plane <= z <= far_plane and z > 0.0):
                 continue
-            cov_c = _sandwich(_view_rotation(viewmats, c), s00, s01, s02, s11, s12, s22)
+            if unrotated:
+                cov_c = _sandwich_diagonal(_view_rotation(viewmats, c), s00, s11, s22)
+            else:
+                cov_c = _sandwich(_view_rotation(viewmats, c), s00, s01, s02, s11, s12, s22)
             j00, j02, j11, j12, _, _, _, _ = _projection_jacobian(x, y, z, fovs, c)
             c00, c01, c11, _, _, _, _, _, _ = _screen_covariance(j00, j02, j11, j12, cov_c)
             det_orig = c00 * c11 - c01 * c01
@@ -340,6 +371,63 @@ def project_forward(first, stop, means, quats, scales, opacities, viewmats, ks, 
 
 
 @njit(**_JIT)
+def _scale_quat_grads(quats, scales, n, g00, g01, g02, g11, g12, g22, v_scales, v_quats):
+    """Gaussian n's rows of v_scales [N, 3] and v_quats [N, 4] from G = dL/d(world covariance) (6 unique entries)."""
+    quat = _rotation_from_quat(quats[n, 0], quats[n, 1], quats[n, 2], quats[n, 3])
+    inv_norm, w, qx, qy, qz = quat[:5]
+    rot = quat[5:]
+    # cov = R diag(s^2) R^T: with P = G R, dL/ds_j = 2 s_j sum_i R_ij P_ij and dL/dR_ij = 2 s_j^2 P_ij
+    r00, r01, r02, r10, r11, r12, r20, r21, r22 = rot
+    p00 = g00 * r00 + g01 * r10 + g02 * r20
+    p01 = g00 * r01 + g01 * r11 + g02 * r21
+    p02 = g00 * r02 + g01 * r12 + g02 * r22
+    p10 = g01 * r00 + g11 * r10 + g12 * r20
+    p11 = g01 * r01 + g11 * r11 + g12 * r21
+    p12 = g01 * r02 + g11 * r12 + g12 * r22
+    p20 = g02 * r00 + g12 * r10 + g22 * r20
+    p21 = g02 * r01 + g12 * r11 + g22 * r21
+    p22 = g02 * r02 + g12 * r12 + g22 * r22
+    sc0, sc1, sc2 = scales[n, 0], scales[n, 1], scales[n, 2]
+    v_scales[n, 0] = 2.0 * sc0 * (r00 * p00 + r10 * p10 + r20 * p20)
+    v_scales[n, 1] = 2.0 * sc1 * (r01 * p01 + r11 * p11 + r21 * p21)
+    v_scales[n, 2] = 2.0 * sc2 * (r02 * p02 + r12 * p12 + r22 * p22)
+    f0 = 2.0 * sc0 * sc0
+    f1 = 2.0 * sc1 * sc1
+    f2 = 2.0 * sc2 * sc2
+    m00, m01, m02 = f0 * p00, f1 * p01, f2 * p02
+    m10, m11, m12 = f0 * p10, f1 * p11, f2 * p12
+    m20, m21, m22 = f0 * p20, f1 * p21, f2 * p22
+    # dL/d(normalised quaternion) from dL/dR (derivatives of the rotation-matrix formula)
+    v_w = 2.0 * (-qz * m01 + qy * m02 + qz * m10 - qx * m12 - qy * m20 + qx * m21)
+    v_qx = 2.0 * (qy * m01 + qz * m02 + qy * m10 - 2.0 * qx * m11 - w * m12 + qz * m20 + w * m21 - 2.0 * qx * m22)
+    v_qy = 2.0 * (-2.0 * qy * m00 + qx * m01 + w * m02 + qx * m10 + qz * m12 - w * m20 + qz * m21 - 2.0 * qy * m22)
+    v_qz = 2.0 * (-2.0 * qz * m00 - w * m01 + qx * m02 + w * m10 - 2.0 * qz * m11 + qy * m12 + qx * m20 + qy * m21)
+    # through the normalisation q / |q|: remove the radial part, scale by 1/|q|
+    radial = w * v_w + qx * v_qx + qy * v_qy + qz * v_qz
+    v_quats[n, 0] = (v_w - w * radial) * inv_norm
+    v_quats[n, 1] = (v_qx - qx * radial) * inv_norm
+    v_quats[n, 2] = (v_qy - qy * radial) * inv_norm
+    v_quats[n, 3] = (v_qz - qz * radial) * inv_norm
+
+
+@njit(**_JIT)
+def _unrotated_scale_quat_grads(quats, scales, n, g00, g01, g02, g11, g12, g22, v_scales, v_quats):
+    """_scale_quat_grads where quaternion n is a pure w (_unrotated): R = I, so P = G, and the general
+    formulas lose every term with x, y or z. The derivative w.r.t. the quaternion is not zero unless the
+    scales are equal: rotating an anisotropic Gaussian changes its covariance."""
+    sc0, sc1, sc2 = scales[n, 0], scales[n, 1], scales[n, 2]
+    v_scales[n, 0] = 2.0 * sc0 * g00
+    v_scales[n, 1] = 2.0 * sc1 * g11
+    v_scales[n, 2] = 2.0 * sc2 * g22
+    # m_ij = 2 s_j^2 G_ij; with w = sign(qw) and 1/|q| = 1/|qw|, 2 w (m_ji - m_ij) / |q| = 4 G_ij (s_i^2 - s_j^2) / qw
+    q = 4.0 / quats[n, 0]
+    v_quats[n, 0] = 0.0
+    v_quats[n, 1] = q * g12 * (sc1 * sc1 - sc2 * sc2)
+    v_quats[n, 2] = q * g02 * (sc2 * sc2 - sc0 * sc0)
+    v_quats[n, 3] = q * g01 * (sc0 * sc0 - sc1 * sc1)
+
+
+@njit(**_JIT)
 def project_backward(first, stop, means, quats, scales, opacities, viewmats, ks, width, height, eps2d, antialiased,
                      radii, v_means2d, v_depths, v_conics, v_view_opacities, v_means, v_quats, v_scales, v_opacities):
     """Gradients of project_forward's outputs w.r.t. means [N, 3], quats [N, 4], scales [N, 3] and
@@ -357,10 +445,12 @@ def project_backward(first, stop, means, quats, scales, opacities, viewmats, ks,
             for c in range(n_cams):
                 v_opacity += v_view_opacities[c, n]
         v_opacities[n] = v_opacity
-        quat = _rotation_from_quat(quats[n, 0], quats[n, 1], quats[n, 2], quats[n, 3])
-        inv_norm, w, qx, qy, qz = quat[:5]
-        rot = quat[5:]
-        s00, s01, s02, s11, s12, s22 = _world_covariance(rot, scales, n)
+        unrotated = _unrotated(quats, n)
+        if unrotated:
+            s00, s01, s02, s11, s12, s22 = scales[n, 0] ** 2, 0.0, 0.0, scales[n, 1] ** 2, 0.0, scales[n, 2] ** 2
+        else:
+            rot = _rotation_from_quat(quats[n, 0], quats[n, 1], quats[n, 2], quats[n, 3])[5:]
+            s00, s01, s02, s11, s12, s22 = _world_covariance(rot, scales, n)
         v_px = 0.0
         v_py = 0.0
         v_pz = 0.0
@@ -376,7 +466,10 @@ def project_backward(first, stop, means, quats, scales, opacities, viewmats, ks,
                 continue
             w_rot = _view_rotation(viewmats, c)
             x, y, z = _camera_point(viewmats, c, means, n)
-            cov_c = _sandwich(w_rot, s00, s01, s02, s11, s12, s22)
+            if unrotated:
+                cov_c = _sandwich_diagonal(w_rot, s00, s11, s22)
+            else:
+                cov_c = _sandwich(w_rot, s00, s01, s02, s11, s12, s22)
             fx, fy = fovs[c, 0], fovs[c, 1]
             j00, j02, j11, j12, u, v, u_free, v_free = _projection_jacobian(x, y, z, fovs, c)
             c00, c01, c11, js00, js01, js02, js10, js11, js12 = _screen_covariance(j00, j02, j11, j12, cov_c)
@@ -457,38 +550,10 @@ def project_backward(first, stop, means, quats, scales, opacities, viewmats, ks,
         v_means[n, 0] = v_px
         v_means[n, 1] = v_py
         v_means[n, 2] = v_pz
-        # cov = R diag(s^2) R^T: with P = G R, dL/ds_j = 2 s_j sum_i R_ij P_ij and dL/dR_ij = 2 s_j^2 P_ij
-        r00, r01, r02, r10, r11, r12, r20, r21, r22 = rot
-        p00 = g00 * r00 + g01 * r10 + g02 * r20
-        p01 = g00 * r01 + g01 * r11 + g02 * r21
-        p02 = g00 * r02 + g01 * r12 + g02 * r22
-        p10 = g01 * r00 + g11 * r10 + g12 * r20
-        p11 = g01 * r01 + g11 * r11 + g12 * r21
-        p12 = g01 * r02 + g11 * r12 + g12 * r22
-        p20 = g02 * r00 + g12 * r10 + g22 * r20
-        p21 = g02 * r01 + g12 * r11 + g22 * r21
-        p22 = g02 * r02 + g12 * r12 + g22 * r22
-        sc0, sc1, sc2 = scales[n, 0], scales[n, 1], scales[n, 2]
-        v_scales[n, 0] = 2.0 * sc0 * (r00 * p00 + r10 * p10 + r20 * p20)
-        v_scales[n, 1] = 2.0 * sc1 * (r01 * p01 + r11 * p11 + r21 * p21)
-        v_scales[n, 2] = 2.0 * sc2 * (r02 * p02 + r12 * p12 + r22 * p22)
-        f0 = 2.0 * sc0 * sc0
-        f1 = 2.0 * sc1 * sc1
-        f2 = 2.0 * sc2 * sc2
-        m00, m01, m02 = f0 * p00, f1 * p01, f2 * p02
-        m10, m11, m12 = f0 * p10, f1 * p11, f2 * p12
-        m20, m21, m22 = f0 * p20, f1 * p21, f2 * p22
-        # dL/d(normalised quaternion) from dL/dR (derivatives of the rotation-matrix formula)
-        v_w = 2.0 * (-qz * m01 + qy * m02 + qz * m10 - qx * m12 - qy * m20 + qx * m21)
-        v_qx = 2.0 * (qy * m01 + qz * m02 + qy * m10 - 2.0 * qx * m11 - w * m12 + qz * m20 + w * m21 - 2.0 * qx * m22)
-        v_qy = 2.0 * (-2.0 * qy * m00 + qx * m01 + w * m02 + qx * m10 + qz * m12 - w * m20 + qz * m21 - 2.0 * qy * m22)
-        v_qz = 2.0 * (-2.0 * qz * m00 - w * m01 + qx * m02 + w * m10 - 2.0 * qz * m11 + qy * m12 + qx * m20 + qy * m21)
-        # through the normalisation q / |q|: remove the radial part, scale by 1/|q|
-        radial = w * v_w + qx * v_qx + qy * v_qy + qz * v_qz
-        v_quats[n, 0] = (v_w - w * radial) * inv_norm
-        v_quats[n, 1] = (v_qx - qx * radial) * inv_norm
-        v_quats[n, 2] = (v_qy - qy * radial) * inv_norm
-        v_quats[n, 3] = (v_qz - qz * radial) * inv_norm
+        if unrotated:
+            _unrotated_scale_quat_grads(quats, scales, n, g00, g01, g02, g11, g12, g22, v_scales, v_quats)
+        else:
+            _scale_quat_grads(quats, scales, n, g00, g01, g02, g11, g12, g22, v_scales, v_quats)
 
 
 # ----------------------------------------------------------------------------------------------------
