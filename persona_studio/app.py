@@ -21,6 +21,7 @@ import torch
 
 from core.config import LossConfig, load_preset
 from core.errors import UserError
+from core.prep.supplied import SuppliedMaps
 from core.reconstruct import load_imported_frames
 from persona_studio.bundles import BundleLoader
 from persona_studio.camera import VIEW_PRESETS, Camera
@@ -250,7 +251,8 @@ class Studio:
         self.display_source = "session"
         self.session.start()
         self.recent.add("photo", photo, out_dir)
-        self.status.info(f"Reconstructing {photo.name} into {out_dir}")
+        supplied = SuppliedMaps.for_photo(photo).described()  # prep finds them beside the photo
+        self.status.info(f"Reconstructing {photo.name} into {out_dir}" + (f" with your {supplied}" if supplied else ""))
 
     def restart_reconstruction(self) -> None:
         """The Start button: a new run of the current photo with the current preset and weights."""

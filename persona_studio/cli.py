@@ -63,12 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("--frames", dest="imported", action="append", default=[], metavar="FRAMES.npz",
                        help="imported frames (from `frames import`) to train on as well (repeatable); "
                             "--set frames.num_generated=0 trains on them instead of generated frames")
+    _add_supplied_args(recon)
     _add_preset_args(recon)
 
     prep = sub.add_parser("prep", help="photo -> Subject folder (mask, keypoints, SMPL-X fit, albedo, geometry)")
     prep.add_argument("photo")
     prep.add_argument("-o", "--output", required=True)
     prep.add_argument("--debug", action="store_true")
+    _add_supplied_args(prep)
     _add_preset_args(prep)
 
     frames = sub.add_parser("frames", help="training frames: write a driving pose video, import a generated video")
@@ -92,6 +94,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", help="report what this machine can do")
     return parser
+
+
+def _add_supplied_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mask", metavar="IMAGE",
+                        help="your own person mask for the photo (e.g. from SAM: white on the person, or a cut-out "
+                             "PNG's alpha), used instead of prep's segmentation; the photo's aspect ratio, any size "
+                             "(default: PHOTO_NAME.mask.png beside the photo, if there is one)")
+    parser.add_argument("--albedo", metavar="IMAGE",
+                        help="your own albedo (shading-free colours) of the photo, e.g. from an intrinsic-image "
+                             "model, used instead of prep's Retinex estimate; the photo's aspect ratio, any size "
+                             "(default: PHOTO_NAME.albedo.png beside the photo, if there is one)")
+
+
+def _supplied(args: argparse.Namespace):
+    """The user's maps for the photo (flags, else files beside it), said on stderr when there are any."""
+    from core.prep.supplied import SuppliedMaps
+
+    supplied = SuppliedMaps.for_photo(args.photo, args.mask, args.albedo)
+    if supplied.described():
+        print(f"using your {supplied.described()} instead of prep's own", file=sys.stderr)
+    return supplied
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -156,7 +179,7 @@ def _cmd_prep(args: argparse.Namespace) -> int:
 
     config = load_preset(args.preset, args.overrides)
     show = StageProgress()
-    subject = prepare_subject(args.photo, args.output, config, debug=args.debug,
+    subject = prepare_subject(args.photo, args.output, config, debug=args.debug, supplied=_supplied(args),
                               progress=lambda stage, f: show(stage, f))
     show.close()
     for warning in subject.info.get("warnings", []):
@@ -188,7 +211,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     show = StageProgress()  # the train stage's info carries its step count ("iterations": with registration)
     try:
         result = reconstruct(args.photo, args.output, config, resume=args.resume, progress=show, stop=stop,
-                             imported=args.imported)
+                             imported=args.imported, supplied=_supplied(args))
     finally:
         show.close()
         signal.signal(signal.SIGINT, previous)

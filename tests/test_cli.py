@@ -139,3 +139,27 @@ def test_frames_import_needs_a_motion_and_driving_video_writes(capsys, tmp_path)
     assert len(frames) == 120 and frames[0].shape == (64, 64, 3)
     assert max(f.max() for f in frames) > 100  # the coloured skeleton is drawn
     assert main(["frames", "driving-video", str(tmp_path / "nothing"), "--motion", "wave", "-o", str(out)]) == 2
+
+
+@pytest.mark.parametrize("command", ["prep", "reconstruct"])
+def test_a_bad_supplied_mask_or_albedo_is_one_line_before_any_work(tmp_path, command):
+    """--mask / --albedo (the user's own maps) are read before prep perceives or writes anything."""
+    import numpy as np
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((160, 96, 3), 128, np.uint8)).save(photo)
+    square = tmp_path / "mask.png"
+    Image.fromarray(np.full((64, 64), 255, np.uint8)).save(square)
+    sidecar = tmp_path / "photo.albedo.jpg"  # found beside the photo, as the studio finds it for a dropped one
+    for flags, path, words in ((["--mask", str(square)], square, "same aspect ratio"),
+                               (["--albedo", str(tmp_path / "gone.png")], tmp_path / "gone.png", "not found"),
+                               ([], sidecar, "not an image")):
+        if not flags:
+            sidecar.write_text("not a picture")
+        result = run_cli(command, str(photo), "-o", str(tmp_path / "out"), *flags)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip().splitlines()[-1] == errors[0]  # after the progress line, if any
+        assert str(path) in errors[0] and words in errors[0], errors[0]
+        assert not (tmp_path / "out").exists()

@@ -541,6 +541,88 @@ def _valid_pixels(subject) -> np.ndarray:
     return crop_image(np.ones((height, width), np.float32), Crop(**subject.info["crop"])) > 0.5
 
 
+# --- the user's own mask and albedo (core.prep.supplied) ----------------------------------------------
+
+
+def _grey_png(values: np.ndarray, path: Path) -> Path:
+    Image.fromarray(np.round(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_supplied_mask_and_albedo_replace_prep_estimates(messi_photo, model, tmp_path):
+    """A SAM-like mask (here mediapipe's, widened by 9 px, at half the photo's size: prep's own would differ)
+    and an albedo image (a tinted copy of the photo, as an RGBA cut-out) become the Subject's mask and albedo;
+    their bytes join the cache key."""
+    import cv2
+
+    from core.prep.crop import Crop, crop_image
+    from core.prep.image_io import load_matching, load_photo
+    from core.prep.perception import perceive_photo
+    from core.prep.supplied import SuppliedMaps
+
+    photo = load_photo(messi_photo)
+    own = perceive_photo(photo, refine=None).mask
+    widened = cv2.dilate((own > 0.5).astype(np.uint8), np.ones((19, 19), np.uint8)).astype(np.float32)
+    width, height = photo.size
+    mask_path = _grey_png(cv2.resize(widened, (width // 2, height // 2), interpolation=cv2.INTER_AREA),
+                          tmp_path / "sam_mask.png")
+    tint = np.array([0.9, 0.6, 0.3], np.float32)
+    rgba = np.concatenate([photo.rgb * tint, np.where(widened[..., None] > 0.5, 1.0, 0.0)], axis=-1)
+    albedo_path = tmp_path / "albedo.png"
+    Image.fromarray(np.round(rgba * 255).astype(np.uint8), "RGBA").save(albedo_path)
+    supplied = SuppliedMaps.of(mask_path, albedo_path)
+
+    folder = tmp_path / "subject"
+    subject = prepare_subject(messi_photo, folder, Config(), model=model, supplied=supplied)
+    crop = Crop(**subject.info["crop"])
+    want_mask = crop_image(load_matching(mask_path, (width, height), "mask").rgb.mean(axis=-1), crop)
+    want_albedo = crop_image(load_matching(albedo_path, (width, height), "albedo").rgb, crop)
+    assert np.abs(subject.mask - want_mask).max() < 1e-5
+    assert np.abs(subject.albedo - want_albedo).max() < 1e-5
+    default_mask = crop_image(own, crop) > 0.5
+    assert (subject.mask > 0.5).sum() > 1.1 * default_mask.sum()  # the supplied one, not prep's
+
+    key = cache_key(messi_photo, Config(), None, supplied)
+    assert load_cached(folder, key) is not None and key["prep"]["supplied"].keys() == {"mask", "albedo"}
+    Image.fromarray(np.round(photo.rgb * 255).astype(np.uint8)).save(albedo_path)  # another albedo
+    assert load_cached(folder, cache_key(messi_photo, Config(), None, supplied)) is None
+    assert "supplied" not in cache_key(messi_photo, Config(), None)["prep"]  # Subjects made without stay valid
+
+
+def test_supplied_maps_are_found_beside_the_photo_unless_given(tmp_path):
+    from core.prep.supplied import SuppliedMaps
+
+    photo = tmp_path / "messi5.jpg"
+    assert SuppliedMaps.for_photo(photo) == SuppliedMaps() and SuppliedMaps().described() == ""
+    (tmp_path / "messi5.mask.png").write_bytes(b"")
+    (tmp_path / "messi5.albedo.webp").write_bytes(b"")
+    (tmp_path / "messi5.albedo.txt").write_bytes(b"")
+    found = SuppliedMaps.for_photo(photo)
+    assert found == SuppliedMaps(tmp_path / "messi5.mask.png", tmp_path / "messi5.albedo.webp")
+    assert found.described() == "mask messi5.mask.png and albedo messi5.albedo.webp"
+    given = SuppliedMaps.for_photo(photo, mask=tmp_path / "sam.png")
+    assert given == SuppliedMaps(tmp_path / "sam.png", tmp_path / "messi5.albedo.webp")
+
+
+@pytest.mark.parametrize("which, make, words", [
+    ("mask", lambda p: _grey_png(np.ones((100, 100)) * np.arange(100)[:, None] / 99, p), "aspect ratio"),
+    ("mask", lambda p: _grey_png(np.zeros((171, 274)), p), "no person"),
+    ("mask", lambda p: _grey_png(np.ones((342, 548)), p), "inverted"),
+    ("mask", lambda p: p, "not found"),
+    ("albedo", lambda p: p.write_bytes(b"not a picture") and p, "image"),
+])
+def test_bad_supplied_maps_fail_in_one_line_before_prep_writes(messi_photo, tmp_path, which, make, words):
+    from core.prep.supplied import SuppliedMaps
+
+    path = make(tmp_path / f"{which}.png")
+    out = tmp_path / "subject"
+    with pytest.raises(UserError) as err:
+        prepare_subject(messi_photo, out, supplied=SuppliedMaps.of(**{which: path}))
+    _assert_one_line_error(err.value, path)
+    assert words in str(err.value).lower()
+    assert not out.exists()
+
+
 # --- bad input -------------------------------------------------------------------------------------
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import UserError
 
 _LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)  # Rec. 709 luminance of linear RGB
 _EPS = 1e-3
@@ -146,24 +145,9 @@ def albedo_from_file(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     Returns [H, W, 3] float32 sRGB in [0, 1]. Raises UserError if it cannot be read or its aspect
     ratio differs from the photo's by more than 1 %.
     """
-    import cv2
+    from core.prep.image_io import load_matching
 
-    from core.prep.image_io import load_photo
-
-    albedo = load_photo(path)
-    width, height = size
-    got_w, got_h = albedo.size
-    if abs((got_w / got_h) / (width / height) - 1.0) > 0.01:
-        raise UserError(
-            f"albedo image is {got_w}x{got_h} px but the photo is {width}x{height} px; "
-            "it must have the same aspect ratio",
-            path,
-        )
-    if (got_w, got_h) == (width, height):
-        return albedo.rgb
-    shrinking = got_w * got_h > width * height
-    resized = cv2.resize(albedo.rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    return np.clip(resized, 0.0, 1.0).astype(np.float32)
+    return load_matching(path, size, "albedo").rgb
 
 
 def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:

@@ -56,14 +56,15 @@ class Photo:
         return int(self.rgb.shape[1]), int(self.rgb.shape[0])
 
 
-def load_photo(path: str | Path, max_side: int | None = None) -> Photo:
+def load_photo(path: str | Path, max_side: int | None = None, what: str = "photo") -> Photo:
     """Decode ``path`` into a :class:`Photo`, downscaling (area filter) so the longer side is <= ``max_side``.
+    ``what`` names the file in errors (a photo, or a map that goes with one).
 
     Raises ``UserError`` (one line, naming the file) for a missing, empty, non-image, truncated,
     too small (< 64 px a side) or too elongated (> 4:1) photo.
     """
     path = Path(path)
-    data = _read_bytes(path)
+    data = _read_bytes(path, what)
     with _strict_decoding():
         image, orientation, focal_35mm = _open_pillow(data, path)
         pixels = _decode_16bit_png(data, path) if _is_16bit_colour_png(data) else None
@@ -73,7 +74,7 @@ def load_photo(path: str | Path, max_side: int | None = None) -> Photo:
         pixels = apply_exif_orientation(pixels, orientation)
         rgb, alpha = pixels[..., :3], (pixels[..., 3] if pixels.shape[-1] == 4 else None)
     height, width = rgb.shape[:2]
-    _check_geometry(width, height, path)
+    _check_geometry(width, height, path, what)
     scale = 1.0
     if max_side is not None and max(width, height) > max_side:
         scale = max_side / max(width, height)
@@ -88,6 +89,32 @@ def load_photo(path: str | Path, max_side: int | None = None) -> Photo:
         scale=scale,
         focal_35mm=focal_35mm,
     )
+
+
+def load_matching(path: str | Path, size: tuple[int, int], what: str) -> Photo:
+    """Decode a map that belongs to a photo of ``size`` = (width, height) (a mask, an albedo: ``what`` names it
+    in errors) and resize it to that size (area filter when shrinking, bilinear when enlarging).
+
+    Raises ``UserError`` for what load_photo refuses and for an aspect ratio more than 1 % off the photo's.
+    """
+    import cv2
+
+    image = load_photo(path, what=f"{what} image")
+    width, height = size
+    got_w, got_h = image.size
+    if abs((got_w / got_h) / (width / height) - 1.0) > 0.01:
+        raise UserError(f"{what} image is {got_w}x{got_h} px but the photo is {width}x{height} px; "
+                        "it must have the same aspect ratio", path)
+    if (got_w, got_h) == (width, height):
+        return image
+    method = cv2.INTER_AREA if got_w * got_h > width * height else cv2.INTER_LINEAR
+
+    def resized(pixels: np.ndarray) -> np.ndarray:
+        return np.clip(cv2.resize(pixels, (width, height), interpolation=method), 0.0, 1.0).astype(np.float32)
+
+    alpha = None if image.alpha is None else resized(image.alpha)
+    return Photo(rgb=resized(image.rgb), alpha=alpha, path=image.path, orig_size=image.orig_size,
+                 scale=width / got_w, focal_35mm=image.focal_35mm)
 
 
 def apply_exif_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
@@ -109,17 +136,17 @@ def apply_exif_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return pixels
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, what: str) -> bytes:
     if not path.exists():
-        raise UserError("photo not found; check the path", path)
+        raise UserError(f"{what} not found; check the path", path)
     if path.is_dir():
-        raise UserError("is a folder, not a photo file", path)
+        raise UserError(f"is a folder, not a {what} file", path)
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise UserError(f"cannot read the photo ({err.strerror or err})", path) from None
+        raise UserError(f"cannot read the {what} ({err.strerror or err})", path) from None
     if not data:
-        raise UserError("the photo file is empty (0 bytes)", path)
+        raise UserError(f"the {what} file is empty (0 bytes)", path)
     return data
 
 
@@ -194,13 +221,13 @@ def _pillow_to_arrays(image) -> tuple[np.ndarray, np.ndarray | None]:
     return pixels, None
 
 
-def _check_geometry(width: int, height: int, path: Path) -> None:
+def _check_geometry(width: int, height: int, path: Path, what: str) -> None:
     if min(width, height) < MIN_SIDE:
-        raise UserError(f"photo is too small ({width}x{height} px); need at least {MIN_SIDE} px on each side", path)
+        raise UserError(f"{what} is too small ({width}x{height} px); need at least {MIN_SIDE} px on each side", path)
     aspect = max(width, height) / min(width, height)
     if aspect > MAX_ASPECT:
         raise UserError(
-            f"photo is too elongated ({width}x{height} px, {aspect:.1f}:1); crop it to at most {MAX_ASPECT:g}:1", path
+            f"{what} is too elongated ({width}x{height} px, {aspect:.1f}:1); crop it to at most {MAX_ASPECT:g}:1", path
         )
 
 

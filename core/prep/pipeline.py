@@ -19,6 +19,7 @@ from core.prep.crop import crop_image, crop_intrinsics, crop_points, default_int
 from core.prep.image_io import load_photo
 from core.prep.landmarks import bone_directions, keypoints_for_fitting
 from core.prep.perception import perceive_photo
+from core.prep.supplied import SuppliedMaps, load_supplied
 from core.subject import SUBJECT_FORMAT, Subject, file_hash
 
 PREP_VERSION = 4  # bump when prep's outputs change, so older cached Subjects are recomputed
@@ -49,6 +50,7 @@ def prepare_subject(
     debug: bool = False,
     progress: Progress | None = None,
     model=None,
+    supplied: SuppliedMaps | None = None,
 ) -> Subject:
     """Prepare one photo into a Subject folder and return the Subject.
 
@@ -60,11 +62,13 @@ def prepare_subject(
         debug: also write ``debug.png`` (fit overlay) into the folder.
         progress: optional ``callable(stage: str, fraction: float)``.
         model: an already loaded ``core.body.BodyModel`` to use instead of loading ``config.body.model``.
+        supplied: the user's own mask and albedo images for the photo (``core.prep.supplied``), used instead
+            of prep's estimates; None: those beside the photo (``<photo name>.mask.png`` ...), if any.
     Returns:
         The Subject. ``info["cached"]`` is True (in memory only) when an existing folder was reused.
     Raises:
-        UserError: unreadable photo, no person, bad body model file, ``out_dir`` holding something other
-            than a Subject (nothing is written then).
+        UserError: unreadable photo, no person, bad body model file, bad supplied map, ``out_dir`` holding
+            something other than a Subject (nothing is written then).
     """
     from core.config import Config
 
@@ -73,8 +77,12 @@ def prepare_subject(
     photo_path, out_dir = Path(photo_path), Path(out_dir)
     report("load photo", 0.0)
     photo = load_photo(photo_path, config.prep.max_side)  # raises the one-line errors for bad files
+    supplied = SuppliedMaps.for_photo(photo_path) if supplied is None else supplied
+    supplied_mask, supplied_albedo = load_supplied(supplied, photo.size)  # and so do the user's maps
+    if supplied_mask is not None:
+        photo = dataclasses.replace(photo, alpha=supplied_mask)  # used as the mask, as an RGBA photo's alpha
     check_output_folder(out_dir)
-    key = cache_key(photo_path, config, person)
+    key = cache_key(photo_path, config, person, supplied)
     cached = load_cached(out_dir, key)
     if cached is not None:
         if debug and not (out_dir / DEBUG_PNG).exists():
@@ -95,7 +103,7 @@ def prepare_subject(
         # Also when perception fails: a process that exits while this thread is inside numba's
         # OpenMP pool aborts ("terminate called without an active exception").
         warm.join()
-    subject, projected = build_subject(photo, perception, model, config.prep, report)
+    subject, projected = build_subject(photo, perception, model, config.prep, report, supplied_albedo)
     subject.info = {**key, **subject.info}
     subject.info["body_model"] = {**key["body_model"], **subject.info["body_model"]}
     subject.info["timings"]["perceive_s"] = perceive_s
@@ -107,8 +115,10 @@ def prepare_subject(
     return subject
 
 
-def build_subject(photo, perception, model, prep, report: Progress) -> tuple[Subject, np.ndarray]:
+def build_subject(photo, perception, model, prep, report: Progress,
+                  albedo_image: np.ndarray | None = None) -> tuple[Subject, np.ndarray]:
     """Crop, fit, albedo and geometry for one perceived photo -> (Subject, ``[K, 2]`` fitted keypoints px).
+    ``albedo_image`` [H, W, 3]: the user's albedo of the whole photo, cropped instead of estimating one.
 
     ``info`` holds everything but the cache key: photo path/size/scale, crop, focal, camera, warnings,
     people, hand sources, body model, fit metrics (incl. the silhouette IoU) and timings.
@@ -125,7 +135,10 @@ def build_subject(photo, perception, model, prep, report: Progress) -> tuple[Sub
     timings = {"fit_s": fit.metrics["time_s"]}
     report("albedo", 0.0)
     clock = time.perf_counter()
-    albedo = estimate_albedo(inputs["image"], mask)
+    if albedo_image is None:
+        albedo = estimate_albedo(inputs["image"], mask)
+    else:
+        albedo = np.clip(crop_image(albedo_image, inputs["crop"]), 0.0, 1.0).astype(np.float32)
     timings["albedo_s"] = time.perf_counter() - clock
     report("geometry", 0.0)
     clock = time.perf_counter()
@@ -175,20 +188,21 @@ def check_output_folder(out_dir: Path) -> None:
         raise UserError("is a non-empty folder that is not a Subject; choose a new or empty folder", out_dir)
 
 
-def cache_key(photo_path: Path, config, person: int | None) -> dict:
-    """What makes two prep runs give the same Subject: photo bytes, body model file, prep settings."""
+def cache_key(photo_path: Path, config, person: int | None, supplied: SuppliedMaps = SuppliedMaps()) -> dict:
+    """What makes two prep runs give the same Subject: photo bytes, body model file, prep settings, and the
+    bytes of the user's supplied maps (only when there are any, so Subjects made without stay valid)."""
     from core.body.model_file import resolve_model_path
 
     model_path, source = resolve_model_path(config.body.model or None)
     model_id = {"source": source, "path": str(model_path.resolve())}
     if model_path.is_file():
         model_id["size"] = model_path.stat().st_size
-    return {
-        "photo_hash": file_hash(photo_path),
-        "body_model": model_id,
-        "prep": {"version": PREP_VERSION, "person": person, "num_betas": config.body.num_betas,
-                 **dataclasses.asdict(config.prep)},
-    }
+    prep = {"version": PREP_VERSION, "person": person, "num_betas": config.body.num_betas,
+            **dataclasses.asdict(config.prep)}
+    fingerprint = supplied.fingerprint()
+    if fingerprint:
+        prep["supplied"] = fingerprint
+    return {"photo_hash": file_hash(photo_path), "body_model": model_id, "prep": prep}
 
 
 def load_cached(out_dir: Path, key: dict) -> Subject | None:
