@@ -254,11 +254,13 @@ def _train(trainer: Trainer, checkpoint: Path, every: int, report: Progress, sto
 
 def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: bool = False,
                 progress: Progress | None = None, stop: threading.Event | None = None,
-                imported: list[str | Path] = (), supplied: SuppliedMaps | None = None) -> ReconstructResult:
+                imported: list[str | Path] = (), supplied: SuppliedMaps | None = None,
+                person: int | None = None) -> ReconstructResult:
     """Run the whole pipeline. ``stop`` (or Ctrl-C) ends training early: a checkpoint and a bundle
     of the avatar so far are still written. ``imported``: FrameSet files trained on in addition to
     the generated frames (``frames.num_generated = 0``: instead of them). ``supplied``: the user's own mask
-    and albedo images for the photo (``core.prep.supplied``; None: those beside the photo, if any)."""
+    and albedo images for the photo (``core.prep.supplied``; None: those beside the photo, if any). ``person``:
+    the K-th largest person-like region of the photo (None: the one the pose detector picks)."""
     from core.prep.pipeline import prepare_subject
 
     report = progress or (lambda stage, fraction, info: None)
@@ -271,7 +273,7 @@ def reconstruct(photo: str | Path, out_dir: str | Path, config: Config, resume: 
         raise UserError("nothing to resume (no work/checkpoint.pt); run without --resume", out_dir)
     imported_sets = load_imported_frames(list(imported), config.frames.resolution)  # bad files fail first
     body = BodyModel.load(config.body.model or None)
-    subject = prepare_subject(photo, work / "subject", config, model=body, supplied=supplied,
+    subject = prepare_subject(photo, work / "subject", config, model=body, supplied=supplied, person=person,
                               progress=lambda stage, f: report(f"prep: {stage}", f, {}))
     betas, expression = subject_shape(subject, body)
     report("avatar", 0.0, {})

@@ -77,7 +77,7 @@ class Studio:
     def __init__(self, photo: str | Path | None = None, preset: str = "preview", overrides: list[str] | None = None,
                  view: str = "front", width: int = 1280, height: int = 800, output_dir: str | Path = "persona-output",
                  demo_splats: int = DEMO_SPLATS, recent_path: str | Path | None = None,
-                 avatar: str | Path | None = None, imported_frames: list[str | Path] = ()):
+                 avatar: str | Path | None = None, imported_frames: list[str | Path] = (), person: int = 0):
         # User errors are reported before any window opens or thread starts.
         if view not in VIEW_PRESETS:
             raise UserError(f"unknown view '{view}'; choose one of: {', '.join(VIEW_PRESETS)}")
@@ -117,6 +117,7 @@ class Studio:
         self.project = ProjectPanel(self)
         for path in imported_frames:
             self.project.add_imported_frames(path)
+        self.project.initial_person = person
         self.view_panel = ViewPanel(self)
         self.training = TrainingPanel(self)
         self.weights = WeightsPanel(self)
@@ -245,7 +246,7 @@ class Studio:
             previous = None  # another folder: no need to wait for its bundle
         imported = load_imported_frames(self.project.imported_frames, self.config.frames.resolution)
         self.session = ReconstructionSession(photo, out_dir, self.config, prepare=self.prepare, body=self._body,
-                                             previous=previous, imported=imported)
+                                             previous=previous, imported=imported, person=self.project.person)
         self._seen["avatar"] = self._seen["snapshot"] = 0
         self.latest_snapshot = None
         self.display_source = "session"
@@ -535,19 +536,20 @@ class Studio:
 def run_studio(photo: str | None = None, frames: int = 0, screenshot: str | None = None, preset: str = "preview",
                overrides: list[str] | None = None, view: str = "front", width: int = 1280, height: int = 800,
                train_steps: int = 0, output_dir: str | Path = "persona-output", avatar: str | None = None,
-               imported_frames: list[str] = ()) -> int:
+               imported_frames: list[str] = (), person: int = 0) -> int:
     """Open the studio; with ``frames`` > 0 run that many UI frames (then save ``screenshot``) and return.
 
     ``photo`` starts its reconstruction at once; ``train_steps`` > 0 (headless, with ``photo``) first waits
     until that many training steps are done (or the run ends; with all steps, until its bundle is saved).
     ``avatar`` opens a bundle folder or .persona file at start; ``imported_frames`` (``frames import``
-    files) are trained on by every run, besides the generated frames.
+    files) are trained on by every run, besides the generated frames; ``person`` (K > 0) starts the Project
+    tab's Person field at K.
     Returns the process exit status (0 = fine, 1 = the viewport could not render, the screenshot
     failed or the run failed). User errors (bad preset or override, bad view name, no display) raise
     UserError before any window opens; once it is open, errors go to the status bar.
     """
     studio = Studio(photo=photo, preset=preset, overrides=overrides, view=view, width=width, height=height,
-                    output_dir=output_dir, avatar=avatar, imported_frames=imported_frames)
+                    output_dir=output_dir, avatar=avatar, imported_frames=imported_frames, person=person)
     studio.build()
     try:
         return studio.run(frames=frames, screenshot=screenshot, train_steps=train_steps)

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     studio.add_argument("--avatar", help="open an avatar bundle folder or .persona file")
     studio.add_argument("--output", default="persona-output", help="folder for the reconstruction started from --photo or a drop")
     studio.add_argument("--train-steps", type=int, default=0, help="headless: wait until N training steps ran")
+    studio.add_argument("--person", type=export_commands.positive_int, metavar="K",
+                        help="with several people in the photo: reconstruct the K-th largest (the Project tab's Person)")
     studio.add_argument("--imported-frames", dest="imported", action="append", default=[], metavar="FRAMES.npz",
                         help="frames from `frames import` that runs train on besides the generated ones (repeatable)")
     _add_preset_args(studio)
@@ -63,14 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("--frames", dest="imported", action="append", default=[], metavar="FRAMES.npz",
                        help="imported frames (from `frames import`) to train on as well (repeatable); "
                             "--set frames.num_generated=0 trains on them instead of generated frames")
-    _add_supplied_args(recon)
+    _add_photo_args(recon)
     _add_preset_args(recon)
 
     prep = sub.add_parser("prep", help="photo -> Subject folder (mask, keypoints, SMPL-X fit, albedo, geometry)")
     prep.add_argument("photo")
     prep.add_argument("-o", "--output", required=True)
     prep.add_argument("--debug", action="store_true")
-    _add_supplied_args(prep)
+    _add_photo_args(prep)
     _add_preset_args(prep)
 
     frames = sub.add_parser("frames", help="training frames: write a driving pose video, import a generated video")
@@ -96,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_supplied_args(parser: argparse.ArgumentParser) -> None:
+def _add_photo_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--person", type=export_commands.positive_int, metavar="K",
+                        help="with several people in the photo: use the K-th largest (1 = largest; default: the one "
+                             "the pose detector picks, with a warning naming how many there are)")
     parser.add_argument("--mask", metavar="IMAGE",
                         help="your own person mask for the photo (e.g. from SAM: white on the person, or a cut-out "
                              "PNG's alpha), used instead of prep's segmentation; the photo's aspect ratio, any size "
@@ -180,6 +185,7 @@ def _cmd_prep(args: argparse.Namespace) -> int:
     config = load_preset(args.preset, args.overrides)
     show = StageProgress()
     subject = prepare_subject(args.photo, args.output, config, debug=args.debug, supplied=_supplied(args),
+                              person=args.person,
                               progress=lambda stage, f: show(stage, f))
     show.close()
     for warning in subject.info.get("warnings", []):
@@ -211,7 +217,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     show = StageProgress()  # the train stage's info carries its step count ("iterations": with registration)
     try:
         result = reconstruct(args.photo, args.output, config, resume=args.resume, progress=show, stop=stop,
-                             imported=args.imported, supplied=_supplied(args))
+                             imported=args.imported, supplied=_supplied(args), person=args.person)
     finally:
         show.close()
         signal.signal(signal.SIGINT, previous)
@@ -293,7 +299,8 @@ def _cmd_studio(args: argparse.Namespace) -> int:
 
     return run_studio(photo=args.photo, frames=args.frames, screenshot=args.screenshot, preset=args.preset,
                       overrides=args.overrides, view=args.view, train_steps=args.train_steps,
-                      output_dir=args.output, avatar=args.avatar, imported_frames=args.imported)
+                      output_dir=args.output, avatar=args.avatar, imported_frames=args.imported,
+                      person=args.person or 0)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

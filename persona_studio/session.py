@@ -133,11 +133,12 @@ class StepRate:
 
 
 def default_prepare(photo: Path, out_dir: Path, config: Config, model: BodyModel,
-                    progress: Callable[[str, float], None]) -> Subject:
-    """Photo prep with the engine's pipeline (imported late: it pulls in mediapipe)."""
+                    progress: Callable[[str, float], None], person: int | None = None) -> Subject:
+    """Photo prep with the engine's pipeline (imported late: it pulls in mediapipe); the user's mask and albedo
+    beside the photo are used (core.prep.supplied), ``person`` picks one of several people."""
     from core.prep.pipeline import prepare_subject
 
-    return prepare_subject(photo, out_dir, config, model=model, progress=progress)
+    return prepare_subject(photo, out_dir, config, model=model, progress=progress, person=person)
 
 
 class ReconstructionSession:
@@ -154,11 +155,14 @@ class ReconstructionSession:
             once that one has saved its bundle.
         imported: frame sets from ``persona-studio frames import`` to train on besides the generated
             frames (at ``frames.resolution``; ``core.reconstruct.load_imported_frames`` reads them).
+        person: with several people in the photo, the K-th largest (None: the pose detector's pick); given
+            to ``prepare`` as its ``person`` keyword.
     """
 
     def __init__(self, photo: str | Path, out_dir: str | Path, config: Config,
                  prepare: Callable[..., Subject] = default_prepare, body: BodyModel | None = None,
-                 previous: "ReconstructionSession | None" = None, imported: list[FrameSet] = ()):
+                 previous: "ReconstructionSession | None" = None, imported: list[FrameSet] = (),
+                 person: int | None = None):
         self.photo = Path(photo)
         self.out_dir = Path(out_dir)
         self.config = copy.deepcopy(config)
@@ -166,6 +170,7 @@ class ReconstructionSession:
         self._body = body
         self._previous = previous
         self._imported = list(imported)
+        self._person = person
         self._cond = threading.Condition()
         self._status = SessionStatus(total=self.config.train.iterations)
         self._paused = False
@@ -312,7 +317,7 @@ class ReconstructionSession:
             done[0] = prep_fraction(substage, fraction, done[0])
             self._report("prep", done[0], f"prep: {substage}")
 
-        subject = self._prepare(self.photo, work / "subject", config, body, prep_progress)
+        subject = self._prepare(self.photo, work / "subject", config, body, prep_progress, person=self._person)
         self._report("prep", 1.0, "prep: done")
         if self._stop.is_set():
             return None, subject, body

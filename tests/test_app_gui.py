@@ -196,6 +196,46 @@ def test_actions_and_errors_in_a_live_window(display, tmp_path):
     assert near_colour(pixels, SHIRT, 0.1).sum() > 500
 
 
+def test_a_dropped_photo_runs_with_the_person_field_and_the_maps_beside_it(display, tmp_path):
+    """The Project tab's Person field (started by ``studio --person``) and a mask beside the photo
+    (``<name>.mask.png``) reach photo prep; the status bar says the mask is used."""
+    photo = tmp_path / "group.png"
+    Image.fromarray(np.full((300, 200, 3), 180, np.uint8)).save(photo)
+    Image.fromarray(np.full((300, 200), 255, np.uint8)).save(tmp_path / "group.mask.png")
+    result = run_python(f"""
+        import json, threading
+        import dearpygui.dearpygui as dpg
+        from core.errors import UserError
+        from persona_studio.app import Studio
+        studio = Studio(width=900, height=600, output_dir={str(tmp_path)!r}, person=2)
+        asked, go_on = [], threading.Event()
+
+        def prepare(*args, **kwargs):  # no photo prep: the run ends here
+            asked.append(kwargs)
+            go_on.wait(60)
+            raise UserError("prep skipped by the test")
+
+        studio.prepare = prepare
+        studio.build()
+        studio.run(frames=3)
+        shown = dpg.get_value(studio.project._person)
+        studio.queue_dropped_files([{str(photo)!r}])
+        studio.step_until(lambda: asked, 20)
+        first, status = list(asked), studio.status.message
+        go_on.set()
+        dpg.set_value(studio.project._person, 0)  # auto: the pose detector's pick
+        studio.restart_reconstruction()
+        studio.step_until(lambda: len(asked) > 1, 20)
+        print(json.dumps(dict(shown=shown, first=first, status=status, second=asked[1:])))
+        studio.close()
+    """, display)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["shown"] == 2
+    assert report["first"] == [{"person": 2}] and report["second"] == [{"person": None}]
+    assert report["status"].startswith("Reconstructing group.png") and "with your mask group.mask.png" in report["status"]
+
+
 def test_a_bad_dropped_photo_opens_an_error_dialog_that_ok_closes(display, tmp_path):
     xdotool = shutil.which("xdotool")
     if xdotool is None:
@@ -212,7 +252,7 @@ def test_a_bad_dropped_photo_opens_an_error_dialog_that_ok_closes(display, tmp_p
         from persona_studio.app import Studio
         studio = Studio(width=900, height=600, output_dir={str(tmp_path)!r})
         released = threading.Event()
-        studio.prepare = lambda *args: released.wait(60)  # no photo prep: this test is about the window
+        studio.prepare = lambda *args, **kwargs: released.wait(60)  # no photo prep: this test is about the window
         studio.build()
         studio.run(frames=3)
         before = studio.error_dialog.visible

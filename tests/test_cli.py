@@ -163,3 +163,18 @@ def test_a_bad_supplied_mask_or_albedo_is_one_line_before_any_work(tmp_path, com
         assert result.stderr.strip().splitlines()[-1] == errors[0]  # after the progress line, if any
         assert str(path) in errors[0] and words in errors[0], errors[0]
         assert not (tmp_path / "out").exists()
+
+
+def test_person_picks_one_of_several_people_or_says_how_many_there_are(tmp_path):
+    """messi5.jpg shows spectators too: --person K beyond the person-like regions found is a one-line error
+    that names how many there are (prep's warning about several people points to --person)."""
+    from pathlib import Path
+
+    photo = Path("/usr/share/doc/opencv-doc/examples/data/messi5.jpg")
+    if not photo.exists():
+        pytest.skip(f"{photo} not found: install the Debian package opencv-doc")
+    result = run_cli("prep", str(photo), "-o", str(tmp_path / "out"), "--person", "40")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "person 40 asked for (--person), but" in errors[0] and "person-like region(s) were found" in errors[0]
+    assert not (tmp_path / "out").exists()

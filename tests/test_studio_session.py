@@ -32,7 +32,7 @@ def body():
     return BodyModel.load()
 
 
-def synthetic_prepare(photo, out_dir, config, model, progress):
+def synthetic_prepare(photo, out_dir, config, model, progress, person=None):
     progress("perceive", 1.0)
     progress("fit body", 0.5)
     pose = np.zeros(63, np.float32)
@@ -224,10 +224,10 @@ def test_a_restart_into_the_same_folder_waits_for_the_stopped_run_to_save(body, 
 
 
 def test_user_errors_and_bugs_end_the_run_with_one_line(body, tmp_path):
-    def unusable(photo, out_dir, config, model, progress):
+    def unusable(photo, out_dir, config, model, progress, person=None):
         raise UserError("no person found in the photo", photo)
 
-    def buggy(photo, out_dir, config, model, progress):
+    def buggy(photo, out_dir, config, model, progress, person=None):
         raise RuntimeError("boom")
 
     for prepare, expected in ((unusable, f"{tmp_path / 'photo.png'}: no person found in the photo"),

@@ -150,7 +150,8 @@ def _find_person(
     regions = _person_regions((_selfie_segmentation(image) > 0.5) | tracked, int(tracked.sum()))
     if person is not None:
         if not 1 <= person <= len(regions):
-            raise UserError(f"person={person} requested but {len(regions)} person-like region(s) were found", path)
+            raise UserError(f"person {person} asked for (--person), but {len(regions)} person-like region(s) were found "
+                            "in the photo", path)
         chosen = regions[person - 1]
         if found is None or _overlap(chosen, tracked) < 0.5:
             others = np.logical_or.reduce([r for r in regions if r is not chosen] + [np.zeros_like(chosen)])
@@ -172,7 +173,7 @@ def _find_person(
         picked = 1 + int(np.argmax([_overlap(r, found["mask"] > 0.5) for r in regions]))
         warnings.append(
             f"{len(regions)} person-like regions found; using the one the pose detector picked "
-            f"(region {picked} by size); pass person=K to choose the K-th largest"
+            f"(region {picked} by size); choose the K-th largest with --person K (studio: Person on the Project tab)"
         )
     return found, regions, warnings
 

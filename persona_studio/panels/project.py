@@ -80,6 +80,8 @@ class ProjectPanel:
         self.studio = studio
         self.photo: Path | None = None
         self.imported_frames: list[Path] = []  # `frames import` files that new runs train on
+        self.initial_person = 0  # the Person field's value when the window is built (studio --person)
+        self._person = None
         self._scene_text = self._photo_text = self._photo_group = self._output = self._run_text = None
         self._preset_text = self._recent_group = None
         self._stage_bars: dict[str, int] = {}
@@ -91,6 +93,13 @@ class ProjectPanel:
     @property
     def output_dir(self) -> Path:
         return Path(dpg.get_value(self._output) or ".").expanduser()
+
+    @property
+    def person(self) -> int | None:
+        """Which of several people in the photo new runs reconstruct: the K-th largest, or None for the one
+        the pose detector picks (prep warns when there are several)."""
+        value = dpg.get_value(self._person) if self._person is not None else self.initial_person
+        return int(value) if value and value > 0 else None
 
     def build(self, parent: int | str) -> None:
         guard = self.studio.guard
@@ -116,6 +125,8 @@ class ProjectPanel:
             self._preset_text = dpg.add_text("")
             self._photo_text = dpg.add_text("Photo: none (drop a photo on the window)", wrap=WRAP)
             self._photo_group = dpg.add_group()
+            self._person = dpg.add_input_int(label="Person (0: auto)", default_value=self.initial_person, min_value=0,
+                                             min_clamped=True, width=100)
             with dpg.group(horizontal=True):
                 dpg.add_button(label="Add imported frames...", callback=guard(lambda: dpg.show_item(self.frames_dialog)))
                 dpg.add_button(label="Clear", callback=guard(self.clear_imported_frames))
