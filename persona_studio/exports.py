@@ -29,6 +29,7 @@ EXPORT_KINDS: dict[str, tuple[str, str]] = {
     "turntable": ("Turntable video", ".mp4"),
     "animation": ("Animation video", ".mp4"),
     "ply": ("Gaussian splats (.ply)", ".ply"),
+    "splat": ("Web splats (.splat)", ".splat"),
     "mesh": ("Body mesh (.glb)", ".glb"),
     "persona": ("Avatar file (.persona)", ".persona"),
     "bundle": ("Avatar bundle folder", ""),
@@ -38,6 +39,7 @@ ENGINE_EXPORTS: dict[str, tuple[str, str]] = {
     "turntable": ("core.export.turntable", "render_turntable"),
     "animation": ("core.export.animation", "render_animation"),
     "ply": ("core.export.outputs", "export_file"),
+    "splat": ("core.export.outputs", "export_file"),
     "mesh": ("core.export.outputs", "export_file"),
     "persona": ("core.export.outputs", "export_file"),
 }
@@ -114,7 +116,7 @@ def run_export(kind: str, source: ExportSource, output: str | Path, config: Conf
                render=config.render, progress=progress)
     elif kind == "persona":
         export(output, source.avatar, source.body, full_manifest(source), progress=progress)
-    else:  # .ply splats or the body mesh, in ``pose``
+    else:  # .ply / .splat splats or the body mesh, in ``pose``
         export(output, source.avatar, source.body, source.manifest, pose=pose, progress=progress)
     progress(1.0)  # file exports report no progress of their own
     return output

@@ -302,6 +302,44 @@ def test_ply_round_trip_renders_the_same(body, loaded, tmp_path):
     assert float((original - again).abs().max()) < 2e-3 and float((original - 1).abs().max()) > 0.3
 
 
+def test_web_splat_round_trip_renders_the_same_at_an_eighth_of_the_size(body, loaded, tmp_path):
+    """The .splat file (32-byte records, no header) decodes to the posed Gaussians: positions and scales exact,
+    colours and opacity to 1/255, rotations to 1/128, largest first; rendered, it matches the avatar."""
+    from core.export.web_splat import SPLAT_DTYPE
+
+    avatar, _, manifest = loaded
+    out = tmp_path / "avatar.splat"
+    said = export_file(out, avatar, body, manifest, pose="motion:wave:60")
+    assert said.startswith(f"{avatar.num_gaussians} Gaussians")
+    data = out.read_bytes()
+    assert SPLAT_DTYPE.itemsize == 32 and len(data) == 32 * avatar.num_gaussians
+    records = np.frombuffer(data, SPLAT_DTYPE)
+    with torch.no_grad():
+        posed = pose_avatar(avatar, body, pose_params("motion:wave:60", manifest, body), refined=True)
+    means = torch.as_tensor(records["position"].copy())
+    scales = torch.as_tensor(records["scale"].copy())
+    rgba = torch.as_tensor(records["rgba"].astype(np.float32) / 255.0)
+    quats = torch.as_tensor((records["rotation"].astype(np.float32) - 128.0) / 128.0)
+    importance = scales.prod(dim=1) * rgba[:, 3]
+    assert bool((importance[:-1] >= importance[1:]).all())  # largest first
+    order = torch.as_tensor(np.argsort(-(posed.scales.prod(dim=1) * posed.opacities).numpy(), kind="stable"))
+    assert torch.equal(means, posed.means[order]) and torch.equal(scales, posed.scales[order])
+    assert float((rgba[:, :3] - posed.colors[order].clamp(0, 1)).abs().max()) <= 0.5 / 255 + 1e-6
+    assert float((rgba[:, 3] - posed.opacities[order]).abs().max()) <= 0.5 / 255 + 1e-6
+    assert float((quats - posed.quats[order] / posed.quats[order].norm(dim=1, keepdim=True)).abs().max()) <= 1 / 128
+
+    view, K = orbit_camera(torch.tensor([0.0, 0.2, 0.0]), 3.0, 0.6), intrinsics(70.0, 96, 128)
+
+    def draw(m, q, s, o, c):
+        image, _, _ = rasterize(m, q, s, o, c, view[None], K[None], 96, 128, eps2d=0.1, backgrounds=torch.ones(1, 3),
+                                rasterize_mode="antialiased", backend="cpu")
+        return image[0]
+
+    original = draw(posed.means, posed.quats, posed.scales, posed.opacities, posed.colors)
+    again = draw(means, quats, scales, rgba[:, 3], rgba[:, :3])
+    assert float((original - again).abs().max()) < 0.02 and float((original - 1).abs().max()) > 0.3
+
+
 def test_ply_sequence_zip_holds_each_posed_frame(body, loaded, tmp_path):
     from plyfile import PlyData
 

@@ -377,6 +377,7 @@ def test_every_export_kind_writes_what_it_says(avatar, body, tmp_path, monkeypat
     with Image.open(export("animation", tmp_path / "a.gif", motion=clip)) as gif:
         assert gif.n_frames == 2  # one video frame per motion frame
     assert PlyData.read(str(export("ply", tmp_path / "s.ply"))).elements[0].count == avatar.num_gaussians
+    assert export("splat", tmp_path / "s.splat").stat().st_size == 32 * avatar.num_gaussians
     import trimesh
 
     mesh = trimesh.load(export("mesh", tmp_path / "m.glb"), force="mesh")

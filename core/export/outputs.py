@@ -15,10 +15,12 @@ from core.export.persona_file import PERSONA_SUFFIX, save_persona_file
 from core.export.ply import write_splat_ply, write_splat_sequence
 from core.export.poses import pose_params
 from core.export.video import write_errors_as_user_errors
+from core.export.web_splat import write_web_splat
 from core.motion import Motion
 
 FILE_EXPORTS = {
     ".ply": "standard 3D Gaussian splats in one pose",
+    ".splat": "the same splats for web viewers (32 bytes each)",
     ".zip": "one splat .ply per frame of --motion",
     ".glb": "body mesh with the avatar's colours",
     ".obj": "body mesh with the avatar's colours",
@@ -54,5 +56,6 @@ def export_file(output: str | Path, avatar: Avatar, body: BodyModel, manifest: d
             write_body_mesh(output, avatar, body, params)
             return f"body mesh ({body.num_vertices} vertices) in pose {pose!r}"
         with torch.no_grad():
-            write_splat_ply(output, pose_avatar(avatar, body, params, refined))
+            posed = pose_avatar(avatar, body, params, refined)
+        (write_web_splat if suffix == ".splat" else write_splat_ply)(output, posed)
         return f"{avatar.num_gaussians} Gaussians in pose {pose!r}"

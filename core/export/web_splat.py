@@ -1,0 +1,46 @@
+"""The ``.splat`` file of web Gaussian-splat viewers (antimatter15/splat and the viewers that read its files).
+
+A headerless array of 32-byte records, one per Gaussian, little-endian:
+``x y z`` float32 (metres), ``sx sy sz`` float32 (standard deviations, metres, not logs), ``r g b a`` uint8
+(colour and opacity times 255), ``qw qx qy qz`` uint8 (the unit quaternion, q * 128 + 128, clipped to 0..255).
+Records are ordered by size times opacity, largest first, as those viewers' converters order them (a viewer
+that streams the file draws the Gaussians that matter first). No view-dependent colour, as our avatars have
+none. Positions are in the same frame as our ``.ply`` (y up, facing +z): an eighth of its size per Gaussian.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from core.avatar.avatar import PosedGaussians
+from core.io.atomic import write_bytes_atomic
+
+SPLAT_DTYPE = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rotation", "u1", 4)])
+
+
+def _unit_bytes(values: np.ndarray, scale: float, offset: float) -> np.ndarray:
+    return np.clip(np.rint(values * scale + offset), 0, 255).astype(np.uint8)
+
+
+def splat_file_records(posed: PosedGaussians) -> np.ndarray:
+    """``posed`` as ``[N]`` records of ``SPLAT_DTYPE``, largest (product of scales times opacity) first."""
+    means = posed.means.detach().double().cpu().numpy()
+    scales = posed.scales.detach().double().cpu().numpy()
+    colors = posed.colors.detach().double().cpu().numpy()
+    opacities = posed.opacities.detach().double().cpu().numpy()
+    quats = posed.quats.detach().double().cpu().numpy()
+    quats = quats / np.linalg.norm(quats, axis=1, keepdims=True)
+    records = np.zeros(len(means), SPLAT_DTYPE)
+    records["position"] = means
+    records["scale"] = scales
+    records["rgba"][:, :3] = _unit_bytes(np.clip(colors, 0.0, 1.0), 255.0, 0.0)
+    records["rgba"][:, 3] = _unit_bytes(np.clip(opacities, 0.0, 1.0), 255.0, 0.0)
+    records["rotation"] = _unit_bytes(quats, 128.0, 128.0)
+    importance = np.prod(scales, axis=1) * opacities
+    return records[np.argsort(-importance, kind="stable")]
+
+
+def write_web_splat(path: str | Path, posed: PosedGaussians) -> None:
+    """Write ``posed`` as a ``.splat`` file atomically."""
+    write_bytes_atomic(path, splat_file_records(posed).tobytes())
