@@ -321,7 +321,7 @@ def test_choose_person_in_a_two_person_composite(messi_u8):
     assert largest.people == second.people == 2
     assert largest.bbox[0] >= split - 5 and second.bbox[2] <= split + 5
     assert (second.bbox[3] - second.bbox[1]) < 0.85 * (largest.bbox[3] - largest.bbox[1])
-    with pytest.raises(UserError, match="person=3"):
+    with pytest.raises(UserError, match=r"person 3 asked for \(--person\), but 2 person-like"):
         perceive(canvas, refine=None, person=3)
 
 
