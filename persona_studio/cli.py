@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     studio.add_argument("--output", default="persona-output", help="folder for the reconstruction started from --photo or a drop")
     studio.add_argument("--train-steps", type=int, default=0, help="headless: wait until N training steps ran")
     studio.add_argument("--person", type=export_commands.positive_int, metavar="K",
-                        help="with several people in the photo: reconstruct the K-th largest (the Project tab's Person)")
+                        help="with several people in the photo: reconstruct the K-th largest "
+                             "(the Project tab's Person)")
     studio.add_argument("--imported-frames", dest="imported", action="append", default=[], metavar="FRAMES.npz",
                         help="frames from `frames import` that runs train on besides the generated ones (repeatable)")
     _add_preset_args(studio)

@@ -233,7 +233,8 @@ def test_a_dropped_photo_runs_with_the_person_field_and_the_maps_beside_it(displ
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["shown"] == 2
     assert report["first"] == [{"person": 2}] and report["second"] == [{"person": None}]
-    assert report["status"].startswith("Reconstructing group.png") and "with your mask group.mask.png" in report["status"]
+    assert report["status"].startswith("Reconstructing group.png")
+    assert "with your mask group.mask.png" in report["status"]
 
 
 def test_a_bad_dropped_photo_opens_an_error_dialog_that_ok_closes(display, tmp_path):

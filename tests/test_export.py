@@ -258,6 +258,14 @@ def test_failed_exports_leave_nothing_behind(body, loaded, tmp_path):
 # ------------------------------------------------------------------------------------------ .ply
 
 
+def _draw(m, q, s, o, c):
+    """Splats rendered from the front-left over white, as the avatar's exports are checked."""
+    view, K = orbit_camera(torch.tensor([0.0, 0.2, 0.0]), 3.0, 0.6), intrinsics(70.0, 96, 128)
+    image, _, _ = rasterize(m, q, s, o, c, view[None], K[None], 96, 128, eps2d=0.1, backgrounds=torch.ones(1, 3),
+                            rasterize_mode="antialiased", backend="cpu")
+    return image[0]
+
+
 PLY_ORDER = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(45)]
              + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
 
@@ -290,15 +298,8 @@ def test_ply_round_trip_renders_the_same(body, loaded, tmp_path):
     with torch.no_grad():
         posed = pose_avatar(avatar, body, pose_params("motion:wave:60", manifest, body), refined=True)
     assert torch.allclose(means, posed.means, atol=1e-6) and torch.allclose(colors, posed.colors, atol=1e-6)
-    view, K = orbit_camera(torch.tensor([0.0, 0.2, 0.0]), 3.0, 0.6), intrinsics(70.0, 96, 128)
-
-    def draw(m, q, s, o, c):
-        image, _, _ = rasterize(m, q, s, o, c, view[None], K[None], 96, 128, eps2d=0.1, backgrounds=torch.ones(1, 3),
-                                rasterize_mode="antialiased", backend="cpu")
-        return image[0]
-
-    original = draw(posed.means, posed.quats, posed.scales, posed.opacities, posed.colors)
-    again = draw(means, quats, scales, opacities, colors)
+    original = _draw(posed.means, posed.quats, posed.scales, posed.opacities, posed.colors)
+    again = _draw(means, quats, scales, opacities, colors)
     assert float((original - again).abs().max()) < 2e-3 and float((original - 1).abs().max()) > 0.3
 
 
@@ -328,15 +329,8 @@ def test_web_splat_round_trip_renders_the_same_at_an_eighth_of_the_size(body, lo
     assert float((rgba[:, 3] - posed.opacities[order]).abs().max()) <= 0.5 / 255 + 1e-6
     assert float((quats - posed.quats[order] / posed.quats[order].norm(dim=1, keepdim=True)).abs().max()) <= 1 / 128
 
-    view, K = orbit_camera(torch.tensor([0.0, 0.2, 0.0]), 3.0, 0.6), intrinsics(70.0, 96, 128)
-
-    def draw(m, q, s, o, c):
-        image, _, _ = rasterize(m, q, s, o, c, view[None], K[None], 96, 128, eps2d=0.1, backgrounds=torch.ones(1, 3),
-                                rasterize_mode="antialiased", backend="cpu")
-        return image[0]
-
-    original = draw(posed.means, posed.quats, posed.scales, posed.opacities, posed.colors)
-    again = draw(means, quats, scales, rgba[:, 3], rgba[:, :3])
+    original = _draw(posed.means, posed.quats, posed.scales, posed.opacities, posed.colors)
+    again = _draw(means, quats, scales, rgba[:, 3], rgba[:, :3])
     assert float((original - again).abs().max()) < 0.02 and float((original - 1).abs().max()) > 0.3
 
 

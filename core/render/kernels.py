@@ -959,8 +959,8 @@ def _read_tile_state(c, x_lo, y_lo, x_hi, y_hi, width, height, backgrounds, expe
                      flat_transmittance, flat_v_colors, flat_v_alphas, state):
     """Start composite_backward's replay state (state [256, S_V + D], see there) for a tile from the forward's
     final transmittance and render and the incoming gradients: flat_colors and flat_v_colors [C * H * W * D],
-    flat_transmittance and flat_v_alphas [C * H * W]. Flat unsigned indices, as in _write_tile. Inlined: as a call, the replay loop after it ran 8-16 %
-    slower (one thread)."""
+    flat_transmittance and flat_v_alphas [C * H * W]. Flat unsigned indices, as in _write_tile (whose loop this
+    mirrors). Inlined: as a call, the replay loop after it ran 8-16 % slower (one thread)."""
     n_channels = backgrounds.shape[1]
     real = state.dtype.type
     zero = real(0.0)
