@@ -222,11 +222,12 @@ def test_a_dropped_photo_runs_with_the_person_field_and_the_maps_beside_it(displ
         studio.queue_dropped_files([{str(photo)!r}])
         studio.step_until(lambda: asked, 20)
         first, status = list(asked), studio.status.message
+        maps = dpg.get_value(studio.project._maps_text)
         go_on.set()
         dpg.set_value(studio.project._person, 0)  # auto: the pose detector's pick
         studio.restart_reconstruction()
         studio.step_until(lambda: len(asked) > 1, 20)
-        print(json.dumps(dict(shown=shown, first=first, status=status, second=asked[1:])))
+        print(json.dumps(dict(shown=shown, first=first, status=status, second=asked[1:], maps=maps)))
         studio.close()
     """, display)
     assert result.returncode == 0, result.stderr
@@ -235,6 +236,7 @@ def test_a_dropped_photo_runs_with_the_person_field_and_the_maps_beside_it(displ
     assert report["first"] == [{"person": 2}] and report["second"] == [{"person": None}]
     assert report["status"].startswith("Reconstructing group.png")
     assert "with your mask group.mask.png" in report["status"]
+    assert report["maps"] == "Using your mask group.mask.png (beside the photo)"  # the Project tab says so too
 
 
 def test_a_bad_dropped_photo_opens_an_error_dialog_that_ok_closes(display, tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 
 from core.errors import UserError
 from core.frames.frameset import FrameSet
+from core.prep.supplied import SuppliedMaps
 from persona_studio.panels.images import static_texture
 from persona_studio.session import STAGE_TITLES, STAGES
 
@@ -62,6 +63,14 @@ def imported_frames_text(paths: list[Path]) -> str:
     return "Imported frames: " + ", ".join(path.name for path in paths)
 
 
+def maps_text(photo: Path) -> str:
+    """What the Project tab says about the user's own mask and albedo images beside ``photo``."""
+    found = SuppliedMaps.for_photo(photo).described()
+    if found:
+        return f"Using your {found} (beside the photo)"
+    return f"Your own mask or albedo: put {photo.stem}.mask.png / {photo.stem}.albedo.png beside the photo"
+
+
 def stage_overlay(stage: str, fraction: float, current: bool, detail: str) -> str:
     """The text on a stage's progress bar, e.g. "Photo prep 40% - fit body"."""
     text = f"{STAGE_TITLES[stage]} {100 * fraction:.0f}%"
@@ -87,7 +96,7 @@ class ProjectPanel:
         self._stage_bars: dict[str, int] = {}
         self._registry = None
         self.photo_dialog = self.bundle_dialog = self.frames_dialog = None
-        self._frames_text = None
+        self._frames_text = self._maps_text = None
         self._recent_shown: tuple = ()
 
     @property
@@ -125,6 +134,7 @@ class ProjectPanel:
             self._preset_text = dpg.add_text("")
             self._photo_text = dpg.add_text("Photo: none (drop a photo on the window)", wrap=WRAP)
             self._photo_group = dpg.add_group()
+            self._maps_text = dpg.add_text("", wrap=WRAP, color=(150, 150, 150))
             self._person = dpg.add_input_int(label="Person (0: auto)", default_value=self.initial_person, min_value=0,
                                              min_clamped=True, width=100)
             with dpg.group(horizontal=True):
@@ -201,6 +211,7 @@ class ProjectPanel:
         dpg.add_image(texture, parent=self._photo_group, width=width, height=height)
         self.photo = path
         dpg.set_value(self._photo_text, f"Photo: {path}")
+        dpg.set_value(self._maps_text, maps_text(path))
 
     def _open_recent(self, sender, app_data, entry) -> None:
         if entry.kind == "photo":
