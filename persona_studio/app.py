@@ -110,6 +110,7 @@ class Studio:
         self._pose_in_flight = False  # see pose_in_flight()
         self._seen = {"avatar": 0, "snapshot": 0}
         self._reported_state: tuple | None = None
+        self._reported_warnings: tuple | None = None
         self._reported_poser_error: str | None = None
         self.bundles = BundleLoader(self.body_model)
         self._body = None
@@ -404,8 +405,12 @@ class Studio:
             self.poser.set_state(snapshot.avatar_state, label)
 
     def _report_session(self, session: ReconstructionSession) -> None:
-        """Status-bar lines when a run finishes, stops or fails (once each)."""
+        """Status-bar lines when photo prep warns, and when a run finishes, stops or fails (once each)."""
         status = session.status()
+        warned = (id(session), status.warnings)
+        if status.warnings and warned != self._reported_warnings:
+            self._reported_warnings = warned
+            self.status.warn("; ".join(status.warnings))
         key = (id(session), status.state)
         if key == self._reported_state or status.active:
             return

@@ -74,6 +74,7 @@ class SessionStatus:
         error: the one-line error that ended the run, if any.
         bundle: the avatar bundle folder once written.
         photo_psnr: input-view PSNR (dB) of the saved avatar.
+        warnings: photo prep's one-line warnings (several people, a cut-off person, a small photo...).
     """
 
     state: str = "starting"
@@ -88,6 +89,7 @@ class SessionStatus:
     error: str | None = None
     bundle: Path | None = None
     photo_psnr: float | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -318,6 +320,8 @@ class ReconstructionSession:
             self._report("prep", done[0], f"prep: {substage}")
 
         subject = self._prepare(self.photo, work / "subject", config, body, prep_progress, person=self._person)
+        with self._cond:
+            self._set(warnings=tuple(getattr(subject, "info", {}).get("warnings", ())))
         self._report("prep", 1.0, "prep: done")
         if self._stop.is_set():
             return None, subject, body

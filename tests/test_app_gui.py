@@ -198,7 +198,7 @@ def test_actions_and_errors_in_a_live_window(display, tmp_path):
 
 def test_a_dropped_photo_runs_with_the_person_field_and_the_maps_beside_it(display, tmp_path):
     """The Project tab's Person field (started by ``studio --person``) and a mask beside the photo
-    (``<name>.mask.png``) reach photo prep; the status bar says the mask is used."""
+    (``<name>.mask.png``) reach photo prep; the status bar says the mask is used, and shows prep's warnings."""
     photo = tmp_path / "group.png"
     Image.fromarray(np.full((300, 200, 3), 180, np.uint8)).save(photo)
     Image.fromarray(np.full((300, 200), 255, np.uint8)).save(tmp_path / "group.mask.png")
@@ -227,7 +227,15 @@ def test_a_dropped_photo_runs_with_the_person_field_and_the_maps_beside_it(displ
         dpg.set_value(studio.project._person, 0)  # auto: the pose detector's pick
         studio.restart_reconstruction()
         studio.step_until(lambda: len(asked) > 1, 20)
-        print(json.dumps(dict(shown=shown, first=first, status=status, second=asked[1:], maps=maps)))
+        from types import SimpleNamespace
+        from persona_studio.session import SessionStatus
+        running = SimpleNamespace(status=lambda: SessionStatus(state="running", warnings=("2 person-like regions",)))
+        studio._report_session(running)
+        warned = studio.status.message
+        studio.status.info("something else")
+        studio._report_session(running)  # said once per run
+        print(json.dumps(dict(shown=shown, first=first, status=status, second=asked[1:], maps=maps, warned=warned,
+                              again=studio.status.message)))
         studio.close()
     """, display)
     assert result.returncode == 0, result.stderr
@@ -237,6 +245,7 @@ def test_a_dropped_photo_runs_with_the_person_field_and_the_maps_beside_it(displ
     assert report["status"].startswith("Reconstructing group.png")
     assert "with your mask group.mask.png" in report["status"]
     assert report["maps"] == "Using your mask group.mask.png (beside the photo)"  # the Project tab says so too
+    assert report["warned"] == "Warning: 2 person-like regions" and report["again"] == "something else"
 
 
 def test_a_bad_dropped_photo_opens_an_error_dialog_that_ok_closes(display, tmp_path):

@@ -223,6 +223,23 @@ def test_a_restart_into_the_same_folder_waits_for_the_stopped_run_to_save(body, 
             second.close()
 
 
+def test_photo_preps_warnings_reach_the_status(body, tmp_path):
+    """What prep warns about the photo (several people, a cut-off person...) is in the run's status, for the
+    studio's status bar, as the command line prints it."""
+    said = "3 person-like regions found; using the one the pose detector picked (region 1 by size)"
+
+    def warned(photo, out_dir, config, model, progress, person=None):
+        subject = synthetic_prepare(photo, out_dir, config, model, progress)
+        subject.info["warnings"] = [said]
+        return subject
+
+    session = make_session(body, tmp_path, iterations=2, prepare=warned)
+    assert session.status().warnings == ()
+    session.start()
+    assert wait_for(lambda: session.status().warnings == (said,), 60)
+    session.close(30)
+
+
 def test_user_errors_and_bugs_end_the_run_with_one_line(body, tmp_path):
     def unusable(photo, out_dir, config, model, progress, person=None):
         raise UserError("no person found in the photo", photo)

@@ -14,6 +14,7 @@ import dearpygui.dearpygui as dpg
 
 ERROR_COLOR = (255, 110, 100)
 INFO_COLOR = (200, 200, 200)
+WARNING_COLOR = (255, 200, 90)
 DIALOG_TITLE = "Error"
 DIALOG_WIDTH = 460  # pixels
 DIALOG_WRAP = DIALOG_WIDTH - 30  # pixels, text wrap width inside the dialog
@@ -88,6 +89,12 @@ class StatusBar:
     def info(self, message: str) -> None:
         dpg.configure_item(self._text, color=INFO_COLOR)
         dpg.set_value(self._text, message)
+
+    def warn(self, message: str) -> None:
+        """Show ``message`` as a warning (amber; also on stderr, as the command line prints prep's)."""
+        dpg.configure_item(self._text, color=WARNING_COLOR)
+        dpg.set_value(self._text, f"Warning: {message}")
+        print(f"warning: {message}", file=sys.stderr)
 
     def error(self, message: str, dialog: bool = True) -> None:
         """Show ``message`` as an error; ``dialog``: also in the error dialog (False for notes that a
