@@ -282,7 +282,7 @@ def training_setup(tmp):
 
     from core.synthetic import synthetic_subject
 
-    def prepare(photo, out_dir, config, model, progress, person=None):
+    def prepare(photo, out_dir, config, model, progress, **choices):
         pose = np.zeros(63, np.float32)
         pose[15 * 3 + 2], pose[16 * 3 + 2] = -1.1, 1.1
         return synthetic_subject(model, 256, {"body_pose": pose})

@@ -21,7 +21,6 @@ import torch
 
 from core.config import LossConfig, load_preset
 from core.errors import UserError
-from core.prep.supplied import SuppliedMaps
 from core.reconstruct import load_imported_frames
 from persona_studio.bundles import BundleLoader
 from persona_studio.camera import VIEW_PRESETS, Camera
@@ -246,15 +245,17 @@ class Studio:
         if previous is not None and previous.out_dir != out_dir:
             previous = None  # another folder: no need to wait for its bundle
         imported = load_imported_frames(self.project.imported_frames, self.config.frames.resolution)
+        supplied = self.project.supplied_maps(photo)
         self.session = ReconstructionSession(photo, out_dir, self.config, prepare=self.prepare, body=self._body,
-                                             previous=previous, imported=imported, person=self.project.person)
+                                             previous=previous, imported=imported, person=self.project.person,
+                                             supplied=supplied)
         self._seen["avatar"] = self._seen["snapshot"] = 0
         self.latest_snapshot = None
         self.display_source = "session"
         self.session.start()
         self.recent.add("photo", photo, out_dir)
-        supplied = SuppliedMaps.for_photo(photo).described()  # prep finds them beside the photo
-        self.status.info(f"Reconstructing {photo.name} into {out_dir}" + (f" with your {supplied}" if supplied else ""))
+        said = supplied.described()
+        self.status.info(f"Reconstructing {photo.name} into {out_dir}" + (f" with your {said}" if said else ""))
 
     def restart_reconstruction(self) -> None:
         """The Start button: a new run of the current photo with the current preset and weights."""

@@ -135,12 +135,15 @@ class StepRate:
 
 
 def default_prepare(photo: Path, out_dir: Path, config: Config, model: BodyModel,
-                    progress: Callable[[str, float], None], person: int | None = None) -> Subject:
-    """Photo prep with the engine's pipeline (imported late: it pulls in mediapipe); the user's mask and albedo
-    beside the photo are used (core.prep.supplied), ``person`` picks one of several people."""
+                    progress: Callable[[str, float], None], person: int | None = None,
+                    supplied=None) -> Subject:
+    """Photo prep with the engine's pipeline (imported late: it pulls in mediapipe): ``person`` picks one of
+    several people, ``supplied`` the user's mask and albedo (``core.prep.supplied.SuppliedMaps``; None: those
+    beside the photo)."""
     from core.prep.pipeline import prepare_subject
 
-    return prepare_subject(photo, out_dir, config, model=model, progress=progress, person=person)
+    return prepare_subject(photo, out_dir, config, model=model, progress=progress, person=person,
+                           supplied=supplied)
 
 
 class ReconstructionSession:
@@ -157,14 +160,15 @@ class ReconstructionSession:
             once that one has saved its bundle.
         imported: frame sets from ``persona-studio frames import`` to train on besides the generated
             frames (at ``frames.resolution``; ``core.reconstruct.load_imported_frames`` reads them).
-        person: with several people in the photo, the K-th largest (None: the pose detector's pick); given
-            to ``prepare`` as its ``person`` keyword.
+        person: with several people in the photo, the K-th largest (None: the pose detector's pick);
+        supplied: the user's mask and albedo images (``core.prep.supplied.SuppliedMaps``; None: those beside
+            the photo). Both are given to ``prepare`` as keywords.
     """
 
     def __init__(self, photo: str | Path, out_dir: str | Path, config: Config,
                  prepare: Callable[..., Subject] = default_prepare, body: BodyModel | None = None,
                  previous: "ReconstructionSession | None" = None, imported: list[FrameSet] = (),
-                 person: int | None = None):
+                 person: int | None = None, supplied=None):
         self.photo = Path(photo)
         self.out_dir = Path(out_dir)
         self.config = copy.deepcopy(config)
@@ -173,6 +177,7 @@ class ReconstructionSession:
         self._previous = previous
         self._imported = list(imported)
         self._person = person
+        self._supplied = supplied
         self._cond = threading.Condition()
         self._status = SessionStatus(total=self.config.train.iterations)
         self._paused = False
@@ -319,7 +324,8 @@ class ReconstructionSession:
             done[0] = prep_fraction(substage, fraction, done[0])
             self._report("prep", done[0], f"prep: {substage}")
 
-        subject = self._prepare(self.photo, work / "subject", config, body, prep_progress, person=self._person)
+        subject = self._prepare(self.photo, work / "subject", config, body, prep_progress, person=self._person,
+                                supplied=self._supplied)
         with self._cond:
             self._set(warnings=tuple(getattr(subject, "info", {}).get("warnings", ())))
         self._report("prep", 1.0, "prep: done")

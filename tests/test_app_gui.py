@@ -202,6 +202,9 @@ def test_a_dropped_photo_runs_with_the_person_field_and_the_maps_beside_it(displ
     photo = tmp_path / "group.png"
     Image.fromarray(np.full((300, 200, 3), 180, np.uint8)).save(photo)
     Image.fromarray(np.full((300, 200), 255, np.uint8)).save(tmp_path / "group.mask.png")
+    albedo, squashed = tmp_path / "my albedo.png", tmp_path / "squashed.png"
+    Image.fromarray(np.full((150, 100, 3), 90, np.uint8)).save(albedo)  # half size: the same aspect ratio
+    Image.fromarray(np.full((100, 100, 3), 90, np.uint8)).save(squashed)
     result = run_python(f"""
         import json, threading
         import dearpygui.dearpygui as dpg
@@ -225,6 +228,11 @@ def test_a_dropped_photo_runs_with_the_person_field_and_the_maps_beside_it(displ
         maps = dpg.get_value(studio.project._maps_text)
         go_on.set()
         dpg.set_value(studio.project._person, 0)  # auto: the pose detector's pick
+        choose = studio.guard(studio.project.on_map_dialog)  # as the Albedo image dialog calls it
+        choose(None, {{"file_path_name": {str(squashed)!r}}}, "albedo")
+        refused = studio.status.message
+        choose(None, {{"file_path_name": {str(albedo)!r}}}, "albedo")
+        chosen = dpg.get_value(studio.project._maps_text)
         studio.restart_reconstruction()
         studio.step_until(lambda: len(asked) > 1, 20)
         from types import SimpleNamespace
@@ -235,16 +243,24 @@ def test_a_dropped_photo_runs_with_the_person_field_and_the_maps_beside_it(displ
         studio.status.info("something else")
         studio._report_session(running)  # said once per run
         print(json.dumps(dict(shown=shown, first=first, status=status, second=asked[1:], maps=maps, warned=warned,
-                              again=studio.status.message)))
+                              again=studio.status.message, refused=refused, chosen=chosen), default=str))
         studio.close()
     """, display)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["shown"] == 2
-    assert report["first"] == [{"person": 2}] and report["second"] == [{"person": None}]
+    from core.prep.supplied import SuppliedMaps
+
+    mask = tmp_path / "group.mask.png"
+    (first,), (second,) = report["first"], report["second"]
+    assert first["person"] == 2 and second["person"] is None
+    assert first["supplied"] == str(SuppliedMaps(mask, None))  # the mask found beside the photo
+    assert second["supplied"] == str(SuppliedMaps(mask, albedo))  # and the albedo chosen on the Project tab
+    assert report["refused"].startswith("Error: ") and "same aspect ratio" in report["refused"]
+    assert report["chosen"] == "Using your mask group.mask.png and albedo my albedo.png"
     assert report["status"].startswith("Reconstructing group.png")
     assert "with your mask group.mask.png" in report["status"]
-    assert report["maps"] == "Using your mask group.mask.png (beside the photo)"  # the Project tab says so too
+    assert report["maps"] == "Using your mask group.mask.png"  # the Project tab says so too
     assert report["warned"] == "Warning: 2 person-like regions" and report["again"] == "something else"
 
 

@@ -32,7 +32,7 @@ def body():
     return BodyModel.load()
 
 
-def synthetic_prepare(photo, out_dir, config, model, progress, person=None):
+def synthetic_prepare(photo, out_dir, config, model, progress, **choices):
     progress("perceive", 1.0)
     progress("fit body", 0.5)
     pose = np.zeros(63, np.float32)
@@ -228,7 +228,7 @@ def test_photo_preps_warnings_reach_the_status(body, tmp_path):
     studio's status bar, as the command line prints it."""
     said = "3 person-like regions found; using the one the pose detector picked (region 1 by size)"
 
-    def warned(photo, out_dir, config, model, progress, person=None):
+    def warned(photo, out_dir, config, model, progress, **choices):
         subject = synthetic_prepare(photo, out_dir, config, model, progress)
         subject.info["warnings"] = [said]
         return subject
@@ -241,10 +241,10 @@ def test_photo_preps_warnings_reach_the_status(body, tmp_path):
 
 
 def test_user_errors_and_bugs_end_the_run_with_one_line(body, tmp_path):
-    def unusable(photo, out_dir, config, model, progress, person=None):
+    def unusable(photo, out_dir, config, model, progress, **choices):
         raise UserError("no person found in the photo", photo)
 
-    def buggy(photo, out_dir, config, model, progress, person=None):
+    def buggy(photo, out_dir, config, model, progress, **choices):
         raise RuntimeError("boom")
 
     for prepare, expected in ((unusable, f"{tmp_path / 'photo.png'}: no person found in the photo"),

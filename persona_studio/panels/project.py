@@ -63,12 +63,12 @@ def imported_frames_text(paths: list[Path]) -> str:
     return "Imported frames: " + ", ".join(path.name for path in paths)
 
 
-def maps_text(photo: Path) -> str:
-    """What the Project tab says about the user's own mask and albedo images beside ``photo``."""
-    found = SuppliedMaps.for_photo(photo).described()
-    if found:
-        return f"Using your {found} (beside the photo)"
-    return f"Your own mask or albedo: put {photo.stem}.mask.png / {photo.stem}.albedo.png beside the photo"
+def maps_text(photo: Path, maps: SuppliedMaps) -> str:
+    """What the Project tab says about the user's own mask and albedo images for ``photo`` (``maps``)."""
+    if maps.described():
+        return f"Using your {maps.described()}"
+    return (f"Your own mask or albedo: the buttons below, or {photo.stem}.mask.png / {photo.stem}.albedo.png "
+            "beside the photo")
 
 
 def stage_overlay(stage: str, fraction: float, current: bool, detail: str) -> str:
@@ -90,6 +90,8 @@ class ProjectPanel:
         self.photo: Path | None = None
         self.imported_frames: list[Path] = []  # `frames import` files that new runs train on
         self.initial_person = 0  # the Person field's value when the window is built (studio --person)
+        self.chosen_maps = {"mask": None, "albedo": None}  # images chosen for this photo (else those beside it)
+        self.map_dialogs: dict[str, int | str] = {}
         self._person = None
         self._scene_text = self._photo_text = self._photo_group = self._output = self._run_text = None
         self._preset_text = self._recent_group = None
@@ -124,6 +126,11 @@ class ProjectPanel:
                                                  show=False, modal=True, width=700, height=450,
                                                  callback=guard(self.on_frames_dialog))
         dpg.add_file_extension(".npz", parent=self.frames_dialog)
+        for kind in self.chosen_maps:
+            self.map_dialogs[kind] = dpg.add_file_dialog(
+                label=f"Your {kind} image for the photo", show=False, modal=True, width=700, height=450,
+                user_data=kind, callback=guard(self.on_map_dialog))
+            dpg.add_file_extension("Images{" + ",".join(PHOTO_SUFFIXES) + "}", parent=self.map_dialogs[kind])
         with dpg.collapsing_header(label=self.title, parent=parent, default_open=True):
             with dpg.group(horizontal=True):
                 dpg.add_button(label="Open photo...", callback=guard(lambda: dpg.show_item(self.photo_dialog)))
@@ -135,6 +142,11 @@ class ProjectPanel:
             self._photo_text = dpg.add_text("Photo: none (drop a photo on the window)", wrap=WRAP)
             self._photo_group = dpg.add_group()
             self._maps_text = dpg.add_text("", wrap=WRAP, color=(150, 150, 150))
+            with dpg.group(horizontal=True):
+                for kind in self.chosen_maps:
+                    dpg.add_button(label=f"{kind.capitalize()} image...", user_data=kind,
+                                   callback=guard(lambda sender, app_data, kind: dpg.show_item(self.map_dialogs[kind])))
+                dpg.add_button(label="Clear", callback=guard(self.clear_maps))
             self._person = dpg.add_input_int(label="Person (0: auto)", default_value=self.initial_person, min_value=0,
                                              min_clamped=True, width=100)
             with dpg.group(horizontal=True):
@@ -161,6 +173,10 @@ class ProjectPanel:
     def on_bundle_dialog(self, sender, app_data) -> None:
         """The folder dialog's callback: show the chosen avatar bundle."""
         self.studio.open_bundle(dialog_path(app_data))
+
+    def on_map_dialog(self, sender, app_data, kind) -> None:
+        """A map dialog's callback (``kind``: "mask" or "albedo", its user data): use the chosen image."""
+        self.choose_map(kind, dialog_path(app_data))
 
     def on_frames_dialog(self, sender, app_data) -> None:
         """The frames dialog's callback: the next runs also train on the chosen imported frames."""
@@ -210,8 +226,35 @@ class ProjectPanel:
         texture = static_texture(self._registry, pixels)  # uploaded once, not every UI frame
         dpg.add_image(texture, parent=self._photo_group, width=width, height=height)
         self.photo = path
+        self.chosen_maps = dict.fromkeys(self.chosen_maps)  # chosen for the previous photo
         dpg.set_value(self._photo_text, f"Photo: {path}")
-        dpg.set_value(self._maps_text, maps_text(path))
+        self._show_maps()
+
+    def supplied_maps(self, photo: Path) -> SuppliedMaps:
+        """The user's mask and albedo for ``photo``: chosen with the buttons (for the project's photo), else
+        found beside it."""
+        chosen = self.chosen_maps if photo == self.photo else {}
+        return SuppliedMaps.for_photo(photo, chosen.get("mask"), chosen.get("albedo"))
+
+    def choose_map(self, kind: str, path: str | Path) -> None:
+        """Use ``path`` as the photo's ``kind`` ("mask" or "albedo") image in the next run (Start). Checked now:
+        raises UserError for an unreadable image or one of another aspect ratio than the photo's."""
+        from core.prep.image_io import load_matching, load_photo
+
+        if self.photo is None:
+            raise UserError("open a photo first; its mask and albedo images come after")
+        load_matching(path, load_photo(self.photo).size, kind)
+        self.chosen_maps[kind] = Path(path)
+        self._show_maps()
+        self.studio.status.info(f"Your {kind} image {Path(path).name} is used by the next run (press Start)")
+
+    def clear_maps(self) -> None:
+        self.chosen_maps = dict.fromkeys(self.chosen_maps)
+        self._show_maps()
+
+    def _show_maps(self) -> None:
+        if self.photo is not None:
+            dpg.set_value(self._maps_text, maps_text(self.photo, self.supplied_maps(self.photo)))
 
     def _open_recent(self, sender, app_data, entry) -> None:
         if entry.kind == "photo":
