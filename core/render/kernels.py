@@ -323,6 +323,8 @@ def project_forward(first, stop, means, quats, scales, opacities, viewmats, ks, 
     fovs = _all_fov_limits(ks, width, height)
     for n in range(first, stop):
         unrotated = _unrotated(quats, n)
+        # Written out here and in project_backward: as shared helpers returning the covariance tuples, both
+        # kernels ran 1.2-1.3x slower (one thread).
         sx, sy, sz = scales[n, 0], scales[n, 1], scales[n, 2]
         if unrotated:
             s00, s01, s02, s11, s12, s22 = sx * sx, 0.0, 0.0, sy * sy, 0.0, sz * sz
