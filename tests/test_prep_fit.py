@@ -570,7 +570,7 @@ def test_supplied_mask_and_albedo_replace_prep_estimates(messi_photo, model, tmp
     rgba = np.concatenate([photo.rgb * tint, np.where(widened[..., None] > 0.5, 1.0, 0.0)], axis=-1)
     albedo_path = tmp_path / "albedo.png"
     Image.fromarray(np.round(rgba * 255).astype(np.uint8), "RGBA").save(albedo_path)
-    supplied = SuppliedMaps.of(mask_path, albedo_path)
+    supplied = SuppliedMaps(mask_path, albedo_path)
 
     folder = tmp_path / "subject"
     subject = prepare_subject(messi_photo, folder, Config(), model=model, supplied=supplied)
@@ -617,7 +617,7 @@ def test_bad_supplied_maps_fail_in_one_line_before_prep_writes(messi_photo, tmp_
     path = make(tmp_path / f"{which}.png")
     out = tmp_path / "subject"
     with pytest.raises(UserError) as err:
-        prepare_subject(messi_photo, out, supplied=SuppliedMaps.of(**{which: path}))
+        prepare_subject(messi_photo, out, supplied=SuppliedMaps(**{which: path}))
     _assert_one_line_error(err.value, path)
     assert words in str(err.value).lower()
     assert not out.exists()

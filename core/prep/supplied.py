@@ -33,10 +33,6 @@ class SuppliedMaps:
     albedo: Path | None = None
 
     @classmethod
-    def of(cls, mask: str | Path | None = None, albedo: str | Path | None = None) -> "SuppliedMaps":
-        return cls(Path(mask) if mask else None, Path(albedo) if albedo else None)
-
-    @classmethod
     def for_photo(cls, photo: str | Path, mask: str | Path | None = None,
                   albedo: str | Path | None = None) -> "SuppliedMaps":
         """The maps given (paths), and for those not given the ones beside ``photo`` (see the module)."""
