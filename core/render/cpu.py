@@ -181,16 +181,17 @@ class CompositeGaussians(torch.autograd.Function):
         n_fields = 6 + n_channels
         (flat_grads,), _lease = _LOG_POOL.take_arrays([(isect_ids.shape[0] * n_fields, packed.dtype)])
         isect_grads = flat_grads.reshape(-1, n_fields)
+        row_written = np.zeros(isect_ids.shape[0], np.uint8)  # rows without contributions are not written
         heaviest_first = np.argsort(-log[2], kind="stable")  # by the contributions the forward logged
         _run_shared(kernels.composite_backward, np.zeros(1, np.int64), heaviest_first, packed, packed_colors,
                     channel_backgrounds, expected_depth, width, height, tile_offsets, isect_ids, task_tiles,
                     task_log_start, *log, render.numpy(), transmittance.numpy(), v_render.numpy(), v_alphas.numpy(),
-                    grad_rows, isect_grads)
+                    grad_rows, isect_grads, row_written)
         v_means2d = torch.empty((n_cams, n_gauss, 2), dtype=dtype)
         v_conics = torch.empty((n_cams, n_gauss, 3), dtype=dtype)
         v_opacities = torch.empty((n_cams, n_gauss), dtype=dtype)
         v_channels = torch.empty((n_cams, n_gauss, n_channels), dtype=dtype)
-        _run_sliced(kernels.reduce_isect_grads, _even_bounds(n_cams * n_gauss), isect_grads, gauss_offsets,
+        _run_sliced(kernels.reduce_isect_grads, _even_bounds(n_cams * n_gauss), isect_grads, row_written, gauss_offsets,
                     v_means2d.numpy(), v_conics.numpy(), v_opacities.numpy(), v_channels.numpy())
         wanted = ctx.needs_input_grad
         n_colours = n_channels - int(depth_channel)
