@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     frames.add_argument("action", choices=["driving-video", "import"])
     frames.add_argument("source", help="avatar bundle / reconstruct output folder, .persona file or Subject folder")
     frames.add_argument("video", nargs="?", help="import: the generated video")
-    frames.add_argument("--motion", help="built-in motion name or AMASS-style .npz clip")
+    frames.add_argument("--motion", help="built-in motion name, AMASS-style .npz clip or .bvh file")
     frames.add_argument("-o", "--output", help="driving-video: output .mp4 / .gif / PNG folder; "
                                                "import: frames .npz (default: beside the Subject folder)")
     frames.add_argument("--resolution", type=int,
@@ -251,7 +251,7 @@ def _import_frames(args: argparse.Namespace) -> int:
     from core.subject import Subject
 
     if not args.video or not args.motion:
-        raise UserError("frames import needs SUBJECT VIDEO --motion NAME|clip.npz (the motion of the driving video)")
+        raise UserError("frames import needs SUBJECT VIDEO --motion NAME|clip.npz|clip.bvh (the motion of the driving video)")
     if args.output and Path(args.output).suffix.lower() != ".npz":
         raise UserError("imported frames are written as .npz; give -o FRAMES.npz", args.output)
     config = load_preset(args.preset, args.overrides)
@@ -284,7 +284,7 @@ def _cmd_frames(args: argparse.Namespace) -> int:
     from core.frames.driving import subject_betas, write_driving_video
 
     if not args.motion or not args.output:
-        raise UserError("frames driving-video needs --motion NAME|clip.npz and -o OUTPUT")
+        raise UserError("frames driving-video needs --motion NAME|clip.npz|clip.bvh and -o OUTPUT")
     betas = subject_betas(args.source)
     motion = resolve_motion(args.motion)
     show = StageProgress()

@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.body.model_file import rest_joints
 from core.frames.frameset import FrameSet
+from core.motion import load_builtin
+from core.motion.bvh import save_bvh
 from core.paths import REPO_ROOT
 from persona_studio.app import SIDE_PANEL_WIDTH, STATUS_BAR_HEIGHT
 from persona_studio.viewport.demo_figure import LIPS, SHIRT
@@ -153,6 +156,10 @@ def test_actions_and_errors_in_a_live_window(display, tmp_path):
     np.savez(not_frames, x=np.zeros(3))
     frames = tmp_path / "imported.npz"
     tiny_frameset().save(frames)
+    motion = tmp_path / "wave.bvh"
+    save_bvh(load_builtin("wave").slice(0, 40), motion, rest_joints())
+    bad_motion = tmp_path / "broken.bvh"
+    bad_motion.write_text("HIERARCHY ROOT Hips {")
     shot = tmp_path / "viewport.png"
     result = run_python(f"""
         import json
@@ -171,6 +178,12 @@ def test_actions_and_errors_in_a_live_window(display, tmp_path):
             studio.queue_dropped_files([{str(frames)!r}])
             studio.run(frames=2)
         imported, frames_info = [str(p) for p in studio.imported_frames], studio.status.message
+        studio.queue_dropped_files([{str(bad_motion)!r}])
+        studio.run(frames=2)
+        motion_error = studio.status.last_error
+        studio.queue_dropped_files([{str(motion)!r}])  # onto the Pose tab's timeline
+        studio.run(frames=2)
+        timeline = [studio.pose_panel.motion.name, studio.pose_panel.motion.num_frames, studio.status.message]
         studio.queue_dropped_files([{str(photo)!r}])
         studio.run(frames=2)
         studio.run(frames=1, screenshot={str(tmp_path / 'window.png')!r})
@@ -178,6 +191,7 @@ def test_actions_and_errors_in_a_live_window(display, tmp_path):
         camera = studio.viewport.camera
         print(json.dumps(dict(missing=missing_photo_error, drop=drop_error, photo=str(studio.project.photo),
                               frames_error=frames_error, imported=imported, frames_info=frames_info,
+                              motion_error=motion_error, timeline=timeline,
                               size=[camera.width, camera.height], saved=str(saved))))
         studio.close()
     """, display)
@@ -190,6 +204,9 @@ def test_actions_and_errors_in_a_live_window(display, tmp_path):
     assert report["frames_error"].startswith(f"{not_frames}:") and "\n" not in report["frames_error"]
     assert report["imported"] == [str(frames)]
     assert "2 imported frames from imported.npz" in report["frames_info"]
+    # a dropped .bvh motion goes on the timeline, retargeted; a broken one is refused by name
+    assert report["motion_error"].startswith(f"{bad_motion}: not a readable BVH file")
+    assert report["timeline"][:2] == ["wave", 40] and "40 frames" in report["timeline"][2]
     with Image.open(shot) as image:
         assert list(image.size) == report["size"]  # the viewport image at its render size
         pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0

@@ -531,3 +531,12 @@ def test_cli_commands_run_and_report(bundle, tmp_path, capsys):
     assert main(["animate", str(single), "-o", str(tmp_path / "x.mp4"), "--motion", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "nope" in err[0]
+    # a motion exported as .bvh drives the avatar back in: animate takes the file
+    exported = tmp_path / "wave.bvh"
+    assert main(["export", str(single), "-o", str(exported), "--motion", "wave", "--fps", "2"]) == 0
+    assert "frames of 'wave' at 2 frames/s" in capsys.readouterr().out
+    clip = tmp_path / "wave.gif"
+    assert main(["animate", str(single), "-o", str(clip), "--motion", str(exported), "--resolution", "48",
+                 "--set", "render.backend=cpu"]) == 0
+    with Image.open(clip) as image:
+        assert image.n_frames == round(load_builtin("wave").duration * 2)

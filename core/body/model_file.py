@@ -125,6 +125,15 @@ def read_model_file(path: str | Path, source: str = "user") -> ModelFile:
     )
 
 
+def rest_joints(path: str | Path | None = None) -> np.ndarray:
+    """The mean shape's joints in the zero pose, ``[55, 3]`` metres (SMPL-X canonical frame), of the model
+    ``resolve_model_path(path)`` picks: ``J_regressor @ v_template``, read without building the body model."""
+    model_path, source = resolve_model_path(path)
+    model_file = read_model_file(model_path, source)
+    arrays = _load(model_file.path, ["v_template", "J_regressor"])
+    return arrays["J_regressor"].astype(np.float64) @ arrays["v_template"].astype(np.float64)
+
+
 @contextlib.contextmanager
 def smplx_readable_path(model_file: ModelFile) -> Iterator[Path]:
     """A path smplx may open with ``allow_pickle=True``: the file itself when it has no pickled

@@ -13,19 +13,22 @@ from core.export.frames import Progress
 from core.export.mesh import MESH_SUFFIXES, write_body_mesh
 from core.export.persona_file import PERSONA_SUFFIX, save_persona_file
 from core.export.ply import write_splat_ply, write_splat_sequence
-from core.export.poses import pose_params
+from core.export.poses import motion_at_fps, pose_params
 from core.export.video import write_errors_as_user_errors
 from core.export.web_splat import write_web_splat
 from core.motion import Motion
+from core.motion.bvh import save_bvh
 
 FILE_EXPORTS = {
     ".ply": "standard 3D Gaussian splats in one pose",
     ".splat": "the same splats for web viewers (32 bytes each)",
     ".zip": "one splat .ply per frame of --motion",
+    ".bvh": "--motion on the subject's skeleton, for Blender and other animation tools",
     ".glb": "body mesh with the avatar's colours",
     ".obj": "body mesh with the avatar's colours",
     PERSONA_SUFFIX: "the whole avatar in one file",
 }
+_MOTION_EXPORTS = (".zip", ".bvh")
 
 
 def export_file(output: str | Path, avatar: Avatar, body: BodyModel, manifest: dict, pose: str = "apose",
@@ -34,17 +37,24 @@ def export_file(output: str | Path, avatar: Avatar, body: BodyModel, manifest: d
     """Write ``output`` by its extension (``FILE_EXPORTS``); returns a one-line description of what was written.
 
     ``pose`` (a ``pose_params`` spec) poses ``.ply`` and meshes; ``motion`` (resampled to ``fps``) is
-    needed for, and only used by, ``.zip`` sequences. Writes are atomic.
+    needed for, and only used by, ``.zip`` sequences and ``.bvh`` files. Writes are atomic.
     """
     output = Path(output)
     suffix = output.suffix.lower()
     if suffix not in FILE_EXPORTS:
         known = ", ".join(f"{s} ({what})" for s, what in FILE_EXPORTS.items())
         raise UserError(f"unknown export extension {suffix or '(none)'!r}; use one of: {known}", output)
-    if (suffix == ".zip") != (motion is not None):
-        raise UserError("a .zip export needs --motion (one .ply per frame)" if suffix == ".zip" else
-                        f"--motion only applies to .zip exports, not {suffix}", output)
+    if (suffix in _MOTION_EXPORTS) != (motion is not None):
+        raise UserError(f"a {suffix} export needs --motion ({FILE_EXPORTS[suffix]})" if suffix in _MOTION_EXPORTS
+                        else f"--motion only applies to {' and '.join(_MOTION_EXPORTS)} exports, not {suffix}",
+                        output)
     with write_errors_as_user_errors(output):
+        if suffix == ".bvh":
+            motion = motion_at_fps(motion, fps)
+            with torch.no_grad():
+                rest = body(**pose_params("tpose", manifest, body)).rest_joints[0].double().numpy()
+            save_bvh(motion, output, rest)
+            return f"{motion.num_frames} frames of {motion.name!r} at {motion.fps:g} frames/s on the subject's skeleton"
         if suffix == ".zip":
             count = write_splat_sequence(output, avatar, body, manifest, motion, fps, refined, progress)
             return f"{count} posed .ply frames of {motion.name!r} ({avatar.num_gaussians} Gaussians each)"

@@ -16,7 +16,7 @@ from core.avatar.build import body_params
 from core.body import BodyModel, star_pose, zero_pose
 from core.body.skeleton import JOINT_INDEX
 from core.errors import UserError
-from core.motion import POSE_FIELDS, Motion, builtin_motions, load_builtin, load_motion, resample
+from core.motion import MOTION_SUFFIXES, POSE_FIELDS, Motion, builtin_motions, load_builtin, load_motion, resample
 
 A_POSE_ARM_DROP = np.pi / 4  # radians each upper arm is lowered from the T-pose
 NAMED_POSES = ("apose", "tpose", "canonical", "photo")
@@ -61,13 +61,15 @@ def resized(values: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def resolve_motion(name_or_path: str) -> Motion:
-    """A built-in motion by name (``wave``) or an AMASS-style ``.npz`` clip by path."""
+    """A built-in motion by name (``wave``), or by path an AMASS-style ``.npz`` clip or a ``.bvh`` file (retargeted
+    onto SMPL-X)."""
     if name_or_path in builtin_motions():
         return load_builtin(name_or_path)
     path = Path(name_or_path)
-    if path.suffix.lower() == ".npz" or path.exists():
+    if path.suffix.lower() in MOTION_SUFFIXES or path.exists():
         return load_motion(path)
-    raise UserError(f"unknown motion {name_or_path!r}: give a .npz clip or one of {', '.join(builtin_motions())}")
+    raise UserError(f"unknown motion {name_or_path!r}: give a .npz or .bvh file or one of "
+                    f"{', '.join(builtin_motions())}")
 
 
 def pose_params(spec: str, manifest: dict, body: BodyModel) -> dict[str, torch.Tensor]:

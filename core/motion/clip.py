@@ -53,6 +53,8 @@ _SPLIT_LAYOUT = {
 _SPLIT_WIDTHS = {key: sum(POSE_FIELDS[field] for field in fields) for key, fields in _SPLIT_LAYOUT.items()}
 _FPS_KEYS = ("mocap_frame_rate", "mocap_framerate", "fps")
 UP_AXES = ("y", "z")
+BVH_SUFFIX = ".bvh"
+MOTION_SUFFIXES = (".npz", BVH_SUFFIX)  # the motion files load_motion reads
 
 # Rotation taking z-up to y-up: -90 degrees about x (z -> y, y -> -z).
 _Z_UP_TO_Y_UP = np.array([-np.pi / 2.0, 0.0, 0.0])
@@ -187,7 +189,8 @@ def _shape_problem(arrays: dict[str, np.ndarray | None], widths: dict[str, int])
 
 
 def load_motion(path: str | Path, up_axis: str | None = None) -> Motion:
-    """Load an AMASS-style or persona-studio motion ``.npz``; the result is always y-up.
+    """Load an AMASS-style or persona-studio motion ``.npz``, or a ``.bvh`` file retargeted onto SMPL-X
+    (``core.motion.bvh.load_bvh``: its own up axis, ``up_axis`` is ignored); the result is always y-up.
 
     Accepted pose layouts: ``poses [T, 165]`` (SMPL-X), ``poses [T, 156]`` (SMPL-H: root, body,
     hands; jaw and eyes zero), or ``root_orient [T, 3]`` + ``pose_body [T, 63]`` with optional
@@ -198,6 +201,10 @@ def load_motion(path: str | Path, up_axis: str | None = None) -> Motion:
     Raises ``UserError`` (one line, naming the file) for anything unreadable; never unpickles.
     """
     path = Path(path)
+    if path.suffix.lower() == BVH_SUFFIX:
+        from core.motion.bvh import load_bvh  # it builds on this module
+
+        return load_bvh(path)
     if up_axis is not None and up_axis not in UP_AXES:
         raise UserError(f"up_axis must be one of {UP_AXES}; got {up_axis!r}", path)
     with _open_npz(path) as npz:

@@ -64,13 +64,15 @@ def add_parsers(sub) -> None:
     turntable = sub.add_parser("turntable", help="360-degree turntable video", description=outputs)
     _add_common(turntable)
     turntable.add_argument("--pose", help=f"pose to show: {POSE_HELP} (default apose)")
-    turntable.add_argument("--animate", metavar="MOTION", help="play a motion (built-in name or .npz) while turning")
+    turntable.add_argument("--animate", metavar="MOTION",
+                           help="play a motion (built-in name, .npz or .bvh) while turning")
     turntable.add_argument("--frames", type=positive_int, help="frames in the full turn (preset: 120)")
     _add_video_options(turntable)
 
     animate = sub.add_parser("animate", help="animate with a motion clip", description=outputs)
     _add_common(animate)
-    animate.add_argument("--motion", required=True, help="built-in motion name or AMASS-style SMPL-X .npz clip")
+    animate.add_argument("--motion", required=True,
+                         help="built-in motion name, AMASS-style SMPL-X .npz clip or .bvh file")
     animate.add_argument("--camera", choices=("fixed", "follow"), default="fixed",
                          help="fixed shot, or follow the root joint")
     animate.add_argument("--side-by-side", action="store_true", help="show the shaded body mesh next to the avatar")
@@ -81,8 +83,9 @@ def add_parsers(sub) -> None:
                             description=f"by extension: {kinds}")
     _add_common(export)
     export.add_argument("--pose", default="apose", help=f"pose for .ply / .splat / .glb / .obj: {POSE_HELP}")
-    export.add_argument("--motion", help="for .zip: a built-in motion name or .npz clip, one .ply per frame")
-    export.add_argument("--fps", type=positive_float, help="for .zip: resample the motion to this rate")
+    export.add_argument("--motion", help="for .zip (one .ply per frame) and .bvh: a built-in motion name, .npz clip or"
+                                         " .bvh file")
+    export.add_argument("--fps", type=positive_float, help="for .zip and .bvh: resample the motion to this rate")
 
 
 def _settings(args: argparse.Namespace):

@@ -13,7 +13,7 @@ import dearpygui.dearpygui as dpg
 import numpy as np
 
 from core.errors import UserError
-from core.motion import Motion, builtin_motions, load_builtin, load_motion
+from core.motion import MOTION_SUFFIXES, Motion, builtin_motions, load_builtin, load_motion
 from core.motion.joint_limits import JOINT_LIMITS
 from persona_studio.panels.project import dialog_path
 from persona_studio.posing import EYE_KEYS, HAND_KEYS, POSE_WIDTHS, Pose, hand_curl, motion_pose
@@ -70,9 +70,10 @@ class PosePanel:
     # -- building ---------------------------------------------------------------------------------
     def build(self, parent: int | str) -> None:
         guard = self.studio.guard
-        self.motion_dialog = dpg.add_file_dialog(label="Open a motion clip (.npz)", show=False, modal=True,
+        self.motion_dialog = dpg.add_file_dialog(label="Open a motion clip (.npz, .bvh)", show=False, modal=True,
                                                  width=700, height=450, callback=guard(self.on_motion_dialog))
-        dpg.add_file_extension(".npz", parent=self.motion_dialog)
+        for suffix in MOTION_SUFFIXES:
+            dpg.add_file_extension(suffix, parent=self.motion_dialog)
         with dpg.collapsing_header(label=self.title, parent=parent, default_open=True):
             with dpg.group(horizontal=True):
                 dpg.add_button(label="Reset", callback=guard(lambda: self.reset()))

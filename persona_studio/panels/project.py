@@ -10,6 +10,8 @@ import numpy as np
 
 from core.errors import UserError
 from core.frames.frameset import FrameSet
+from core.motion import load_motion
+from core.motion.clip import BVH_SUFFIX
 from core.prep.supplied import SuppliedMaps
 from persona_studio.panels.images import static_texture
 from persona_studio.session import STAGE_TITLES, STAGES
@@ -185,7 +187,8 @@ class ProjectPanel:
     def open_dropped(self, paths: list[str]) -> None:
         """Files dropped on the window (or passed in by a script): a photo is reconstructed, an avatar
         bundle folder or .persona file is opened, imported frames (.npz from ``frames import``) join the
-        next run. Raises UserError, naming the file, for anything else."""
+        next run, a .bvh motion goes on the Pose tab's timeline. Raises UserError, naming the file, for
+        anything else."""
         for path in map(Path, paths):
             if path.suffix.lower() in PHOTO_SUFFIXES:
                 self.studio.open_photo(path)
@@ -193,10 +196,12 @@ class ProjectPanel:
                 self.studio.open_bundle(path)
             elif path.suffix.lower() == FRAMES_SUFFIX:
                 self.use_imported_frames(path)
+            elif path.suffix.lower() == BVH_SUFFIX:
+                self.studio.pose_panel.set_motion(load_motion(path))
             else:
                 raise UserError(f"cannot open this here; drop a photo ({', '.join(PHOTO_SUFFIXES)}), "
-                                f"an avatar bundle folder, a {PERSONA_SUFFIX} file or imported frames "
-                                f"({FRAMES_SUFFIX})", path)
+                                f"an avatar bundle folder, a {PERSONA_SUFFIX} file, imported frames "
+                                f"({FRAMES_SUFFIX}) or a {BVH_SUFFIX} motion", path)
 
     def add_imported_frames(self, path: str | Path) -> int:
         """Train the next runs on ``path`` (``persona-studio frames import`` output) besides the generated
