@@ -13,7 +13,7 @@ from core.body.model_file import rest_joints
 from core.body.skeleton import JOINT_INDEX, JOINT_NAMES, PARENTS
 from core.errors import UserError
 from core.export import export_file
-from core.export.poses import resolve_motion
+from core.export.poses import motion_at_fps, resolve_motion
 from core.motion import Motion, load_builtin, load_motion
 from core.motion.bvh import bvh_text, forward_kinematics, local_rotations, parse_bvh, save_bvh, smplx_joint_map
 from core.motion.rotations import axis_angle_to_matrix
@@ -260,8 +260,13 @@ def test_bvh_export_writes_the_motion_on_the_subjects_skeleton(body, tmp_path):
     assert sorted(clip.names) == sorted(JOINT_NAMES) and clip.frame_time == pytest.approx(1 / 15)
     assert clip.num_frames == round(motion.num_frames * 15 / motion.fps)
     offsets = shaped - np.where(np.array(PARENTS)[:, None] >= 0, shaped[np.maximum(PARENTS, 0)], 0.0)
+    offsets[0] = 0.0  # the root's position channels carry the pelvis
     in_file = clip.offsets[[clip.names.index(name) for name in JOINT_NAMES]]  # the file lists them depth first
     np.testing.assert_allclose(in_file, offsets, atol=1e-5)  # the subject's bones, not the mean shape's
+    with torch.no_grad():
+        pelvis = body(**motion_at_fps(motion, 15).pose_dict(as_tensor=True),
+                      betas=torch.as_tensor(betas)[None].expand(clip.num_frames, -1)).joints[:, 0].numpy()
+    np.testing.assert_allclose(clip.positions[:, 0], pelvis, atol=1e-5)
     assert not np.allclose(shaped, rest_joints(), atol=1e-3)
     with pytest.raises(UserError, match="needs --motion"):
         export_file(tmp_path / "x.bvh", avatar, body, manifest)

@@ -34,7 +34,7 @@ from scipy.spatial.transform import Rotation
 from core.body.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS
 from core.errors import UserError
 from core.io.atomic import atomic_path
-from core.motion.clip import POSE_FIELDS, Motion
+from core.motion.clip import POSE_FIELDS, Motion, _split_columns
 from core.motion.rotations import axis_angle_to_matrix
 
 MAX_BVH_BYTES = 512 * 1024 * 1024  # a 2-hour 120 fps clip of 70 joints is ~300 MB of text
@@ -441,70 +441,75 @@ def retarget(clip: BvhClip, smplx_rest: np.ndarray, name: str = "motion") -> Mot
                          f"({', '.join(clip.names[:12])}{', ...' if len(clip.names) > 12 else ''})")
     bvh_rest = rest_positions(clip.parents, clip.offsets)
     world_rot, world_pos = forward_kinematics(clip.parents, clip.offsets, local_rotations(clip), clip.positions)
-    top = mapped.get(JOINT_INDEX["neck"], mapped.get(JOINT_INDEX["head"]))
-    up = np.eye(3) if top is None else _up_axis_to_y(bvh_rest[top] - bvh_rest[mapped[pelvis]])
+    top = _spine_top(mapped)
+    up = np.eye(3) if top is None else _up_axis_to_y(bvh_rest[mapped[top]] - bvh_rest[mapped[pelvis]])
     world_rot = up @ world_rot @ up.T  # rotations relative to the rest pose, seen in the turned world
     world_pos = world_pos @ up.T
     bvh_rest = bvh_rest @ up.T
+    local = _smplx_local_rotations(world_rot, mapped, _alignments(mapped, bvh_rest, smplx_rest))
+    full_pose = Rotation.from_matrix(local.reshape(-1, 3, 3)).as_rotvec().reshape(clip.num_frames, NUM_JOINTS * 3)
+    return Motion(**_split_columns(full_pose, tuple(POSE_FIELDS)), fps=1.0 / clip.frame_time, name=name,
+                  transl=_root_path(mapped, world_pos, bvh_rest, smplx_rest))
 
-    align = np.tile(np.eye(3), (NUM_JOINTS, 1, 1))  # A_j: SMPL-X rest bone -> the file's rest bone
-    for joint, name_j in enumerate(JOINT_NAMES):
-        if joint == pelvis:
-            hips = (JOINT_INDEX["left_hip"], JOINT_INDEX["right_hip"])
-            if top is not None and all(h in mapped for h in hips):
-                smplx_top = JOINT_INDEX["neck"] if JOINT_INDEX["neck"] in mapped else JOINT_INDEX["head"]
-                theirs = _frame(bvh_rest[top] - bvh_rest[mapped[pelvis]],
-                                bvh_rest[mapped[hips[0]]] - bvh_rest[mapped[hips[1]]])
-                ours = _frame(smplx_rest[smplx_top] - smplx_rest[pelvis], smplx_rest[hips[0]] - smplx_rest[hips[1]])
-                align[joint] = theirs @ ours.T
-            continue
-        target = _bone_target(name_j, mapped) if joint in mapped else None
+
+def _spine_top(mapped: dict[int, int]) -> int | None:
+    """SMPL-X index of the neck, else the head, when the file has one."""
+    return next((JOINT_INDEX[j] for j in ("neck", "head") if JOINT_INDEX[j] in mapped), None)
+
+
+def _alignments(mapped: dict[int, int], bvh_rest: np.ndarray, smplx_rest: np.ndarray) -> np.ndarray:
+    """``[55, 3, 3]`` A_j turning each SMPL-X rest bone onto the file's (bvh_rest ``[J, 3]`` y-up, smplx_rest
+    ``[55, 3]``): two directions for the hips, the bone to the next mapped joint down for the others, the
+    parent's A_j where there is none (module docstring)."""
+    align = np.tile(np.eye(3), (NUM_JOINTS, 1, 1))
+    pelvis, top = JOINT_INDEX["pelvis"], _spine_top(mapped)
+    hips = (JOINT_INDEX["left_hip"], JOINT_INDEX["right_hip"])
+    if top is not None and all(h in mapped for h in hips):
+        theirs = _frame(bvh_rest[mapped[top]] - bvh_rest[mapped[pelvis]],
+                        bvh_rest[mapped[hips[0]]] - bvh_rest[mapped[hips[1]]])
+        ours = _frame(smplx_rest[top] - smplx_rest[pelvis], smplx_rest[hips[0]] - smplx_rest[hips[1]])
+        align[pelvis] = theirs @ ours.T
+    for joint in range(1, NUM_JOINTS):
+        target = _bone_target(JOINT_NAMES[joint], mapped) if joint in mapped else None
         if target is None:
             align[joint] = align[PARENTS[joint]]
         else:
             align[joint] = _turn_onto(smplx_rest[target] - smplx_rest[joint],
                                       bvh_rest[mapped[target]] - bvh_rest[mapped[joint]])
-    smplx_world = np.empty((clip.num_frames, NUM_JOINTS, 3, 3))
-    local = np.empty_like(smplx_world)
-    for joint in range(NUM_JOINTS):
-        parent = PARENTS[joint]
-        if joint in mapped:
-            smplx_world[:, joint] = world_rot[:, mapped[joint]] @ align[joint]
-        else:
-            smplx_world[:, joint] = smplx_world[:, parent]
-        local[:, joint] = smplx_world[:, joint] if parent < 0 else \
-            np.swapaxes(smplx_world[:, parent], 1, 2) @ smplx_world[:, joint]
-    return Motion(**_pose_fields(Rotation.from_matrix(local.reshape(-1, 3, 3)).as_rotvec().reshape(
-        clip.num_frames, NUM_JOINTS * 3)), transl=_root_path(clip, mapped, world_pos, bvh_rest, smplx_rest),
-        fps=1.0 / clip.frame_time, name=name)
+    return align
 
 
-def _pose_fields(full_pose: np.ndarray) -> dict[str, np.ndarray]:
-    """``[T, 165]`` -> the Motion's pose fields."""
-    bounds = np.cumsum([0, *POSE_FIELDS.values()])
-    return {key: full_pose[:, lo:hi] for key, lo, hi in zip(POSE_FIELDS, bounds[:-1], bounds[1:])}
+def _smplx_local_rotations(world_rot: np.ndarray, mapped: dict[int, int], align: np.ndarray) -> np.ndarray:
+    """``[F, 55, 3, 3]`` SMPL-X local rotations from the file's world rotations ``[F, J, 3, 3]`` (relative to its
+    rest pose): G_j = G_file(j) A_j for mapped joints, the parent's G for the others (zero local rotation)."""
+    world = np.empty((world_rot.shape[0], NUM_JOINTS, 3, 3))
+    local = np.empty_like(world)
+    for joint, parent in enumerate(PARENTS):
+        world[:, joint] = world_rot[:, mapped[joint]] @ align[joint] if joint in mapped else world[:, parent]
+        local[:, joint] = world[:, joint] if parent < 0 else np.swapaxes(world[:, parent], 1, 2) @ world[:, joint]
+    return local
 
 
-def _root_path(clip: BvhClip, mapped: dict[int, int], world_pos: np.ndarray, bvh_rest: np.ndarray,
+def _root_path(mapped: dict[int, int], world_pos: np.ndarray, bvh_rest: np.ndarray,
                smplx_rest: np.ndarray) -> np.ndarray:
-    """``[F, 3]`` SMPL-X transl: the file's hip path scaled by the leg-length ratio, starting over the origin,
-    its lowest foot over the clip on SMPL-X's rest foot level."""
+    """``[F, 3]`` SMPL-X transl: the file's hip path (world_pos ``[F, J, 3]``, y-up) scaled by the leg-length
+    ratio (the hips-to-top height's without legs), starting over the origin, its lowest foot over the clip on
+    SMPL-X's rest foot level."""
     pelvis = JOINT_INDEX["pelvis"]
     theirs = _leg_length(bvh_rest, {n: mapped[JOINT_INDEX[n]] for n in JOINT_INDEX if JOINT_INDEX[n] in mapped})
     ours = _leg_length(smplx_rest, JOINT_INDEX)
-    if theirs is None or theirs < 1e-9:  # no legs: compare the hips-to-top height instead
-        top = [JOINT_INDEX[n] for n in ("neck", "head") if JOINT_INDEX[n] in mapped]
-        theirs = np.linalg.norm(bvh_rest[mapped[top[0]]] - bvh_rest[mapped[pelvis]]) if top else 0.0
-        ours = np.linalg.norm(smplx_rest[top[0]] - smplx_rest[pelvis]) if top else 1.0
-    scale = ours / theirs if theirs > 1e-9 else 1.0
+    top = _spine_top(mapped)
+    if (theirs is None or theirs < 1e-9) and top is not None:
+        theirs = np.linalg.norm(bvh_rest[mapped[top]] - bvh_rest[mapped[pelvis]])
+        ours = np.linalg.norm(smplx_rest[top] - smplx_rest[pelvis])
+    scale = ours / theirs if theirs is not None and theirs > 1e-9 else 1.0
     hips = world_pos[:, mapped[pelvis]] * scale
     transl = hips - smplx_rest[pelvis]
     transl[:, [0, 2]] = hips[:, [0, 2]] - hips[:1, [0, 2]]
     feet = [JOINT_INDEX[n] for n in _FEET if JOINT_INDEX[n] in mapped]
     if feet:
         their_floor = scale * world_pos[:, [mapped[f] for f in feet], 1].min()
-        our_floor = smplx_rest[feet, 1].min()
-        transl[:, 1] = hips[:, 1] - their_floor + our_floor - smplx_rest[pelvis, 1]
+        transl[:, 1] = hips[:, 1] - their_floor + smplx_rest[feet, 1].min() - smplx_rest[pelvis, 1]
     return transl
 
 
@@ -584,8 +589,12 @@ def save_bvh(motion: Motion, path: str | Path, smplx_rest: np.ndarray) -> None:
     rest = np.asarray(smplx_rest, np.float64)
     parents = np.array(PARENTS, np.int64)
     offsets = rest - np.where(parents[:, None] >= 0, rest[np.maximum(parents, 0)], 0.0)
+    # The root: offset zero, its position channels the pelvis itself (SMPL-X turns the root about the rest
+    # pelvis J0 and then adds transl, so it sits at J0 + transl). Readers that add the channels to the offset
+    # and readers that take them as the position (bvhio, for one) then agree.
+    offsets[0] = 0.0
     local = axis_angle_to_matrix(motion.full_pose().reshape(motion.num_frames, NUM_JOINTS, 3).astype(np.float64))
-    # SMPL-X turns the root about the rest pelvis and then adds transl: the pelvis sits at J0 + transl
-    text = bvh_text(JOINT_NAMES, parents, offsets, local, motion.transl.astype(np.float64), 1.0 / motion.fps)
+    text = bvh_text(JOINT_NAMES, parents, offsets, local, rest[0] + motion.transl.astype(np.float64),
+                    1.0 / motion.fps)
     with atomic_path(Path(path)) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
