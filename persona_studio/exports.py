@@ -31,6 +31,8 @@ EXPORT_KINDS: dict[str, tuple[str, str]] = {
     "ply": ("Gaussian splats (.ply)", ".ply"),
     "splat": ("Web splats (.splat)", ".splat"),
     "mesh": ("Body mesh (.glb)", ".glb"),
+    "rigged": ("Rigged body (.glb)", ".glb"),  # animated by the timeline's motion when there is one
+    "motion": ("Motion (.bvh)", ".bvh"),  # the timeline's motion on the subject's skeleton
     "persona": ("Avatar file (.persona)", ".persona"),
     "bundle": ("Avatar bundle folder", ""),
 }
@@ -41,6 +43,8 @@ ENGINE_EXPORTS: dict[str, tuple[str, str]] = {
     "ply": ("core.export.outputs", "export_file"),
     "splat": ("core.export.outputs", "export_file"),
     "mesh": ("core.export.outputs", "export_file"),
+    "rigged": ("core.export.outputs", "export_file"),
+    "motion": ("core.export.outputs", "export_file"),
     "persona": ("core.export.outputs", "export_file"),
 }
 Progress = Callable[[float], None]
@@ -96,7 +100,7 @@ def run_export(kind: str, source: ExportSource, output: str | Path, config: Conf
     """Write ``source`` as ``kind`` to ``output``; returns the path written.
 
     ``pose``: the pose spec (``core.export.poses``) of turntables, .ply splats and meshes; ``motion``:
-    the clip an animation plays (a turntable plays it too when given).
+    the clip an animation, a .bvh and a rigged body play (a turntable plays it too when given).
     """
     output = Path(output)
     if kind == "bundle":
@@ -116,6 +120,12 @@ def run_export(kind: str, source: ExportSource, output: str | Path, config: Conf
                render=config.render, progress=progress)
     elif kind == "persona":
         export(output, source.avatar, source.body, full_manifest(source), progress=progress)
+    elif kind == "rigged":  # posed like the splats, or animated by the timeline's motion
+        export(output, source.avatar, source.body, source.manifest, pose=pose, motion=motion, rig=True)
+    elif kind == "motion":
+        if motion is None:
+            raise UserError("choose a motion on the Pose tab first: the .bvh holds it")
+        export(output, source.avatar, source.body, source.manifest, motion=motion)
     else:  # .ply / .splat splats or the body mesh, in ``pose``
         export(output, source.avatar, source.body, source.manifest, pose=pose, progress=progress)
     progress(1.0)  # file exports report no progress of their own

@@ -9,6 +9,7 @@ import os
 import stat
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import av
 import numpy as np
@@ -36,6 +37,7 @@ from core.export import (
     vertex_colors,
 )
 from core.export.framing import fit_focal
+from core.export.poses import motion_params
 from core.export.video import frame_size, output_kind
 from core.motion import Motion, load_builtin
 from core.render import rasterize
@@ -540,3 +542,120 @@ def test_cli_commands_run_and_report(bundle, tmp_path, capsys):
                  "--set", "render.backend=cpu"]) == 0
     with Image.open(clip) as image:
         assert image.n_frames == round(load_builtin("wave").duration * 2)
+
+
+# ------------------------------------------------------------------------------------------ rigged glTF
+
+
+def read_glb(path: Path) -> tuple[dict, Callable]:
+    """(the JSON document, accessor index -> numpy array) of a .glb, read by the spec, independently of the writer."""
+    import struct
+
+    data = path.read_bytes()
+    magic, version, length = struct.unpack_from("<III", data, 0)
+    assert (magic, version, length) == (0x46546C67, 2, len(data))
+    json_length, json_type = struct.unpack_from("<II", data, 12)
+    assert json_type == 0x4E4F534A
+    document = json.loads(data[20:20 + json_length])
+    bin_length, bin_type = struct.unpack_from("<II", data, 20 + json_length)
+    assert bin_type == 0x004E4942
+    blob = data[28 + json_length:28 + json_length + bin_length]
+    dtypes = {5126: np.float32, 5121: np.uint8, 5123: np.uint16, 5125: np.uint32}
+    widths = {"SCALAR": 1, "VEC3": 3, "VEC4": 4, "MAT4": 16}
+
+    def accessor(index: int) -> np.ndarray:
+        item = document["accessors"][index]
+        view = document["bufferViews"][item["bufferView"]]
+        count, width = item["count"], widths[item["type"]]
+        values = np.frombuffer(blob, dtypes[item["componentType"]], count * width,
+                               view.get("byteOffset", 0) + item.get("byteOffset", 0))
+        return values.reshape(count, width) if width > 1 else values
+
+    return document, accessor
+
+
+def gltf_skinned_vertices(document: dict, accessor, key: int | None) -> np.ndarray:
+    """The mesh's vertices as a glTF player skins them: nodes at animation keyframe ``key`` (None: the nodes' own
+    TRS), joint matrices = global node transform x inverse bind matrix, weighted by JOINTS_0 / WEIGHTS_0."""
+    from scipy.spatial.transform import Rotation
+
+    nodes = [dict(node) for node in document["nodes"]]
+    if key is not None:
+        animation = document["animations"][0]
+        for channel in animation["channels"]:
+            sampler = animation["samplers"][channel["sampler"]]
+            nodes[channel["target"]["node"]][channel["target"]["path"]] = accessor(sampler["output"])[key].tolist()
+    local = []
+    for node in nodes:
+        matrix = np.eye(4)
+        matrix[:3, :3] = Rotation.from_quat(node.get("rotation", [0, 0, 0, 1])).as_matrix()  # x, y, z, w
+        matrix[:3, 3] = node.get("translation", [0, 0, 0])
+        local.append(matrix)
+    parent = {child: index for index, node in enumerate(nodes) for child in node.get("children", [])}
+    world = {}
+
+    def global_matrix(index: int) -> np.ndarray:
+        if index not in world:
+            world[index] = local[index] if index not in parent else global_matrix(parent[index]) @ local[index]
+        return world[index]
+
+    skin = document["skins"][0]
+    inverse_bind = accessor(skin["inverseBindMatrices"]).reshape(-1, 4, 4).transpose(0, 2, 1)  # column-major
+    joint_matrices = np.stack([global_matrix(n) @ inverse_bind[k] for k, n in enumerate(skin["joints"])])
+    primitive = document["meshes"][0]["primitives"][0]["attributes"]
+    positions = np.concatenate([accessor(primitive["POSITION"]), np.ones((len(accessor(primitive["POSITION"])), 1))], 1)
+    joints, weights = accessor(primitive["JOINTS_0"]).astype(np.int64), accessor(primitive["WEIGHTS_0"])
+    blended = np.einsum("vk,vkij->vij", weights, joint_matrices[joints])
+    return np.einsum("vij,vj->vi", blended, positions)[:, :3]
+
+
+def test_rigged_glb_skins_to_the_posed_and_animated_body(body, loaded, tmp_path):
+    avatar, _, manifest = loaded
+    betas = np.zeros(body.num_betas, np.float32)
+    betas[:3] = (1.0, -1.5, 0.5)
+    shaped = {**manifest, "subject": {**manifest.get("subject", {}), "betas": betas.tolist()}}
+    motion = load_builtin("dance").slice(0, 60, 10)
+    animated, posed = tmp_path / "dance.glb", tmp_path / "apose.glb"
+    assert "6 frames of 'dance'" in export_file(animated, avatar, body, shaped, motion=motion)
+    assert "pose 'apose'" in export_file(posed, avatar, body, shaped, pose="apose", rig=True)
+    document, accessor = read_glb(animated)
+    assert [n["name"] for n in document["nodes"][1:]] == list(body.joint_names)
+    np.testing.assert_allclose(accessor(document["animations"][0]["samplers"][0]["input"]),
+                               np.arange(6) / motion.fps, rtol=1e-6)
+    attributes = document["meshes"][0]["primitives"][0]["attributes"]
+    joints, weights = accessor(attributes["JOINTS_0"]).astype(np.int64), accessor(attributes["WEIGHTS_0"])
+    bind = np.concatenate([accessor(attributes["POSITION"]), np.ones((body.num_vertices, 1))], 1)
+
+    def check(skinned: np.ndarray, posed_body) -> tuple[float, float]:
+        # exact: the body model's joint transforms blended with the file's four weights per vertex; close: the body
+        # model's own vertices (all its weights, up to 6 joints a vertex)
+        transforms = posed_body.joint_transforms[0].double().numpy()
+        four = np.einsum("vk,vkij,vj->vi", weights, transforms[joints], bind)[:, :3]
+        return np.abs(skinned - four).max(), np.linalg.norm(skinned - posed_body.vertices[0].numpy(), axis=1)
+
+    gaps = []
+    for key in range(motion.num_frames):
+        with torch.no_grad():
+            posed_body = body(**motion_params(motion, [key], shaped, body))
+        exact, gap = check(gltf_skinned_vertices(document, accessor, key), posed_body)
+        assert exact < 2e-5, (key, exact)  # metres: float32 storage
+        gaps.append(gap)
+    document, accessor = read_glb(posed)
+    assert "animations" not in document
+    with torch.no_grad():
+        posed_body = body(**pose_params("apose", shaped, body))
+    exact, gap = check(gltf_skinned_vertices(document, accessor, None), posed_body)
+    assert exact < 2e-5
+    gaps = np.concatenate([*gaps, gap])
+    # dropping the 5th and 6th influences moves few vertices, and little
+    assert np.percentile(gaps, 99) < 2e-3 and gaps.max() < 0.015, (np.percentile(gaps, 99), gaps.max())
+    # the mesh is the subject's shape (not the mean) and carries the avatar's colours
+    with torch.no_grad():
+        subject, mean = (body(betas=torch.as_tensor(b)[None]).shaped[0].numpy() for b in (betas, 0 * betas))
+    attributes = document["meshes"][0]["primitives"][0]["attributes"]
+    np.testing.assert_allclose(accessor(attributes["POSITION"]), subject, atol=1e-6)
+    assert np.abs(subject - mean).max() > 0.01
+    colours = accessor(attributes["COLOR_0"])
+    assert colours.shape == (body.num_vertices, 4) and colours[:, :3].std() > 10
+    with pytest.raises(UserError, match="--rig only applies to .glb"):
+        export_file(tmp_path / "x.ply", avatar, body, shaped, rig=True)

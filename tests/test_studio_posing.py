@@ -352,6 +352,12 @@ def test_bundle_export_writes_a_bundle_that_loads_bit_exact(avatar, body, tmp_pa
     assert default_output("bundle", tmp_path, "mine") == tmp_path / "mine-bundle"
 
 
+def export_text(path) -> str:
+    """A .glb's JSON chunk (after the 12-byte header and the chunk's 8-byte header)."""
+    data = path.read_bytes()
+    return data[20:20 + int.from_bytes(data[12:16], "little")].decode()
+
+
 def test_every_export_kind_writes_what_it_says(avatar, body, tmp_path, monkeypatch):
     pytest.importorskip("core.export.outputs")
     from plyfile import PlyData
@@ -382,11 +388,23 @@ def test_every_export_kind_writes_what_it_says(avatar, body, tmp_path, monkeypat
 
     mesh = trimesh.load(export("mesh", tmp_path / "m.glb"), force="mesh")
     assert len(mesh.faces) == len(body.faces)
+    # the rigged body: posed without a motion, animated by the timeline's; the motion as .bvh on the skeleton
+    from core.motion.bvh import read_bvh
+
+    for name, options in (("r.glb", {}), ("ra.glb", {"motion": clip})):
+        rigged = trimesh.load(export("rigged", tmp_path / name, **options))
+        assert len(rigged.geometry) == 1 and "skin" in export_text(tmp_path / name)
+    assert '"animations"' in export_text(tmp_path / "ra.glb")
+    assert '"animations"' not in export_text(tmp_path / "r.glb")
+    assert read_bvh(export("motion", tmp_path / "m.bvh", motion=clip)).num_frames == 2
     loaded, _, manifest = load_avatar(export("persona", tmp_path / "x.persona"), body)
     torch.testing.assert_close(loaded.colors, avatar.colors, atol=0, rtol=0)
     assert manifest["format"] == "persona-avatar/1"
     # An animation needs a motion; a kind missing from the engine is a clear line, not a crash.
     task = ExportTask("animation", lambda: source, tmp_path / "b.gif", config).start()
+    task.join(30)
+    assert task.status().state == "failed" and "choose a motion" in task.status().message
+    task = ExportTask("motion", lambda: source, tmp_path / "n.bvh", config).start()
     task.join(30)
     assert task.status().state == "failed" and "choose a motion" in task.status().message
     monkeypatch.setitem(ENGINE_EXPORTS, "ply", ("core.export.nothing_here", "export_file"))

@@ -65,8 +65,15 @@ def write_body_mesh(path: str | Path, avatar: Avatar, body: BodyModel, params: d
         raise UserError(f"a body mesh is written as {' or '.join(MESH_SUFFIXES)}, not {suffix or 'no extension'}", path)
     with torch.no_grad():
         vertices = body(**params).vertices[0].cpu().numpy()
-    colors = vertex_colors(avatar.upsample, avatar.colors).cpu().numpy()
-    if colors.shape[0] != vertices.shape[0]:
-        raise UserError(f"avatar was made for a {colors.shape[0]}-vertex body, the body model has {vertices.shape[0]}",
-                        path)
+    colors = avatar_vertex_colors(avatar, body, path)
     write_bytes_atomic(path, mesh_bytes(vertices, body.faces.cpu().numpy(), colors, suffix[1:]))
+
+
+def avatar_vertex_colors(avatar: Avatar, body: BodyModel, path: str | Path) -> np.ndarray:
+    """The avatar's colours on the body's vertices, sRGB ``[V, 3]`` (``vertex_colors``); a one-line UserError naming
+    ``path`` (the export) when the avatar was made for a body with another vertex count."""
+    colors = vertex_colors(avatar.upsample, avatar.colors).cpu().numpy()
+    if colors.shape[0] != body.num_vertices:
+        raise UserError(f"avatar was made for a {colors.shape[0]}-vertex body, the body model has {body.num_vertices}",
+                        path)
+    return colors

@@ -7,13 +7,14 @@ import torch
 
 from core.avatar.avatar import Avatar
 from core.avatar.render import pose_avatar
-from core.body import BodyModel
+from core.body import NUM_JOINTS, BodyModel
 from core.errors import UserError
 from core.export.frames import Progress
 from core.export.mesh import MESH_SUFFIXES, write_body_mesh
 from core.export.persona_file import PERSONA_SUFFIX, save_persona_file
 from core.export.ply import write_splat_ply, write_splat_sequence
 from core.export.poses import motion_at_fps, pose_params
+from core.export.rigged import write_rigged_glb
 from core.export.video import write_errors_as_user_errors
 from core.export.web_splat import write_web_splat
 from core.motion import Motion
@@ -24,31 +25,42 @@ FILE_EXPORTS = {
     ".splat": "the same splats for web viewers (32 bytes each)",
     ".zip": "one splat .ply per frame of --motion",
     ".bvh": "--motion on the subject's skeleton, for Blender and other animation tools",
-    ".glb": "body mesh with the avatar's colours",
+    ".glb": "body mesh with the avatar's colours; rigged (skeleton and skin weights) with --rig or --motion",
     ".obj": "body mesh with the avatar's colours",
     PERSONA_SUFFIX: "the whole avatar in one file",
 }
-_MOTION_EXPORTS = (".zip", ".bvh")
+_MOTION_EXPORTS = (".zip", ".bvh")  # need a motion
+_RIGGED = ".glb"  # takes a motion (or rig=True) for the rigged body
 
 
 def export_file(output: str | Path, avatar: Avatar, body: BodyModel, manifest: dict, pose: str = "apose",
                 motion: Motion | None = None, fps: float | None = None, refined: bool = True,
-                progress: Progress | None = None) -> str:
+                progress: Progress | None = None, rig: bool = False) -> str:
     """Write ``output`` by its extension (``FILE_EXPORTS``); returns a one-line description of what was written.
 
     ``pose`` (a ``pose_params`` spec) poses ``.ply`` and meshes; ``motion`` (resampled to ``fps``) is
-    needed for, and only used by, ``.zip`` sequences and ``.bvh`` files. Writes are atomic.
+    needed for ``.zip`` sequences and ``.bvh`` files, and animates a rigged ``.glb`` (``rig``: rigged and posed;
+    ``core.export.rigged``). Writes are atomic.
     """
     output = Path(output)
     suffix = output.suffix.lower()
     if suffix not in FILE_EXPORTS:
         known = ", ".join(f"{s} ({what})" for s, what in FILE_EXPORTS.items())
         raise UserError(f"unknown export extension {suffix or '(none)'!r}; use one of: {known}", output)
-    if (suffix in _MOTION_EXPORTS) != (motion is not None):
-        raise UserError(f"a {suffix} export needs --motion ({FILE_EXPORTS[suffix]})" if suffix in _MOTION_EXPORTS
-                        else f"--motion only applies to {' and '.join(_MOTION_EXPORTS)} exports, not {suffix}",
+    if suffix in _MOTION_EXPORTS and motion is None:
+        raise UserError(f"a {suffix} export needs --motion ({FILE_EXPORTS[suffix]})", output)
+    if motion is not None and suffix not in (*_MOTION_EXPORTS, _RIGGED):
+        raise UserError(f"--motion only applies to {', '.join((*_MOTION_EXPORTS, _RIGGED))} exports, not {suffix}",
                         output)
+    if rig and suffix != _RIGGED:
+        raise UserError(f"--rig only applies to {_RIGGED} exports, not {suffix}", output)
     with write_errors_as_user_errors(output):
+        if suffix == _RIGGED and (rig or motion is not None):
+            params = pose_params(pose, manifest, body)
+            frames = write_rigged_glb(output, avatar, body, manifest, params, motion_at_fps(motion, fps)
+                                      if motion is not None else None)
+            shown = f"{frames} frames of {motion.name!r}" if motion is not None else f"pose {pose!r}"
+            return f"rigged body ({body.num_vertices} vertices, {NUM_JOINTS} joints) with {shown}"
         if suffix == ".bvh":
             motion = motion_at_fps(motion, fps)
             with torch.no_grad():

@@ -83,9 +83,12 @@ def add_parsers(sub) -> None:
                             description=f"by extension: {kinds}")
     _add_common(export)
     export.add_argument("--pose", default="apose", help=f"pose for .ply / .splat / .glb / .obj: {POSE_HELP}")
-    export.add_argument("--motion", help="for .zip (one .ply per frame) and .bvh: a built-in motion name, .npz clip or"
-                                         " .bvh file")
-    export.add_argument("--fps", type=positive_float, help="for .zip and .bvh: resample the motion to this rate")
+    export.add_argument("--motion", help="for .zip (one .ply per frame), .bvh and an animated rigged .glb: a built-in"
+                                         " motion name, .npz clip or .bvh file")
+    export.add_argument("--fps", type=positive_float, help="for --motion: resample the motion to this rate")
+    export.add_argument("--rig", action="store_true",
+                        help="for .glb: the body rigged (55-joint skeleton, skin weights) in --pose; with --motion "
+                             "it is rigged and animated anyway")
 
 
 def _settings(args: argparse.Namespace):
@@ -160,7 +163,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     update, close = _progress_bar("export", motion.num_frames) if motion is not None else (None, lambda: None)
     try:
         what = export_file(args.output, avatar, body, manifest, pose=args.pose, motion=motion,
-                           refined=not args.base, progress=update)
+                           refined=not args.base, progress=update, rig=args.rig)
     finally:
         close()
     print(f"wrote {args.output}: {what}")
