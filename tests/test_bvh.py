@@ -285,6 +285,8 @@ def test_bvh_export_writes_the_motion_on_the_subjects_skeleton(body, tmp_path):
      "no frames"),
     (TWO_JOINTS.format(order="Zrotation Xrotation Yrotation", angles="0 0 0").replace("Hips", "Body"),
      "no hips / pelvis joint recognised among the file's joints \\(Body, LeftUpLeg\\)"),
+    (TWO_JOINTS.format(order="Zrotation Xrotation Yrotation", angles="0 0 0"),
+     "only 1 of the 12 arm and leg joints recognised among the file's joints \\(Hips, LeftUpLeg\\); need 6"),
 ])
 def test_bad_bvh_files_are_one_line_errors_naming_the_file(tmp_path, text, problem):
     path = tmp_path / "bad.bvh"

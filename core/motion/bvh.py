@@ -375,6 +375,9 @@ _BONE_CHILD = {
        for side in ("left", "right") for finger in ("thumb", "index", "middle", "ring", "pinky") for segment in (1, 2)},
 }
 _LEG_CHAINS = (("left_hip", "left_knee", "left_ankle"), ("right_hip", "right_knee", "right_ankle"))
+_LIMB_JOINTS = tuple(f"{side}_{part}" for side in ("left", "right")
+                     for part in ("hip", "knee", "ankle", "shoulder", "elbow", "wrist"))
+MIN_LIMB_JOINTS = 6  # of the 12 above: fewer, and the names are probably not a rig we know
 _FEET = ("left_ankle", "right_ankle", "left_foot", "right_foot")
 
 
@@ -436,9 +439,13 @@ def retarget(clip: BvhClip, smplx_rest: np.ndarray, name: str = "motion") -> Mot
     """
     mapped = smplx_joint_map(clip.names, clip.parents)
     pelvis = JOINT_INDEX["pelvis"]
+    listed = f"({', '.join(clip.names[:12])}{', ...' if len(clip.names) > 12 else ''})"
     if pelvis not in mapped:
-        raise ValueError("no hips / pelvis joint recognised among the file's joints "
-                         f"({', '.join(clip.names[:12])}{', ...' if len(clip.names) > 12 else ''})")
+        raise ValueError(f"no hips / pelvis joint recognised among the file's joints {listed}")
+    limbs = [j for j in _LIMB_JOINTS if JOINT_INDEX[j] in mapped]
+    if len(limbs) < MIN_LIMB_JOINTS:
+        raise ValueError(f"only {len(limbs)} of the {len(_LIMB_JOINTS)} arm and leg joints recognised among the "
+                         f"file's joints {listed}; need {MIN_LIMB_JOINTS} to drive a body")
     bvh_rest = rest_positions(clip.parents, clip.offsets)
     world_rot, world_pos = forward_kinematics(clip.parents, clip.offsets, local_rotations(clip), clip.positions)
     top = _spine_top(mapped)
