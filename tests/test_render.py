@@ -408,7 +408,9 @@ def test_images_and_gradients_do_not_depend_on_the_thread_count(tmp_path):
     """Threads take tiles from a shared queue in whatever order they finish: one, two or three threads must give
     the same image and the same gradients. (Compared up to float rounding: a lost or doubly composited tile
     is far above that. Once, in CI-like conditions, a single-threaded process differed from the others by 1 ulp
-    in 1 % of the pixels; not reproduced since, see the session 11 notes.)"""
+    in 1 % of the pixels; not reproduced since, see the session 11 notes. Session 17's first clean clone failed
+    here on the means' gradients (image equal), under load from a benchmark beside it; 11 reruns, cold and warm
+    numba caches, loaded and quiet, passed. The message now says how many values differ and by how much.)"""
     script = tmp_path / "threads_render.py"
     script.write_text(
         "import sys, numpy as np, torch\n"
@@ -431,9 +433,12 @@ def test_images_and_gradients_do_not_depend_on_the_thread_count(tmp_path):
         assert done.returncode == 0, done.stderr[-2000:]
         outputs.append(dict(np.load(out)))
     assert outputs[0]["image"].std() > 0
-    for other in outputs[1:]:
+    for threads, other in zip((2, 3), outputs[1:]):
         for key, value in outputs[0].items():
-            assert np.allclose(value, other[key], rtol=1e-5, atol=1e-6), key
+            close = np.isclose(value, other[key], rtol=1e-5, atol=1e-6)
+            # what a failure looks like (seen twice in CI-like runs, never reproduced): how many, how far
+            assert close.all(), (key, threads, int((~close).sum()), value.size,
+                                 float(np.abs(value - other[key]).max()), float(np.abs(value).max()))
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
