@@ -22,6 +22,7 @@ from core.avatar.bundle import read_manifest, save_bundle
 from core.body import BodyModel
 from core.config import Config
 from core.errors import UserError
+from core.export.poses import PoseSpec
 from core.motion import Motion
 
 # kind -> (button label, file suffix of the default output; "" = a folder)
@@ -96,10 +97,11 @@ def full_manifest(source: ExportSource) -> dict:
 
 
 def run_export(kind: str, source: ExportSource, output: str | Path, config: Config, progress: Progress,
-               pose: str = "apose", motion: Motion | None = None) -> Path:
+               pose: PoseSpec = "apose", motion: Motion | None = None) -> Path:
     """Write ``source`` as ``kind`` to ``output``; returns the path written.
 
-    ``pose``: the pose spec (``core.export.poses``) of turntables, .ply splats and meshes; ``motion``:
+    ``pose``: the pose spec (``core.export.poses.pose_params``: a name or the pose's arrays) of turntables, .ply
+    splats and meshes; ``motion``:
     the clip an animation, a .bvh and a rigged body play (a turntable plays it too when given).
     """
     output = Path(output)
@@ -147,7 +149,7 @@ class ExportTask:
     """Runs one export in a daemon thread; ``status()`` is safe to read from the UI thread."""
 
     def __init__(self, kind: str, make_source: Callable[[], ExportSource], output: str | Path, config: Config,
-                 pose: str = "apose", motion: Motion | None = None):
+                 pose: PoseSpec = "apose", motion: Motion | None = None):
         self.kind = kind
         self._make_source = make_source
         self.output = Path(output)

@@ -33,7 +33,7 @@ import torch
 from core.avatar.avatar import Avatar, PosedGaussians
 from core.body import BodyModel, joint_transforms
 from core.body.skeleton import POSE_SLICES
-from core.motion import POSE_FIELD_JOINTS, Motion, mirror_axis_angle
+from core.motion import POSE_FIELD_JOINTS, POSE_FIELDS, Motion, mirror_axis_angle
 from core.motion.joint_limits import JOINT_LIMITS, LEFT_HAND_JOINT_NAMES
 
 POSE_WIDTHS = {"global_orient": 3, "body_pose": 63, "left_hand_pose": 45, "right_hand_pose": 45, "jaw_pose": 3,
@@ -99,6 +99,14 @@ class Pose:
         expression[index] = value
         return replace(self, expression=expression)
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The pose as ``{argument: [k]}`` copies, expression included when it has one: a pose spec of
+        ``core.export.poses.pose_params`` (exports in this pose)."""
+        out = {key: value.copy() for key, value in self.values.items()}
+        if self.expression.size:
+            out["expression"] = self.expression.copy()
+        return out
+
     def params(self, betas: np.ndarray) -> dict[str, torch.Tensor]:
         """``BodyModel.forward`` arguments, ``[1, k]`` float32 tensors, with the avatar's shape ``betas [B]``
         (the avatar subtracts its own shape, so the shape must be passed for it to cancel)."""
@@ -149,6 +157,15 @@ def motion_pose(motion: Motion, index: int, base: Pose) -> Pose:
         expression[:count] = values[:count]
         pose = replace(pose, expression=expression)
     return pose
+
+
+def pose_motion(pose: Pose, name: str = "pose", fps: float = 30.0) -> Motion:
+    """``pose`` as a one-frame Motion (its expression too): what ``motion_pose`` reads back, and a clip that
+    ``save_motion`` writes and the command line takes as ``--pose motion:FILE:0``."""
+    frame = {key: value[None] for key, value in pose.values.items()}
+    expression = pose.expression[None] if pose.expression.size else None
+    return Motion(**{key: frame[key] for key in POSE_FIELDS}, transl=frame["transl"], fps=fps, name=name,
+                  expression=expression)
 
 
 class PoseTransforms:

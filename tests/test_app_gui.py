@@ -641,3 +641,63 @@ def load_window(path) -> np.ndarray:
     with Image.open(path) as image:
         assert image.size == E2E_WINDOW
         return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def test_the_pose_tab_pose_is_saved_and_exported(display, tmp_path):
+    """A pose made on the Pose tab (a bent elbow, a raised hand, an expression) is what "Pose tab" exports in, and
+    Save pose... writes it as a one-frame motion that the Pose tab and the command line read back."""
+    from plyfile import PlyData
+
+    from core.avatar.bundle import load_bundle, save_bundle
+    from core.avatar.build import build_avatar
+    from core.avatar.render import pose_avatar
+    from core.body import BodyModel
+    from core.config import load_preset
+    from core.export.poses import pose_params
+
+    body = BodyModel.load()
+    avatar = build_avatar(body, np.zeros(body.num_betas), load_preset("preview", ["avatar.skinning_grid=32",
+                                                                                  "avatar.num_gaussians=6000"]).avatar)
+    save_bundle(tmp_path / "me", avatar, body, {"betas": np.zeros(body.num_betas, np.float32)})
+    saved, exported = tmp_path / "bent", tmp_path / "bent.ply"
+    result = run_python(f"""
+        import json, time
+        import dearpygui.dearpygui as dpg
+        from persona_studio.app import Studio
+        from persona_studio.panels.export import POSE_TAB
+        studio = Studio(avatar={str(tmp_path / 'me')!r}, width=900, height=600, output_dir={str(tmp_path)!r})
+        studio.build()
+        deadline = time.monotonic() + 60
+        while studio.display is None and time.monotonic() < deadline:
+            studio.run(frames=1)
+        studio.pose_panel.set_joint("left_elbow", 1, -1.2)
+        studio.pose_panel.set_joint("right_shoulder", 2, 0.8)
+        written = studio.pose_panel.save_pose({str(saved)!r})
+        message = studio.status.message
+        dpg.set_value(studio.export_panel._pose, POSE_TAB)
+        task = studio.export_panel.export("ply", {str(exported)!r})
+        task.join(120)
+        studio.pose_panel.reset()
+        studio.pose_panel.set_motion(__import__("core.motion", fromlist=["load_motion"]).load_motion(written))
+        studio.run(frames=2)
+        elbow = studio.pose.joint("left_elbow").tolist()
+        print(json.dumps(dict(written=str(written), message=message, state=task.status().state,
+                              status=task.status().message, elbow=elbow)))
+        studio.close()
+    """, display)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["written"] == str(saved) + ".npz" and f"--pose motion:{saved}.npz:0" in report["message"]
+    assert report["state"] == "done", report["status"]
+    assert report["elbow"] == pytest.approx([0.0, -1.2, 0.0])  # read back onto the Pose tab
+    # the .ply holds the avatar in that pose: the same as the command line's --pose motion:FILE:0
+    loaded, _, manifest = load_bundle(tmp_path / "me", body)
+    vertex = PlyData.read(str(exported))["vertex"]
+    means = np.stack([np.asarray(vertex[k]) for k in ("x", "y", "z")], 1)
+    import torch
+
+    with torch.no_grad():
+        expected = pose_avatar(loaded, body, pose_params(f"motion:{saved}.npz:0", manifest, body), refined=True)
+        rest = pose_avatar(loaded, body, pose_params("apose", manifest, body), refined=True)
+    assert np.abs(means - expected.means.numpy()).max() < 1e-5
+    assert np.abs(means - rest.means.numpy()).max() > 0.1  # the bent arm, not the default A-pose

@@ -23,7 +23,7 @@ from core.avatar.render import pose_avatar
 from persona_studio.latency import ScreenLatency, stage_seconds
 from persona_studio.panels.weights import preset_target, with_weight
 from persona_studio.posing import (AvatarPoser, Pose, PosedScene, PoseTransforms, fit_length, hand_curl, joint_slot,
-                                   motion_pose)
+                                   motion_pose, pose_motion)
 from persona_studio.recent import MAX_RECENT, RecentProjects
 
 
@@ -60,6 +60,19 @@ def test_pose_edits_are_copies_and_reach_the_body_model_arguments():
         rest.with_values(body_pose=np.zeros(60))
     assert fit_length([1, 2, 3], 2).tolist() == [1, 2] and fit_length([1], 3).tolist() == [1, 0, 0]
     assert fit_length(None, 2).tolist() == [0, 0]
+
+
+def test_a_pose_saved_as_a_one_frame_motion_reads_back_whole(tmp_path):
+    from core.motion import load_motion, save_motion
+
+    pose = Pose.rest(np.zeros(10)).with_joint("left_elbow", [0.0, -1.1, 0.2]).with_joint("jaw", [0.3, 0.0, 0.0])
+    pose = pose.with_values(transl=np.array([0.1, 0.0, -0.2], np.float32)).with_expression(4, 1.5)
+    save_motion(pose_motion(pose, name="bent"), tmp_path / "bent.npz")
+    back = motion_pose(load_motion(tmp_path / "bent.npz"), 0, Pose.rest(np.zeros(10)))
+    for key, value in pose.values.items():
+        np.testing.assert_allclose(back.values[key], value, atol=1e-6, err_msg=key)
+    np.testing.assert_allclose(back.expression, pose.expression)
+    assert pose.arrays()["expression"][4] == pytest.approx(1.5) and set(pose.arrays()) == {*pose.values, "expression"}
 
 
 def test_hand_curl_stays_in_the_joint_ranges_and_closes_the_hand(body):

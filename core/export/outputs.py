@@ -13,7 +13,7 @@ from core.export.frames import Progress
 from core.export.mesh import MESH_SUFFIXES, write_body_mesh
 from core.export.persona_file import PERSONA_SUFFIX, save_persona_file
 from core.export.ply import write_splat_ply, write_splat_sequence
-from core.export.poses import motion_at_fps, pose_params
+from core.export.poses import PoseSpec, motion_at_fps, pose_label, pose_params
 from core.export.rigged import write_rigged_glb
 from core.export.video import write_errors_as_user_errors
 from core.export.web_splat import write_web_splat
@@ -33,7 +33,7 @@ _MOTION_EXPORTS = (".zip", ".bvh")  # need a motion
 _RIGGED = ".glb"  # takes a motion (or rig=True) for the rigged body
 
 
-def export_file(output: str | Path, avatar: Avatar, body: BodyModel, manifest: dict, pose: str = "apose",
+def export_file(output: str | Path, avatar: Avatar, body: BodyModel, manifest: dict, pose: PoseSpec = "apose",
                 motion: Motion | None = None, fps: float | None = None, refined: bool = True,
                 progress: Progress | None = None, rig: bool = False) -> str:
     """Write ``output`` by its extension (``FILE_EXPORTS``); returns a one-line description of what was written.
@@ -59,7 +59,7 @@ def export_file(output: str | Path, avatar: Avatar, body: BodyModel, manifest: d
             params = pose_params(pose, manifest, body)
             frames = write_rigged_glb(output, avatar, body, manifest, params, motion_at_fps(motion, fps)
                                       if motion is not None else None)
-            shown = f"{frames} frames of {motion.name!r}" if motion is not None else f"pose {pose!r}"
+            shown = f"{frames} frames of {motion.name!r}" if motion is not None else f"pose {pose_label(pose)!r}"
             return f"rigged body ({body.num_vertices} vertices, {NUM_JOINTS} joints) with {shown}"
         if suffix == ".bvh":
             motion = motion_at_fps(motion, fps)
@@ -76,8 +76,8 @@ def export_file(output: str | Path, avatar: Avatar, body: BodyModel, manifest: d
         params = pose_params(pose, manifest, body)
         if suffix in MESH_SUFFIXES:
             write_body_mesh(output, avatar, body, params)
-            return f"body mesh ({body.num_vertices} vertices) in pose {pose!r}"
+            return f"body mesh ({body.num_vertices} vertices) in pose {pose_label(pose)!r}"
         with torch.no_grad():
             posed = pose_avatar(avatar, body, params, refined)
         (write_web_splat if suffix == ".splat" else write_splat_ply)(output, posed)
-        return f"{avatar.num_gaussians} Gaussians in pose {pose!r}"
+        return f"{avatar.num_gaussians} Gaussians in pose {pose_label(pose)!r}"

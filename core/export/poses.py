@@ -21,6 +21,12 @@ from core.motion import MOTION_SUFFIXES, POSE_FIELDS, Motion, builtin_motions, l
 A_POSE_ARM_DROP = np.pi / 4  # radians each upper arm is lowered from the T-pose
 NAMED_POSES = ("apose", "tpose", "canonical", "photo")
 POSE_HELP = "apose | tpose | canonical (the star pose) | photo (the fitted pose) | motion:NAME:FRAME"
+PoseSpec = str | dict  # a POSE_HELP name, or the pose's arrays ({argument: [k]}): see pose_params
+
+
+def pose_label(spec: PoseSpec) -> str:
+    """How messages name a pose spec: its name, or "custom" for a pose given by its arrays."""
+    return spec if isinstance(spec, str) else "custom"
 
 
 def a_pose() -> dict[str, np.ndarray]:
@@ -72,13 +78,16 @@ def resolve_motion(name_or_path: str) -> Motion:
                     f"{', '.join(builtin_motions())}")
 
 
-def pose_params(spec: str, manifest: dict, body: BodyModel) -> dict[str, torch.Tensor]:
+def pose_params(spec: PoseSpec, manifest: dict, body: BodyModel) -> dict[str, torch.Tensor]:
     """``[1, k]`` body-model arguments for a pose spec (``POSE_HELP``), with the subject's shape.
 
     ``photo`` is the pose fitted to the input photo, without its translation (exports frame the
     body themselves); ``motion:NAME:FRAME`` is frame FRAME (negative counts from the end) of a
-    built-in motion or ``.npz`` clip, with its translation.
+    built-in motion or ``.npz``/``.bvh`` clip, with its translation. A dict is the pose itself
+    (``{argument: [k] array}``, e.g. the studio's Pose tab); an ``expression`` in it replaces the subject's.
     """
+    if isinstance(spec, dict):
+        return with_shape(body_params(spec), manifest, body)
     if spec.startswith("motion:"):
         name, _, index = spec[len("motion:"):].rpartition(":")
         try:

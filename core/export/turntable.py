@@ -20,7 +20,7 @@ from core.export.frames import (
     stream_frames,
 )
 from core.export.framing import fit_focal, orbit_view, union_center
-from core.export.poses import body_in_motion, motion_at_fps, motion_params, pose_params
+from core.export.poses import PoseSpec, body_in_motion, motion_at_fps, motion_params, pose_params
 from core.export.video import frame_size, open_frame_writer, output_kind
 from core.motion import Motion
 from core.threads import single_torch_thread
@@ -28,7 +28,7 @@ from core.threads import single_torch_thread
 
 @single_torch_thread()
 def render_turntable(avatar: Avatar, body: BodyModel, manifest: dict, output: str | Path,
-                     export: ExportConfig | None = None, render: RenderConfig | None = None, pose: str = "apose",
+                     export: ExportConfig | None = None, render: RenderConfig | None = None, pose: PoseSpec = "apose",
                      motion: Motion | None = None, refined: bool = True,
                      progress: Progress | None = None) -> VideoResult:
     """Write a full 360-degree orbit of ``avatar`` to ``output`` (.mp4, .gif, PNG folder or pattern).

@@ -10,7 +10,8 @@ from core.errors import UserError
 from persona_studio.exports import EXPORT_KINDS, ExportTask, default_output
 from persona_studio.panels.project import dialog_path
 
-EXPORT_POSES = ("apose", "tpose", "canonical", "photo")
+POSE_TAB = "Pose tab"  # the pose set on the Pose tab (joints, hands, expression)
+EXPORT_POSES = ("apose", "tpose", "canonical", "photo", POSE_TAB)
 
 
 class ExportPanel:
@@ -63,8 +64,9 @@ class ExportPanel:
         if kind == "turntable" and not dpg.get_value(self._with_motion):
             motion = None
         target = Path(output) if output is not None else default_output(kind, self.folder(), self.studio.export_name())
+        pose = dpg.get_value(self._pose)
         self.task = ExportTask(kind, self.studio.export_source(), target, self.studio.config,
-                               pose=dpg.get_value(self._pose), motion=motion).start()
+                               pose=self.studio.pose.arrays() if pose == POSE_TAB else pose, motion=motion).start()
         self._reported = None
         return self.task
 

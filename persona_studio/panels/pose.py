@@ -7,16 +7,17 @@ Every control makes a new ``Pose`` and hands it to ``studio.set_pose``; the posi
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import time
 
 import dearpygui.dearpygui as dpg
 import numpy as np
 
 from core.errors import UserError
-from core.motion import MOTION_SUFFIXES, Motion, builtin_motions, load_builtin, load_motion
+from core.motion import MOTION_SUFFIXES, Motion, builtin_motions, load_builtin, load_motion, save_motion
 from core.motion.joint_limits import JOINT_LIMITS
 from persona_studio.panels.project import dialog_path
-from persona_studio.posing import EYE_KEYS, HAND_KEYS, POSE_WIDTHS, Pose, hand_curl, motion_pose
+from persona_studio.posing import EYE_KEYS, HAND_KEYS, POSE_WIDTHS, Pose, hand_curl, motion_pose, pose_motion
 
 LIMB_GROUPS: dict[str, tuple[str, ...]] = {
     "Torso & head": ("spine1", "spine2", "spine3", "neck", "head"),
@@ -74,10 +75,15 @@ class PosePanel:
                                                  width=700, height=450, callback=guard(self.on_motion_dialog))
         for suffix in MOTION_SUFFIXES:
             dpg.add_file_extension(suffix, parent=self.motion_dialog)
+        self.save_dialog = dpg.add_file_dialog(label="Save the pose (a one-frame .npz motion)", show=False,
+                                               modal=True, width=700, height=450, default_filename="pose",
+                                               callback=guard(self.on_save_dialog))
+        dpg.add_file_extension(".npz", parent=self.save_dialog)
         with dpg.collapsing_header(label=self.title, parent=parent, default_open=True):
             with dpg.group(horizontal=True):
                 dpg.add_button(label="Reset", callback=guard(lambda: self.reset()))
                 dpg.add_button(label="Photo pose", callback=guard(lambda: self.use_photo_pose()))
+                dpg.add_button(label="Save pose...", callback=guard(lambda: dpg.show_item(self.save_dialog)))
             self._latency = dpg.add_text("", color=(150, 150, 150), wrap=300)
             self._turn = dpg.add_slider_float(label="body turn", min_value=-math.pi, max_value=math.pi, width=SLIDER_WIDTH,
                                               format="%.2f rad", callback=guard(lambda s, v: self.set_turn(v)))
@@ -205,6 +211,20 @@ class PosePanel:
         for index, slider in enumerate(self.expression_sliders):
             if index < pose.expression.size:
                 dpg.set_value(slider, float(pose.expression[index]))
+
+    def on_save_dialog(self, sender, app_data) -> None:
+        self.save_pose(dialog_path(app_data))
+
+    def save_pose(self, path: str | Path) -> Path:
+        """Write the current pose (joints, hands, expression) as a one-frame motion ``.npz`` (the suffix is added
+        when missing): Open... on this tab reads it back, the command line takes it as ``--pose motion:FILE:0``."""
+        path = Path(path)
+        if path.suffix.lower() != ".npz":
+            path = path.with_name(path.name + ".npz")
+        save_motion(pose_motion(self.pose, name=path.stem), path)
+        self.studio.status.info(f"Pose saved to {path} (Open... reads it back; on the command line: "
+                                f"--pose motion:{path}:0)")
+        return path
 
     # -- motion timeline ------------------------------------------------------------------------------
     def on_motion_dialog(self, sender, app_data) -> None:
