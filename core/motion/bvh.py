@@ -542,11 +542,12 @@ def load_bvh(path: str | Path, smplx_rest: np.ndarray | None = None) -> Motion:
 
 
 def bvh_text(names: tuple[str, ...], parents: np.ndarray, offsets: np.ndarray, local: np.ndarray,
-             root_positions: np.ndarray, frame_time: float, order: str = "ZXY", end_sites: dict | None = None) -> str:
+             root_positions: np.ndarray, frame_time: float, order: str = "ZXY",
+             leaf_ends: np.ndarray | None = None) -> str:
     """BVH text for a skeleton: names ``[J]``, parents ``[J]`` (parents first, one root), offsets ``[J, 3]``,
     local rotations ``[F, J, 3, 3]``, the root's position channels ``[F, 3]`` (added to its offset), seconds
-    per frame; rotation channels in ``order`` (intrinsic, e.g. "ZXY" = Rz Rx Ry). ``end_sites``: joint ->
-    End Site offset ``[3]`` for leaf joints (default: none written, a leaf gets a zero-length End Site)."""
+    per frame; rotation channels in ``order`` (intrinsic, e.g. "ZXY" = Rz Rx Ry). A leaf joint's End Site is
+    ``leaf_ends[j]`` (``[J, 3]``; default zero length)."""
     children: dict[int, list[int]] = {j: [] for j in range(len(names))}
     for joint, parent in enumerate(parents):
         if parent >= 0:
@@ -569,9 +570,9 @@ def bvh_text(names: tuple[str, ...], parents: np.ndarray, offsets: np.ndarray, l
         for child in children[joint]:
             write(child, depth + 1)
         if not children[joint]:
-            end = (end_sites or {}).get(joint, np.zeros(3))
             lines.append(f"{pad}  End Site")
             lines.append(f"{pad}  {{")
+            end = np.zeros(3) if leaf_ends is None else leaf_ends[joint]
             lines.append(f"{pad}    OFFSET {' '.join(f'{v:.6f}' for v in end)}")
             lines.append(f"{pad}  }}")
         lines.append(f"{pad}}}")
@@ -601,7 +602,9 @@ def save_bvh(motion: Motion, path: str | Path, smplx_rest: np.ndarray) -> None:
     # and readers that take them as the position (bvhio, for one) then agree.
     offsets[0] = 0.0
     local = axis_angle_to_matrix(motion.full_pose().reshape(motion.num_frames, NUM_JOINTS, 3).astype(np.float64))
+    # leaf bones (head, jaw, eyes, toes, finger tips) end half their own length further on, so tools that draw
+    # bones from joint to End Site (Blender) give them a length and direction
     text = bvh_text(JOINT_NAMES, parents, offsets, local, rest[0] + motion.transl.astype(np.float64),
-                    1.0 / motion.fps)
+                    1.0 / motion.fps, leaf_ends=0.5 * offsets)
     with atomic_path(Path(path)) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
