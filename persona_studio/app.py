@@ -65,6 +65,16 @@ IDLE_AFTER = 2.0  # seconds
 MIN_UI_FPS = 10.0
 
 
+# Keys with a shortcut (Studio.on_shortcut); Ctrl is read when one is pressed.
+SHORTCUT_KEYS = (dpg.mvKey_Z, dpg.mvKey_Y, dpg.mvKey_Spacebar, dpg.mvKey_F, dpg.mvKey_Home)
+_TEXT_FIELDS = ("mvAppItemType::mvInputText", "mvAppItemType::mvInputInt", "mvAppItemType::mvInputFloat")
+
+
+def typing_in_a_field() -> bool:
+    """Whether a text or number field has the keyboard (its keys are not shortcuts then)."""
+    return any(dpg.get_item_type(item) in _TEXT_FIELDS and dpg.is_item_active(item) for item in dpg.get_all_items())
+
+
 class Studio:
     """The studio application. Build it, then ``run()``; integrations use ``viewport.set_scene(...)``.
 
@@ -177,12 +187,38 @@ class Studio:
             for add_handler in (dpg.add_mouse_move_handler, dpg.add_mouse_click_handler, dpg.add_mouse_wheel_handler,
                                 dpg.add_key_press_handler):
                 add_handler(callback=self.note_input)
+            for key in SHORTCUT_KEYS:
+                dpg.add_key_press_handler(key=key, callback=self.guard(lambda sender, pressed: self.on_shortcut(pressed)))
         demo = demo_figure(self.demo_splats)
         self.viewport.set_scene(demo.means, demo.colors, demo.scales, label=DEMO_LABEL)
         if self.avatar_path is not None:
             self._run_guarded(self.open_bundle, self.avatar_path)
         if self.photo is not None:
             self._run_guarded(self.open_photo, self.photo)
+
+    def on_shortcut(self, key: int) -> bool:
+        """Keyboard shortcuts (none while a text field has the keyboard): Ctrl+Z undo and Ctrl+Y / Ctrl+Shift+Z
+        redo on the Pose tab, Space plays or pauses the motion, F frames the scene, Home resets the view.
+        Returns whether ``key`` did something."""
+        if typing_in_a_field():
+            return False
+        ctrl = dpg.is_key_down(dpg.mvKey_LControl) or dpg.is_key_down(dpg.mvKey_RControl)
+        shift = dpg.is_key_down(dpg.mvKey_LShift) or dpg.is_key_down(dpg.mvKey_RShift)
+        if ctrl and (key == dpg.mvKey_Y or (key == dpg.mvKey_Z and shift)):
+            self.pose_panel.redo()
+        elif ctrl and key == dpg.mvKey_Z:
+            self.pose_panel.undo()
+        elif ctrl:
+            return False
+        elif key == dpg.mvKey_Spacebar and self.pose_panel.motion is not None:
+            self.pose_panel.toggle_play()
+        elif key == dpg.mvKey_F:
+            self.viewport.frame_scene()
+        elif key == dpg.mvKey_Home:
+            self.view_panel.reset_view()
+        else:
+            return False
+        return True
 
     def note_input(self) -> None:
         """A mouse or keyboard event: draw at full rate for the next ``IDLE_AFTER`` seconds."""

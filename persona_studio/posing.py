@@ -20,6 +20,7 @@ The viewport needs neither normals nor the posed body mesh, so the poser skips b
 """
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -157,6 +158,54 @@ def motion_pose(motion: Motion, index: int, base: Pose) -> Pose:
         expression[:count] = values[:count]
         pose = replace(pose, expression=expression)
     return pose
+
+
+class EditHistory:
+    """Undo and redo for an editor's state (any value: the Pose tab keeps its pose and hand curls).
+
+    ``record(before, control, now)`` is called before each edit with the state it replaces; edits of one
+    ``control`` (a slider) less than ``merge_seconds`` apart are one step, so a drag undoes at once. A
+    ``control`` of None (Reset, Photo pose) is always a step of its own. A new edit clears the redo list;
+    at most ``limit`` steps are kept.
+    """
+
+    def __init__(self, limit: int = 200, merge_seconds: float = 1.0):
+        self.limit, self.merge_seconds = limit, merge_seconds
+        self._undo: list = []
+        self._redo: list = []
+        self._last: tuple[str | None, float] = (None, -math.inf)
+
+    def record(self, before, control: str | None, now: float) -> None:
+        last_control, last_time = self._last
+        self._last = (control, now)
+        if control is not None and control == last_control and now - last_time < self.merge_seconds:
+            return
+        self._undo.append(before)
+        del self._undo[:-self.limit]
+        self._redo.clear()
+
+    def undo(self, current):
+        """The state before the last step (``current`` goes on the redo list), or None when there is none."""
+        return self._step(self._undo, self._redo, current)
+
+    def redo(self, current):
+        """The state the last undo left (``current`` goes back on the undo list), or None."""
+        return self._step(self._redo, self._undo, current)
+
+    def _step(self, source: list, target: list, current):
+        self._last = (None, -math.inf)  # the next edit starts a new step
+        if not source:
+            return None
+        target.append(current)
+        return source.pop()
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
 
 
 def pose_motion(pose: Pose, name: str = "pose", fps: float = 30.0) -> Motion:

@@ -701,3 +701,87 @@ def test_the_pose_tab_pose_is_saved_and_exported(display, tmp_path):
         rest = pose_avatar(loaded, body, pose_params("apose", manifest, body), refined=True)
     assert np.abs(means - expected.means.numpy()).max() < 1e-5
     assert np.abs(means - rest.means.numpy()).max() > 0.1  # the bent arm, not the default A-pose
+
+
+KEYS_DRIVER = """
+import json, select, sys, time
+from persona_studio.app import Studio
+studio = Studio(width=900, height=600)
+studio.build()
+studio.run(frames=3, screenshot=None)
+print("READY", flush=True)
+deadline = time.monotonic() + 90
+while time.monotonic() < deadline:
+    studio.step()
+    if not select.select([sys.stdin], [], [], 0.005)[0]:
+        continue
+    command = sys.stdin.readline().split()
+    if command[0] == "bend":  # an edit as the slider makes it
+        studio.pose_panel.set_joint(command[1], 1, float(command[2]))
+        print("OK", flush=True)
+    elif command[0] == "report":
+        print(json.dumps(dict(elbow=float(studio.pose.joint("left_elbow")[1]),
+                              knee=float(studio.pose.joint("left_knee")[1]),
+                              distance=studio.viewport.camera.distance)), flush=True)
+    else:
+        break
+studio.close()
+"""
+
+
+def test_keyboard_shortcuts_undo_and_redo_pose_edits_in_the_real_window(display):
+    """Ctrl+Z / Ctrl+Y pressed on the real window (xdotool, through X and GLFW) undo and redo Pose tab edits; a drag
+    of one slider is one step; Home resets the view."""
+    xdotool = shutil.which("xdotool")
+    if xdotool is None:
+        pytest.skip("xdotool is not installed (apt-get install -y xdotool)")
+    env = dict(os.environ, DISPLAY=display)
+    app = subprocess.Popen([sys.executable, "-c", KEYS_DRIVER], cwd=REPO_ROOT, env=env, text=True,
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def ask(command: str) -> str:
+        app.stdin.write(command + "\n")
+        app.stdin.flush()
+        return app.stdout.readline().strip()
+
+    def report_when(condition, timeout: float = 20.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            report = json.loads(ask("report"))
+            if condition(report) or time.monotonic() > deadline:
+                return report
+            time.sleep(0.1)
+
+    def press(*keys: str) -> None:
+        subprocess.run([xdotool, "key", *keys], env=env, check=True, capture_output=True)
+        time.sleep(0.3)
+
+    try:
+        assert app.stdout.readline().strip() == "READY", app.stderr.read()
+        window = subprocess.run([xdotool, "search", "--name", "persona-studio"], env=env, capture_output=True,
+                                text=True, check=True).stdout.split()[0]
+        subprocess.run([xdotool, "windowfocus", "--sync", window], env=env, check=True, capture_output=True)
+        for value in (-0.3, -0.6, -0.9):  # one drag of the elbow slider: one step
+            assert ask(f"bend left_elbow {value}") == "OK"
+        time.sleep(1.2)  # a pause ends the step
+        assert ask("bend left_knee 0.7") == "OK"
+        press("ctrl+z")
+        undone = report_when(lambda r: r["knee"] == 0.0)
+        assert undone["knee"] == 0.0 and undone["elbow"] == pytest.approx(-0.9)
+        press("ctrl+z")
+        assert report_when(lambda r: r["elbow"] == 0.0)["elbow"] == 0.0  # the whole drag at once
+        press("ctrl+y")
+        press("ctrl+shift+z")
+        redone = report_when(lambda r: r["knee"] == pytest.approx(0.7))
+        assert redone["elbow"] == pytest.approx(-0.9) and redone["knee"] == pytest.approx(0.7)
+        start = redone["distance"]
+        mouse = [xdotool, "mousemove", "--window", window, "600", "300"]
+        subprocess.run(mouse, env=env, check=True, capture_output=True)
+        subprocess.run([xdotool, "click", "4"], env=env, check=True, capture_output=True)  # zoom in
+        assert report_when(lambda r: r["distance"] < start * 0.95)["distance"] < start * 0.95
+        press("Home")
+        assert report_when(lambda r: r["distance"] == pytest.approx(start))["distance"] == pytest.approx(start)
+    finally:
+        if app.poll() is None:
+            ask("quit")
+            app.wait(timeout=30)

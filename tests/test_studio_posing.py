@@ -22,8 +22,8 @@ from persona_studio.exports import ENGINE_EXPORTS, ExportSource, ExportTask, def
 from core.avatar.render import pose_avatar
 from persona_studio.latency import ScreenLatency, stage_seconds
 from persona_studio.panels.weights import preset_target, with_weight
-from persona_studio.posing import (AvatarPoser, Pose, PosedScene, PoseTransforms, fit_length, hand_curl, joint_slot,
-                                   motion_pose, pose_motion)
+from persona_studio.posing import (AvatarPoser, EditHistory, Pose, PosedScene, PoseTransforms, fit_length, hand_curl,
+                                   joint_slot, motion_pose, pose_motion)
 from persona_studio.recent import MAX_RECENT, RecentProjects
 
 
@@ -73,6 +73,24 @@ def test_a_pose_saved_as_a_one_frame_motion_reads_back_whole(tmp_path):
         np.testing.assert_allclose(back.values[key], value, atol=1e-6, err_msg=key)
     np.testing.assert_allclose(back.expression, pose.expression)
     assert pose.arrays()["expression"][4] == pytest.approx(1.5) and set(pose.arrays()) == {*pose.values, "expression"}
+
+
+def test_edit_history_merges_a_drag_and_keeps_redo_until_a_new_edit():
+    history = EditHistory(limit=3, merge_seconds=1.0)
+    assert history.undo("now") is None and not history.can_undo
+    history.record("a", "elbow", now=0.0)  # a drag: three events of one slider within a second
+    history.record("a1", "elbow", now=0.4)
+    history.record("a2", "elbow", now=0.8)
+    history.record("b", "knee", now=0.9)  # another slider: a new step
+    history.record("c", "knee", now=3.0)  # the same slider after a pause: a new step
+    assert history.undo("d") == "c" and history.undo("c") == "b" and history.undo("b") == "a"
+    assert history.undo("a") is None
+    assert history.redo("a") == "b" and history.can_redo
+    history.record("b", "elbow", now=10.0)  # an edit clears the redo list
+    assert history.redo("x") is None and not history.can_redo
+    for step in range(5):  # Reset / Photo pose (no control) are always steps; only the last 3 are kept
+        history.record(f"r{step}", None, now=11.0)
+    assert [history.undo("cur") for _ in range(4)] == ["r4", "r3", "r2", None]
 
 
 def test_hand_curl_stays_in_the_joint_ranges_and_closes_the_hand(body):

@@ -17,7 +17,8 @@ from core.errors import UserError
 from core.motion import MOTION_SUFFIXES, Motion, builtin_motions, load_builtin, load_motion, save_motion
 from core.motion.joint_limits import JOINT_LIMITS
 from persona_studio.panels.project import dialog_path
-from persona_studio.posing import EYE_KEYS, HAND_KEYS, POSE_WIDTHS, Pose, hand_curl, motion_pose, pose_motion
+from persona_studio.posing import (EYE_KEYS, HAND_KEYS, POSE_WIDTHS, EditHistory, Pose, hand_curl, motion_pose,
+                                   pose_motion)
 
 LIMB_GROUPS: dict[str, tuple[str, ...]] = {
     "Torso & head": ("spine1", "spine2", "spine3", "neck", "head"),
@@ -55,6 +56,8 @@ class PosePanel:
         self.joint_sliders: dict[tuple[str, int], int] = {}
         self.expression_sliders: list[int] = []
         self.curl_sliders: dict[str, int] = {}
+        self.curls = {"left": 0.0, "right": 0.0}  # the hand-curl sliders' values
+        self.history = EditHistory()
         self._turn = self._eye_sliders = self._expression_group = self._more_group = None
         self._motion_combo = self._play = self._speed = self._frame = self._loop = self._latency = None
         self.motion_dialog = None
@@ -82,6 +85,9 @@ class PosePanel:
         with dpg.collapsing_header(label=self.title, parent=parent, default_open=True):
             with dpg.group(horizontal=True):
                 dpg.add_button(label="Reset", callback=guard(lambda: self.reset()))
+                dpg.add_button(label="Undo", callback=guard(lambda: self.undo()))  # also Ctrl+Z
+                dpg.add_button(label="Redo", callback=guard(lambda: self.redo()))  # also Ctrl+Y, Ctrl+Shift+Z
+            with dpg.group(horizontal=True):
                 dpg.add_button(label="Photo pose", callback=guard(lambda: self.use_photo_pose()))
                 dpg.add_button(label="Save pose...", callback=guard(lambda: dpg.show_item(self.save_dialog)))
             self._latency = dpg.add_text("", color=(150, 150, 150), wrap=300)
@@ -133,7 +139,9 @@ class PosePanel:
                                          callback=guard(lambda s, v: self.show_motion_frame(v)))
 
     def configure_for(self, body, subject_params: dict[str, np.ndarray]) -> None:
-        """Rebuild the expression sliders for ``body`` (names, count, range) and set them to ``self.pose``."""
+        """Rebuild the expression sliders for ``body`` (names, count, range) and set them to ``self.pose``; the
+        undo history of the previous avatar is dropped (its expressions may have another length)."""
+        self.history = EditHistory()
         dpg.delete_item(self._expression_group, children_only=True)
         self.expression_sliders = []
         low, high = expression_range(body)
@@ -158,47 +166,75 @@ class PosePanel:
         """Rotate ``joint`` about ``axis`` (0, 1, 2 = x, y, z) to ``value`` radians."""
         rotation = self.pose.joint(joint)
         rotation[axis] = value
-        self._change(self.pose.with_joint(joint, rotation))
+        self._change(self.pose.with_joint(joint, rotation), f"joint {joint} {axis}")
         dpg.set_value(self.joint_sliders[(joint, axis)], float(value))
 
     def set_turn(self, angle: float) -> None:
         """Turn the whole body about the vertical axis by ``angle`` radians."""
-        self._change(self.pose.with_values(global_orient=[0.0, angle, 0.0]))
+        self._change(self.pose.with_values(global_orient=[0.0, angle, 0.0]), "turn")
 
     def set_gaze(self, axis: int, value: float) -> None:
         rotation = self.pose.values[EYE_KEYS[0]].copy()
         rotation[axis] = value
-        self._change(self.pose.with_values(**{key: rotation for key in EYE_KEYS}))
+        self._change(self.pose.with_values(**{key: rotation for key in EYE_KEYS}), f"gaze {axis}")
 
     def set_hand_curl(self, side: str, amount: float) -> None:
         """Close ``side``'s hand by ``amount`` in [0, 1] (0 = open, 1 = fist)."""
-        self._change(self.pose.with_values(**{HAND_KEYS[side]: hand_curl(amount, side)}))
+        self._change(self.pose.with_values(**{HAND_KEYS[side]: hand_curl(amount, side)}), f"curl {side}")
+        self.curls[side] = float(amount)
         dpg.set_value(self.curl_sliders[side], float(amount))
 
     def set_expression(self, index: int, value: float) -> None:
         if index < self.pose.expression.size:
-            self._change(self.pose.with_expression(index, value))
+            self._change(self.pose.with_expression(index, value), f"expression {index}")
 
     def reset(self) -> None:
-        """The T-pose with the subject's own expression; stops a playing motion."""
-        self._stop_motion()
-        self.studio.set_pose(Pose.rest(self.studio.subject_expression()), interactive=False)
-        for slider in self.curl_sliders.values():
-            dpg.set_value(slider, 0.0)
-        self.sync_sliders()
+        """The T-pose with the subject's own expression; stops a playing motion. Undo brings the pose back."""
+        self.history.record(self._state(), None, time.monotonic())
+        self._restore((Pose.rest(self.studio.subject_expression()), dict.fromkeys(self.curls, 0.0)))
 
     def use_photo_pose(self) -> None:
         """The pose fitted to the photo (body, hands, face), facing the viewer."""
         display = self.studio.display
         if display is None:
             return
+        self.history.record(self._state(), None, time.monotonic())
+        self._restore((photo_pose(Pose.rest(self.studio.subject_expression()), display.subject_params),
+                       dict.fromkeys(self.curls, 0.0)))
+
+    def _change(self, pose: Pose, control: str) -> None:
+        """Show ``pose``, an edit of slider ``control`` (a drag of one slider is one undo step)."""
+        self.history.record(self._state(), control, time.monotonic())
+        self.studio.set_pose(pose, interactive=True)
+
+    def _state(self) -> tuple[Pose, dict[str, float]]:
+        """What undo brings back: the pose and the hand-curl sliders (which the pose alone does not give)."""
+        return self.pose, dict(self.curls)
+
+    def _restore(self, state: tuple[Pose, dict[str, float]]) -> None:
+        pose, curls = state
         self._stop_motion()
-        self.studio.set_pose(photo_pose(Pose.rest(self.studio.subject_expression()), display.subject_params),
-                             interactive=False)
+        self.curls = dict(curls)
+        self.studio.set_pose(pose, interactive=False)
+        for side, slider in self.curl_sliders.items():
+            dpg.set_value(slider, self.curls[side])
         self.sync_sliders()
 
-    def _change(self, pose: Pose) -> None:
-        self.studio.set_pose(pose, interactive=True)
+    def undo(self) -> None:
+        """Back to the pose before the last edit (Undo, Ctrl+Z); a drag of one slider is one step."""
+        state = self.history.undo(self._state())
+        if state is None:
+            self.studio.status.info("Nothing to undo on the Pose tab")
+        else:
+            self._restore(state)
+
+    def redo(self) -> None:
+        """The edit the last undo took back (Redo, Ctrl+Y or Ctrl+Shift+Z)."""
+        state = self.history.redo(self._state())
+        if state is None:
+            self.studio.status.info("Nothing to redo on the Pose tab")
+        else:
+            self._restore(state)
 
     def sync_sliders(self) -> None:
         """Move every slider to the current pose (after a reset, a motion frame, a new avatar)."""

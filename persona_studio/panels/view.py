@@ -39,7 +39,7 @@ class ViewPanel:
                     dpg.add_button(label=name.capitalize(), user_data=name,
                                    callback=guard(lambda s, a, name: self.camera.view_preset(name)))
             with dpg.group(horizontal=True):
-                dpg.add_button(label="Reset view", callback=guard(lambda: self._reset()))
+                dpg.add_button(label="Reset view", callback=guard(lambda: self.reset_view()))
                 dpg.add_button(label="Frame scene", callback=guard(lambda: self.studio.viewport.frame_scene()))
             self._fov = dpg.add_slider_float(label="FOV (deg)", min_value=MIN_FOV_Y, max_value=MAX_FOV_Y,
                                              default_value=self.camera.fov_y, width=170,
@@ -52,7 +52,8 @@ class ViewPanel:
             self._stats = dpg.add_text("", wrap=300)
             dpg.add_text(MOUSE_HELP, wrap=300, color=(150, 150, 150))
 
-    def _reset(self) -> None:
+    def reset_view(self) -> None:
+        """The camera's start view and field of view (Reset view, the Home key)."""
         self.camera.reset()
         dpg.set_value(self._fov, self.camera.fov_y)
 
