@@ -188,7 +188,8 @@ class Studio:
                                 dpg.add_key_press_handler):
                 add_handler(callback=self.note_input)
             for key in SHORTCUT_KEYS:
-                dpg.add_key_press_handler(key=key, callback=self.guard(lambda sender, pressed: self.on_shortcut(pressed)))
+                dpg.add_key_press_handler(key=key,
+                                          callback=self.guard(lambda sender, pressed: self.on_shortcut(pressed)))
         demo = demo_figure(self.demo_splats)
         self.viewport.set_scene(demo.means, demo.colors, demo.scales, label=DEMO_LABEL)
         if self.avatar_path is not None:
