@@ -222,17 +222,16 @@ class PosePanel:
 
     def undo(self) -> None:
         """Back to the pose before the last edit (Undo, Ctrl+Z); a drag of one slider is one step."""
-        state = self.history.undo(self._state())
-        if state is None:
-            self.studio.status.info("Nothing to undo on the Pose tab")
-        else:
-            self._restore(state)
+        self._history_step(self.history.undo, "undo")
 
     def redo(self) -> None:
         """The edit the last undo took back (Redo, Ctrl+Y or Ctrl+Shift+Z)."""
-        state = self.history.redo(self._state())
+        self._history_step(self.history.redo, "redo")
+
+    def _history_step(self, step, what: str) -> None:
+        state = step(self._state())
         if state is None:
-            self.studio.status.info("Nothing to redo on the Pose tab")
+            self.studio.status.info(f"Nothing to {what} on the Pose tab")
         else:
             self._restore(state)
 
