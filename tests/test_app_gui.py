@@ -369,6 +369,51 @@ def test_an_avatar_bundle_opened_at_start_replaces_the_demo_figure(display, tmp_
     assert near_colour(region, SHIRT, 0.1).sum() == 0  # no demo figure
 
 
+class DrivenStudio:
+    """A studio driver script (``INTERACTIVE_DRIVER``, ``KEYS_DRIVER``) in a subprocess on the test display: it
+    prints READY, then answers one line on stdout per command line on stdin; xdotool acts on its real window."""
+
+    def __init__(self, source: str, display: str):
+        self.xdotool = shutil.which("xdotool")
+        if self.xdotool is None:
+            pytest.skip("xdotool is not installed (apt-get install -y xdotool)")
+        self.env = dict(os.environ, DISPLAY=display)
+        self.app = subprocess.Popen([sys.executable, "-c", source], cwd=REPO_ROOT, env=self.env, text=True,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self.app.stdout.readline().strip() == "READY", self.app.stderr.read()
+        self.window = self.run("search", "--name", "persona-studio").split()[0]
+
+    def run(self, *args: str, pause: float = 0.0) -> str:
+        """xdotool with ``args``; its output."""
+        out = subprocess.run([self.xdotool, *args], env=self.env, check=True, capture_output=True, text=True).stdout
+        time.sleep(pause)
+        return out
+
+    def ask(self, command: str) -> str:
+        self.app.stdin.write(command + "\n")
+        self.app.stdin.flush()
+        return self.app.stdout.readline().strip()
+
+    def report_when(self, condition, timeout: float = 20.0) -> dict:
+        """The driver's "report" once ``condition(report)`` holds (a loaded machine may take several UI frames),
+        else the last one after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            report = json.loads(self.ask("report"))
+            if condition(report) or time.monotonic() > deadline:
+                return report
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        if self.app.poll() is None:
+            self.app.stdin.write("quit\n")
+            self.app.stdin.flush()
+        try:
+            self.app.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.app.kill()
+
+
 # A driver around the real Studio: it steps the UI loop and answers "report" (camera as JSON),
 # "shot PATH" (whole-window screenshot) and "quit" on stdin, so the test can move the real mouse.
 INTERACTIVE_DRIVER = """
@@ -401,36 +446,14 @@ studio.close()
 
 
 def test_mouse_orbit_zoom_pan_and_resize_in_the_real_window(display):
-    xdotool = shutil.which("xdotool")
-    if xdotool is None:
-        pytest.skip("xdotool is not installed (apt-get install -y xdotool)")
-    env = dict(os.environ, DISPLAY=display)
-    app = subprocess.Popen([sys.executable, "-c", INTERACTIVE_DRIVER], cwd=REPO_ROOT, env=env, text=True,
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def ask(command: str) -> str:
-        app.stdin.write(command + "\n")
-        app.stdin.flush()
-        return app.stdout.readline().strip()
-
-    def camera_when(condition, timeout: float = 20.0) -> dict:
-        """The app's camera once ``condition(camera)`` holds; a loaded machine may take several UI frames."""
-        deadline = time.monotonic() + timeout
-        while True:
-            camera = json.loads(ask("report"))
-            if condition(camera) or time.monotonic() > deadline:
-                return camera
-            time.sleep(0.1)
+    studio = DrivenStudio(INTERACTIVE_DRIVER, display)
+    window = studio.window
 
     def mouse(*args: str, pause: float = 0.3) -> None:
-        subprocess.run([xdotool, *args], env=env, check=True, capture_output=True)
-        time.sleep(pause)
+        studio.run(*args, pause=pause)
 
     try:
-        assert app.stdout.readline().strip() == "READY", app.stderr.read()
-        window = subprocess.run([xdotool, "search", "--name", "persona-studio"], env=env, capture_output=True,
-                                text=True, check=True).stdout.split()[0]
-        start = json.loads(ask("report"))
+        start = json.loads(studio.ask("report"))
         # Left drag 90 px to the right over the viewport image: orbit (0.008 rad per pixel).
         mouse("mousemove", "--window", window, "600", "300")
         mouse("mousedown", "1")
@@ -438,34 +461,28 @@ def test_mouse_orbit_zoom_pan_and_resize_in_the_real_window(display):
             mouse("mousemove", "--window", window, str(600 + 10 * step), "300", pause=0.05)
         mouse("mousemove", "--window", window, "690", "300")
         mouse("mouseup", "1")
-        orbited = camera_when(lambda cam: abs(cam["azimuth"] - (start["azimuth"] - 0.72)) < 0.1)
+        orbited = studio.report_when(lambda cam: abs(cam["azimuth"] - (start["azimuth"] - 0.72)) < 0.1)
         assert orbited["azimuth"] == pytest.approx(start["azimuth"] - 0.72, abs=0.1)
         assert orbited["distance"] == pytest.approx(start["distance"]) and orbited["target"] == start["target"]
         # Two wheel notches towards the screen: zoom in by 0.9 per notch.
         mouse("click", "4")
         mouse("click", "4")
-        zoomed = camera_when(lambda cam: cam["distance"] < start["distance"] * 0.85)
+        zoomed = studio.report_when(lambda cam: cam["distance"] < start["distance"] * 0.85)
         assert zoomed["distance"] == pytest.approx(start["distance"] * 0.81, rel=1e-6)
         # Right drag downwards: the scene follows the mouse down, so the target moves up.
         mouse("mousedown", "3")
         mouse("mousemove", "--window", window, "690", "350")
         mouse("mouseup", "3")
-        panned = camera_when(lambda cam: cam["target"][1] > zoomed["target"][1] + 0.05)
+        panned = studio.report_when(lambda cam: cam["target"][1] > zoomed["target"][1] + 0.05)
         assert panned["target"][1] > zoomed["target"][1] + 0.05
         assert panned["azimuth"] == zoomed["azimuth"] and panned["distance"] == zoomed["distance"]
-        assert ask(f"shot {ARTIFACTS / 'studio_after_mouse.png'}") == "SAVED"
+        assert studio.ask(f"shot {ARTIFACTS / 'studio_after_mouse.png'}") == "SAVED"
         # A bigger window gives the viewport (and its renders) 200 x 100 more pixels.
         mouse("windowsize", window, "1100", "700")
         grown = [panned["size"][0] + 200, panned["size"][1] + 100]
-        assert camera_when(lambda cam: cam["size"] == grown)["size"] == grown
+        assert studio.report_when(lambda cam: cam["size"] == grown)["size"] == grown
     finally:
-        if app.poll() is None:
-            app.stdin.write("quit\n")
-            app.stdin.flush()
-        try:
-            app.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            app.kill()
+        studio.close()
 
 
 def test_bad_preset_view_or_display_are_user_errors_before_any_window(monkeypatch):
@@ -732,56 +749,31 @@ studio.close()
 def test_keyboard_shortcuts_undo_and_redo_pose_edits_in_the_real_window(display):
     """Ctrl+Z / Ctrl+Y pressed on the real window (xdotool, through X and GLFW) undo and redo Pose tab edits; a drag
     of one slider is one step; Home resets the view."""
-    xdotool = shutil.which("xdotool")
-    if xdotool is None:
-        pytest.skip("xdotool is not installed (apt-get install -y xdotool)")
-    env = dict(os.environ, DISPLAY=display)
-    app = subprocess.Popen([sys.executable, "-c", KEYS_DRIVER], cwd=REPO_ROOT, env=env, text=True,
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def ask(command: str) -> str:
-        app.stdin.write(command + "\n")
-        app.stdin.flush()
-        return app.stdout.readline().strip()
-
-    def report_when(condition, timeout: float = 20.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            report = json.loads(ask("report"))
-            if condition(report) or time.monotonic() > deadline:
-                return report
-            time.sleep(0.1)
+    studio = DrivenStudio(KEYS_DRIVER, display)
 
     def press(*keys: str) -> None:
-        subprocess.run([xdotool, "key", *keys], env=env, check=True, capture_output=True)
-        time.sleep(0.3)
+        studio.run("key", *keys, pause=0.3)
 
     try:
-        assert app.stdout.readline().strip() == "READY", app.stderr.read()
-        window = subprocess.run([xdotool, "search", "--name", "persona-studio"], env=env, capture_output=True,
-                                text=True, check=True).stdout.split()[0]
-        subprocess.run([xdotool, "windowfocus", "--sync", window], env=env, check=True, capture_output=True)
+        studio.run("windowfocus", "--sync", studio.window)
         for value in (-0.3, -0.6, -0.9):  # one drag of the elbow slider: one step
-            assert ask(f"bend left_elbow {value}") == "OK"
+            assert studio.ask(f"bend left_elbow {value}") == "OK"
         time.sleep(1.2)  # a pause ends the step
-        assert ask("bend left_knee 0.7") == "OK"
+        assert studio.ask("bend left_knee 0.7") == "OK"
         press("ctrl+z")
-        undone = report_when(lambda r: r["knee"] == 0.0)
+        undone = studio.report_when(lambda r: r["knee"] == 0.0)
         assert undone["knee"] == 0.0 and undone["elbow"] == pytest.approx(-0.9)
         press("ctrl+z")
-        assert report_when(lambda r: r["elbow"] == 0.0)["elbow"] == 0.0  # the whole drag at once
+        assert studio.report_when(lambda r: r["elbow"] == 0.0)["elbow"] == 0.0  # the whole drag at once
         press("ctrl+y")
         press("ctrl+shift+z")
-        redone = report_when(lambda r: r["knee"] == pytest.approx(0.7))
+        redone = studio.report_when(lambda r: r["knee"] == pytest.approx(0.7))
         assert redone["elbow"] == pytest.approx(-0.9) and redone["knee"] == pytest.approx(0.7)
         start = redone["distance"]
-        mouse = [xdotool, "mousemove", "--window", window, "600", "300"]
-        subprocess.run(mouse, env=env, check=True, capture_output=True)
-        subprocess.run([xdotool, "click", "4"], env=env, check=True, capture_output=True)  # zoom in
-        assert report_when(lambda r: r["distance"] < start * 0.95)["distance"] < start * 0.95
+        studio.run("mousemove", "--window", studio.window, "600", "300")
+        studio.run("click", "4")  # zoom in
+        assert studio.report_when(lambda r: r["distance"] < start * 0.95)["distance"] < start * 0.95
         press("Home")
-        assert report_when(lambda r: r["distance"] == pytest.approx(start))["distance"] == pytest.approx(start)
+        assert studio.report_when(lambda r: r["distance"] == pytest.approx(start))["distance"] == pytest.approx(start)
     finally:
-        if app.poll() is None:
-            ask("quit")
-            app.wait(timeout=30)
+        studio.close()
