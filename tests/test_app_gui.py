@@ -370,7 +370,7 @@ def test_an_avatar_bundle_opened_at_start_replaces_the_demo_figure(display, tmp_
 
 
 class DrivenStudio:
-    """A studio driver script (``INTERACTIVE_DRIVER``, ``KEYS_DRIVER``) in a subprocess on the test display: it
+    """A studio driver script (``INTERACTIVE_DRIVER``) in a subprocess on the test display: it
     prints READY, then answers one line on stdout per command line on stdin; xdotool acts on its real window."""
 
     def __init__(self, source: str, display: str):
@@ -414,8 +414,9 @@ class DrivenStudio:
             self.app.kill()
 
 
-# A driver around the real Studio: it steps the UI loop and answers "report" (camera as JSON),
-# "shot PATH" (whole-window screenshot) and "quit" on stdin, so the test can move the real mouse.
+# A driver around the real Studio: it steps the UI loop and answers "report" (camera and two joints as JSON),
+# "shot PATH" (whole-window screenshot), "bend JOINT ANGLE" and "quit" on stdin, so the test can move the real
+# mouse and press real keys.
 INTERACTIVE_DRIVER = """
 import json, select, sys, time
 from persona_studio.app import Studio
@@ -435,7 +436,12 @@ while time.monotonic() < deadline:
     if command[0] == "report":
         cam = studio.viewport.camera
         print(json.dumps(dict(azimuth=cam.azimuth, elevation=cam.elevation, distance=cam.distance,
-                              target=cam.target.tolist(), size=[cam.width, cam.height])), flush=True)
+                              target=cam.target.tolist(), size=[cam.width, cam.height],
+                              elbow=float(studio.pose.joint("left_elbow")[1]),
+                              knee=float(studio.pose.joint("left_knee")[1]))), flush=True)
+    elif command[0] == "bend":  # an edit as the Pose tab's slider makes it
+        studio.pose_panel.set_joint(command[1], 1, float(command[2]))
+        print("OK", flush=True)
     elif command[0] == "shot":
         studio.run(frames=1, screenshot=command[1])
         print("SAVED", flush=True)
@@ -720,36 +726,13 @@ def test_the_pose_tab_pose_is_saved_and_exported(display, tmp_path):
     assert np.abs(means - rest.means.numpy()).max() > 0.1  # the bent arm, not the default A-pose
 
 
-KEYS_DRIVER = """
-import json, select, sys, time
-from persona_studio.app import Studio
-studio = Studio(width=900, height=600)
-studio.build()
-studio.run(frames=3, screenshot=None)
-print("READY", flush=True)
-deadline = time.monotonic() + 90
-while time.monotonic() < deadline:
-    studio.step()
-    if not select.select([sys.stdin], [], [], 0.005)[0]:
-        continue
-    command = sys.stdin.readline().split()
-    if command[0] == "bend":  # an edit as the slider makes it
-        studio.pose_panel.set_joint(command[1], 1, float(command[2]))
-        print("OK", flush=True)
-    elif command[0] == "report":
-        print(json.dumps(dict(elbow=float(studio.pose.joint("left_elbow")[1]),
-                              knee=float(studio.pose.joint("left_knee")[1]),
-                              distance=studio.viewport.camera.distance)), flush=True)
-    else:
-        break
-studio.close()
-"""
+
 
 
 def test_keyboard_shortcuts_undo_and_redo_pose_edits_in_the_real_window(display):
     """Ctrl+Z / Ctrl+Y pressed on the real window (xdotool, through X and GLFW) undo and redo Pose tab edits; a drag
     of one slider is one step; Home resets the view."""
-    studio = DrivenStudio(KEYS_DRIVER, display)
+    studio = DrivenStudio(INTERACTIVE_DRIVER, display)
 
     def press(*keys: str) -> None:
         studio.run("key", *keys, pause=0.3)
