@@ -42,7 +42,8 @@ from persona_studio.viewport.demo_figure import DEMO_LABEL, demo_figure
 from persona_studio.viewport.gl_renderer import SplatRenderer
 from persona_studio.viewport.render_thread import RenderThread
 from persona_studio.viewport.widget import ViewportWidget
-from persona_studio.window import call_with_needed_args, check_display, install_file_drop, save_window_png
+from persona_studio.window import (GLFW_KEYS, GLFW_MOD_CONTROL, GLFW_MOD_SHIFT, call_with_needed_args, check_display,
+                                   install_file_drop, install_key_listener, save_window_png)
 
 WINDOW_TITLE = "persona-studio"
 SIDE_PANEL_WIDTH = 340   # pixels
@@ -65,9 +66,14 @@ IDLE_AFTER = 2.0  # seconds
 MIN_UI_FPS = 10.0
 
 
-# Keys with a shortcut (Studio.on_shortcut); Ctrl is read when one is pressed.
-SHORTCUT_KEYS = (dpg.mvKey_Z, dpg.mvKey_Y, dpg.mvKey_Spacebar, dpg.mvKey_F, dpg.mvKey_Home)
 _TEXT_FIELDS = ("mvAppItemType::mvInputText", "mvAppItemType::mvInputInt", "mvAppItemType::mvInputFloat")
+
+
+def _take_all(queue: list) -> list:
+    """Empty ``queue`` (filled by other threads' single appends) and return what it held, oldest first."""
+    count = len(queue)
+    taken, queue[:count] = queue[:count], []
+    return taken
 
 
 def typing_in_a_field() -> bool:
@@ -143,6 +149,7 @@ class Studio:
         self.status: StatusBar | None = None
         self.widget: ViewportWidget | None = None
         self._dropped_paths: list[str] = []
+        self._pressed_keys: list[tuple[int, int]] = []  # (GLFW key, modifiers) since the last UI frame
         self._drop_callback = None
         self._overlay = None
         self._window_shot: tuple[Path, bool] | None = None  # (path, saved) of a pending window screenshot
@@ -183,13 +190,11 @@ class Studio:
         dpg.setup_dearpygui()
         dpg.show_viewport()
         self._drop_callback = install_file_drop(self.queue_dropped_files)
+        self._key_callback = install_key_listener(self.queue_key)
         with dpg.handler_registry():
             for add_handler in (dpg.add_mouse_move_handler, dpg.add_mouse_click_handler, dpg.add_mouse_wheel_handler,
                                 dpg.add_key_press_handler):
                 add_handler(callback=self.note_input)
-            for key in SHORTCUT_KEYS:
-                dpg.add_key_press_handler(key=key,
-                                          callback=self.guard(lambda sender, pressed: self.on_shortcut(pressed)))
         demo = demo_figure(self.demo_splats)
         self.viewport.set_scene(demo.means, demo.colors, demo.scales, label=DEMO_LABEL)
         if self.avatar_path is not None:
@@ -197,25 +202,29 @@ class Studio:
         if self.photo is not None:
             self._run_guarded(self.open_photo, self.photo)
 
-    def on_shortcut(self, key: int) -> bool:
+    def queue_key(self, key: int, mods: int) -> None:
+        """A key press (GLFW key code and modifier bits, ``install_key_listener``), for ``on_shortcut`` at the start
+        of the next UI frame."""
+        self._pressed_keys.append((key, mods))  # one list.append: atomic under the GIL
+
+    def on_shortcut(self, key: int, mods: int) -> bool:
         """Keyboard shortcuts (none while a text field has the keyboard): Ctrl+Z undo and Ctrl+Y / Ctrl+Shift+Z
         redo on the Pose tab, Space plays or pauses the motion, F frames the scene, Home resets the view.
-        Returns whether ``key`` did something."""
+        ``key`` and ``mods`` are GLFW's; returns whether the press did something."""
         if typing_in_a_field():
             return False
-        ctrl = dpg.is_key_down(dpg.mvKey_LControl) or dpg.is_key_down(dpg.mvKey_RControl)
-        shift = dpg.is_key_down(dpg.mvKey_LShift) or dpg.is_key_down(dpg.mvKey_RShift)
-        if ctrl and (key == dpg.mvKey_Y or (key == dpg.mvKey_Z and shift)):
+        ctrl, shift = bool(mods & GLFW_MOD_CONTROL), bool(mods & GLFW_MOD_SHIFT)
+        if ctrl and (key == GLFW_KEYS["y"] or (key == GLFW_KEYS["z"] and shift)):
             self.pose_panel.redo()
-        elif ctrl and key == dpg.mvKey_Z:
+        elif ctrl and key == GLFW_KEYS["z"]:
             self.pose_panel.undo()
         elif ctrl:
             return False
-        elif key == dpg.mvKey_Spacebar and self.pose_panel.motion is not None:
+        elif key == GLFW_KEYS["space"] and self.pose_panel.motion is not None:
             self.pose_panel.toggle_play()
-        elif key == dpg.mvKey_F:
+        elif key == GLFW_KEYS["f"]:
             self.viewport.frame_scene()
-        elif key == dpg.mvKey_Home:
+        elif key == GLFW_KEYS["home"]:
             self.view_panel.reset_view()
         else:
             return False
@@ -491,10 +500,11 @@ class Studio:
             time.sleep(wait)
         self._last_step = time.perf_counter()
         self._run_callbacks()
-        if self._dropped_paths:
-            count = len(self._dropped_paths)
-            paths, self._dropped_paths[:count] = self._dropped_paths[:count], []
+        paths = _take_all(self._dropped_paths)
+        if paths:
             self._run_guarded(self.project.open_dropped, paths)
+        for key, mods in _take_all(self._pressed_keys):
+            self._run_guarded(self.on_shortcut, key, mods)
         self._run_guarded(self._poll_workers)
         self._run_guarded(self.widget.update)
         if self.render_thread.error and self.status.last_error != self.render_thread.error:

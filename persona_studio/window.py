@@ -62,6 +62,46 @@ def install_file_drop(on_drop: Callable[[list[str]], None]):
     return callback
 
 
+# GLFW's key codes and modifier bits (glfw3.h) for the shortcuts Studio.on_shortcut knows.
+GLFW_PRESS = 1
+GLFW_MOD_SHIFT, GLFW_MOD_CONTROL = 0x1, 0x2
+GLFW_KEYS = {"space": 32, "f": 70, "y": 89, "z": 90, "home": 268}
+
+
+def install_key_listener(on_key: Callable[[int, int], None]):
+    """Call ``on_key(key, mods)`` (GLFW key code and modifier bits) for every key press on DPG's window, after
+    Dear ImGui's own key callback (which it chains to). The modifiers are those of the press itself: DPG's key
+    handlers run a frame later and can only ask which keys are down then, which loses quick chords (Ctrl+Z
+    typed fast, or on a busy machine). Same conditions and return value as ``install_file_drop``."""
+    import dearpygui._dearpygui as dpg_native
+
+    try:
+        lib = ctypes.CDLL(dpg_native.__file__)
+        get_window, set_key = lib.glfwGetCurrentContext, lib.glfwSetKeyCallback
+    except (OSError, AttributeError):
+        return None
+    get_window.restype = ctypes.c_void_p
+    window = get_window()
+    if not window:
+        return None
+    key_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int)
+    set_key.restype = ctypes.c_void_p
+    set_key.argtypes = [ctypes.c_void_p, key_type]
+    previous = []
+
+    def on_event(glfw_window, key, scancode, action, mods):
+        if previous:
+            previous[0](glfw_window, key, scancode, action, mods)
+        if action == GLFW_PRESS:
+            on_key(key, mods)
+
+    callback = key_type(on_event)
+    before = set_key(ctypes.c_void_p(window), callback)
+    if before:
+        previous.append(key_type(before))
+    return callback
+
+
 def call_with_needed_args(fn: Callable, args: tuple):
     """Call ``fn`` with as many of DPG's (sender, app_data, user_data) as it accepts."""
     params = inspect.signature(fn).parameters.values()
