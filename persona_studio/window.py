@@ -37,28 +37,39 @@ def check_display() -> None:
         xlib.XCloseDisplay(ctypes.c_void_p(connection))
 
 
-def install_file_drop(on_drop: Callable[[list[str]], None]):
-    """Route OS file drops on DPG's window to ``on_drop(paths)`` (GLFW's drop callback; DPG has no API).
-
-    Must run in the UI thread after ``show_viewport`` (DPG's GLFW window is then the current context).
-    Returns the ctypes callback, which the caller must keep alive, or None where it is unavailable.
-    """
+def _glfw_setter(name: str, callback_type):
+    """``(set, window)``: GLFW's ``name`` callback setter (typed for ``callback_type``, returning the previous
+    callback) and DPG's window, or None where the GLFW symbols or the window are unavailable. Must run in the UI
+    thread after ``show_viewport`` (DPG's GLFW window is then the current context)."""
     import dearpygui._dearpygui as dpg_native
 
     try:
         lib = ctypes.CDLL(dpg_native.__file__)
-        get_window, set_drop = lib.glfwGetCurrentContext, lib.glfwSetDropCallback
+        get_window, setter = lib.glfwGetCurrentContext, getattr(lib, name)
     except (OSError, AttributeError):
         return None
     get_window.restype = ctypes.c_void_p
     window = get_window()
     if not window:
         return None
+    setter.restype = ctypes.c_void_p
+    setter.argtypes = [ctypes.c_void_p, callback_type]
+    return setter, ctypes.c_void_p(window)
+
+
+def install_file_drop(on_drop: Callable[[list[str]], None]):
+    """Route OS file drops on DPG's window to ``on_drop(paths)`` (GLFW's drop callback; DPG has no API).
+
+    Must run in the UI thread after ``show_viewport``. Returns the ctypes callback, which the caller must keep
+    alive, or None where it is unavailable.
+    """
     drop_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_char_p))
-    set_drop.restype = ctypes.c_void_p
-    set_drop.argtypes = [ctypes.c_void_p, drop_type]
+    found = _glfw_setter("glfwSetDropCallback", drop_type)
+    if found is None:
+        return None
+    set_drop, window = found
     callback = drop_type(lambda _window, count, paths: on_drop([os.fsdecode(paths[i]) for i in range(count)]))
-    set_drop(ctypes.c_void_p(window), callback)
+    set_drop(window, callback)
     return callback
 
 
@@ -73,20 +84,11 @@ def install_key_listener(on_key: Callable[[int, int], None]):
     Dear ImGui's own key callback (which it chains to). The modifiers are those of the press itself: DPG's key
     handlers run a frame later and can only ask which keys are down then, which loses quick chords (Ctrl+Z
     typed fast, or on a busy machine). Same conditions and return value as ``install_file_drop``."""
-    import dearpygui._dearpygui as dpg_native
-
-    try:
-        lib = ctypes.CDLL(dpg_native.__file__)
-        get_window, set_key = lib.glfwGetCurrentContext, lib.glfwSetKeyCallback
-    except (OSError, AttributeError):
-        return None
-    get_window.restype = ctypes.c_void_p
-    window = get_window()
-    if not window:
-        return None
     key_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int)
-    set_key.restype = ctypes.c_void_p
-    set_key.argtypes = [ctypes.c_void_p, key_type]
+    found = _glfw_setter("glfwSetKeyCallback", key_type)
+    if found is None:
+        return None
+    set_key, window = found
     previous = []
 
     def on_event(glfw_window, key, scancode, action, mods):
@@ -96,7 +98,7 @@ def install_key_listener(on_key: Callable[[int, int], None]):
             on_key(key, mods)
 
     callback = key_type(on_event)
-    before = set_key(ctypes.c_void_p(window), callback)
+    before = set_key(window, callback)
     if before:
         previous.append(key_type(before))
     return callback
