@@ -98,12 +98,14 @@ def rigged_glb(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray, weig
     ``[T, 3]`` the root joint's position per frame; ``fps`` None for one static pose (frame 0), else the
     animation's rate.
     """
+    from core.render.mesh import vertex_normals  # there, beside the GL mesh renderer that also uses it
+
     builder = _GlbBuilder()
     joints, kept = top_weights(weights)
     linear = np.round(np.clip(srgb_to_linear(colors), 0.0, 1.0) * 255).astype(np.uint8)
     attributes = {
         "POSITION": builder.add(vertices.astype(np.float32), "VEC3", _FLOAT, _ARRAY_BUFFER, bounds=True),
-        "NORMAL": builder.add(_vertex_normals(vertices, faces), "VEC3", _FLOAT, _ARRAY_BUFFER),
+        "NORMAL": builder.add(vertex_normals(vertices, faces).astype(np.float32), "VEC3", _FLOAT, _ARRAY_BUFFER),
         "COLOR_0": builder.add(np.concatenate([linear, np.full((len(linear), 1), 255, np.uint8)], 1), "VEC4",
                                _UBYTE, _ARRAY_BUFFER, normalized=True),
         "JOINTS_0": builder.add(joints, "VEC4", _UBYTE, _ARRAY_BUFFER),
@@ -166,16 +168,6 @@ def _xyzw(quats: np.ndarray) -> np.ndarray:
         flip = (out[frame] * out[frame - 1]).sum(-1, keepdims=True) < 0
         out[frame] = np.where(flip, -out[frame], out[frame])
     return out
-
-
-def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals ``[V, 3]`` float32."""
-    corners = vertices[faces]
-    face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    normals = np.zeros_like(vertices, dtype=np.float64)
-    for k in range(3):
-        np.add.at(normals, faces[:, k], face_normals)
-    return (normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def _glb(document: dict, blob: bytes) -> bytes:
