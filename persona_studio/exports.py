@@ -31,6 +31,7 @@ EXPORT_KINDS: dict[str, tuple[str, str]] = {
     "animation": ("Animation video", ".mp4"),
     "ply": ("Gaussian splats (.ply)", ".ply"),
     "splat": ("Web splats (.splat)", ".splat"),
+    "spz": ("Compressed splats (.spz)", ".spz"),
     "mesh": ("Body mesh (.glb)", ".glb"),
     "rigged": ("Rigged body (.glb)", ".glb"),  # animated by the timeline's motion when there is one
     "motion": ("Motion (.bvh)", ".bvh"),  # the timeline's motion on the subject's skeleton
@@ -43,6 +44,7 @@ ENGINE_EXPORTS: dict[str, tuple[str, str]] = {
     "animation": ("core.export.animation", "render_animation"),
     "ply": ("core.export.outputs", "export_file"),
     "splat": ("core.export.outputs", "export_file"),
+    "spz": ("core.export.outputs", "export_file"),
     "mesh": ("core.export.outputs", "export_file"),
     "rigged": ("core.export.outputs", "export_file"),
     "motion": ("core.export.outputs", "export_file"),
@@ -128,7 +130,7 @@ def run_export(kind: str, source: ExportSource, output: str | Path, config: Conf
         if motion is None:
             raise UserError("choose a motion on the Pose tab first: the .bvh holds it")
         export(output, source.avatar, source.body, source.manifest, motion=motion)
-    else:  # .ply / .splat splats or the body mesh, in ``pose``
+    else:  # .ply / .splat / .spz splats or the body mesh, in ``pose``
         export(output, source.avatar, source.body, source.manifest, pose=pose, progress=progress)
     progress(1.0)  # file exports report no progress of their own
     return output

@@ -415,6 +415,11 @@ def test_every_export_kind_writes_what_it_says(avatar, body, tmp_path, monkeypat
         assert gif.n_frames == 2  # one video frame per motion frame
     assert PlyData.read(str(export("ply", tmp_path / "s.ply"))).elements[0].count == avatar.num_gaussians
     assert export("splat", tmp_path / "s.splat").stat().st_size == 32 * avatar.num_gaussians
+    import gzip
+    import struct
+
+    header = gzip.decompress(export("spz", tmp_path / "s.spz").read_bytes())[:16]
+    assert struct.unpack("<III", header[:12]) == (0x5053474E, 3, avatar.num_gaussians)
     import trimesh
 
     mesh = trimesh.load(export("mesh", tmp_path / "m.glb"), force="mesh")

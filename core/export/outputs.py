@@ -15,6 +15,7 @@ from core.export.persona_file import PERSONA_SUFFIX, save_persona_file
 from core.export.ply import write_splat_ply, write_splat_sequence
 from core.export.poses import PoseSpec, motion_at_fps, pose_label, pose_params
 from core.export.rigged import write_rigged_glb
+from core.export.spz import write_spz
 from core.export.video import write_errors_as_user_errors
 from core.export.web_splat import write_web_splat
 from core.motion import Motion
@@ -23,6 +24,7 @@ from core.motion.bvh import save_bvh
 FILE_EXPORTS = {
     ".ply": "standard 3D Gaussian splats in one pose",
     ".splat": "the same splats for web viewers (32 bytes each)",
+    ".spz": "the same splats compressed (Niantic's SPZ, about a tenth of the .ply)",
     ".zip": "one splat .ply per frame of --motion",
     ".bvh": "--motion on the subject's skeleton, for Blender and other animation tools",
     ".glb": "body mesh with the avatar's colours; rigged (skeleton and skin weights) with --rig or --motion",
@@ -31,6 +33,7 @@ FILE_EXPORTS = {
 }
 _MOTION_EXPORTS = (".zip", ".bvh")  # need a motion
 _RIGGED = ".glb"  # takes a motion (or rig=True) for the rigged body
+_SPLAT_WRITERS = {".ply": write_splat_ply, ".splat": write_web_splat, ".spz": write_spz}  # posed splats
 
 
 def export_file(output: str | Path, avatar: Avatar, body: BodyModel, manifest: dict, pose: PoseSpec = "apose",
@@ -79,5 +82,5 @@ def export_file(output: str | Path, avatar: Avatar, body: BodyModel, manifest: d
             return f"body mesh ({body.num_vertices} vertices) in pose {pose_label(pose)!r}"
         with torch.no_grad():
             posed = pose_avatar(avatar, body, params, refined)
-        (write_web_splat if suffix == ".splat" else write_splat_ply)(output, posed)
+        _SPLAT_WRITERS[suffix](output, posed)
         return f"{avatar.num_gaussians} Gaussians in pose {pose_label(pose)!r}"

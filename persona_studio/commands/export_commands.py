@@ -79,10 +79,10 @@ def add_parsers(sub) -> None:
     _add_video_options(animate)
 
     kinds = "; ".join(f"{suffix}: {what}" for suffix, what in FILE_EXPORTS.items())
-    export = sub.add_parser("export", help=".ply / .splat splats, mesh or single-file bundle",
+    export = sub.add_parser("export", help=".ply / .splat / .spz splats, mesh or single-file bundle",
                             description=f"by extension: {kinds}")
     _add_common(export)
-    export.add_argument("--pose", default="apose", help=f"pose for .ply / .splat / .glb / .obj: {POSE_HELP}")
+    export.add_argument("--pose", default="apose", help=f"pose for .ply / .splat / .spz / .glb / .obj: {POSE_HELP}")
     export.add_argument("--motion", help="for .zip (one .ply per frame), .bvh and an animated rigged .glb: a built-in"
                                          " motion name, .npz clip or .bvh file")
     export.add_argument("--fps", type=positive_float, help="for --motion: resample the motion to this rate")
