@@ -31,7 +31,9 @@ def training_threads() -> int:
     A training step's pose MLP and losses are large enough to share out: on the 2-core machine a preview
     step took 385 ms on two passive threads against 560 ms on one. Spinning workers would starve the
     rasterizer's threads instead. Torch's CPU kernels split work the same way for the same thread count,
-    so a run and its resume stay bit-identical as long as the count is the same.
+    so a run and its resume stay bit-identical as long as the count is the same. (Within a process always; across
+    processes rarely not: torch's float64 exp of 9000 values, split over two OpenMP threads, gave the worker's
+    half other roundings in about one process of 60 started on a loaded machine, session 18.)
     """
     if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() != "PASSIVE":
         return 1
