@@ -231,6 +231,7 @@ class ExportConfig:
     elevation: float = 0.0  # degrees
     distance: float = 3.0  # metres
     background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    transparent: bool = False  # RGBA frames (straight alpha) instead of the background: .webm or PNGs
 
 
 @dataclass

@@ -69,11 +69,16 @@ def manifest_for(subject_params: dict[str, np.ndarray]) -> dict:
     return {"subject": {k: np.asarray(v, np.float32).reshape(-1).tolist() for k, v in subject_params.items()}}
 
 
-def default_output(kind: str, folder: str | Path, name: str) -> Path:
-    """``<folder>/<name>-<kind><suffix>`` (a folder for the bundle)."""
+VIDEO_KINDS = ("turntable", "animation")
+TRANSPARENT_VIDEO_SUFFIX = ".webm"  # VP9 with an alpha plane (core.export.video)
+
+
+def default_output(kind: str, folder: str | Path, name: str, transparent: bool = False) -> Path:
+    """``<folder>/<name>-<kind><suffix>`` (a folder for the bundle); videos are ``.webm`` when ``transparent``."""
     if kind not in EXPORT_KINDS:
         raise ValueError(f"unknown export {kind!r}")
-    return Path(folder) / f"{name}-{kind}{EXPORT_KINDS[kind][1]}"
+    suffix = TRANSPARENT_VIDEO_SUFFIX if transparent and kind in VIDEO_KINDS else EXPORT_KINDS[kind][1]
+    return Path(folder) / f"{name}-{kind}{suffix}"
 
 
 def engine_export(kind: str) -> Callable:

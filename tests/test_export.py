@@ -2,6 +2,7 @@
 load bit-exactly and refuse hostile archives, failed exports leave nothing behind."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -107,6 +108,7 @@ def expected_turntable_camera(means: torch.Tensor, size: int, frames: int, dista
 
 def test_output_kinds_and_frame_sizes(tmp_path):
     assert output_kind(tmp_path / "a.mp4") == "mp4" and output_kind(tmp_path / "a.GIF") == "gif"
+    assert output_kind(tmp_path / "a.webm") == "webm" and frame_size("webm", 101, 75) == (102, 76)
     assert output_kind(tmp_path / "frames") == "png" and output_kind(tmp_path / "f_%04d.png") == "png"
     for bad in ("a.avi", "a.png"):
         with pytest.raises(UserError, match=bad.split(".")[1]):
@@ -217,6 +219,57 @@ def test_animation_frame_count_fps_and_side_by_side_mesh(body, loaded, tmp_path)
     assert np.abs(grey[:, 0] - grey[:, 2]).mean() < 6  # the mesh is shaded grey; the avatar is coloured
     coloured = avatar_half[silhouette(avatar_half)].astype(int)
     assert np.abs(coloured[:, 0] - coloured[:, 2]).mean() > 15
+
+
+def decode_webm_rgba(path: Path) -> list[np.ndarray]:
+    """RGBA frames of a VP9 .webm through libvpx's decoder (FFmpeg's own VP9 decoder drops the alpha plane)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        decoder = av.CodecContext.create("libvpx-vp9", "r")
+        return [frame.to_ndarray(format="rgba")
+                for packet in container.demux(stream) for frame in decoder.decode(packet)]
+
+
+def test_transparent_turntables_and_animations_keep_the_alpha(body, loaded, tmp_path):
+    """With export.transparent the frames are RGBA with straight alpha: clear around the avatar, opaque on it,
+    and composited over white they give the white-background video's frame; .webm keeps it (VP9's alpha plane),
+    as do PNG frames; H.264 and GIF refuse it with a one-line error before anything is written."""
+    avatar, _, manifest = loaded
+    size, frames = 96, 4
+    opaque_png, clear_png, clear_webm = tmp_path / "opaque", tmp_path / "clear", tmp_path / "turn.webm"
+    settings = ExportConfig(resolution=size, frames=frames, fps=8)
+    transparent = dataclasses.replace(settings, transparent=True)
+    render_turntable(avatar, body, manifest, opaque_png, settings, CPU)
+    render_turntable(avatar, body, manifest, clear_png, transparent, CPU)
+    result = render_turntable(avatar, body, manifest, clear_webm, transparent, CPU)
+    assert (result.frames, result.width, result.height) == (frames, size, size)
+    for k in range(frames):
+        white = np.asarray(Image.open(opaque_png / f"frame_{k:04d}.png")).astype(float)
+        with Image.open(clear_png / f"frame_{k:04d}.png") as image:
+            assert image.mode == "RGBA"
+            rgba = np.asarray(image).astype(float)
+        alpha = rgba[..., 3:] / 255.0
+        assert alpha[0, 0, 0] == 0 and alpha.max() == 1.0 and 0.05 < (alpha[..., 0] > 0.5).mean() < 0.6
+        over_white = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
+        assert np.abs(over_white - white).max() <= 2.0  # rounding of the straight colour and of the alpha
+        assert np.abs(rgba[..., :3][alpha[..., 0] == 1] - white[alpha[..., 0] == 1]).max() <= 1.0
+    decoded = decode_webm_rgba(clear_webm)
+    assert len(decoded) == frames and decoded[0].shape == (size, size, 4)
+    expected = np.asarray(Image.open(clear_png / "frame_0000.png")).astype(float)
+    assert np.abs(decoded[0][..., 3].astype(float) - expected[..., 3]).mean() < 2.0  # lossy, but the same matte
+    covered = expected[..., 3] == 255
+    assert np.abs(decoded[0][covered][:, :3].astype(float) - expected[covered][:, :3]).mean() < 6.0
+    # the side-by-side animation's mesh panel is transparent around the body too
+    motion = load_builtin("wave").slice(0, 2)
+    render_animation(avatar, body, manifest, motion, tmp_path / "anim", transparent, CPU, side_by_side=True)
+    panel = np.asarray(Image.open(tmp_path / "anim" / "frame_0000.png"))
+    assert panel.shape == (size, 2 * size, 4)
+    for half in (panel[:, :size, 3], panel[:, size:, 3]):
+        assert half[0, 0] == 0 and (half == 255).mean() > 0.05
+    for refused in ("turn.mp4", "turn.gif"):
+        with pytest.raises(UserError, match="transparent background needs a .webm video or PNG frames"):
+            render_turntable(avatar, body, manifest, tmp_path / refused, transparent, CPU)
+        assert not (tmp_path / refused).exists()
 
 
 def test_follow_camera_keeps_a_moving_body_centred(body, loaded, tmp_path):
@@ -619,6 +672,13 @@ def test_cli_commands_run_and_report(bundle, tmp_path, capsys):
                  "--set", "render.backend=cpu"]) == 0
     with Image.open(clip) as image:
         assert image.n_frames == round(load_builtin("wave").duration * 2)
+    clear = tmp_path / "t.webm"
+    assert main(["turntable", str(single), "-o", str(clear), "--frames", "2", "--resolution", "48", "--transparent",
+                 "--set", "render.backend=cpu"]) == 0
+    assert decode_webm_rgba(clear)[0][0, 0, 3] == 0 and "wrote" in capsys.readouterr().out
+    assert main(["turntable", str(single), "-o", str(tmp_path / "t.mp4"), "--transparent"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "transparent background needs a .webm" in err[0] and "t.mp4" in err[0]
 
 
 # ------------------------------------------------------------------------------------------ rigged glTF

@@ -423,12 +423,11 @@ def test_images_and_gradients_do_not_depend_on_the_thread_count(tmp_path):
         "import sys, numpy as np, torch\n"
         "from core.render import rasterize\n"
         "data = np.load(sys.argv[1])\n"
-        "scene = {k: torch.from_numpy(data[k]).requires_grad_(k in ('means', 'quats', 'scales', 'opacities', 'colors'))\n"
-        "         for k in data.files if k != 'weights'}\n"
+        "wanted = ('means', 'quats', 'scales', 'opacities', 'colors')\n"
+        "scene = {k: torch.from_numpy(data[k]).requires_grad_(k in wanted) for k in data.files if k != 'weights'}\n"
         "image, alpha, _ = rasterize(**scene, width=200, height=120, render_mode='RGB+ED', backend='cpu')\n"
         "((image * torch.from_numpy(data['weights']).reshape(image.shape)).sum() + alpha.sum()).backward()\n"
-        "np.savez(sys.argv[2], image=image.detach().numpy(), **{k: scene[k].grad.numpy() for k in\n"
-        "         ('means', 'quats', 'scales', 'opacities', 'colors')})\n")
+        "np.savez(sys.argv[2], image=image.detach().numpy(), **{k: scene[k].grad.numpy() for k in wanted})\n")
     outputs = []
     for threads in (1, 2, 3):
         out = tmp_path / f"threads{threads}.npz"

@@ -2,6 +2,7 @@
 bookkeeping, recent projects, loss-weight edits and the export adapter."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import threading
@@ -380,6 +381,8 @@ def test_bundle_export_writes_a_bundle_that_loads_bit_exact(avatar, body, tmp_pa
     assert manifest["subject"]["body_pose"] == pytest.approx([0.1] * 63)
     assert fractions[-1] == 1.0
     assert default_output("turntable", tmp_path, "mine") == tmp_path / "mine-turntable.mp4"
+    assert default_output("animation", tmp_path, "mine", transparent=True) == tmp_path / "mine-animation.webm"
+    assert default_output("ply", tmp_path, "mine", transparent=True) == tmp_path / "mine-ply.ply"  # videos only
     assert default_output("bundle", tmp_path, "mine") == tmp_path / "mine-bundle"
 
 
@@ -398,8 +401,8 @@ def test_every_export_kind_writes_what_it_says(avatar, body, tmp_path, monkeypat
     source = ExportSource(avatar, body, manifest_for({"betas": np.zeros(body.num_betas)}), "mine")
     config = load_preset("preview", ["export.frames=3", "export.resolution=48", "render.backend=cpu"])
 
-    def export(kind, output, **options):
-        task = ExportTask(kind, lambda: source, output, config, **options).start()
+    def export(kind, output, settings=None, **options):
+        task = ExportTask(kind, lambda: source, output, settings or config, **options).start()
         task.join(180)
         status = task.status()
         assert status.state == "done", status.message
@@ -410,6 +413,9 @@ def test_every_export_kind_writes_what_it_says(avatar, body, tmp_path, monkeypat
 
     with Image.open(export("turntable", tmp_path / "t.gif")) as gif:
         assert gif.n_frames == 3
+    clear = dataclasses.replace(config, export=dataclasses.replace(config.export, transparent=True))
+    with Image.open(export("turntable", tmp_path / "clear", clear) / "frame_0000.png") as frame:
+        assert frame.mode == "RGBA" and frame.getpixel((0, 0))[3] == 0  # the Export tab's "transparent videos"
     clip = load_builtin("wave").slice(0, 2)
     with Image.open(export("animation", tmp_path / "a.gif", motion=clip)) as gif:
         assert gif.n_frames == 2  # one video frame per motion frame

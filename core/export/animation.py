@@ -16,7 +16,7 @@ from core.errors import UserError
 from core.export.frames import (
     Progress,
     VideoResult,
-    background_color,
+    frame_background,
     render_rgb8,
     shaded_mesh_rgb8,
     stream_frames,
@@ -59,11 +59,12 @@ def render_animation(avatar: Avatar, body: BodyModel, manifest: dict, motion: Mo
                      export: ExportConfig | None = None, render: RenderConfig | None = None, fps: float | None = None,
                      camera: str = "fixed", side_by_side: bool = False, refined: bool = True,
                      progress: Progress | None = None) -> VideoResult:
-    """Write ``avatar`` playing ``motion`` to ``output`` (.mp4, .gif, PNG folder or pattern).
+    """Write ``avatar`` playing ``motion`` to ``output`` (.mp4, .webm, .gif, PNG folder or pattern).
 
     ``fps`` resamples the clip (None keeps its own rate); one video frame per (resampled) motion
     frame. ``export`` gives the square panel resolution (pixels), camera distance (metres),
-    elevation (degrees) and background; ``side_by_side`` puts the grey-shaded body mesh in the same
+    elevation (degrees) and background (or transparent: RGBA
+    frames for .webm and PNGs); ``side_by_side`` puts the grey-shaded body mesh in the same
     pose to the right of the avatar. ``progress(fraction)`` is called after each frame.
     """
     export = export or ExportConfig()
@@ -71,7 +72,7 @@ def render_animation(avatar: Avatar, body: BodyModel, manifest: dict, motion: Mo
     motion = motion_at_fps(motion, fps)
     panels = 2 if side_by_side else 1
     width, height = frame_size(output_kind(output), export.resolution, export.resolution, panels)
-    background = background_color(export.background)
+    background = frame_background(export)  # None: transparent
     views = camera_path(motion, manifest, body, camera, export.distance, export.elevation)
     focal = fit_focal(((vertices[i], views[which.start + i])
                        for which, vertices, _ in body_in_motion(motion, np.arange(motion.num_frames), manifest, body)
@@ -96,7 +97,7 @@ def render_animation(avatar: Avatar, body: BodyModel, manifest: dict, motion: Mo
         return np.concatenate([image, mesh], axis=1)
 
     try:
-        with open_frame_writer(output, panels * width, height, motion.fps) as writer:
+        with open_frame_writer(output, panels * width, height, motion.fps, export.transparent) as writer:
             render_s, encode_s = stream_frames(writer, motion.num_frames, frame, progress)
     finally:
         if renderer is not None:

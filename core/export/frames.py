@@ -11,7 +11,7 @@ import torch
 
 from core.avatar.avatar import PosedGaussians
 from core.camera import camera_center
-from core.config import RenderConfig
+from core.config import ExportConfig, RenderConfig
 from core.errors import UserError
 from core.io.images import to_uint8
 from core.render import rasterize
@@ -42,24 +42,45 @@ def background_color(values) -> torch.Tensor:
     return color
 
 
+def frame_background(export: ExportConfig) -> torch.Tensor | None:
+    """The export's background ``[3]`` (``background_color``), or None for transparent frames."""
+    return None if export.transparent else background_color(export.background)
+
+
+def straight_rgba8(premultiplied: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Colours composited over black ``[H, W, 3]`` and their coverage ``[H, W]`` (floats in [0, 1]) as RGBA with
+    straight (unpremultiplied) alpha, the convention of PNG and VP9 -> ``[H, W, 4]`` uint8.
+
+    Colour is divided out where the pixel is at least half an alpha step covered; fully clear pixels are black."""
+    alpha = np.clip(alpha, 0.0, 1.0)
+    seen = alpha >= 0.5 / 255.0
+    colour = np.where(seen[..., None], premultiplied / np.where(seen, alpha, 1.0)[..., None], 0.0)
+    return np.concatenate([to_uint8(colour), to_uint8(alpha)[..., None]], axis=-1)
+
+
 def render_rgb8(posed: PosedGaussians, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
-                config: RenderConfig, background: torch.Tensor) -> np.ndarray:
-    """The RGB image of ``posed`` over ``background [3]`` -> ``[height, width, 3]`` uint8.
+                config: RenderConfig, background: torch.Tensor | None) -> np.ndarray:
+    """The RGB image of ``posed`` over ``background [3]`` -> ``[height, width, 3]`` uint8, or with
+    ``background`` None the RGBA image (straight alpha) -> ``[height, width, 4]`` uint8.
 
     Same rasterizer settings as ``core.avatar.render.render_posed`` but colours only: the extra part,
     normal and depth channels that the trainer needs cost ~2x the time per frame here.
     """
+    behind = torch.zeros(3) if background is None else background
     with torch.no_grad():
-        image, _, _ = rasterize(posed.means, posed.quats, posed.scales, posed.opacities, posed.colors,
-                                viewmat[None].to(posed.means.dtype), K[None].to(posed.means.dtype), width, height,
-                                eps2d=config.eps2d, backgrounds=background[None].to(posed.means.dtype),
-                                render_mode="RGB", rasterize_mode=config.rasterize_mode, backend=config.backend)
+        image, alpha, _ = rasterize(posed.means, posed.quats, posed.scales, posed.opacities, posed.colors,
+                                    viewmat[None].to(posed.means.dtype), K[None].to(posed.means.dtype), width,
+                                    height, eps2d=config.eps2d, backgrounds=behind[None].to(posed.means.dtype),
+                                    render_mode="RGB", rasterize_mode=config.rasterize_mode, backend=config.backend)
+    if background is None:
+        return straight_rgba8(image[0].cpu().numpy(), alpha[0, ..., 0].cpu().numpy())
     return to_uint8(image[0].cpu().numpy())
 
 
 def shaded_mesh_rgb8(renderer, vertices: np.ndarray, faces: np.ndarray, viewmat: torch.Tensor, K: torch.Tensor,
-                     width: int, height: int, background: torch.Tensor) -> np.ndarray:
-    """The body mesh ``vertices [V, 3]`` shaded grey, lit from the camera and above -> uint8 ``[H, W, 3]``.
+                     width: int, height: int, background: torch.Tensor | None) -> np.ndarray:
+    """The body mesh ``vertices [V, 3]`` shaded grey, lit from the camera and above -> uint8 ``[H, W, 3]``, or
+    with ``background`` None RGBA (straight alpha) ``[H, W, 4]``.
 
     ``renderer`` is a ``core.render.mesh.MeshRenderer`` owned by the calling thread.
     """
@@ -69,7 +90,10 @@ def shaded_mesh_rgb8(renderer, vertices: np.ndarray, faces: np.ndarray, viewmat:
     direction = towards_camera / np.linalg.norm(towards_camera) + 0.5 * up
     out = renderer.render(vertices, faces, view, K.double().numpy(), width, height,
                           vertex_attrs={"albedo": np.full((len(vertices), 3), MESH_GREY, np.float32)},
-                          light={"direction": direction, **MESH_LIGHT}, background=background.numpy(), ssaa=2)
+                          light={"direction": direction, **MESH_LIGHT},
+                          background=0.0 if background is None else background.numpy(), ssaa=2)
+    if background is None:
+        return straight_rgba8(out["shaded"], out["mask"])
     return to_uint8(out["shaded"])
 
 

@@ -15,7 +15,7 @@ from core.errors import UserError
 from core.export.frames import (
     Progress,
     VideoResult,
-    background_color,
+    frame_background,
     render_rgb8,
     stream_frames,
 )
@@ -31,10 +31,11 @@ def render_turntable(avatar: Avatar, body: BodyModel, manifest: dict, output: st
                      export: ExportConfig | None = None, render: RenderConfig | None = None, pose: PoseSpec = "apose",
                      motion: Motion | None = None, refined: bool = True,
                      progress: Progress | None = None) -> VideoResult:
-    """Write a full 360-degree orbit of ``avatar`` to ``output`` (.mp4, .gif, PNG folder or pattern).
+    """Write a full 360-degree orbit of ``avatar`` to ``output`` (.mp4, .webm, .gif, PNG folder or pattern).
 
     ``export`` gives the frame count, square resolution (pixels), fps, camera elevation (degrees) and
-    distance (metres) and the background; ``pose`` is a spec of ``core.export.poses.pose_params``.
+    distance (metres) and the background (or transparent: RGBA frames for .webm and PNGs); ``pose`` is a
+    spec of ``core.export.poses.pose_params``.
     With ``motion`` the avatar plays it instead (resampled to the video's fps, looping at its natural
     speed) while the camera turns. The orbit is centred on the posed avatar's bounding box; the
     focal length is the largest that keeps the avatar inside every frame. ``progress(fraction)`` is
@@ -45,7 +46,7 @@ def render_turntable(avatar: Avatar, body: BodyModel, manifest: dict, output: st
     if export.frames <= 0:
         raise UserError(f"a turntable needs at least one frame, got {export.frames}")
     width, height = frame_size(output_kind(output), export.resolution, export.resolution)
-    background = background_color(export.background)
+    background = frame_background(export)  # None: transparent
     count = export.frames
 
     if motion is None:
@@ -71,7 +72,7 @@ def render_turntable(avatar: Avatar, body: BodyModel, manifest: dict, output: st
                 return pose_avatar(avatar, body, motion_params(motion, [rows[index]], manifest, body), refined)
 
     K = intrinsics(focal, width, height)
-    with open_frame_writer(output, width, height, export.fps) as writer:
+    with open_frame_writer(output, width, height, export.fps, export.transparent) as writer:
         render_s, encode_s = stream_frames(
             writer, count, lambda k: render_rgb8(posed_at(k), views[k], K, width, height, render, background),
             progress)

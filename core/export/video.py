@@ -1,13 +1,18 @@
-"""Streaming frame writers: H.264 ``.mp4`` (PyAV), ``.gif`` (Pillow) and PNG sequences.
+"""Streaming frame writers: H.264 ``.mp4`` and VP9 ``.webm`` (PyAV), ``.gif`` (Pillow) and PNG sequences.
 
 Frames go to the encoder one at a time, so memory stays bounded whatever the frame count. Every
 writer writes to a temporary file (or folder) beside the target and renames it into place only
 when the last frame is in: a failed export leaves no half-written output.
 
 Output kind by the path: ``*.mp4`` -> H.264 yuv420p (even width and height, BT.709 tagged),
+``*.webm`` -> VP9 (even sizes, yuv420p, or yuva420p with an alpha channel),
 ``*.gif`` -> palette GIF (each frame its own 256-colour table, at most ``GIF_MAX_SIDE`` pixels),
 ``*%04d.png`` (any printf integer pattern) or a folder (existing, ending in ``/``, or without a
 suffix) -> PNG files ``frame_0000.png``, ...
+
+Transparent frames (RGBA, straight alpha) go to ``.webm`` (VP9 keeps the alpha as a second plane, which
+browsers, ffmpeg and editors read; PyAV's default VP9 decoder drops it, the ``libvpx-vp9`` one keeps it) or to
+RGBA PNGs. H.264 and GIF have no such channel.
 """
 from __future__ import annotations
 
@@ -28,27 +33,30 @@ from core.io.atomic import atomic_path
 GIF_MAX_SIDE = 320  # pixels; larger GIFs are slow to write and huge, and mp4 exists for that
 DEFAULT_PNG_PATTERN = "frame_%04d.png"
 H264_OPTIONS = {"crf": "18", "preset": "medium"}  # visually lossless for renders on flat backgrounds
+VP9_OPTIONS = {"crf": "20", "b:v": "0", "row-mt": "1"}  # constant quality (b:v 0), about H.264's crf 18
+ALPHA_KINDS = ("webm", "png")  # output kinds that keep a transparent background
 
 
 class FrameWriter(Protocol):
-    """Takes ``[height, width, 3]`` uint8 RGB frames, in order."""
+    """Takes ``[height, width, channels]`` uint8 frames, in order: RGB, or RGBA (straight alpha) when 4."""
 
     width: int
     height: int
+    channels: int
 
     def write(self, frame: np.ndarray) -> None: ...
 
 
 def output_kind(path: str | Path) -> str:
-    """``"mp4"``, ``"gif"`` or ``"png"`` (a folder or a ``%d`` pattern) for an output path.
+    """``"mp4"``, ``"webm"``, ``"gif"`` or ``"png"`` (a folder or a ``%d`` pattern) for an output path.
 
     Raises ``UserError`` for any other extension, naming the ones that work.
     """
     text = str(path)
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".mp4":
-        return "mp4"
+    if suffix in (".mp4", ".webm"):
+        return suffix[1:]
     if suffix == ".gif":
         return "gif"
     if suffix == ".png":
@@ -57,18 +65,19 @@ def output_kind(path: str | Path) -> str:
         return "png"
     if not suffix or text.endswith(("/", os.sep)) or path.is_dir():
         return "png"
-    raise UserError(f"unknown video extension {suffix!r}; use .mp4, .gif, a %04d.png pattern or a folder", path)
+    raise UserError(f"unknown video extension {suffix!r}; use .mp4, .webm, .gif, a %04d.png pattern or a folder",
+                    path)
 
 
 def frame_size(kind: str, width: int, height: int, panels: int = 1) -> tuple[int, int]:
     """The ``(panel_width, height)`` in pixels to render so that ``panels`` side by side suit ``kind``.
 
-    H.264 in yuv420p needs even sizes (rounded up); GIFs are scaled down to at most ``GIF_MAX_SIDE``
+    H.264 and VP9 in yuv420p need even sizes (rounded up); GIFs are scaled down to at most ``GIF_MAX_SIDE``
     on their longer side (rendering small is faster than rendering big and downscaling).
     """
     if width <= 0 or height <= 0:
         raise ValueError(f"frame size must be positive, got {width}x{height}")
-    if kind == "mp4":
+    if kind in ("mp4", "webm"):
         return width + (panels * width) % 2, height + height % 2
     if kind == "gif":
         scale = min(1.0, GIF_MAX_SIDE / max(panels * width, height))
@@ -84,43 +93,38 @@ def fps_fraction(fps: float) -> Fraction:
 
 
 class _Checked:
-    """Shared frame check: the right size, uint8 RGB."""
+    """Shared frame check: the right size and channels (3 RGB, 4 RGBA), uint8."""
 
     width: int
     height: int
+    channels: int = 3
 
     def _check(self, frame: np.ndarray) -> np.ndarray:
-        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
-            raise ValueError(f"expected a [{self.height}, {self.width}, 3] uint8 frame, got {list(frame.shape)} "
-                             f"{frame.dtype}")
+        if frame.shape != (self.height, self.width, self.channels) or frame.dtype != np.uint8:
+            raise ValueError(f"expected a [{self.height}, {self.width}, {self.channels}] uint8 frame, got "
+                             f"{list(frame.shape)} {frame.dtype}")
         return np.ascontiguousarray(frame)
 
 
-class Mp4Writer(_Checked):
-    """H.264 through PyAV's bundled FFmpeg (no network, no system ffmpeg)."""
+class _AvEncoder(_Checked):
+    """A video stream through PyAV's bundled FFmpeg (no network, no system ffmpeg), one frame at a time."""
 
-    def __init__(self, path: Path, width: int, height: int, fps: float):
-        av = require("av", "MP4 export")
-        from av.video.reformatter import ColorRange, Colorspace
-
-        if width % 2 or height % 2:
-            raise ValueError(f"H.264 yuv420p needs even sizes, got {width}x{height}")
-        self.width, self.height = width, height
-        self._container = av.open(str(path), mode="w", format="mp4")
-        self._stream = self._container.add_stream("libx264", rate=fps_fraction(fps))
-        self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
-        self._stream.options = dict(H264_OPTIONS)
-        # Tag what we convert with, so players do not guess (they guess differently by size).
-        context = self._stream.codec_context
-        context.colorspace, context.color_range = Colorspace.ITU709, ColorRange.MPEG
-        context.color_primaries, context.color_trc = 1, 1  # BT.709 primaries and transfer (ISO/IEC 23091-2)
-        self._convert = {"format": "yuv420p", "dst_colorspace": Colorspace.ITU709, "dst_color_range": ColorRange.MPEG}
+    def _open(self, path: Path, container_format: str, codec: str, pix_fmt: str, fps: float, options: dict) -> None:
+        av = require("av", f"{container_format} export")
+        if self.width % 2 or self.height % 2:
+            raise ValueError(f"{codec} {pix_fmt} needs even sizes, got {self.width}x{self.height}")
+        self._container = av.open(str(path), mode="w", format=container_format)
+        self._stream = self._container.add_stream(codec, rate=fps_fraction(fps))
+        self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, pix_fmt
+        self._stream.options = dict(options)
+        self._convert = {"format": pix_fmt}
 
     def write(self, frame: np.ndarray) -> None:
         import av
 
-        yuv = av.VideoFrame.from_ndarray(self._check(frame), format="rgb24").reformat(**self._convert)
-        self._container.mux(self._stream.encode(yuv))
+        layout = "rgba" if self.channels == 4 else "rgb24"
+        converted = av.VideoFrame.from_ndarray(self._check(frame), format=layout).reformat(**self._convert)
+        self._container.mux(self._stream.encode(converted))
 
     def close(self, ok: bool) -> None:
         try:
@@ -128,6 +132,29 @@ class Mp4Writer(_Checked):
                 self._container.mux(self._stream.encode(None))  # flush the encoder's delayed frames
         finally:
             self._container.close()
+
+
+class Mp4Writer(_AvEncoder):
+    """H.264 yuv420p, tagged BT.709."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float):
+        self.width, self.height = width, height
+        self._open(path, "mp4", "libx264", "yuv420p", fps, H264_OPTIONS)
+        from av.video.reformatter import ColorRange, Colorspace
+
+        # Tag what we convert with, so players do not guess (they guess differently by size).
+        context = self._stream.codec_context
+        context.colorspace, context.color_range = Colorspace.ITU709, ColorRange.MPEG
+        context.color_primaries, context.color_trc = 1, 1  # BT.709 primaries and transfer (ISO/IEC 23091-2)
+        self._convert.update(dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG)
+
+
+class WebmWriter(_AvEncoder):
+    """VP9 in WebM: yuv420p, or yuva420p for RGBA frames (``channels`` 4)."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, channels: int = 3):
+        self.width, self.height, self.channels = width, height, channels
+        self._open(path, "webm", "libvpx-vp9", "yuva420p" if channels == 4 else "yuv420p", fps, VP9_OPTIONS)
 
 
 class GifWriter(_Checked):
@@ -167,17 +194,18 @@ class GifWriter(_Checked):
 
 
 class PngSequenceWriter(_Checked):
-    """PNG files named by ``pattern % k`` inside ``folder`` (fast OpenCV encoder)."""
+    """PNG files named by ``pattern % k`` inside ``folder`` (fast OpenCV encoder); RGB, or RGBA (``channels`` 4)."""
 
-    def __init__(self, folder: Path, pattern: str, width: int, height: int):
-        self.width, self.height = width, height
+    def __init__(self, folder: Path, pattern: str, width: int, height: int, channels: int = 3):
+        self.width, self.height, self.channels = width, height, channels
         self.folder, self.pattern = folder, pattern
         self.names: list[str] = []
 
     def write(self, frame: np.ndarray) -> None:
         import cv2
 
-        ok, data = cv2.imencode(".png", self._check(frame)[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        bgr = self._check(frame)[..., [2, 1, 0, 3][:self.channels]]  # OpenCV's channel order
+        ok, data = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
         if not ok:
             raise RuntimeError("OpenCV could not encode a PNG frame")
         name = self.pattern % len(self.names)
@@ -201,7 +229,7 @@ def png_target(path: str | Path) -> tuple[Path, str]:
 
 
 @contextlib.contextmanager
-def _png_sequence(path: str | Path, width: int, height: int) -> Iterator[PngSequenceWriter]:
+def _png_sequence(path: str | Path, width: int, height: int, channels: int) -> Iterator[PngSequenceWriter]:
     """Frames go to a temporary folder beside the target and move in only when all are written.
 
     Files already in the target folder with other names are left alone (a folder target may be
@@ -211,7 +239,7 @@ def _png_sequence(path: str | Path, width: int, height: int) -> Iterator[PngSequ
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".frames.", dir=folder))
     try:
-        writer = PngSequenceWriter(staging, pattern, width, height)
+        writer = PngSequenceWriter(staging, pattern, width, height, channels)
         yield writer
         for name in writer.names:
             os.replace(staging / name, folder / name)
@@ -230,8 +258,10 @@ def write_errors_as_user_errors(path: str | Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def open_frame_writer(path: str | Path, width: int, height: int, fps: float) -> Iterator[FrameWriter]:
-    """Open a streaming writer for ``path`` (kind from ``output_kind``); frames ``[height, width, 3]`` uint8.
+def open_frame_writer(path: str | Path, width: int, height: int, fps: float,
+                      alpha: bool = False) -> Iterator[FrameWriter]:
+    """Open a streaming writer for ``path`` (kind from ``output_kind``); frames ``[height, width, 3]`` uint8, or
+    with ``alpha`` ``[height, width, 4]`` RGBA (straight alpha; ``.webm`` and PNGs only, else a UserError).
 
     On leaving the block normally the output appears complete; on an exception no output is left
     behind (an earlier file at ``path`` stays as it was). File-system failures become a one-line
@@ -239,13 +269,20 @@ def open_frame_writer(path: str | Path, width: int, height: int, fps: float) -> 
     """
     kind = output_kind(path)
     fps_fraction(fps)  # a clear error before anything is created
+    if alpha and kind not in ALPHA_KINDS:
+        raise UserError(f"a transparent background needs a .webm video or PNG frames (.{kind} has no alpha channel)",
+                        path)
+    channels = 4 if alpha else 3
     with write_errors_as_user_errors(path):
         if kind == "png":
-            with _png_sequence(path, width, height) as writer:
+            with _png_sequence(path, width, height, channels) as writer:
                 yield writer
             return
         with atomic_path(path) as tmp:
-            writer = (Mp4Writer if kind == "mp4" else GifWriter)(tmp, width, height, fps)
+            if kind == "webm":
+                writer = WebmWriter(tmp, width, height, fps, channels)
+            else:
+                writer = (Mp4Writer if kind == "mp4" else GifWriter)(tmp, width, height, fps)
             ok = False
             try:
                 yield writer

@@ -54,13 +54,15 @@ def _add_video_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--elevation", type=float, help="camera elevation in degrees (preset: 0)")
     parser.add_argument("--distance", type=positive_float, help="camera distance in metres (preset: 3)")
     parser.add_argument("--background", type=rgb, metavar="R,G,B", help="background colour (preset: 1,1,1 white)")
+    parser.add_argument("--transparent", action="store_true", default=None,
+                        help="no background: RGBA frames with straight alpha, for .webm (VP9) or PNG frames")
 
 
 def add_parsers(sub) -> None:
     """Add the ``turntable``, ``animate`` and ``export`` subcommands to ``sub`` (argparse subparsers)."""
     from core.export import FILE_EXPORTS, POSE_HELP
 
-    outputs = "output by extension: .mp4 (H.264), .gif, a folder or frames/%04d.png"
+    outputs = "output by extension: .mp4 (H.264), .webm (VP9), .gif, a folder or frames/%04d.png"
     turntable = sub.add_parser("turntable", help="360-degree turntable video", description=outputs)
     _add_common(turntable)
     turntable.add_argument("--pose", help=f"pose to show: {POSE_HELP} (default apose)")
@@ -98,7 +100,7 @@ def _settings(args: argparse.Namespace):
     config = load_preset(args.preset, args.overrides)
     flags = {"resolution": getattr(args, "resolution", None), "frames": getattr(args, "frames", None),
              "elevation": getattr(args, "elevation", None), "distance": getattr(args, "distance", None),
-             "background": getattr(args, "background", None)}
+             "background": getattr(args, "background", None), "transparent": getattr(args, "transparent", None)}
     export = dataclasses.replace(config.export, **{k: v for k, v in flags.items() if v is not None})
     return export, config.render
 

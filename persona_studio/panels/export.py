@@ -2,12 +2,13 @@
 worker thread with a progress bar, into a folder chosen with a dialog; the status bar names the file."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import dearpygui.dearpygui as dpg
 
 from core.errors import UserError
-from persona_studio.exports import EXPORT_KINDS, ExportTask, default_output
+from persona_studio.exports import EXPORT_KINDS, VIDEO_KINDS, ExportTask, default_output
 from persona_studio.panels.project import dialog_path
 
 POSE_TAB = "Pose tab"  # the pose set on the Pose tab (joints, hands, expression)
@@ -22,7 +23,8 @@ class ExportPanel:
     def __init__(self, studio):
         self.studio = studio
         self.task: ExportTask | None = None
-        self._folder = self._pose = self._with_motion = self._bar = self._text = self._source = None
+        self._folder = self._pose = self._with_motion = self._transparent = None
+        self._bar = self._text = self._source = None
         self.folder_dialog = None
         self._reported = None
 
@@ -40,6 +42,7 @@ class ExportPanel:
             self._pose = dpg.add_combo(EXPORT_POSES, label="pose (turntable, .ply, mesh)", default_value="apose",
                                        width=110)
             self._with_motion = dpg.add_checkbox(label="turntable plays the timeline's motion", default_value=False)
+            self._transparent = dpg.add_checkbox(label="transparent videos (.webm with alpha)", default_value=False)
             for kind, (label, _) in EXPORT_KINDS.items():
                 dpg.add_button(label=label, width=-1, user_data=kind,
                                callback=guard(lambda s, a, kind: self.export(kind)))
@@ -63,9 +66,14 @@ class ExportPanel:
         motion = self.studio.pose_panel.motion
         if kind == "turntable" and not dpg.get_value(self._with_motion):
             motion = None
-        target = Path(output) if output is not None else default_output(kind, self.folder(), self.studio.export_name())
+        transparent = kind in VIDEO_KINDS and bool(dpg.get_value(self._transparent))
+        target = Path(output) if output is not None else default_output(kind, self.folder(),
+                                                                        self.studio.export_name(), transparent)
+        config = self.studio.config
+        if transparent:
+            config = dataclasses.replace(config, export=dataclasses.replace(config.export, transparent=True))
         pose = dpg.get_value(self._pose)
-        self.task = ExportTask(kind, self.studio.export_source(), target, self.studio.config,
+        self.task = ExportTask(kind, self.studio.export_source(), target, config,
                                pose=self.studio.pose.arrays() if pose == POSE_TAB else pose, motion=motion).start()
         self._reported = None
         return self.task
