@@ -70,3 +70,29 @@ def test_subject_round_trip(tmp_path):
     assert back.keypoint_names == ["nose", "left_wrist"] and back.info["warnings"] == ["small"]
     with pytest.raises(UserError, match="not a Subject folder"):
         Subject.load(tmp_path)
+
+
+def test_quiet_native_logs_hold_back_routine_lines_only(tmp_path):
+    """Inside the block, lines written to descriptor 2 (as C++ libraries write them) are held back; afterwards all
+    but absl's info / warning lines and TensorFlow Lite's start-up line are written to stderr, in order."""
+    import subprocess
+    import sys
+
+    from core.paths import REPO_ROOT
+
+    code = "\n".join([
+        "import os, sys",
+        "from core.io.native_log import quiet_native_logs",
+        "with quiet_native_logs():",
+        "    os.write(2, b'W0000 00:00:1795798260.119847   29046 inference_feedback_manager.cc:114] Feedback\\n')",
+        "    os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')",
+        "    os.write(2, b'E0000 00:00:1795798260.2   29046 graph.cc:12] a real error\\n')",
+        "    with quiet_native_logs():",
+        "        os.write(2, b'I1127 10:11:12.5 77 calculator.cc:9] started\\n')",
+        "        print('our own message', file=sys.stderr)",
+        "    os.write(2, b'still held\\n')",
+        "print('after', file=sys.stderr)",
+    ])
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert done.stderr.splitlines() == ["E0000 00:00:1795798260.2   29046 graph.cc:12] a real error",
+                                        "our own message", "still held", "after"]

@@ -475,6 +475,17 @@ def test_core_prep_imports_without_mediapipe():
     assert out.stdout.strip() == "False"
 
 
+def test_finding_the_person_leaves_no_native_log_lines_on_the_terminal(messi_path):
+    """mediapipe's graph writes a dozen absl / TensorFlow Lite lines to descriptor 2 as it starts; prep holds them
+    back (core.io.native_log), so a run's terminal shows our progress only."""
+    code = ("import sys, numpy as np; from PIL import Image; from core.prep.perception import _run_holistic; "
+            f"found = _run_holistic(np.asarray(Image.open({str(messi_path)!r}).convert('RGB'))); "
+            "print(found is not None and found['body'][:, 2].max() > 0.5)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"  # the person is still found
+    assert "inference_feedback_manager" not in out.stderr and "XNNPACK" not in out.stderr, out.stderr
+
+
 # --- crops and intrinsics --------------------------------------------------------------------------
 
 

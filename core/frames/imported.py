@@ -19,6 +19,7 @@ those of the motion's world and the driving camera, like generated frames.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from core.body import BodyModel
 from core.errors import UserError, require
 from core.frames.driving import DRIVING_DISTANCE, driving_camera, shape_tensor
 from core.frames.frameset import FrameSet, pack_frame
+from core.io.native_log import quiet_native_logs
 from core.motion import Motion, resample
 from core.prep.fit import (PHOTO_VIEWMAT, FitObjective, FitWeights, fit_metrics, keypoint_targets,
                            model_surface_points, optimise, person_height_px, project_keypoints,
@@ -231,8 +233,10 @@ class VideoPerception:
     def __enter__(self) -> "VideoPerception":
         from mediapipe.python.solutions import holistic
 
-        self._model = holistic.Holistic(static_image_mode=False, model_complexity=1, enable_segmentation=True,
-                                        refine_face_landmarks=True)
+        with quiet_native_logs():  # the graph logs as it starts (core.io.native_log)
+            self._model = holistic.Holistic(static_image_mode=False, model_complexity=1, enable_segmentation=True,
+                                            refine_face_landmarks=True)
+        self._first = True
         return self
 
     def __exit__(self, *exc) -> None:
@@ -241,7 +245,9 @@ class VideoPerception:
     def __call__(self, image: np.ndarray) -> Perception | None:
         """The person in ``image`` (pixels of ``image``), or None when no body or no mask was found."""
         height, width = image.shape[:2]
-        result = self._model.process(np.ascontiguousarray(image))
+        with quiet_native_logs() if self._first else contextlib.nullcontext():  # and as its models first run
+            result = self._model.process(np.ascontiguousarray(image))
+        self._first = False
         found = holistic_arrays(result, width, height)
         if found is None or result.segmentation_mask is None:
             return None

@@ -31,6 +31,7 @@ import numpy as np
 
 from core.errors import UserError, require
 from core.io.atomic import atomic_path
+from core.io.native_log import quiet_native_logs
 from core.prep.crop import Crop, crop_image, person_crop, uncrop_points
 
 NUM_BODY, NUM_HAND, NUM_FACE = 33, 21, 478
@@ -185,7 +186,7 @@ def _run_holistic(image: np.ndarray) -> dict[str, np.ndarray] | None:
     """Holistic on a [H, W, 3] uint8 image -> arrays in pixels, or None when no body was found."""
     holistic = require("mediapipe.python.solutions.holistic", "finding the person in the photo")
     height, width = image.shape[:2]
-    with holistic.Holistic(
+    with quiet_native_logs(), holistic.Holistic(
         static_image_mode=True, model_complexity=1, enable_segmentation=True, refine_face_landmarks=True
     ) as model:
         result = model.process(image)
@@ -213,7 +214,7 @@ def _selfie_segmentation(image: np.ndarray) -> np.ndarray:
     """[H, W] float32 "any person" probability from mediapipe's general selfie-segmentation model."""
     from mediapipe.python.solutions import selfie_segmentation
 
-    with selfie_segmentation.SelfieSegmentation(model_selection=0) as model:
+    with quiet_native_logs(), selfie_segmentation.SelfieSegmentation(model_selection=0) as model:
         return np.asarray(model.process(image).segmentation_mask, np.float32)
 
 
