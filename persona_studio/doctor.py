@@ -144,12 +144,15 @@ def check_ffmpeg() -> Check:
     import imageio_ffmpeg
 
     exe = imageio_ffmpeg.get_ffmpeg_exe()
-    try:
-        av.codec.Codec("libx264", "w")
-        h264 = "H.264 encoder available"
-    except Exception:  # noqa: BLE001
-        h264 = "no libx264 in PyAV"
-    return Check("ffmpeg (video export)", True, f"PyAV {av.__version__}, {h264}; ffmpeg at {exe}")
+    encoders = []
+    for codec, words in (("libx264", "H.264 (.mp4)"), ("libvpx-vp9", "VP9 with alpha (.webm)")):
+        try:
+            av.codec.Codec(codec, "w")
+            encoders.append(words)
+        except Exception:  # noqa: BLE001
+            encoders.append(f"no {codec} in PyAV")
+    return Check("ffmpeg (video export)", True, f"PyAV {av.__version__}, encoders: {', '.join(encoders)}; "
+                                                f"ffmpeg at {exe}")
 
 
 def check_allocator() -> Check:
