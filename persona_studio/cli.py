@@ -6,8 +6,10 @@ prints a traceback unless it is a bug.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 # Before torch loads: idle OpenMP workers must sleep, not spin, or they take the cores from the
@@ -59,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="frames from `frames import` that runs train on besides the generated ones (repeatable)")
     _add_preset_args(studio)
 
-    recon = sub.add_parser("reconstruct", help="photo -> avatar bundle")
-    recon.add_argument("photo")
+    recon = sub.add_parser("reconstruct", help="photo -> avatar bundle (several photos: one bundle each)")
+    recon.add_argument("photo", nargs="+", help="the photo; with several, -o is a folder and each photo's bundle "
+                                               "goes into a subfolder named after it")
     recon.add_argument("-o", "--output", required=True)
     recon.add_argument("--resume", action="store_true")
     recon.add_argument("--frames", dest="imported", action="append", default=[], metavar="FRAMES.npz",
@@ -113,11 +116,11 @@ def _add_photo_args(parser: argparse.ArgumentParser) -> None:
                              "(default: PHOTO_NAME.albedo.png beside the photo, if there is one)")
 
 
-def _supplied(args: argparse.Namespace):
-    """The user's maps for the photo (flags, else files beside it), said on stderr when there are any."""
+def _supplied(photo: str, args: argparse.Namespace):
+    """The user's maps for ``photo`` (flags, else files beside it), said on stderr when there are any."""
     from core.prep.supplied import SuppliedMaps
 
-    supplied = SuppliedMaps.for_photo(args.photo, args.mask, args.albedo)
+    supplied = SuppliedMaps.for_photo(photo, args.mask, args.albedo)
     if supplied.described():
         print(f"using your {supplied.described()} instead of prep's own", file=sys.stderr)
     return supplied
@@ -185,7 +188,7 @@ def _cmd_prep(args: argparse.Namespace) -> int:
 
     config = load_preset(args.preset, args.overrides)
     show = StageProgress()
-    subject = prepare_subject(args.photo, args.output, config, debug=args.debug, supplied=_supplied(args),
+    subject = prepare_subject(args.photo, args.output, config, debug=args.debug, supplied=_supplied(args.photo, args),
                               person=args.person,
                               progress=lambda stage, f: show(stage, f))
     show.close()
@@ -203,8 +206,14 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     import threading
 
     from core.config import load_preset
-    from core.reconstruct import reconstruct
 
+    photos = list(args.photo)
+    if len(photos) > 1:
+        per_photo = [flag for flag, given in (("--mask", args.mask), ("--albedo", args.albedo),
+                                              ("--frames", args.imported), ("--person", args.person)) if given]
+        if per_photo:
+            raise UserError(f"{' and '.join(per_photo)} belong to one photo; with several photos, put "
+                            f"PHOTO_NAME.mask.png / PHOTO_NAME.albedo.png beside each, or run them one at a time")
     config = load_preset(args.preset, args.overrides)
     stop = threading.Event()
 
@@ -215,13 +224,71 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        if len(photos) == 1:
+            _reconstruct_one(photos[0], args.output, args, config, stop, args.resume)
+            return 0
+        return _reconstruct_batch(photos, args, config, stop)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def batch_outputs(photos: list[str], folder: str | os.PathLike) -> list[Path]:
+    """One bundle folder per photo inside ``folder``, named after the photo (``-2``, ``-3`` ... for repeats)."""
+    taken: set[str] = set()
+    outputs = []
+    for photo in photos:
+        stem = Path(photo).stem or "photo"
+        name, count = stem, 1
+        while name.lower() in taken:
+            count += 1
+            name = f"{stem}-{count}"
+        taken.add(name.lower())
+        outputs.append(Path(folder) / name)
+    return outputs
+
+
+def _reconstruct_batch(photos: list[str], args: argparse.Namespace, config, stop) -> int:
+    """Each photo into its own bundle; a photo that fails is named and the others go on. 1 when any failed.
+    With --resume, photos with a checkpoint resume and the others start."""
+    failed = []
+    done = 0
+    for index, (photo, output) in enumerate(zip(photos, batch_outputs(photos, args.output))):
+        if stop.is_set():
+            break
+        print(f"[{index + 1}/{len(photos)}] {photo} -> {output}", flush=True)
+        try:
+            resume = args.resume and (output / "work" / "checkpoint.pt").exists()
+            interrupted = _reconstruct_one(photo, output, args, copy.deepcopy(config), stop, resume, hint=False)
+            done += not interrupted
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            failed.append(Path(photo).name)
+    left = len(photos) - done - len(failed)
+    words = [f"{done} of {len(photos)} avatars made in {args.output}"]
+    if failed:
+        words.append(f"failed: {', '.join(failed)}")
+    if left:
+        words.append(f"{left} stopped or not started")
+    print("; ".join(words))
+    if left:
+        print(f"resume with: persona-studio reconstruct {' '.join(photos)} -o {args.output} --resume "
+              f"--preset {args.preset}")
+    return 1 if failed else 0
+
+
+def _reconstruct_one(photo: str, output: str | os.PathLike, args: argparse.Namespace, config, stop, resume: bool,
+                     hint: bool = True) -> bool:
+    """``reconstruct`` of one photo into the bundle folder ``output``, with its progress and closing lines (``hint``:
+    how to resume, when stopped early); True when it was stopped early."""
+    from core.reconstruct import reconstruct
+
     show = StageProgress()  # the train stage's info carries its step count ("iterations": with registration)
     try:
-        result = reconstruct(args.photo, args.output, config, resume=args.resume, progress=show, stop=stop,
-                             imported=args.imported, supplied=_supplied(args), person=args.person)
+        result = reconstruct(photo, output, config, resume=resume, progress=show, stop=stop,
+                             imported=args.imported, supplied=_supplied(photo, args), person=args.person)
     finally:
         show.close()
-        signal.signal(signal.SIGINT, previous)
     state = "stopped early" if result.interrupted else "done"
     print(f"{state}: {result.steps} steps on {result.device} over the photo and {_frames_words(result.metrics)}; "
           f"avatar bundle in {result.folder} (input-view PSNR {result.metrics['photo_psnr']:.2f} dB, preview.png)")
@@ -229,9 +296,9 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     if 0 < made < asked:
         print(f"note: {made} generated frames of the {asked} asked for: the motions (frames.motions) hold no more "
               f"distinct poses")
-    if result.interrupted:
-        print(f"resume with: persona-studio reconstruct {args.photo} -o {args.output} --resume --preset {args.preset}")
-    return 0
+    if result.interrupted and hint:
+        print(f"resume with: persona-studio reconstruct {photo} -o {output} --resume --preset {args.preset}")
+    return result.interrupted
 
 
 def _frames_words(metrics: dict) -> str:

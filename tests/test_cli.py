@@ -178,3 +178,14 @@ def test_person_picks_one_of_several_people_or_says_how_many_there_are(tmp_path)
     assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "person 40 asked for (--person), but" in errors[0] and "person-like region(s) were found" in errors[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_several_photos_get_a_folder_each_and_refuse_one_photo_flags(tmp_path):
+    from persona_studio.cli import batch_outputs
+
+    assert batch_outputs(["a/me.jpg", "b/me.png", "c/ME.jpg", "you.webp"], tmp_path) == [
+        tmp_path / "me", tmp_path / "me-2", tmp_path / "ME-3", tmp_path / "you"]
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "main.py"), "reconstruct", "a.jpg", "b.jpg", "-o",
+                           str(tmp_path / "out"), "--mask", "m.png", "--person", "2"], capture_output=True, text=True)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "--mask and --person belong to one photo" in done.stderr and not (tmp_path / "out").exists()

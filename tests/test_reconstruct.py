@@ -85,3 +85,20 @@ def test_cli_reconstruct_and_bad_photo(tmp_path):
     assert fail.returncode == 2 and "Traceback" not in fail.stderr
     assert fail.stderr.strip().splitlines()[-1].startswith("error:") and str(bad) in fail.stderr
     assert not (tmp_path / "b" / "manifest.json").exists()
+
+
+def test_cli_reconstructs_several_photos_each_into_its_own_bundle(tmp_path):
+    """Several photos: one bundle each in a subfolder named after it; a photo that fails is named in one line and the
+    others go on; the run ends with a summary and exit status 1 when any failed."""
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    bad = tmp_path / "not_a_photo.jpg"
+    bad.write_text("hello")
+    batch = tmp_path / "batch"
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "main.py"), "reconstruct", str(bad), str(PHOTO), "-o",
+                           str(batch), *sets], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(bad) in errors[0]
+    assert f"[2/2] {PHOTO} -> {batch / 'messi5'}" in done.stdout
+    assert (batch / "messi5" / "manifest.json").exists() and not (batch / "not_a_photo" / "manifest.json").exists()
+    assert done.stdout.strip().splitlines()[-1] == f"1 of 2 avatars made in {batch}; failed: not_a_photo.jpg"
