@@ -107,7 +107,8 @@ class _Checked:
 
 
 class _AvEncoder(_Checked):
-    """A video stream through PyAV's bundled FFmpeg (no network, no system ffmpeg), one frame at a time."""
+    """A video stream through PyAV's bundled FFmpeg (no network, no system ffmpeg), one frame at a time, converted
+    to YUV with BT.709 and tagged so (players guess otherwise, and differently by size)."""
 
     def _open(self, path: Path, container_format: str, codec: str, pix_fmt: str, fps: float, options: dict) -> None:
         av = require("av", f"{container_format} export")
@@ -117,7 +118,12 @@ class _AvEncoder(_Checked):
         self._stream = self._container.add_stream(codec, rate=fps_fraction(fps))
         self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, pix_fmt
         self._stream.options = dict(options)
-        self._convert = {"format": pix_fmt}
+        from av.video.reformatter import ColorRange, Colorspace
+
+        context = self._stream.codec_context
+        context.colorspace, context.color_range = Colorspace.ITU709, ColorRange.MPEG
+        context.color_primaries, context.color_trc = 1, 1  # BT.709 primaries and transfer (ISO/IEC 23091-2)
+        self._convert = {"format": pix_fmt, "dst_colorspace": Colorspace.ITU709, "dst_color_range": ColorRange.MPEG}
 
     def write(self, frame: np.ndarray) -> None:
         import av
@@ -135,18 +141,11 @@ class _AvEncoder(_Checked):
 
 
 class Mp4Writer(_AvEncoder):
-    """H.264 yuv420p, tagged BT.709."""
+    """H.264 yuv420p."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float):
         self.width, self.height = width, height
         self._open(path, "mp4", "libx264", "yuv420p", fps, H264_OPTIONS)
-        from av.video.reformatter import ColorRange, Colorspace
-
-        # Tag what we convert with, so players do not guess (they guess differently by size).
-        context = self._stream.codec_context
-        context.colorspace, context.color_range = Colorspace.ITU709, ColorRange.MPEG
-        context.color_primaries, context.color_trc = 1, 1  # BT.709 primaries and transfer (ISO/IEC 23091-2)
-        self._convert.update(dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG)
 
 
 class WebmWriter(_AvEncoder):
