@@ -30,6 +30,7 @@ import numpy as np
 from core.avatar.avatar import PosedGaussians
 from core.errors import UserError
 from core.export.ply import SH_C0
+from core.export.web_splat import unit_bytes
 from core.io.atomic import write_bytes_atomic
 
 SPZ_MAGIC = 0x5053474E  # "NGSP" read as little-endian bytes
@@ -40,11 +41,6 @@ COLOR_SCALE = 0.15  # the format's scale of the degree-0 coefficient
 FLAG_ANTIALIASED = 0x1
 _ROTATION_BITS = 9  # magnitude bits of each of the three smaller quaternion components
 _MAX_FIXED = (1 << 23) - 1
-
-
-def _bytes(values: np.ndarray) -> np.ndarray:
-    """Round and clip to 0..255. uint8 [same shape]"""
-    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
 def fixed_point_positions(means: np.ndarray) -> np.ndarray:
@@ -87,9 +83,9 @@ def spz_payload(posed: PosedGaussians, antialiased: bool = True) -> bytes:
                              FLAG_ANTIALIASED if antialiased else 0, 0)
     parts = (
         fixed_point_positions(means),
-        _bytes(opacities * 255.0),
-        _bytes((colors - 0.5) / SH_C0 * (COLOR_SCALE * 255.0) + 127.5),
-        _bytes((np.log(scales) + 10.0) * 16.0),
+        unit_bytes(opacities, 255.0, 0.0),
+        unit_bytes((colors - 0.5) / SH_C0, COLOR_SCALE * 255.0, 127.5),
+        unit_bytes(np.log(scales), 16.0, 160.0),  # (log s + 10) * 16
         smallest_three_quaternions(quats),
     )
     return header + b"".join(np.ascontiguousarray(part).tobytes() for part in parts)

@@ -19,7 +19,8 @@ from core.io.atomic import write_bytes_atomic
 SPLAT_DTYPE = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rotation", "u1", 4)])
 
 
-def _unit_bytes(values: np.ndarray, scale: float, offset: float) -> np.ndarray:
+def unit_bytes(values: np.ndarray, scale: float, offset: float) -> np.ndarray:
+    """``values * scale + offset`` rounded and clipped to bytes (the splat formats' quantisation). uint8"""
     return np.clip(np.rint(values * scale + offset), 0, 255).astype(np.uint8)
 
 
@@ -34,9 +35,9 @@ def splat_file_records(posed: PosedGaussians) -> np.ndarray:
     records = np.zeros(len(means), SPLAT_DTYPE)
     records["position"] = means
     records["scale"] = scales
-    records["rgba"][:, :3] = _unit_bytes(np.clip(colors, 0.0, 1.0), 255.0, 0.0)
-    records["rgba"][:, 3] = _unit_bytes(np.clip(opacities, 0.0, 1.0), 255.0, 0.0)
-    records["rotation"] = _unit_bytes(quats, 128.0, 128.0)
+    records["rgba"][:, :3] = unit_bytes(np.clip(colors, 0.0, 1.0), 255.0, 0.0)
+    records["rgba"][:, 3] = unit_bytes(np.clip(opacities, 0.0, 1.0), 255.0, 0.0)
+    records["rotation"] = unit_bytes(quats, 128.0, 128.0)
     importance = np.prod(scales, axis=1) * opacities
     return records[np.argsort(-importance, kind="stable")]
 
