@@ -483,6 +483,18 @@ def test_ply_sequence_zip_holds_each_posed_frame(body, loaded, tmp_path):
     with torch.no_grad():
         expected = pose_avatar(avatar, body, pose_params("motion:wave:60", manifest, body), refined=True).means
     assert np.abs(means - expected.numpy()).max() < 1e-6
+    # the same sequence with .spz frames: the same poses, each frame the format's compressed file
+    small = tmp_path / "anim_spz.zip"
+    assert export_file(small, avatar, body, manifest, motion=motion, frames_as="spz").startswith("3 posed .spz")
+    with zipfile.ZipFile(small) as archive:
+        assert sorted(archive.namelist()) == ["frame_0000.spz", "frame_0001.spz", "frame_0002.spz", "sequence.json"]
+        assert json.loads(archive.read("sequence.json"))["format"] == "persona-spz-sequence/1"
+        decoded = _read_spz(archive.read("frame_0002.spz"))
+    assert np.abs(decoded["means"] - expected.numpy()).max() <= 0.5 / 4096 + 1e-7
+    assert small.stat().st_size < out.stat().st_size / 4
+    for wrong in ({"frames_as": "spz"}, {"frames_as": "obj", "motion": motion}):
+        with pytest.raises(UserError, match="--frames-as takes ply or spz"):
+            export_file(tmp_path / ("x.ply" if "motion" not in wrong else "x.zip"), avatar, body, manifest, **wrong)
 
 
 # ------------------------------------------------------------------------------------------ mesh

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -77,28 +79,43 @@ def write_splat_ply(path: str | Path, posed: PosedGaussians) -> None:
     write_bytes_atomic(path, ply_bytes(posed))
 
 
+@dataclass(frozen=True)
+class FrameEncoding:
+    """How a posed-splat sequence stores each frame: the member suffix, the encoder, whether the zip deflates
+    it (not for files that are compressed already), and what ``sequence.json`` says of the format."""
+
+    suffix: str
+    encode: Callable[[PosedGaussians], bytes]
+    deflate: bool
+    info: dict
+
+
+# Level 1 deflate: ~3x smaller (the f_rest zeros), a fraction of the time of the default level.
+PLY_FRAMES = FrameEncoding(".ply", ply_bytes, True, {"format": "persona-ply-sequence/1", "ply": "3dgs-binary-le"})
+
+
 @single_torch_thread()
 def write_splat_sequence(path: str | Path, avatar: Avatar, body: BodyModel, manifest: dict, motion: Motion,
-                         fps: float | None = None, refined: bool = True, progress: Progress | None = None) -> int:
-    """A ``.zip`` of one standard ``.ply`` per motion frame (``frame_0000.ply`` ...) plus ``sequence.json``.
+                         fps: float | None = None, refined: bool = True, progress: Progress | None = None,
+                         encoding: FrameEncoding = PLY_FRAMES) -> int:
+    """A ``.zip`` of one splat file per motion frame (``frame_0000.ply`` ..., or another ``encoding``'s) plus
+    ``sequence.json``.
 
     ``fps`` resamples the motion first (None keeps its rate). Frames are posed, encoded and added
     one at a time (memory holds one frame); the zip appears only when complete. Returns the frame count.
     """
     motion = motion_at_fps(motion, fps)
     if Path(path).suffix.lower() != ".zip":
-        raise UserError("a posed .ply sequence is written as a .zip", path)
-    info = {"format": "persona-ply-sequence/1", "motion": motion.name, "fps": motion.fps,
-            "frames": motion.num_frames, "num_gaussians": avatar.num_gaussians, "ply": "3dgs-binary-le",
-            "up": "+y", "front": "+z", "units": "metres"}
+        raise UserError("a posed splat sequence is written as a .zip", path)
+    info = {**encoding.info, "motion": motion.name, "fps": motion.fps, "frames": motion.num_frames,
+            "num_gaussians": avatar.num_gaussians, "up": "+y", "front": "+z", "units": "metres"}
+    compression = {"compress_type": zipfile.ZIP_DEFLATED, "compresslevel": 1} if encoding.deflate else {}
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
         archive.writestr(SEQUENCE_INFO, json.dumps(info, indent=2))
         for index in range(motion.num_frames):
             with torch.no_grad():
                 posed = pose_avatar(avatar, body, motion_params(motion, [index], manifest, body), refined)
-            # Level 1 deflate: ~3x smaller (the f_rest zeros), a fraction of the time of the default level.
-            archive.writestr(f"frame_{index:04d}.ply", ply_bytes(posed), compress_type=zipfile.ZIP_DEFLATED,
-                             compresslevel=1)
+            archive.writestr(f"frame_{index:04d}{encoding.suffix}", encoding.encode(posed), **compression)
             if progress is not None:
                 progress((index + 1) / motion.num_frames)
     return motion.num_frames

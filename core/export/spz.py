@@ -29,7 +29,7 @@ import numpy as np
 
 from core.avatar.avatar import PosedGaussians
 from core.errors import UserError
-from core.export.ply import SH_C0
+from core.export.ply import SH_C0, FrameEncoding
 from core.export.web_splat import unit_bytes
 from core.io.atomic import write_bytes_atomic
 
@@ -91,6 +91,14 @@ def spz_payload(posed: PosedGaussians, antialiased: bool = True) -> bytes:
     return header + b"".join(np.ascontiguousarray(part).tobytes() for part in parts)
 
 
+def spz_bytes(posed: PosedGaussians, antialiased: bool = True) -> bytes:
+    """The whole ``.spz`` file of ``posed`` (gzip without a timestamp: the same avatar, the same bytes)."""
+    return gzip.compress(spz_payload(posed, antialiased), compresslevel=9, mtime=0)
+
+
 def write_spz(path: str | Path, posed: PosedGaussians, antialiased: bool = True) -> None:
-    """Write ``posed`` as a ``.spz`` file atomically (gzip without a timestamp: the same avatar, the same bytes)."""
-    write_bytes_atomic(path, gzip.compress(spz_payload(posed, antialiased), compresslevel=9, mtime=0))
+    """Write ``posed`` as a ``.spz`` file atomically."""
+    write_bytes_atomic(path, spz_bytes(posed, antialiased))
+
+
+SPZ_FRAMES = FrameEncoding(".spz", spz_bytes, False, {"format": "persona-spz-sequence/1", "spz": "niantic-v3"})
