@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable
@@ -272,8 +273,8 @@ def _reconstruct_batch(photos: list[str], args: argparse.Namespace, config, stop
         words.append(f"{left} stopped or not started")
     print("; ".join(words))
     if left:
-        print(f"resume with: persona-studio reconstruct {' '.join(photos)} -o {args.output} --resume "
-              f"--preset {args.preset}")
+        print("resume with: " + shlex.join(["persona-studio", "reconstruct", *photos, "-o", str(args.output),
+                                            "--resume", "--preset", args.preset]))
     return 1 if failed else 0
 
 
@@ -297,7 +298,8 @@ def _reconstruct_one(photo: str, output: str | os.PathLike, args: argparse.Names
         print(f"note: {made} generated frames of the {asked} asked for: the motions (frames.motions) hold no more "
               f"distinct poses")
     if result.interrupted and hint:
-        print(f"resume with: persona-studio reconstruct {photo} -o {output} --resume --preset {args.preset}")
+        print("resume with: " + shlex.join(["persona-studio", "reconstruct", photo, "-o", str(output), "--resume",
+                                            "--preset", args.preset]))
     return result.interrupted
 
 
