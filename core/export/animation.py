@@ -62,10 +62,10 @@ def render_animation(avatar: Avatar, body: BodyModel, manifest: dict, motion: Mo
     """Write ``avatar`` playing ``motion`` to ``output`` (.mp4, .webm, .gif, PNG folder or pattern).
 
     ``fps`` resamples the clip (None keeps its own rate); one video frame per (resampled) motion
-    frame. ``export`` gives the square panel resolution (pixels), camera distance (metres),
-    elevation (degrees) and background (or transparent: RGBA
-    frames for .webm and PNGs); ``side_by_side`` puts the grey-shaded body mesh in the same
-    pose to the right of the avatar. ``progress(fraction)`` is called after each frame.
+    frame. ``export`` gives the square panel resolution (pixels), camera distance (metres), elevation
+    (degrees) and background (or transparent: RGBA frames for .webm and PNGs); ``side_by_side`` puts the
+    grey-shaded body mesh in the same pose to the right of the avatar. ``progress(fraction)`` is called after
+    each frame.
     """
     export = export or ExportConfig()
     render = render or RenderConfig()

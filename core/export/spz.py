@@ -30,7 +30,7 @@ import numpy as np
 from core.avatar.avatar import PosedGaussians
 from core.errors import UserError
 from core.export.ply import SH_C0, FrameEncoding
-from core.export.web_splat import unit_bytes
+from core.export.web_splat import splat_arrays, unit_bytes
 from core.io.atomic import write_bytes_atomic
 
 SPZ_MAGIC = 0x5053474E  # "NGSP" read as little-endian bytes
@@ -74,11 +74,7 @@ def smallest_three_quaternions(quats_wxyz: np.ndarray) -> np.ndarray:
 
 def spz_payload(posed: PosedGaussians, antialiased: bool = True) -> bytes:
     """The uncompressed ``.spz`` content (header and attributes, see the module doc) of ``posed``."""
-    means = posed.means.detach().double().cpu().numpy()
-    opacities = posed.opacities.detach().double().cpu().numpy()
-    colors = posed.colors.detach().double().cpu().numpy()
-    scales = posed.scales.detach().double().cpu().numpy()
-    quats = posed.quats.detach().double().cpu().numpy()
+    means, scales, colors, opacities, quats = splat_arrays(posed)
     header = SPZ_HEADER.pack(SPZ_MAGIC, SPZ_VERSION, len(means), 0, FRACTIONAL_BITS,
                              FLAG_ANTIALIASED if antialiased else 0, 0)
     parts = (

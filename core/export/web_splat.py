@@ -24,13 +24,16 @@ def unit_bytes(values: np.ndarray, scale: float, offset: float) -> np.ndarray:
     return np.clip(np.rint(values * scale + offset), 0, 255).astype(np.uint8)
 
 
+def splat_arrays(posed: PosedGaussians) -> tuple[np.ndarray, ...]:
+    """``(means [N, 3], scales [N, 3], colors [N, 3], opacities [N], quats [N, 4])`` of ``posed`` as float64 numpy
+    arrays: what the byte-packed splat formats (this one, ``.spz``) quantise."""
+    return tuple(value.detach().double().cpu().numpy()
+                 for value in (posed.means, posed.scales, posed.colors, posed.opacities, posed.quats))
+
+
 def splat_file_records(posed: PosedGaussians) -> np.ndarray:
     """``posed`` as ``[N]`` records of ``SPLAT_DTYPE``, largest (product of scales times opacity) first."""
-    means = posed.means.detach().double().cpu().numpy()
-    scales = posed.scales.detach().double().cpu().numpy()
-    colors = posed.colors.detach().double().cpu().numpy()
-    opacities = posed.opacities.detach().double().cpu().numpy()
-    quats = posed.quats.detach().double().cpu().numpy()
+    means, scales, colors, opacities, quats = splat_arrays(posed)
     quats = quats / np.linalg.norm(quats, axis=1, keepdims=True)
     records = np.zeros(len(means), SPLAT_DTYPE)
     records["position"] = means
